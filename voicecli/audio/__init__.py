@@ -1,0 +1,1 @@
+"""Microphone, speaker, devices and WAV files."""

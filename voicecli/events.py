@@ -1,0 +1,121 @@
+"""The neutral event vocabulary shared by every layer (see DESIGN.md).
+
+`wire/` turns Responses, Chat Completions and Realtime traffic into these; front ends consume only
+these and never see a wire dict. Plain frozen dataclasses: cheap to build on the hot path, easy
+to compare in tests, and `to_json()` gives the `--events` JSON Lines form.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+    item_id: str | None = None
+    refusal: bool = False  # a refusal part rather than ordinary output text
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    text: str
+    item_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    call_id: str
+    name: str
+    arguments: str  # the JSON text exactly as the model sent it
+    item_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HostedToolProgress:
+    """Progress of a server-side tool (web_search, file_search, code_interpreter)."""
+
+    tool: str
+    status: str
+    item_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AudioDelta:
+    pcm: bytes  # PCM16 LE mono 24 kHz
+    item_id: str | None = None
+    response_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    role: Literal["user", "assistant"]
+    text: str
+    final: bool = False
+    item_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    audio_start_ms: int = 0
+    item_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStopped:
+    audio_end_ms: int = 0
+    item_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+
+TurnStatus = Literal["completed", "incomplete", "failed", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEnd:
+    status: TurnStatus
+    response_id: str | None = None
+    reason: str | None = None  # incomplete/cancelled reason, e.g. "max_output_tokens"
+    output_items: tuple[dict[str, Any], ...] = field(default=(), repr=False)  # for history replay
+
+
+ErrorKind = Literal["auth", "rate_limit", "quota", "network", "timeout", "invalid_request", "not_found", "server", "protocol"]
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    kind: ErrorKind
+    message: str
+    retryable: bool = False
+    request_id: str | None = None
+    code: str | None = None
+    status: int | None = None
+    retry_after: float | None = None  # seconds, from headers or the error frame
+
+
+Event = (
+    TextDelta | ReasoningDelta | ToolCall | HostedToolProgress | AudioDelta | Transcript
+    | SpeechStarted | SpeechStopped | Usage | TurnEnd | Error
+)
+
+
+def to_json(event: Event) -> dict[str, Any]:
+    """The `--events` form: {"type": "text_delta", ...fields}; audio as base64."""
+    name = type(event).__name__
+    kind = "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+    data = asdict(event)
+    if isinstance(event, AudioDelta):
+        data["pcm"] = base64.b64encode(event.pcm).decode("ascii")
+    return {"type": kind, **data}

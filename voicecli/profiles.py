@@ -1,0 +1,571 @@
+"""TOML profiles → typed, validated settings.
+
+A profile is a TOML file with `description`, `extends`, and the tables `[connection]`, `[model]`,
+`[voice]`, `[ui]` and `[[tools]]`. The dataclasses below are the one source of truth for every
+key: its type, default, allowed values and range drive validation, `-o KEY=VALUE`, `profiles set`
+and `profiles show`.
+
+Precedence: CLI flag > environment > profile (child over `extends` parent) > built-in default.
+Model settings left unset are *omitted* from requests (None here), never sent as null.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from voicecli import paths
+from voicecli.errors import ConfigError
+
+SIM_BASE_URL = "sim"  # base_url value that means "start the built-in simulator in-process"
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _opt(default: Any = None, *, choices: tuple = (), lo: float | None = None, hi: float | None = None,
+         help: str = "", factory: Any = None) -> Any:
+    meta = {"choices": choices, "lo": lo, "hi": hi, "help": help}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class Connection:
+    base_url: str = _opt("https://api.openai.com/v1", help="API root; 'sim' starts the built-in simulator")
+    api_key_env: str = _opt("OPENAI_API_KEY", help="name of the env var holding the key; '' sends none")
+    transport: str = _opt("ws", choices=("ws", "sse", "chat"), help="text transport")
+    connect_timeout: float = _opt(10.0, lo=0.1, hi=600, help="seconds to open a connection")
+    read_timeout: float = _opt(60.0, lo=0.1, hi=3600, help="seconds of silence before a stream is dropped")
+    max_retries: int = _opt(2, lo=0, hi=20, help="retries on connection errors, 408/409/429/5xx")
+    ws_max_age: float = _opt(3300.0, lo=1, hi=3600, help="rotate the Responses WebSocket after this many seconds")
+    headers: dict[str, str] = _opt(factory=dict, help="extra HTTP headers")
+
+
+@dataclass
+class ModelSettings:
+    name: str = _opt("gpt-5.5", help="model for chat and infer")
+    instructions: str | None = _opt(help="system/developer instructions")
+    temperature: float | None = _opt(lo=0, hi=2)
+    top_p: float | None = _opt(lo=0, hi=1)
+    max_output_tokens: int | None = _opt(lo=1)
+    frequency_penalty: float | None = _opt(lo=-2, hi=2)
+    presence_penalty: float | None = _opt(lo=-2, hi=2)
+    seed: int | None = _opt()
+    service_tier: str | None = _opt(choices=("auto", "default", "flex", "scale", "priority"))
+    reasoning_effort: str | None = _opt(choices=("none", "minimal", "low", "medium", "high", "xhigh", "max"))
+    reasoning_summary: str | None = _opt(choices=("auto", "concise", "detailed"))
+    verbosity: str | None = _opt(choices=("low", "medium", "high"))
+    parallel_tool_calls: bool | None = _opt()
+    tool_choice: str | dict | None = _opt(help="'auto' | 'none' | 'required' | a tool name")
+    max_tool_rounds: int = _opt(10, lo=1, hi=100, help="tool-call rounds before a turn is ended")
+    store: bool = _opt(False, help="let the server store responses (previous_response_id over HTTP)")
+
+    def request_settings(self) -> dict[str, Any]:
+        """The settings that were set, by key; unset ones are left out entirely."""
+        skip = {"name", "instructions", "max_tool_rounds"}
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name not in skip and value is not None:
+                out[f.name] = value
+        return out
+
+
+@dataclass
+class VoiceSettings:
+    model: str = _opt("gpt-realtime", help="Realtime model for talk")
+    voice: str = _opt("marin")
+    speed: float | None = _opt(lo=0.25, hi=1.5)
+    instructions: str | None = _opt(help="overrides model.instructions in talk")
+    output_modalities: str = _opt("audio", choices=("audio", "text"))
+    turn_detection: str = _opt("server_vad", choices=("server_vad", "semantic_vad", "none"))
+    vad_threshold: float | None = _opt(lo=0, hi=1)
+    vad_prefix_padding_ms: int | None = _opt(lo=0, hi=5000)
+    vad_silence_duration_ms: int | None = _opt(lo=0, hi=10000)
+    vad_eagerness: str | None = _opt(choices=("low", "medium", "high", "auto"))
+    transcription_model: str | None = _opt("gpt-4o-mini-transcribe", help="'' turns input transcription off")
+    transcription_language: str | None = _opt()
+    noise_reduction: str | None = _opt(choices=("near_field", "far_field", "none"))
+    max_output_tokens: int | None = _opt(lo=1, hi=4096)
+    input_device: str | None = _opt(help="index or name substring")
+    output_device: str | None = _opt(help="index or name substring")
+    half_duplex: bool | None = _opt(help="mute the mic while the assistant speaks (default: auto)")
+    session_max_age: float = _opt(3300.0, lo=10, hi=3600, help="seconds before a Realtime session is renewed")
+
+
+@dataclass
+class UiSettings:
+    vi_mode: bool = _opt(False, help="vi key bindings in chat")
+    markdown: bool = _opt(True, help="render markdown on a TTY")
+
+
+@dataclass
+class ToolDef:
+    name: str = _opt("")
+    description: str = _opt("")
+    type: str = _opt("function", choices=("function", "web_search", "file_search", "code_interpreter"))
+    parameters: dict = _opt(factory=lambda: {"type": "object", "properties": {}})
+    strict: bool = _opt(True)
+    command: list[str] | None = _opt()
+    stdin: str = _opt("none", choices=("none", "json"))
+    python: str | None = _opt(help="package.module:function")
+    timeout: float = _opt(30.0, lo=0.1, hi=3600)
+    approval: str | None = _opt(choices=("ask", "auto", "never"), help="default: ask for command, auto for python")
+    env: dict[str, str] = _opt(factory=dict)
+    cwd: str | None = _opt()
+    max_output_bytes: int = _opt(65536, lo=1)
+    options: dict = _opt(factory=dict, help="hosted tools: passed through as-is")
+
+    @property
+    def effective_approval(self) -> str:
+        return self.approval or ("auto" if self.python else "ask")
+
+
+SECTIONS: dict[str, type] = {"connection": Connection, "model": ModelSettings, "voice": VoiceSettings, "ui": UiSettings}
+TOP_LEVEL = {"description": str, "extends": str}
+
+
+@dataclass
+class Profile:
+    name: str
+    source: str  # "builtin" | "user" | "path"
+    path: Path | None
+    description: str = ""
+    connection: Connection = field(default_factory=Connection)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    voice: VoiceSettings = field(default_factory=VoiceSettings)
+    ui: UiSettings = field(default_factory=UiSettings)
+    tools: list[ToolDef] = field(default_factory=list)
+
+    @property
+    def uses_simulator(self) -> bool:
+        return self.connection.base_url == SIM_BASE_URL
+
+    def api_key(self) -> str | None:
+        """The key from the env var the profile names; a clear error when it is missing."""
+        var = self.connection.api_key_env
+        if not var or self.uses_simulator:
+            return None
+        value = os.environ.get(var)
+        if not value:
+            raise ConfigError(
+                f"{var} is not set; profile '{self.name}' reads the API key from it",
+                hint=f"export {var}=sk-…, or try `-p offline` to use the built-in simulator",
+            )
+        return value
+
+    def as_dict(self, *, redact: bool = True) -> dict[str, Any]:
+        """Resolved settings as TOML-ready data (None dropped; secret-looking header values redacted)."""
+        out: dict[str, Any] = {"description": self.description}
+        for section in SECTIONS:
+            data = {k: v for k, v in dataclasses.asdict(getattr(self, section)).items() if v is not None}
+            if section == "connection" and redact:
+                data["headers"] = {k: ("***" if _is_secret_name(k) else v) for k, v in data["headers"].items()}
+            out[section] = data
+        if self.tools:
+            out["tools"] = [
+                {k: v for k, v in dataclasses.asdict(t).items() if v is not None and v != {} or k == "parameters"}
+                for t in self.tools
+            ]
+        return out
+
+
+def _is_secret_name(name: str) -> bool:
+    return bool(re.search(r"auth|key|token|secret|cookie", name, re.I))
+
+
+# --------------------------------------------------------------------------------------------
+# Field introspection: the dataclasses above drive validation
+
+
+def _field_info(cls: type) -> dict[str, tuple[Any, dataclasses.Field]]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: (hints[f.name], f) for f in dataclasses.fields(cls)}
+
+
+def _describe(tp: Any) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             dict: "a table", list: "an array"}
+    args = [a for a in typing.get_args(tp) if a is not type(None)] if _is_union(tp) else [tp]
+    words = []
+    for a in args:
+        origin = typing.get_origin(a) or a
+        if origin is list:
+            words.append("an array of strings")
+        elif origin is dict and typing.get_args(a) == (str, str):
+            words.append("a table of strings")
+        else:
+            words.append(names.get(origin, str(a)))
+    return " or ".join(words)
+
+
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType)
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "float", str: "string", list: "array",
+            dict: "table"}.get(type(value), type(value).__name__)
+
+
+def _check_type(tp: Any, value: Any) -> Any | None:
+    """Return the value coerced to `tp` (int → float only), or None if it does not fit."""
+    options = [a for a in typing.get_args(tp) if a is not type(None)] if _is_union(tp) else [tp]
+    for opt in options:
+        origin = typing.get_origin(opt) or opt
+        if origin is bool and isinstance(value, bool):
+            return value
+        if origin is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if origin is str and isinstance(value, str):
+            return value
+        if origin is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+        if origin is dict and isinstance(value, dict):
+            if typing.get_args(opt) == (str, str) and not all(isinstance(v, str) for v in value.values()):
+                continue
+            return value
+    return None
+
+
+class _Source:
+    """A profile file's text, for pointing errors at file:line."""
+
+    def __init__(self, path: Path | None, text: str = ""):
+        self.path = path
+        self.lines = text.splitlines()
+
+    def where(self, section: str | None = None, key: str | None = None, index: int | None = None) -> str:
+        if self.path is None:
+            return "<settings>"
+        line = self._find(section, key, index)
+        return f"{self.path}:{line}" if line else str(self.path)
+
+    def _find(self, section: str | None, key: str | None, index: int | None) -> int | None:
+        header = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?")
+        current, seen = None, -1
+        fallback = None
+        for number, text in enumerate(self.lines, 1):
+            m = header.match(text)
+            if m:
+                current = m.group(1)
+                if current == section:
+                    seen += 1
+                    if key is None and (index is None or seen == index):
+                        return number
+                continue
+            in_place = current == section and (index is None or seen == index)
+            if key and re.match(rf"^\s*{re.escape(key)}\s*=", text):
+                if in_place:
+                    return number
+            # dotted forms: `model.temperature = …` at top level
+            if key and section and current is None and re.match(rf"^\s*{re.escape(section)}\.{re.escape(key)}\s*=", text):
+                fallback = fallback or number
+        return fallback
+
+
+def _all_key_paths() -> list[str]:
+    keys = list(TOP_LEVEL) + ["tools"]
+    for section, cls in SECTIONS.items():
+        keys += [f"{section}.{name}" for name in _field_info(cls)]
+    keys += [f"tools.{name}" for name in _field_info(ToolDef)]
+    return keys
+
+
+def _unknown(path: str, candidates: list[str], src: _Source, section: str | None, key: str) -> ConfigError:
+    short = path.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(short, candidates, n=1, cutoff=0.6)
+    if not close:  # maybe it belongs in another table: `temperature` at top level → model.temperature
+        full = [p for p in _all_key_paths() if p.rsplit(".", 1)[-1] == short]
+        close = full or difflib.get_close_matches(path, _all_key_paths(), n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'?" if close else f"valid keys here: {', '.join(sorted(candidates))}"
+    return ConfigError(f"{src.where(section, key)}: unknown key '{path}'", hint=hint)
+
+
+def _validate_value(cls: type, section: str, key: str, value: Any, src: _Source,
+                    label: str | None = None, index: int | None = None) -> Any:
+    info = _field_info(cls)
+    label = label or f"{section}.{key}"
+    if key not in info:
+        raise _unknown(label, list(info), src, section, key)
+    tp, f = info[key]
+    coerced = _check_type(tp, value)
+    where = src.where(section, key, index)
+    if coerced is None:
+        shown = repr(value) if not isinstance(value, (dict, list)) else _type_name(value)
+        raise ConfigError(f"{where}: {label} must be {_describe(tp)}, got {_type_name(value)} {shown}")
+    meta = f.metadata
+    if meta.get("choices") and isinstance(coerced, str) and coerced not in meta["choices"]:
+        close = difflib.get_close_matches(coerced, meta["choices"], n=1)
+        hint = f"did you mean '{close[0]}'?" if close else None
+        raise ConfigError(f"{where}: {label} must be one of {', '.join(meta['choices'])}; got '{coerced}'",
+                          hint=hint)
+    if isinstance(coerced, (int, float)) and not isinstance(coerced, bool):
+        lo, hi = meta.get("lo"), meta.get("hi")
+        if (lo is not None and coerced < lo) or (hi is not None and coerced > hi):
+            bounds = f"between {lo:g} and {hi:g}" if hi is not None else f"at least {lo:g}"
+            raise ConfigError(f"{where}: {label} must be {bounds}; got {coerced:g}")
+    return coerced
+
+
+def _validate_raw(data: dict[str, Any], src: _Source) -> None:
+    """Check one file's tables before merging, so an error names the file that has it."""
+    for key, value in data.items():
+        if key in TOP_LEVEL:
+            if not isinstance(value, str):
+                raise ConfigError(f"{src.where(None, key)}: {key} must be a string, got {_type_name(value)}")
+        elif key in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{src.where(None, key)}: {key} must be a table ([{key}]), got {_type_name(value)}")
+            for k, v in value.items():
+                _validate_value(SECTIONS[key], key, k, v, src)
+        elif key == "tools":
+            if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+                raise ConfigError(f"{src.where(None, key)}: tools must be an array of tables ([[tools]])")
+            for i, tool in enumerate(value):
+                _validate_tool(tool, i, src)
+        else:
+            raise _unknown(key, list(TOP_LEVEL) + list(SECTIONS) + ["tools"], src, None, key)
+
+
+HOSTED_TYPES = ("web_search", "file_search", "code_interpreter")
+
+
+def _validate_tool(tool: dict[str, Any], index: int, src: _Source) -> None:
+    name = tool.get("name")
+    label = f"tools[{index}]" + (f" ({name})" if isinstance(name, str) else "")
+    kind = tool.get("type", "function")
+    for k, v in tool.items():
+        if kind in HOSTED_TYPES and k not in _field_info(ToolDef):
+            continue  # hosted tool options (vector_store_ids, container, …) pass through
+        _validate_value(ToolDef, "tools", k, v, src, label=f"{label}.{k}", index=index)
+    where = src.where("tools", None, index)
+    if kind == "function":
+        if not isinstance(name, str) or not TOOL_NAME.match(name):
+            raise ConfigError(f"{where}: {label}: name is required and may hold only letters, digits, _ and - (≤ 64)")
+        if ("command" in tool) == ("python" in tool):
+            raise ConfigError(f"{where}: {label}: a function tool needs exactly one of command = [...] or python = 'module:function'")
+        if "command" in tool and not tool["command"]:
+            raise ConfigError(f"{where}: {label}: command must name a program")
+        if "python" in tool and not re.match(r"^[\w.]+:[\w.]+$", tool["python"]):
+            raise ConfigError(f"{where}: {label}: python must look like 'package.module:function'")
+        params = tool.get("parameters")
+        if params is not None and params.get("type", "object") != "object":
+            raise ConfigError(f"{where}: {label}: parameters must be a JSON Schema of type 'object'")
+
+
+def _tool_from_raw(raw: dict[str, Any]) -> ToolDef:
+    known = _field_info(ToolDef)
+    args = {k: v for k, v in raw.items() if k in known}
+    extra = {k: v for k, v in raw.items() if k not in known}
+    if extra:
+        args["options"] = {**raw.get("options", {}), **extra}
+    if args.get("type", "function") != "function" and "name" not in args:
+        args["name"] = args["type"]
+    return ToolDef(**args)
+
+
+# --------------------------------------------------------------------------------------------
+# Discovery and loading
+
+
+@dataclass
+class ProfileRef:
+    name: str
+    source: str
+    path: Path
+
+
+def _looks_like_path(name: str) -> bool:
+    return "/" in name or os.sep in name or name.endswith(".toml")
+
+
+def discover() -> list[ProfileRef]:
+    """All named profiles; a user profile shadows a built-in one with the same name."""
+    found: dict[str, ProfileRef] = {}
+    for source, folder in (("builtin", paths.builtin_profiles_dir()), ("user", paths.user_profiles_dir())):
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.toml")):
+                found[path.stem] = ProfileRef(path.stem, source, path)
+    return sorted(found.values(), key=lambda r: r.name)
+
+
+def find(name: str, *, relative_to: Path | None = None) -> ProfileRef:
+    if _looks_like_path(name):
+        path = Path(name).expanduser()
+        if not path.is_absolute() and relative_to is not None and not path.exists():
+            path = relative_to / path
+        if not path.is_file():
+            raise ConfigError(f"profile file not found: {path}")
+        return ProfileRef(path.stem, "path", path.resolve())
+    for ref in discover():
+        if ref.name == name:
+            return ref
+    known = [r.name for r in discover()]
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"known profiles: {', '.join(known)}"
+    raise ConfigError(f"no profile named '{name}' (looked in {paths.user_profiles_dir()} and the built-ins)",
+                      hint=hint + " — `voicecli profiles list` shows them all")
+
+
+def read_toml(path: Path) -> tuple[dict[str, Any], str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read profile {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
+        if m:
+            msg = msg[: m.start()].strip()
+            raise ConfigError(f"{path}:{m.group(1)}:{m.group(2)}: invalid TOML: {msg}") from None
+        m = re.search(r"\(at end of document\)", msg)
+        line = len(text.splitlines()) or 1
+        raise ConfigError(f"{path}:{line}: invalid TOML: {msg.split(' (at')[0]}") from None
+
+
+def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    out = dict(parent)
+    for key, value in child.items():
+        if key == "tools":
+            # a child's tool replaces the parent's tool of the same name; new ones are appended
+            names = {t.get("name", t.get("type")) for t in value}
+            out["tools"] = [t for t in parent.get("tools", []) if t.get("name", t.get("type")) not in names] + value
+        elif isinstance(value, dict) and isinstance(out.get(key), dict) and key != "parameters":
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+def _load_raw(ref: ProfileRef, chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    key = str(ref.path)
+    if key in chain:
+        cycle = " → ".join(Path(p).stem for p in (*chain, key))
+        raise ConfigError(f"{ref.path}: 'extends' loops back on itself: {cycle}")
+    data, text = read_toml(ref.path)
+    src = _Source(ref.path, text)
+    _validate_raw(data, src)
+    parent_name = data.get("extends")
+    if not parent_name:
+        return data
+    if parent_name == ref.name and not _looks_like_path(parent_name):
+        # a user profile may extend the built-in it shadows
+        builtin = paths.builtin_profiles_dir() / f"{parent_name}.toml"
+        if ref.source == "user" and builtin.is_file():
+            parent_ref = ProfileRef(parent_name, "builtin", builtin)
+        else:
+            raise ConfigError(f"{src.where(None, 'extends')}: profile '{ref.name}' extends itself")
+    else:
+        try:
+            parent_ref = find(parent_name, relative_to=ref.path.parent)
+        except ConfigError as exc:
+            raise ConfigError(f"{src.where(None, 'extends')}: extends = '{parent_name}': {exc.message}",
+                              hint=exc.hint) from None
+    parent = _load_raw(parent_ref, (*chain, key))
+    merged = _merge(parent, data)
+    merged["description"] = data.get("description", parent.get("description", ""))
+    return merged
+
+
+ENV_OVERRIDES = {
+    "OPENAI_BASE_URL": "connection.base_url",
+    "VOICECLI_MODEL": "model.name",
+    "VOICECLI_TRANSPORT": "connection.transport",
+}
+
+
+def load(name: str | None = None, *, overrides: dict[str, Any] | None = None,
+         env: typing.Mapping[str, str] | None = None) -> Profile:
+    """Load a profile by name or path and apply environment and CLI overrides (dotted keys)."""
+    env = os.environ if env is None else env
+    name = name or env.get("VOICECLI_PROFILE") or "default"
+    ref = find(name)
+    raw = _load_raw(ref)
+    profile = _build(ref, raw)
+    for var, key in ENV_OVERRIDES.items():
+        value = env.get(var)
+        if value and not (key == "connection.base_url" and profile.uses_simulator):
+            apply_setting(profile, key, value, origin=f"environment variable {var}")
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            apply_setting(profile, key, value, origin="command line")
+    return profile
+
+
+def _build(ref: ProfileRef, raw: dict[str, Any]) -> Profile:
+    profile = Profile(name=ref.name, source=ref.source, path=ref.path, description=raw.get("description", ""))
+    for section, cls in SECTIONS.items():
+        setattr(profile, section, cls(**raw.get(section, {})))
+    profile.tools = [_tool_from_raw(t) for t in raw.get("tools", [])]
+    return profile
+
+
+MODEL_ALIASES = {"model": "model.name", "system": "model.instructions"}
+
+
+def resolve_key(key: str) -> tuple[str, str]:
+    """'temperature' → ('model', 'temperature'); 'voice.speed' → ('voice', 'speed')."""
+    key = MODEL_ALIASES.get(key, key)
+    section, _, name = key.rpartition(".")
+    section = section or "model"
+    if section not in SECTIONS:
+        close = difflib.get_close_matches(key, _all_key_paths(), n=1, cutoff=0.5)
+        raise ConfigError(f"unknown setting '{key}'", hint=f"did you mean '{close[0]}'?" if close else
+                          f"settings live in {', '.join(SECTIONS)}")
+    return section, name
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: TOML literal when it is one (0.5, true, [..]), else the plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_setting(profile: Profile, key: str, value: Any, *, origin: str = "command line") -> None:
+    section, name = resolve_key(key)
+    cls = SECTIONS[section]
+    if isinstance(value, str):
+        tp = _field_info(cls).get(name, (str, None))[0]
+        wants_str = _check_type(tp, "x") is not None
+        if not wants_str or _check_type(tp, value) is None:
+            value = parse_value(value)
+        elif value.lower() in ("null", "none", "unset") and _is_union(tp) and type(None) in typing.get_args(tp):
+            value = None
+    if value is None:
+        setattr(getattr(profile, section), name, None)
+        return
+    src = _Source(None)
+    try:
+        coerced = _validate_value(cls, section, name, value, src)
+    except ConfigError as exc:
+        raise ConfigError(exc.message.replace("<settings>: ", f"{origin}: "), hint=exc.hint) from None
+    setattr(getattr(profile, section), name, coerced)
+
+
+def parse_options(options: list[str]) -> dict[str, Any]:
+    """`-o KEY=VALUE` pairs → {dotted key: value}; the key defaults to the [model] table."""
+    out: dict[str, Any] = {}
+    for item in options or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"-o expects KEY=VALUE, got '{item}'", hint="e.g. -o temperature=0.2")
+        section, name = resolve_key(key.strip())
+        out[f"{section}.{name}"] = value.strip()
+    return out

@@ -1,0 +1,1 @@
+"""Loopback simulator of the OpenAI APIs voicecli speaks (Responses, Chat Completions, Realtime, audio)."""

@@ -1,0 +1,1 @@
+"""Connections, retries, reconnects and timeouts around the wire layer."""
