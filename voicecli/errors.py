@@ -23,6 +23,7 @@ class ExitCode(IntEnum):
 
 
 EXIT_CODE_HELP = """\
+\b
 Exit codes: 0 ok · 1 internal error · 2 usage error · 3 configuration error ·
 4 authentication/permission · 5 rate limit or quota · 6 network/timeout ·
 7 API or server error · 8 incomplete answer · 130 interrupted"""

@@ -1,0 +1,75 @@
+"""Audio devices: import PortAudio safely, list devices, pick one by index or name substring."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from voicecli.errors import ConfigError
+
+PORTAUDIO_HINT = ("install PortAudio: Debian/Ubuntu `sudo apt-get install libportaudio2`, "
+                  "Fedora `sudo dnf install portaudio`, macOS `brew install portaudio`")
+
+
+def import_sounddevice() -> Any:
+    """`import sounddevice`, turning a missing PortAudio library into one clear line."""
+    try:
+        import sounddevice
+    except OSError as exc:  # the wheel does not bundle PortAudio on Linux
+        raise ConfigError(f"audio is unavailable: {exc}", hint=PORTAUDIO_HINT) from None
+    return sounddevice
+
+
+def query_devices() -> list[dict[str, Any]]:
+    sd = import_sounddevice()
+    try:
+        return [dict(d, index=i) for i, d in enumerate(sd.query_devices())]
+    except sd.PortAudioError as exc:
+        raise ConfigError(f"cannot list audio devices: {exc}") from None
+
+
+def default_indices() -> tuple[int | None, int | None]:
+    sd = import_sounddevice()
+    try:
+        inp, out = sd.default.device
+    except Exception:
+        return None, None
+    return (inp if inp is not None and inp >= 0 else None), (out if out is not None and out >= 0 else None)
+
+
+def find_device(spec: str, kind: str) -> dict[str, Any]:
+    """An input or output device by index or case-insensitive name substring (exit 3 if unclear)."""
+    channels = "max_input_channels" if kind == "input" else "max_output_channels"
+    devices = [d for d in query_devices() if d[channels] > 0]
+    if not devices:
+        raise ConfigError(f"no audio {kind} device found",
+                          hint="connect one, or use --input/--output FILE.wav to run without audio devices")
+    if spec.strip().isdigit():
+        match = [d for d in devices if d["index"] == int(spec)]
+    else:
+        match = [d for d in devices if spec.lower() in d["name"].lower()]
+        exact = [d for d in match if d["name"].lower() == spec.lower()]
+        match = exact or match
+    if len(match) == 1:
+        return match[0]
+    listing = "; ".join(f"{d['index']}: {d['name']}" for d in (match or devices))
+    what = "matches several" if match else "matches no"
+    raise ConfigError(f"--{kind}-device '{spec}' {what} {kind} device", hint=f"candidates: {listing}")
+
+
+def print_devices() -> None:
+    devices = query_devices()
+    d_in, d_out = default_indices()
+    if not devices:
+        print("no audio devices found", file=sys.stderr)
+        return
+    rows = []
+    for d in devices:
+        marks = ("<" if d["index"] == d_in else " ") + (">" if d["index"] == d_out else " ")
+        rows.append([str(d["index"]), marks, d["name"], str(d["max_input_channels"]),
+                     str(d["max_output_channels"]), f"{d['default_samplerate']:.0f}"])
+    from voicecli.profiles_cli import _to_stdout_table
+
+    _to_stdout_table(rows, ["index", "default", "name", "in", "out", "rate"])
+    if sys.stdout.isatty():
+        print("< default input   > default output", file=sys.stderr)

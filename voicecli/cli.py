@@ -1,0 +1,297 @@
+"""The `voicecli` command line: parse flags, load a profile, hand over to a front end.
+
+Startup is a feature: this module imports only Typer and the standard library. Every command
+imports what it needs (transports, audio, numpy, prompt_toolkit) inside its own function.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from voicecli import __version__
+from voicecli.errors import EXIT_CODE_HELP, ExitCode, NotImplementedYet, VoicecliError
+
+EXAMPLES = """\
+Examples:
+
+\b
+  voicecli infer -p offline "hello"              # try it with the built-in simulator: no key, no network
+  cat notes.md | voicecli infer "summarise this"  # stdin joins the prompt; stdout carries only the answer
+  voicecli chat -m gpt-5.5 -s "Be brief."         # interactive text chat
+  voicecli talk --vad server                      # talk to the model; talk over it to interrupt
+  voicecli profiles list                          # profiles live in ~/.config/voicecli/profiles
+  voicecli sim --port 8000                        # an OpenAI-compatible simulator for offline work
+"""
+
+app = typer.Typer(
+    name="voicecli",
+    help="Talk to OpenAI-style models by voice and by text.\n\n" + EXAMPLES,
+    epilog=EXIT_CODE_HELP,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+)
+profiles_app = typer.Typer(help="List, show, create, edit and validate profiles.", no_args_is_help=True)
+app.add_typer(profiles_app, name="profiles")
+
+
+class _State:
+    debug = False
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"voicecli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", "-V", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    pass
+
+
+# ---- flags shared by chat, talk and infer --------------------------------------------------
+
+ProfileOpt = Annotated[Optional[str], typer.Option(
+    "-p", "--profile", metavar="NAME|PATH",
+    help="Profile name or TOML file (default: $VOICECLI_PROFILE, else 'default').")]
+ModelOpt = Annotated[Optional[str], typer.Option("-m", "--model", metavar="MODEL", help="Model name (env VOICECLI_MODEL).")]
+SystemOpt = Annotated[Optional[str], typer.Option("-s", "--system", metavar="TEXT", help="System instructions.")]
+TransportOpt = Annotated[Optional[str], typer.Option(
+    "-t", "--transport", metavar="ws|sse|chat",
+    help="ws: Responses over WebSocket · sse: Responses over HTTP · chat: Chat Completions (env VOICECLI_TRANSPORT).")]
+BaseUrlOpt = Annotated[Optional[str], typer.Option(
+    "--base-url", metavar="URL", help="API root, e.g. http://localhost:11434/v1 (env OPENAI_BASE_URL).")]
+OptionOpt = Annotated[Optional[list[str]], typer.Option(
+    "-o", "--option", metavar="KEY=VALUE",
+    help="Model setting, repeatable: -o temperature=0.2 -o reasoning_effort=low -o voice.speed=1.2.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and protocol details on stderr.")]
+
+
+@dataclass
+class Selection:
+    """What the common flags chose; turned into a Profile by `load_profile`."""
+
+    profile: str | None = None
+    model: str | None = None
+    system: str | None = None
+    transport: str | None = None
+    base_url: str | None = None
+    options: list[str] = field(default_factory=list)
+
+    def load_profile(self):
+        from voicecli import profiles
+
+        if self.transport and self.transport not in ("ws", "sse", "chat"):
+            raise VoicecliError(f"--transport must be ws, sse or chat; got '{self.transport}'",
+                                exit_code=ExitCode.USAGE)
+        overrides = profiles.parse_options(self.options)
+        overrides.update({
+            "model.name": self.model,
+            "model.instructions": self.system,
+            "connection.transport": self.transport,
+            "connection.base_url": self.base_url,
+        })
+        return profiles.load(self.profile, overrides=overrides)
+
+
+# ---- text and voice -------------------------------------------------------------------------
+
+
+@app.command(epilog=EXIT_CODE_HELP)
+def infer(
+    prompt: Annotated[Optional[list[str]], typer.Argument(metavar="PROMPT...", help="The prompt; stdin, if piped, comes first.")] = None,
+    profile: ProfileOpt = None, model: ModelOpt = None, system: SystemOpt = None,
+    transport: TransportOpt = None, base_url: BaseUrlOpt = None, option: OptionOpt = None,
+    file: Annotated[Optional[list[Path]], typer.Option("-f", "--file", metavar="PATH", help="Attach a text file (repeatable).")] = None,
+    image: Annotated[Optional[list[str]], typer.Option("--image", metavar="PATH|URL", help="Attach an image.")] = None,
+    no_stream: Annotated[bool, typer.Option("--no-stream", help="Print the answer once, at the end.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object with text, usage, timings.")] = False,
+    events: Annotated[bool, typer.Option("--events", help="Stream neutral events as JSON Lines.")] = False,
+    usage: Annotated[bool, typer.Option("-u", "--usage", help="Token and latency summary on stderr.")] = False,
+    continue_: Annotated[bool, typer.Option("-c", "--continue", help="Continue the latest conversation.")] = False,
+    cid: Annotated[Optional[str], typer.Option("--cid", metavar="ID", help="Continue conversation ID.")] = None,
+    no_log: Annotated[bool, typer.Option("--no-log", help="Do not append to the conversation log.")] = False,
+    allow_tool: Annotated[Optional[list[str]], typer.Option("--allow-tool", metavar="NAME",
+                                                             help="Run this 'ask' tool without asking.")] = None,
+    yes: Annotated[bool, typer.Option("-y", "--yes", help="Run every 'ask' tool without asking.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """One-shot answer for scripts and pipes: the answer on stdout, everything else on stderr."""
+    _State.debug = debug
+    Selection(profile, model, system, transport, base_url, option or []).load_profile()
+    raise NotImplementedYet("voicecli infer")
+
+
+@app.command(epilog=EXIT_CODE_HELP)
+def chat(
+    profile: ProfileOpt = None, model: ModelOpt = None, system: SystemOpt = None,
+    transport: TransportOpt = None, base_url: BaseUrlOpt = None, option: OptionOpt = None,
+    continue_: Annotated[bool, typer.Option("-c", "--continue", help="Resume the latest conversation.")] = False,
+    cid: Annotated[Optional[str], typer.Option("--cid", metavar="ID", help="Resume conversation ID.")] = None,
+    transcript: Annotated[Optional[Path], typer.Option("--transcript", metavar="PATH", help="Append every exchange to this .md or .jsonl file.")] = None,
+    vi: Annotated[bool, typer.Option("--vi", help="vi key bindings.")] = False,
+    raw: Annotated[bool, typer.Option("--raw", help="Plain text instead of rendered markdown.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Interactive text chat with streaming, history and slash commands (/help)."""
+    _State.debug = debug
+    Selection(profile, model, system, transport, base_url, option or []).load_profile()
+    raise NotImplementedYet("voicecli chat")
+
+
+@app.command(epilog=EXIT_CODE_HELP)
+def talk(
+    profile: ProfileOpt = None, model: ModelOpt = None, system: SystemOpt = None,
+    base_url: BaseUrlOpt = None, option: OptionOpt = None,
+    voice: Annotated[Optional[str], typer.Option("--voice", metavar="NAME", help="Voice, e.g. marin, cedar, alloy.")] = None,
+    vad: Annotated[Optional[str], typer.Option("--vad", metavar="server|semantic|off",
+                                               help="Turn detection; off = push-to-talk (Space).")] = None,
+    half_duplex: Annotated[Optional[bool], typer.Option(
+        "--half-duplex/--full-duplex", help="Mute the mic while the assistant speaks (default: on unless a headset).")] = None,
+    input_device: Annotated[Optional[str], typer.Option("--input-device", metavar="INDEX|NAME",
+                                                        help="Microphone (see `voicecli devices`).")] = None,
+    output_device: Annotated[Optional[str], typer.Option("--output-device", metavar="INDEX|NAME", help="Speaker.")] = None,
+    input_wav: Annotated[Optional[Path], typer.Option("--input", metavar="FILE.wav", help="Stream a WAV file instead of the microphone.")] = None,
+    output_wav: Annotated[Optional[Path], typer.Option("--output", metavar="FILE.wav", help="Record the assistant to a WAV file.")] = None,
+    transcript: Annotated[Optional[Path], typer.Option("--transcript", metavar="PATH", help="Append the conversation to this .jsonl or .md file.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Live voice conversation over the Realtime API, with barge-in."""
+    _State.debug = debug
+    if vad is not None and vad not in ("server", "semantic", "off"):
+        raise VoicecliError(f"--vad must be server, semantic or off; got '{vad}'", exit_code=ExitCode.USAGE)
+    sel = Selection(profile, None, system, None, base_url, option or [])
+    prof = sel.load_profile()
+    if model:
+        from voicecli import profiles
+
+        profiles.apply_setting(prof, "voice.model", model)
+    raise NotImplementedYet("voicecli talk")
+
+
+@app.command()
+def devices(debug: DebugOpt = False) -> None:
+    """List audio input and output devices (index, name, channels, default rate)."""
+    _State.debug = debug
+    from voicecli.audio.devices import print_devices
+
+    print_devices()
+
+
+@app.command()
+def sim(
+    host: Annotated[str, typer.Option("--host", metavar="ADDR", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="N", help="Port (0 = any free port).")] = 0,
+    api_key: Annotated[Optional[str], typer.Option("--api-key", metavar="KEY", help="Require this bearer key (else any key).")] = None,
+    script: Annotated[Optional[Path], typer.Option("--script", metavar="PATH", help="JSON/TOML script of replies and faults.")] = None,
+    latency: Annotated[float, typer.Option("--latency", metavar="S", help="Seconds before the first byte.")] = 0.0,
+    delta_delay: Annotated[float, typer.Option("--delta-delay", metavar="S", help="Seconds between streamed deltas.")] = 0.0,
+    debug: DebugOpt = False,
+) -> None:
+    """Run the loopback simulator of the OpenAI APIs; point any OpenAI client at the printed URL."""
+    _State.debug = debug
+    from voicecli.sim.config import SimConfig
+    from voicecli.sim.server import serve_forever
+
+    config = SimConfig(host=host, port=port, api_key=api_key, script=script, latency=latency,
+                       delta_delay=delta_delay)
+    serve_forever(config, announce=lambda url: print(url, flush=True))
+
+
+# ---- profiles -------------------------------------------------------------------------------
+
+
+@profiles_app.command("list")
+def profiles_list() -> None:
+    """Table of profiles: name, source, model, transport, description."""
+    from voicecli.profiles_cli import list_profiles
+
+    list_profiles()
+
+
+@profiles_app.command("show")
+def profiles_show(name: Annotated[str, typer.Argument(metavar="NAME|PATH")]) -> None:
+    """Resolved settings of a profile (after extends and environment), secrets redacted."""
+    from voicecli.profiles_cli import show_profile
+
+    show_profile(name)
+
+
+@profiles_app.command("path")
+def profiles_path(name: Annotated[Optional[str], typer.Argument(metavar="[NAME]")] = None) -> None:
+    """Where user profiles live, or the file behind NAME."""
+    from voicecli.profiles_cli import profile_path
+
+    profile_path(name)
+
+
+@profiles_app.command("new")
+def profiles_new(
+    name: str,
+    base: Annotated[str, typer.Option("--from", metavar="BASE", help="Profile to extend.")] = "default",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing profile.")] = False,
+) -> None:
+    """Create a user profile that extends another."""
+    from voicecli.profiles_cli import new_profile
+
+    new_profile(name, base, force)
+
+
+@profiles_app.command("set")
+def profiles_set(
+    name: Annotated[str, typer.Argument(metavar="NAME|PATH")],
+    key: Annotated[str, typer.Argument(help="Dotted key, e.g. model.temperature or voice.voice.")],
+    value: Annotated[str, typer.Argument(help="TOML value: 0.2, true, \"text\", [..]; bare words are strings.")],
+) -> None:
+    """Set one key in a user profile (the rest of the file, comments included, is kept)."""
+    from voicecli.profiles_cli import set_key
+
+    set_key(name, key, value)
+
+
+@profiles_app.command("validate")
+def profiles_validate(paths: Annotated[list[str], typer.Argument(metavar="PATH|NAME...")]) -> None:
+    """Check profiles; prints one line per profile, exits 3 at the first error."""
+    from voicecli.profiles_cli import validate
+
+    validate(paths)
+
+
+# ---- entry point ----------------------------------------------------------------------------
+
+
+def main() -> None:
+    try:
+        app()
+    except VoicecliError as exc:
+        if _State.debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"voicecli: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"  hint: {exc.hint}", file=sys.stderr)
+        sys.exit(int(exc.exit_code))
+    except KeyboardInterrupt:
+        print("voicecli: interrupted", file=sys.stderr)
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except Exception as exc:  # a bug: one line unless --debug
+        if _State.debug:
+            raise
+        print(f"voicecli: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print("  hint: re-run with --debug for the traceback, and please report it", file=sys.stderr)
+        sys.exit(int(ExitCode.INTERNAL))
+
+
+if __name__ == "__main__":
+    main()
