@@ -527,6 +527,8 @@ def resolve_key(key: str) -> tuple[str, str]:
         close = difflib.get_close_matches(key, _all_key_paths(), n=1, cutoff=0.5)
         raise ConfigError(f"unknown setting '{key}'", hint=f"did you mean '{close[0]}'?" if close else
                           f"settings live in {', '.join(SECTIONS)}")
+    if name not in _field_info(SECTIONS[section]):
+        raise _unknown(f"{section}.{name}", list(_field_info(SECTIONS[section])), _Source(None), section, name)
     return section, name
 
 

@@ -1,0 +1,35 @@
+"""Run the real CLI as a subprocess, sandboxed in its own VOICECLI_HOME."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+# variables that would leak the developer's own setup into a test
+SCRUB = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "VOICECLI_PROFILE", "VOICECLI_MODEL", "VOICECLI_TRANSPORT", "NO_COLOR")
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def cli_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in SCRUB}
+    env["VOICECLI_HOME"] = str(home)
+    env.update(extra)
+    return env
+
+
+def run_cli(home: Path, *args: str, input: str | None = None, timeout: float = 60, **env: str) -> Result:
+    proc = subprocess.run(
+        [sys.executable, "-m", "voicecli", *args],
+        input=input, capture_output=True, text=True, timeout=timeout, env=cli_env(home, **env),
+        stdin=None if input is not None else subprocess.DEVNULL,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)

@@ -1,0 +1,180 @@
+"""The real CLI as a subprocess: help, version, exit codes, `profiles …`, startup imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from clihelp import cli_env, run_cli
+
+HEAVY = {"httpx", "websockets", "numpy", "sounddevice", "prompt_toolkit", "openai", "aiohttp", "soxr"}
+
+
+@pytest.fixture
+def home(tmp_path):
+    (tmp_path / "profiles").mkdir()
+    return tmp_path
+
+
+def test_version_and_help(home):
+    r = run_cli(home, "--version")
+    assert r.code == 0 and r.out.startswith("voicecli ")
+    r = run_cli(home, "--help")
+    assert r.code == 0
+    for word in ("infer", "chat", "talk", "profiles", "devices", "sim", "Examples:", "Exit codes:"):
+        assert word in r.out
+
+
+@pytest.mark.parametrize("command, flags", [
+    ("infer", ["--profile", "--model", "--system", "--transport", "--base-url", "--option", "--debug",
+               "--file", "--image", "--no-stream", "--json", "--events", "--usage", "--continue", "--cid",
+               "--no-log", "--allow-tool", "--yes"]),
+    ("chat", ["--profile", "--model", "--system", "--transport", "--base-url", "--option", "--debug",
+              "--continue", "--cid", "--transcript", "--vi", "--raw"]),
+    ("talk", ["--profile", "--model", "--system", "--base-url", "--option", "--debug", "--vad",
+              "--half-duplex", "--input-device", "--output-device", "--input", "--output", "--transcript"]),
+    ("sim", ["--port", "--host", "--api-key", "--script"]),
+])
+def test_each_command_documents_its_flags(home, command, flags):
+    r = run_cli(home, command, "--help")
+    assert r.code == 0
+    for flag in flags:
+        assert flag in r.out, flag
+
+
+def test_usage_errors_exit_2(home):
+    assert run_cli(home, "infer", "--no-such-flag").code == 2
+    r = run_cli(home, "infer", "-p", "offline", "-t", "carrier-pigeon", "hi")
+    assert r.code == 2 and "--transport must be ws, sse or chat" in r.err
+
+
+def test_config_errors_exit_3_with_one_line_and_no_traceback(home):
+    (home / "profiles" / "bad.toml").write_text("[model]\ntemprature = 0.3\n")
+    r = run_cli(home, "infer", "-p", "bad", "hi")
+    assert r.code == 3
+    assert "Traceback" not in r.err
+    assert f"{home / 'profiles' / 'bad.toml'}:2: unknown key 'model.temprature'" in r.err
+    assert "did you mean 'temperature'?" in r.err
+    r = run_cli(home, "chat", "-p", "bad", "--debug")
+    assert r.code == 3 and "Traceback" in r.err  # --debug shows where it came from
+
+
+def test_profiles_list_is_plain_when_piped(home):
+    (home / "profiles" / "mine.toml").write_text('description = "my own"\nextends = "sse"\n')
+    (home / "profiles" / "broken.toml").write_text("[model\n")
+    r = run_cli(home, "profiles", "list")
+    assert r.code == 0
+    rows = [line.split("\t") for line in r.out.strip().splitlines()]
+    assert rows[0] == ["name", "source", "model", "transport", "description"]
+    by_name = {row[0]: row for row in rows[1:]}
+    assert by_name["mine"][1:5] == ["user", "gpt-5.5", "sse", "my own"]
+    assert by_name["offline"][1] == "builtin"
+    assert by_name["broken"][4].startswith("invalid:")  # one bad file does not break the list
+    assert "\x1b[" not in r.out
+
+
+def test_profiles_show_redacts_and_reports_key_state(home):
+    (home / "profiles" / "h.toml").write_text(
+        '[connection]\napi_key_env = "MY_KEY"\n[connection.headers]\nX-Api-Key = "sk-very-secret"\n')
+    r = run_cli(home, "profiles", "show", "h", MY_KEY="sk-very-secret")
+    assert r.code == 0
+    assert "sk-very-secret" not in r.out + r.err
+    assert "MY_KEY is set" in r.out
+    data = tomllib.loads(r.out)
+    assert data["connection"]["headers"]["X-Api-Key"] == "***"
+    assert data["model"]["name"] == "gpt-5.5"
+
+
+def test_profiles_new_set_validate_round_trip(home):
+    r = run_cli(home, "profiles", "new", "work", "--from", "sse")
+    assert r.code == 0
+    path = home / "profiles" / "work.toml"
+    assert r.out.strip() == str(path)
+    assert run_cli(home, "profiles", "new", "work").code == 3  # exists
+    path.write_text(path.read_text() + "\n[model]\n# keep this comment\nname = \"a\"\n")
+    r = run_cli(home, "profiles", "set", "work", "model.temperature", "0.3")
+    assert r.code == 0, r.err
+    r = run_cli(home, "profiles", "set", "work", "voice.voice", "cedar")
+    assert r.code == 0, r.err
+    r = run_cli(home, "profiles", "set", "work", "connection.headers", '{ X-Team = "blue" }')
+    assert r.code == 0, r.err
+    text = path.read_text()
+    assert "# keep this comment" in text and "# Reference: README.md" in text  # comments survive
+    data = tomllib.loads(text)
+    assert data["extends"] == "sse"
+    assert data["model"] == {"name": "a", "temperature": 0.3}
+    assert data["voice"] == {"voice": "cedar"}
+    assert data["connection"]["headers"] == {"X-Team": "blue"}
+    r = run_cli(home, "profiles", "validate", "work")
+    assert r.code == 0 and r.out.startswith("ok: ") and "over sse" in r.out
+    assert run_cli(home, "profiles", "path", "work").out.strip() == str(path)
+    assert run_cli(home, "profiles", "path").out.strip() == str(home / "profiles")
+
+
+def test_profiles_set_rejects_bad_values_and_leaves_the_file_alone(home):
+    run_cli(home, "profiles", "new", "work")
+    path = home / "profiles" / "work.toml"
+    before = path.read_text()
+    r = run_cli(home, "profiles", "set", "work", "model.temperature", "warm")
+    assert r.code == 3 and "model.temperature must be a number" in r.err
+    r = run_cli(home, "profiles", "set", "work", "model.temprature", "1")
+    assert r.code == 3 and "did you mean 'temperature'" in r.err
+    r = run_cli(home, "profiles", "set", "default", "model.name", "x")
+    assert r.code == 3 and "built-in" in r.err and "profiles new default --from default" in r.err
+    assert path.read_text() == before
+
+
+def test_profiles_validate_reports_the_first_error(home, tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text('[model]\nname = "m"\n')
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[model]\nname = "m"\nseed = 1.5\n')
+    r = run_cli(home, "profiles", "validate", str(good), str(bad))
+    assert r.code == 3
+    assert f"ok: {good}" in r.out
+    assert f"{bad}:3: model.seed must be an integer, got float 1.5" in r.err
+
+
+def test_missing_key_message_names_the_variable(home):
+    # infer will need the key; loading the profile alone must already say what to set once it does
+    (home / "profiles" / "k.toml").write_text('[connection]\napi_key_env = "SOME_UNSET_VAR"\n')
+    code = ("from voicecli import profiles\n"
+            "try:\n    profiles.load('k').api_key()\n"
+            "except Exception as e:\n    print(e.message, '|', e.hint)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=cli_env(home)).stdout
+    assert "SOME_UNSET_VAR is not set; profile 'k'" in out and "export SOME_UNSET_VAR=" in out
+
+
+def test_cli_import_pulls_in_no_heavy_module(home):
+    code = "import sys, voicecli.cli; print(' '.join(sorted(sys.modules)))"
+    mods = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env=cli_env(home)).stdout.split())
+    assert not {m.split(".")[0] for m in mods} & HEAVY
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["infer", "--help"], ["talk", "--help"]])
+def test_version_and_help_import_no_heavy_module(home, args):
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "voicecli", *args],
+                          capture_output=True, text=True, env=cli_env(home))
+    assert proc.returncode == 0
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0]
+                for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "typer" in imported  # the check sees real imports
+    assert not imported & HEAVY, imported & HEAVY
+
+
+def test_missing_portaudio_is_one_clear_line(home, tmp_path):
+    fake = tmp_path / "fakes"
+    fake.mkdir()
+    # what the real wheel raises when libportaudio2 is absent
+    (fake / "sounddevice.py").write_text("raise OSError('PortAudio library not found')\n")
+    r = run_cli(home, "devices", PYTHONPATH=str(fake))
+    assert r.code == 3
+    assert r.err.splitlines()[0] == "voicecli: audio is unavailable: PortAudio library not found"
+    assert "libportaudio2" in r.err and "Traceback" not in r.err
+    # text commands are unaffected by the missing library
+    assert run_cli(home, "profiles", "list", PYTHONPATH=str(fake)).code == 0

@@ -1,0 +1,299 @@
+"""Fault injection for the simulator: errors, delays, broken streams.
+
+A fault comes either from the request header `x-sim-fault` (so a client profile can set it
+through its extra headers) or from a script turn's `"fault"` (a dict with the same keys, or the
+same string). The header syntax is `key=value` pairs separated by `;` (a bare `key` means
+`key=1`), e.g.
+
+    x-sim-fault: status=429; retry_after_ms=100; times=1
+
+Keys (every one optional; combine freely):
+
+| key | effect |
+|---|---|
+| `status=N` | answer HTTP N with the real error body (429 rate_limit_exceeded, 500/503 server_error, …); over the Responses WebSocket an `error` event with `status` and `error.headers` |
+| `retry_after=S` / `retry_after_ms=MS` | with `status`: send the `retry-after` / `retry-after-ms` header |
+| `quota` | 429 with type and code `insufficient_quota` (must not be retried) |
+| `code=…`, `type=…`, `message=…` | override the error's code / type / message |
+| `latency=S` | wait S seconds before the first byte of the reply |
+| `delta_delay=S` | wait S seconds between streamed events |
+| `drop=N` | send N events, then cut the connection (no terminal event, no close frame) |
+| `close=CODE` | WebSocket: after `after` events close with CODE (HTTP streams: like `drop`) |
+| `malformed=N` | after N events send one event whose JSON is broken, then go on |
+| `unknown=N` | after N events send one event of an unknown type, then go on |
+| `stall=S` | after `after` events send nothing for S seconds, then go on |
+| `error=flat` / `error=nested` | after `after` events send a mid-stream `error` event (SDK flat shape, or the nested production shape) and end the turn (Responses: then `response.failed`) |
+| `failed` | end the turn with `response.failed` (server_error) instead of `response.completed` |
+| `incomplete` | end the turn with `response.incomplete`, reason `max_output_tokens` (Chat: finish_reason `length`) |
+| `after=N` | where `close`/`stall`/`error` strike (default 2 events) |
+| `times=N` | only the first N requests carrying this exact spec are hit; later ones pass, so a client's retry succeeds. Counted per distinct spec across the whole simulator. |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from dataclasses import dataclass, fields
+from typing import Any, Awaitable, Callable, Iterable
+
+FAULT_HEADER = "x-sim-fault"
+
+_INT_KEYS = {"status", "retry_after_ms", "drop", "close", "malformed", "unknown", "after", "times"}
+_FLOAT_KEYS = {"retry_after", "latency", "delta_delay", "stall"}
+_STR_KEYS = {"code", "type", "message", "error"}
+_BOOL_KEYS = {"quota", "failed", "incomplete"}
+
+
+class FaultSpecError(ValueError):
+    pass
+
+
+@dataclass
+class Fault:
+    status: int | None = None
+    retry_after: float | None = None
+    retry_after_ms: int | None = None
+    quota: bool = False
+    code: str | None = None
+    type: str | None = None
+    message: str | None = None
+    latency: float | None = None
+    delta_delay: float | None = None
+    drop: int | None = None
+    close: int | None = None
+    malformed: int | None = None
+    unknown: int | None = None
+    stall: float | None = None
+    error: str | None = None  # "flat" | "nested"
+    failed: bool = False
+    incomplete: bool = False
+    after: int = 2
+    times: int | None = None
+    spec: str = ""  # normalised text, the key for `times` counting
+
+    @property
+    def rejects(self) -> bool:
+        """True when the request is refused outright (no stream starts)."""
+        return self.status is not None or self.quota
+
+    @property
+    def mid_stream(self) -> bool:
+        return any(
+            v is not None
+            for v in (self.drop, self.close, self.malformed, self.unknown, self.stall, self.error)
+        )
+
+    def merged(self, other: Fault | None) -> Fault:
+        """This fault with every knob `other` sets explicitly laid over it."""
+        if other is None:
+            return self
+        base = Fault()
+        out = Fault(**{f.name: getattr(self, f.name) for f in fields(Fault)})
+        for f in fields(Fault):
+            value = getattr(other, f.name)
+            if value != getattr(base, f.name):
+                setattr(out, f.name, value)
+        return out
+
+
+def parse(spec: str | dict | None) -> Fault | None:
+    """Parse the header syntax (or a script's dict) into a `Fault`; None when empty."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        pairs: dict[str, Any] = {}
+        for part in spec.split(";"):
+            part = part.strip()
+            if not part:
+                continue
+            key, sep, value = part.partition("=")
+            pairs[key.strip()] = value.strip() if sep else True
+    elif isinstance(spec, dict):
+        pairs = dict(spec)
+    else:
+        raise FaultSpecError(f"fault must be a string or a table, not {type(spec).__name__}")
+    if not pairs:
+        return None
+    fault = Fault()
+    for key, value in pairs.items():
+        key = key.replace("-", "_")
+        try:
+            if key in _INT_KEYS:
+                setattr(fault, key, int(value))
+            elif key in _FLOAT_KEYS:
+                setattr(fault, key, float(value))
+            elif key in _STR_KEYS:
+                setattr(fault, key, str(value))
+            elif key in _BOOL_KEYS:
+                setattr(fault, key, value is True or str(value).lower() in ("1", "true", "yes", "on"))
+            elif key == "insufficient_quota":
+                fault.quota = True
+            else:
+                raise FaultSpecError(f"unknown fault key {key!r}")
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, FaultSpecError):
+                raise
+            raise FaultSpecError(f"bad value for fault key {key!r}: {value!r}") from None
+    if fault.error not in (None, "flat", "nested"):
+        raise FaultSpecError("error= must be 'flat' or 'nested'")
+    fault.spec = "; ".join(f"{k}={pairs[k]}" for k in sorted(pairs))
+    return fault
+
+
+class FaultCounter:
+    """Counts hits per distinct spec, so `times=N` lets the (N+1)th request through."""
+
+    def __init__(self) -> None:
+        self._hits: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, fault: Fault | None) -> Fault | None:
+        if fault is None or fault.times is None:
+            return fault
+        with self._lock:
+            n = self._hits.get(fault.spec, 0) + 1
+            self._hits[fault.spec] = n
+        return fault if n <= fault.times else None
+
+    def reset(self) -> None:
+        with self._lock:
+            self._hits.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# Error bodies in the real shape
+
+
+def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+_DEFAULT_ERRORS = {
+    400: ("invalid_request_error", None, "Bad request."),
+    401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    403: ("invalid_request_error", "unsupported_country_region_territory", "Country, region, or territory not supported."),
+    404: ("invalid_request_error", "model_not_found", "The model does not exist or you do not have access to it."),
+    408: ("server_error", None, "Request timed out."),
+    409: ("invalid_request_error", None, "Conflict."),
+    429: (
+        "requests",
+        "rate_limit_exceeded",
+        "Rate limit reached for requests per min (RPM): Limit 3, Used 3, Requested 1. Please try again in 20s.",
+    ),
+    500: ("server_error", None, "The server had an error while processing your request. Sorry about that!"),
+    502: ("server_error", None, "Bad gateway."),
+    503: ("server_error", None, "The engine is currently overloaded, please try again later."),
+    504: ("server_error", None, "Gateway timeout."),
+}
+
+QUOTA_MESSAGE = (
+    "You exceeded your current quota, please check your plan and billing details. For more information "
+    "on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors."
+)
+
+
+def rejection(fault: Fault) -> tuple[int, dict, dict[str, str]]:
+    """(status, error body, headers) for a fault that refuses the request."""
+    if fault.quota:
+        status, type_, code, message = 429, "insufficient_quota", "insufficient_quota", QUOTA_MESSAGE
+    else:
+        status = fault.status or 500
+        type_, code, message = _DEFAULT_ERRORS.get(status, ("server_error", None, f"Simulated error {status}."))
+    headers = {}
+    if fault.retry_after is not None:
+        headers["retry-after"] = f"{fault.retry_after:g}"
+    if fault.retry_after_ms is not None:
+        headers["retry-after-ms"] = str(fault.retry_after_ms)
+    body = error_body(fault.message or message, fault.type or type_, None, fault.code or code)
+    return status, body, headers
+
+
+def midstream_error(fault: Fault, nested: bool) -> dict:
+    """The error object of a mid-stream `error` event (flat SDK shape or nested production shape)."""
+    if nested:
+        return {
+            "type": fault.type or "tokens",
+            "code": fault.code or "rate_limit_exceeded",
+            "message": fault.message
+            or "Rate limit reached for gpt-sim in organization org-sim on tokens per min (TPM): "
+            "Limit 30000, Used 30000, Requested 100. Please try again in 200ms.",
+            "param": None,
+            "headers": {"retry-after-ms": "200", "x-ratelimit-remaining-tokens": "0"},
+        }
+    return {
+        "code": fault.code or "server_error",
+        "message": fault.message or "The server had an error while processing your request. Sorry about that!",
+        "param": None,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Playing a stream of events through a sink, with the mid-stream knobs applied
+
+MALFORMED = '{"type":"response.output_text.delta","sequence_number":'  # JSON cut short
+UNKNOWN_TYPE = "response.sim_unknown_event"
+
+
+class Sink:
+    """Where a stream's frames go (an SSE body or a WebSocket)."""
+
+    async def send(self, frame: str) -> None:
+        raise NotImplementedError
+
+    async def drop(self) -> None:
+        """Cut the connection without a clean end."""
+        raise NotImplementedError
+
+    async def close(self, code: int) -> None:
+        await self.drop()
+
+
+async def play(
+    sink: Sink,
+    events: Iterable[dict],
+    render: Callable[[dict], str],
+    fault: Fault | None,
+    delay: float,
+    render_raw: Callable[[str, str], str],
+    on_error: Callable[[Fault], list[dict]] | None = None,
+) -> bool:
+    """Send `events`, applying `fault`. Returns False if the stream was cut short.
+
+    `render(event)` frames one event (it may number it); `render_raw(type, text)` frames a
+    malformed payload; `on_error(fault)` gives the events that end a turn after `error=`.
+    """
+    f = fault or Fault()
+    sent = 0
+    for event in events:
+        if f.drop is not None and sent == f.drop:
+            await sink.drop()
+            return False
+        if f.close is not None and sent == f.after:
+            await sink.close(f.close)
+            return False
+        if f.stall is not None and sent == f.after:
+            await asyncio.sleep(f.stall)
+        if f.malformed is not None and sent == f.malformed:
+            await sink.send(render_raw(event.get("type", "message"), MALFORMED))
+        if f.unknown is not None and sent == f.unknown:
+            await sink.send(render({"type": UNKNOWN_TYPE, "note": "an event type this client has never seen"}))
+        if f.error is not None and sent == f.after and on_error is not None:
+            for e in on_error(f):
+                await sink.send(render(e))
+            return False
+        if sent and delay:
+            await asyncio.sleep(delay)
+        await sink.send(render(event))
+        sent += 1
+    if f.drop is not None and sent <= f.drop:  # asked to drop past the end: drop before closing
+        await sink.drop()
+        return False
+    return True
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+Sleep = Callable[[float], Awaitable[None]]
