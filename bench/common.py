@@ -1,0 +1,66 @@
+"""Shared helpers for the benchmarks: timing subprocesses, throw-away venvs, markdown tables."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+THROWAWAY = ROOT / ".bench-venvs"  # git-ignored
+
+
+@dataclass
+class Section:
+    name: str  # module name, used as the section marker
+    title: str
+    intro: str
+    headers: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        lines = [f"<!-- bench:{self.name} -->", f"## {self.title}", "", self.intro, "",
+                 "| " + " | ".join(self.headers) + " |", "|" + "---|" * len(self.headers)]
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        if self.notes:
+            lines += [""] + [f"- {n}" for n in self.notes]
+        return "\n".join(lines) + "\n"
+
+
+def time_command(argv: list[str], runs: int = 15, warmup: int = 2, env: dict | None = None) -> float:
+    """Median wall time of a command, in seconds (after warm-up runs that fill the page cache)."""
+    env = {**os.environ, **(env or {})}
+    samples = []
+    for i in range(warmup + runs):
+        start = time.perf_counter()
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=True)
+        if i >= warmup:
+            samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def throwaway_venv(name: str, packages: list[str]) -> Path | None:
+    """A venv under .bench-venvs/ with `packages` installed; None if they cannot be installed here."""
+    venv = THROWAWAY / name
+    marker = venv / ".installed"
+    if marker.exists():
+        return venv / "bin"
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *packages], check=True, capture_output=True,
+                       timeout=600)
+    except (subprocess.SubprocessError, OSError) as exc:
+        print(f"cannot install {packages}: {exc}", file=sys.stderr)
+        return None
+    marker.write_text(" ".join(packages))
+    return venv / "bin"
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
