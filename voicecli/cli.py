@@ -128,8 +128,13 @@ def infer(
 ) -> None:
     """One-shot answer for scripts and pipes: the answer on stdout, everything else on stderr."""
     _State.debug = debug
-    Selection(profile, model, system, transport, base_url, option or []).load_profile()
-    raise NotImplementedYet("voicecli infer")
+    prof = Selection(profile, model, system, transport, base_url, option or []).load_profile()
+    from voicecli.infer import InferOptions, run_infer
+
+    opts = InferOptions(prompt=prompt or [], files=file or [], images=image or [], no_stream=no_stream,
+                        json_out=json_out, events=events, usage=usage, continue_=continue_, cid=cid,
+                        no_log=no_log, allow_tools=allow_tool or [], yes=yes, debug=debug)
+    raise typer.Exit(run_infer(prof, opts))
 
 
 @app.command(epilog=EXIT_CODE_HELP)
@@ -205,7 +210,7 @@ def sim(
 
     config = SimConfig(host=host, port=port, api_key=api_key, script=script, latency=latency,
                        delta_delay=delta_delay)
-    serve_forever(config, announce=lambda url: print(url, flush=True))
+    serve_forever(config, on_ready=lambda url: print(url, flush=True))
 
 
 # ---- profiles -------------------------------------------------------------------------------

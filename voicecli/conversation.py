@@ -1,0 +1,173 @@
+"""The session layer: neutral history, one user turn (with tool rounds), usage totals.
+
+Front ends call `Conversation.send(message)` and consume neutral events. The conversation always
+holds the full history; it passes the transport an `Anchor` (the last response and how much of the
+history it covers) when nothing but new items changed, and the transport decides whether it can
+continue from it (WebSocket cache, stored responses) or must send everything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from voicecli.convlog import ConversationLog
+from voicecli.events import Error, Event, ReasoningDelta, TextDelta, ToolCall, TurnEnd, Usage
+from voicecli.profiles import Profile
+from voicecli.transport.base import Anchor, Transport
+from voicecli.wire.types import FunctionCall, FunctionOutput, HistoryItem, Message, OpaqueItem, Request
+
+ToolRunner = Callable[[list[ToolCall]], Awaitable[list[FunctionOutput]]]
+
+
+@dataclass
+class TurnResult:
+    """What one user turn produced, for --json, footers and logs."""
+
+    text: str = ""
+    reasoning: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    status: str = "completed"
+    reason: str | None = None
+    response_id: str | None = None
+    error: Error | None = None
+    refusal: bool = False
+    started: float = field(default_factory=time.monotonic)
+    first_token: float | None = None
+    finished: float | None = None
+
+    @property
+    def ttft_ms(self) -> float | None:
+        return None if self.first_token is None else (self.first_token - self.started) * 1000
+
+    @property
+    def total_ms(self) -> float:
+        return ((self.finished or time.monotonic()) - self.started) * 1000
+
+
+class Conversation:
+    def __init__(self, profile: Profile, transport: Transport, *, history: list[HistoryItem] | None = None,
+                 log: ConversationLog | None = None, tool_runner: ToolRunner | None = None):
+        self.profile = profile
+        self.transport = transport
+        self.history: list[HistoryItem] = list(history or [])
+        self.log = log
+        self.tool_runner = tool_runner
+        self.total_usage = Usage()
+        self.last: TurnResult | None = None
+        self._anchor: Anchor | None = None
+        self._anchor_fingerprint: str | None = None
+
+    def request(self) -> Request:
+        m = self.profile.model
+        tools = [t for t in self.profile.tools] if self.tool_runner is not None else []
+        return Request(model=m.name, instructions=m.instructions, items=tuple(self.history), tools=tuple(tools),
+                       settings=m.request_settings(), store=m.store)
+
+    @staticmethod
+    def _fingerprint(req: Request) -> str:
+        tools = [dataclasses.asdict(t) for t in req.tools]
+        return json.dumps([req.model, req.instructions, tools, sorted(req.settings.items()), req.store],
+                          sort_keys=True, default=str)
+
+    def _append(self, item: HistoryItem) -> None:
+        self.history.append(item)
+        if self.log is not None:
+            self.log.add_item(item)
+
+    async def send(self, message: Message) -> AsyncIterator[Event]:
+        """Run one user turn: the model's answer, and tool rounds until it answers in text."""
+        result = self.last = TurnResult()
+        self._append(message)
+        rounds = 0
+        while True:
+            req = self.request()
+            fingerprint = self._fingerprint(req)
+            anchor = self._anchor if fingerprint == self._anchor_fingerprint else None
+            text: list[str] = []
+            calls: list[ToolCall] = []
+            end: TurnEnd | None = None
+            try:
+                async for event in self.transport.stream(req, anchor):
+                    if isinstance(event, TextDelta):
+                        if result.first_token is None:
+                            result.first_token = time.monotonic()
+                        text.append(event.text)
+                        result.refusal = result.refusal or event.refusal
+                    elif isinstance(event, ReasoningDelta):
+                        result.reasoning += event.text
+                    elif isinstance(event, ToolCall):
+                        calls.append(event)
+                    elif isinstance(event, Usage):
+                        result.usage = result.usage + event
+                        self.total_usage = self.total_usage + event
+                    elif isinstance(event, Error):
+                        result.error = event
+                    elif isinstance(event, TurnEnd):
+                        end = event
+                    yield event
+            except BaseException:  # Ctrl-C or cancellation: keep what was received, marked as cut
+                partial = "".join(text)
+                result.text += partial
+                result.status, result.reason, result.finished = "cancelled", "interrupted", time.monotonic()
+                if partial:
+                    self._append(Message("assistant", partial, interrupted=True))
+                self._anchor = None
+                self._log_turn(result)
+                raise
+            result.text += "".join(text)
+            end = end or TurnEnd("failed", None, "no_terminal_event")
+            result.status, result.reason, result.response_id = end.status, end.reason, end.response_id
+            self._record_outputs(end, "".join(text), calls)
+            if end.status == "completed" and end.response_id:
+                self._anchor, self._anchor_fingerprint = Anchor(end.response_id, len(self.history)), fingerprint
+            else:
+                self._anchor = None
+            result.tool_calls += calls
+            if not calls or end.status != "completed" or self.tool_runner is None:
+                break
+            rounds += 1
+            if rounds > self.profile.model.max_tool_rounds:
+                result.status, result.reason = "incomplete", "max_tool_rounds"
+                result.error = Error("invalid_request", f"stopped after {self.profile.model.max_tool_rounds} "
+                                     "tool rounds (model.max_tool_rounds)")
+                yield result.error
+                break
+            for output in await self.tool_runner(calls):
+                self._append(output)
+        result.finished = time.monotonic()
+        self._log_turn(result)
+
+    def _record_outputs(self, end: TurnEnd, text: str, calls: list[ToolCall]) -> None:
+        """Append the model's output to the history the way the server holds it."""
+        if end.output_items:
+            for raw in end.output_items:
+                kind = raw.get("type")
+                if kind == "message":
+                    parts = [c.get("text") or c.get("refusal") or "" for c in raw.get("content", [])]
+                    self._append(Message("assistant", "".join(parts)))
+                elif kind == "function_call":
+                    self._append(FunctionCall(raw.get("call_id", ""), raw.get("name", ""), raw.get("arguments", "")))
+                elif kind == "reasoning":
+                    self._append(OpaqueItem("responses", raw))
+            return
+        if text or not calls:
+            self._append(Message("assistant", text, interrupted=end.status != "completed"))
+        for call in calls:
+            self._append(FunctionCall(call.call_id, call.name, call.arguments))
+
+    def _log_turn(self, result: TurnResult) -> None:
+        if self.log is None:
+            return
+        u = result.usage
+        self.log.write({"type": "turn", "time": time.time(), "model": self.profile.model.name,
+                        "transport": self.transport.name, "status": result.status, "reason": result.reason,
+                        "response_id": result.response_id,
+                        "usage": {"input_tokens": u.input_tokens, "cached_tokens": u.cached_tokens,
+                                  "output_tokens": u.output_tokens, "reasoning_tokens": u.reasoning_tokens},
+                        "ttft_ms": result.ttft_ms, "total_ms": result.total_ms,
+                        "error": result.error.message if result.error else None})

@@ -1,0 +1,55 @@
+"""What every text transport shares: the interface, the continuation anchor, the retry policy."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from voicecli.events import Event
+from voicecli.wire.errors import MAX_RETRY_AFTER
+from voicecli.wire.types import Request
+
+log = logging.getLogger("voicecli")
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """The server already holds `response_id`, which covers the first `covered` history items.
+
+    A transport that can continue from it sends only `items[covered:]` plus `previous_response_id`.
+    """
+
+    response_id: str
+    covered: int
+
+
+class Transport(Protocol):
+    name: str  # "ws" | "sse" | "chat"
+    base_url: str
+    bytes_sent: int  # request bytes the last turn put on the wire (for benchmarks and --debug)
+
+    def stream(self, request: Request, anchor: Anchor | None = None) -> AsyncIterator[Event]:
+        """Run one model response; yields neutral events and always ends with a TurnEnd."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def backoff_delay(attempt: int, retry_after: float | None) -> float | None:
+    """Seconds before retry number `attempt` (0-based), as the OpenAI SDK does it; None = give up.
+
+    A server hint (`retry-after-ms`, `retry-after`, error headers) wins when it is sane; a hint
+    longer than two minutes means retrying now is pointless. Otherwise 0.5 s·2ⁿ capped at 8 s,
+    minus up to 25 % jitter so many clients do not retry in lockstep.
+    """
+    if retry_after is not None and retry_after >= 0:
+        return retry_after if retry_after <= MAX_RETRY_AFTER else None
+    return min(0.5 * 2**attempt, 8.0) * (1 - 0.25 * random.random())
+
+
+def redact(text: str, secret: str | None) -> str:
+    """Keep the API key out of anything we print, whatever a library put in its message."""
+    return text.replace(secret, "***") if secret else text

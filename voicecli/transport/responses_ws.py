@@ -1,0 +1,156 @@
+"""Responses API over one persistent WebSocket (`ws`).
+
+- One connection serves many turns. When the caller's anchor is this connection's latest
+  response, only the new items go up, with `previous_response_id` (works with `store: false`:
+  the server keeps the latest response per connection in memory).
+- `previous_response_not_found` (new connection, cache miss): resend the full history, once.
+- The server caps a connection at 60 minutes: rotate between turns after `ws_max_age`; on
+  `websocket_connection_limit_reached` or a dropped socket before any output, reconnect with
+  backoff and replay the full context.
+- There is no cancel event: stopping a response (Ctrl-C) closes the socket; the next turn
+  reconnects lazily.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from collections.abc import AsyncIterator
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from voicecli.events import Error, Event, TurnEnd
+from voicecli.profiles import Connection
+from voicecli.transport.base import Anchor, backoff_delay, log, redact
+from voicecli.transport.http import request_headers
+from voicecli.wire import errors, responses
+from voicecli.wire.types import Request
+
+CACHE_MISS = "previous_response_not_found"
+CONNECTION_CAP = "websocket_connection_limit_reached"
+
+
+def websocket_url(base_url: str, path: str) -> str:
+    base = base_url.rstrip("/")
+    if base.startswith("https://"):
+        base = "wss://" + base[len("https://"):]
+    elif base.startswith("http://"):
+        base = "ws://" + base[len("http://"):]
+    return base + path
+
+
+class ResponsesWebSocketTransport:
+    name = "ws"
+
+    def __init__(self, conn: Connection, base_url: str, api_key: str | None):
+        self.conn = conn
+        self.base_url = base_url.rstrip("/")
+        self.url = websocket_url(base_url, "/responses")
+        self.api_key = api_key
+        self.bytes_sent = 0
+        self.retries_used = 0
+        self.connections_opened = 0
+        self._ws: ClientConnection | None = None
+        self._opened_at = 0.0
+        self._latest_response: str | None = None  # what this connection's cache holds
+
+    async def _ensure_open(self) -> None:
+        if self._ws is not None and time.monotonic() - self._opened_at > self.conn.ws_max_age:
+            log.info("rotating the WebSocket after %.0f s", time.monotonic() - self._opened_at)
+            await self._drop()
+        if self._ws is None:
+            self._ws = await connect(
+                self.url, additional_headers=request_headers(self.conn, self.api_key),
+                open_timeout=self.conn.connect_timeout, max_size=None, compression=None,
+                ping_interval=20, ping_timeout=self.conn.read_timeout, close_timeout=2)
+            self._opened_at = time.monotonic()
+            self._latest_response = None
+            self.connections_opened += 1
+
+    async def _drop(self) -> None:
+        ws, self._ws, self._latest_response = self._ws, None, None
+        if ws is not None:
+            try:
+                await asyncio.wait_for(ws.close(), 2)
+            except Exception:  # closing a broken socket: nothing left to save
+                pass
+
+    async def stream(self, request: Request, anchor: Anchor | None = None) -> AsyncIterator[Event]:
+        attempt = 0
+        self.retries_used = 0
+        while True:
+            use_anchor = anchor is not None and self._ws is not None and anchor.response_id == self._latest_response
+            emitted = False
+            failure: Error | None = None
+            try:
+                await self._ensure_open()
+                use_anchor = use_anchor and self._latest_response is not None
+                wire_request = request
+                if use_anchor:
+                    wire_request = dataclasses.replace(request, items=request.items[anchor.covered:],
+                                                       previous_response_id=anchor.response_id)
+                message = json.dumps(responses.build_ws_create(wire_request))
+                self.bytes_sent = len(message.encode())
+                await self._ws.send(message)
+                decoder = responses.ResponsesDecoder()
+                while True:
+                    raw = await asyncio.wait_for(self._ws.recv(), self.conn.read_timeout)
+                    try:
+                        data = json.loads(raw)
+                    except ValueError:
+                        log.warning("skipped a malformed event from the server: %.80r", raw)
+                        continue
+                    if not isinstance(data, dict):
+                        continue
+                    if data.get("type") == "error" and not emitted:
+                        error = errors.from_error_frame(data)
+                        if error.code == CACHE_MISS and use_anchor:
+                            log.info("cache miss on %s: resending the full history", anchor.response_id)
+                            anchor = None
+                            break
+                        if error.code == CONNECTION_CAP or error.retryable:
+                            failure = error
+                            if error.code == CONNECTION_CAP:
+                                await self._drop()
+                            break
+                    for event in decoder.feed(data):
+                        emitted = True
+                        if isinstance(event, TurnEnd) and event.status == "completed":
+                            self._latest_response = event.response_id  # the server's cache now holds it
+                        yield event
+                    if decoder.finished:
+                        return
+                if failure is None:
+                    continue  # cache miss: go round again with the full history
+            except (asyncio.TimeoutError, TimeoutError):
+                await self._drop()
+                failure = errors.connection_error(f"no data from {self.url} for {self.conn.read_timeout:g} s",
+                                                  timeout=True)
+            except InvalidStatus as exc:
+                await self._drop()
+                resp = exc.response
+                failure = errors.from_http(resp.status_code, resp.body, dict(resp.headers))
+            except (ConnectionClosed, InvalidHandshake, OSError) as exc:
+                await self._drop()
+                failure = errors.connection_error(redact(f"connection to {self.url} failed: {exc}", self.api_key))
+            except (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt):
+                # no cancel event exists: closing the socket stops the response
+                await asyncio.shield(self._drop())
+                raise
+            delay = backoff_delay(attempt, failure.retry_after) if failure.retryable or failure.code == CONNECTION_CAP else None
+            if emitted or attempt >= self.conn.max_retries or delay is None:
+                yield dataclasses.replace(failure, message=redact(failure.message, self.api_key))
+                yield TurnEnd("failed", None, failure.kind)
+                return
+            log.info("retrying in %.2f s after: %s", delay, failure.message)
+            attempt += 1
+            self.retries_used = attempt
+            anchor = None  # a new or troubled connection: replay the full context
+            await asyncio.sleep(delay)
+
+    async def aclose(self) -> None:
+        await self._drop()
+

@@ -1,0 +1,57 @@
+"""One-line human messages shared by the front ends: errors, usage summaries."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from voicecli.events import Error, Usage
+
+_WHAT = {
+    "auth": "authentication failed at",
+    "rate_limit": "rate limited by",
+    "quota": "out of quota at",
+    "network": "network error talking to",
+    "timeout": "timed out waiting for",
+    "invalid_request": "request rejected by",
+    "not_found": "not found at",
+    "server": "server error from",
+    "protocol": "unexpected data from",
+}
+
+
+def describe_error(error: Error, base_url: str, retries: int = 0) -> str:
+    """E.g. `rate limited by https://api.openai.com/v1 (429, request req_abc); retried 2 times — try
+    again in 20 s: <server message>`. The message never carries the API key (transports redact)."""
+    details = [str(error.status)] if error.status else []
+    if error.code and error.code != error.kind:
+        details.append(error.code)
+    if error.request_id:
+        details.append(f"request {error.request_id}")
+    line = f"{_WHAT.get(error.kind, 'error from')} {base_url}"
+    if details:
+        line += f" ({', '.join(details)})"
+    if retries:
+        line += f"; retried {retries} time{'s' * (retries != 1)}"
+    if error.retry_after and error.kind in ("rate_limit", "server"):
+        line += f" — try again in {error.retry_after:g} s"
+    return f"{line}: {error.message}"
+
+
+def usage_line(usage: Usage, *, ttft_ms: float | None, total_ms: float, model: str, transport: str) -> str:
+    ttft = f"{ttft_ms:.0f} ms" if ttft_ms is not None else "–"
+    return (f"{model} over {transport} · {usage.input_tokens} in ({usage.cached_tokens} cached) · "
+            f"{usage.output_tokens} out ({usage.reasoning_tokens} reasoning) · first token {ttft} · "
+            f"total {total_ms:.0f} ms")
+
+
+def setup_logging(debug: bool) -> None:
+    """Library notes (retries, skipped events) go to stderr: warnings always, details with --debug."""
+    logger = logging.getLogger("voicecli")
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("voicecli: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+    logger.propagate = False
