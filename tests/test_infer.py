@@ -1,0 +1,248 @@
+"""`voicecli infer` end to end: the real CLI as a subprocess against the simulator, per transport."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from clihelp import cli_env, run_cli
+from voicecli.sim.config import SimConfig
+from voicecli.sim.server import start_in_thread
+
+TRANSPORTS = ["ws", "sse", "chat"]
+
+
+@pytest.fixture
+def sim():
+    handle = start_in_thread(SimConfig())
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def home(tmp_path):
+    return tmp_path
+
+
+def infer(home, sim, *args, input=None, fault=None, **env):
+    """Run `voicecli infer` against `sim` (the offline profile pointed at the test's simulator)."""
+    extra = ["-o", f'connection.headers={{ x-sim-fault = "{fault}" }}'] if fault else []
+    return run_cli(home, "infer", "-p", "offline", "--base-url", sim.base_url, *extra, *args, input=input, **env)
+
+
+def creates(sim):
+    """The request bodies the simulator received for model responses, in order."""
+    out = []
+    for entry in sim.log:
+        body = entry.get("event") or entry.get("body")
+        if isinstance(body, dict) and ("input" in body or "messages" in body):
+            out.append(body)
+    return out
+
+
+def attempts(sim):
+    """Requests that reached a model endpoint: POSTs, or WebSocket handshakes (each retry reconnects)."""
+    return sum(1 for e in sim.log if e.get("kind") == "http"
+               and e.get("endpoint") in ("/v1/responses", "/v1/chat/completions"))
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_plain_answer_streams_to_stdout(home, sim, transport):
+    r = infer(home, sim, "-t", transport, "hello", "world")
+    assert (r.code, r.out) == (0, "You said: hello world\n"), r.err
+    assert r.err == ""
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_piped_stdin_comes_first_then_a_blank_line_then_the_prompt(home, sim, transport):
+    r = infer(home, sim, "-t", transport, "summarise", input="line one\nline two\n")
+    assert r.code == 0, r.err
+    assert r.out == "You said: line one\nline two\n\nsummarise\n"
+
+
+def test_file_attachment_and_no_prompt(home, sim, tmp_path):
+    notes = tmp_path / "notes.md"
+    notes.write_text("alpha beta\n")
+    r = infer(home, sim, "-f", str(notes), "what is this?")
+    assert r.code == 0 and "File `notes.md`:" in r.out and "alpha beta" in r.out and r.out.rstrip().endswith("what is this?")
+    r = infer(home, sim)
+    assert r.code == 2 and "no prompt" in r.err
+    r = infer(home, sim, "-f", str(tmp_path / "missing.txt"), "x")
+    assert r.code == 2 and "cannot attach" in r.err
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_json_output(home, sim, transport):
+    r = infer(home, sim, "-t", transport, "--json", "hi")
+    assert r.code == 0, r.err
+    data = json.loads(r.out)
+    assert data["text"] == "You said: hi"
+    assert (data["transport"], data["status"], data["incomplete_reason"]) == (transport, "completed", None)
+    assert data["usage"]["output_tokens"] > 0 and data["usage"]["input_tokens"] > 0
+    assert data["timings"]["total_ms"] >= data["timings"]["ttft_ms"] > 0
+    assert data["response_id"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_events_are_json_lines(home, sim, transport):
+    r = infer(home, sim, "-t", transport, "--events", "one two three")
+    assert r.code == 0, r.err
+    events = [json.loads(line) for line in r.out.splitlines()]
+    kinds = [e["type"] for e in events]
+    assert kinds[-1] == "turn_end" and "usage" in kinds
+    assert "".join(e["text"] for e in events if e["type"] == "text_delta") == "You said: one two three"
+    assert sum(k == "text_delta" for k in kinds) > 1  # streamed, not one lump
+
+
+def test_usage_summary_goes_to_stderr(home, sim):
+    r = infer(home, sim, "-u", "hi")
+    assert r.code == 0 and r.out == "You said: hi\n"
+    assert "over ws" in r.err and " in (" in r.err and "first token" in r.err
+
+
+def test_continue_replays_the_conversation(home, sim):
+    assert infer(home, sim, "first").code == 0
+    r = infer(home, sim, "-c", "second", "--json")
+    assert r.code == 0
+    bodies = creates(sim)
+    assert len(bodies) == 2
+    second_input = bodies[1]["input"]
+    texts = json.dumps(second_input)
+    assert "first" in texts and "You said: first" in texts and "second" in texts  # full history on a new socket
+    cid = json.loads(r.out)["cid"]
+    r = infer(home, sim, "--cid", cid, "third", "-t", "chat")
+    assert r.code == 0
+    assert [m["role"] for m in creates(sim)[2]["messages"]] == ["user", "assistant", "user", "assistant", "user"]
+    assert infer(home, sim, "--cid", "nope-123", "x").code == 3
+
+
+# ---- failures and recovery -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_429_then_success_is_retried(home, sim, transport):
+    r = infer(home, sim, "-t", transport, "hi", fault="status=429; retry_after_ms=50; times=1")
+    assert (r.code, r.out) == (0, "You said: hi\n"), r.err
+    assert attempts(sim) == 2
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_500_exhausting_retries_exits_7(home, sim, transport):
+    r = infer(home, sim, "-t", transport, "-o", "connection.max_retries=2", "hi", fault="status=500")
+    assert r.code == 7, r.err
+    assert "server error from" in r.err and "(500" in r.err and "retried 2 times" in r.err
+    assert "Traceback" not in r.err
+    assert attempts(sim) == 3
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_insufficient_quota_is_not_retried(home, sim, transport):
+    r = infer(home, sim, "-t", transport, "hi", fault="quota")
+    assert r.code == 5, r.err
+    assert "insufficient_quota" in r.err and "retried" not in r.err
+    assert attempts(sim) == 1
+
+
+@pytest.mark.parametrize("transport", ["ws", "sse"])
+def test_mid_stream_rate_limit_error_exits_5(home, sim, transport):
+    r = infer(home, sim, "-t", transport, "a b c d e f", fault="error=nested; code=rate_limit_exceeded; after=5")
+    assert r.code == 5, r.err
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_connection_drop_mid_stream_keeps_partial_text_and_exits_6(home, sim, transport):
+    r = infer(home, sim, "-t", transport, "w1 w2 w3 w4 w5 w6 w7 w8 w9", fault="drop=8")
+    assert r.code == 6, r.err
+    assert r.out.startswith("You ") and "w9" not in r.out  # what arrived is kept, nothing invented
+    assert "network error" in r.err
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_connection_drop_before_output_is_retried(home, sim, transport):
+    r = infer(home, sim, "-t", transport, "hi", fault="drop=1; times=1")
+    assert (r.code, r.out) == (0, "You said: hi\n"), r.err
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_malformed_event_is_skipped(home, sim, transport):
+    r = infer(home, sim, "-t", transport, "hi there", fault="malformed=3; unknown=4")
+    assert r.code == 0, r.err
+    assert r.out == "You said: hi there\n"
+    assert "malformed" in r.err
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_stall_beyond_read_timeout_exits_6(home, sim, transport):
+    start = time.monotonic()
+    r = infer(home, sim, "-t", transport, "-o", "connection.read_timeout=0.5", "-o", "connection.max_retries=0",
+              "a b c d e f", fault="stall=5; after=4")
+    assert r.code == 6, r.err
+    assert "no data from" in r.err
+    assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_incomplete_answer_is_printed_and_exits_8(home, sim, transport):
+    r = infer(home, sim, "-t", transport, "hi", fault="incomplete")
+    assert r.code == 8, r.err
+    assert r.out.startswith("You")
+    assert "incomplete" in r.err
+
+
+@pytest.mark.parametrize("transport", ["ws", "sse"])
+def test_response_failed_exits_7(home, sim, transport):
+    r = infer(home, sim, "-t", transport, "hi", fault="failed")
+    assert r.code == 7, r.err
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_wrong_key_exits_4_and_never_prints_the_key(home, transport):
+    handle = start_in_thread(SimConfig(api_key="sk-right"))
+    try:
+        (home / "profiles").mkdir(exist_ok=True)
+        (home / "profiles" / "k.toml").write_text(
+            f'[connection]\nbase_url = "{handle.base_url}"\napi_key_env = "K"\ntransport = "{transport}"\n')
+        r = run_cli(home, "infer", "-p", "k", "hi", K="sk-wrong-and-secret")
+        assert r.code == 4, r.err
+        assert "sk-wrong-and-secret" not in r.out + r.err
+        assert "authentication failed" in r.err
+        r = run_cli(home, "infer", "-p", "k", "hi", K="sk-right")
+        assert (r.code, r.out) == (0, "You said: hi\n")
+        r = run_cli(home, "infer", "-p", "k", "hi")
+        assert r.code == 3 and "K is not set" in r.err
+    finally:
+        handle.stop()
+
+
+def test_unreachable_server_exits_6(home):
+    r = run_cli(home, "infer", "-p", "offline", "--base-url", "http://127.0.0.1:9/v1", "-t", "sse",
+                "-o", "connection.max_retries=0", "hi")
+    assert r.code == 6 and "network error" in r.err
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_ctrl_c_keeps_partial_text_and_exits_130(home, sim, transport):
+    words = " ".join(f"w{i}" for i in range(200))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voicecli", "infer", "-p", "offline", "--base-url", sim.base_url, "-t", transport,
+         "-o", 'connection.headers={ x-sim-fault = "delta_delay=0.02" }', words],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=cli_env(home))
+    first = b""
+    while len(first) < 24:  # wait until text is flowing
+        chunk = os.read(proc.stdout.fileno(), 64)
+        assert chunk, proc.stderr.read()
+        first += chunk
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    out = first + out
+    assert proc.returncode == 130, err
+    assert out.startswith(b"You said: w0") and b"w199" not in out
+    assert b"interrupted" in err and b"Traceback" not in err
+    log = next((home / "conversations").glob("*.jsonl")).read_text()
+    assert '"interrupted": true' in log  # the partial answer is kept in the conversation log too
