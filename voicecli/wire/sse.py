@@ -32,7 +32,7 @@ class ServerSentEvent:
 
 class SSEDecoder:
     def __init__(self) -> None:
-        self._tail = b""  # bytes after the last complete line
+        self._partial: list[bytes] = []  # pieces of a line still waiting for its end
         self._skip_lf = False  # the previous chunk ended in CR: a leading LF belongs to it
         self._at_start = True  # a UTF-8 BOM may open the stream
         self._event = ""
@@ -45,32 +45,38 @@ class SSEDecoder:
             self._skip_lf = False
             if chunk[:1] == b"\n":
                 chunk = chunk[1:]
-        buf = self._tail + chunk if self._tail else chunk
-        if self._at_start and buf:
-            if len(buf) < 3 and b"\xef\xbb\xbf".startswith(buf):
-                self._tail = buf  # maybe a BOM cut short; wait for more
+        if self._at_start and chunk:
+            chunk = b"".join(self._partial) + chunk
+            self._partial = []
+            if len(chunk) < 3 and b"\xef\xbb\xbf".startswith(chunk):
+                self._partial.append(chunk)  # maybe a BOM cut short; wait for more
                 return []
             self._at_start = False
-            if buf.startswith(b"\xef\xbb\xbf"):
-                buf = buf[3:]
-        end = max(buf.rfind(b"\n"), buf.rfind(b"\r"))
+            if chunk.startswith(b"\xef\xbb\xbf"):
+                chunk = chunk[3:]
+        # only the new bytes are searched, so a long line arriving in many chunks stays linear
+        end = max(chunk.rfind(b"\n"), chunk.rfind(b"\r"))
         if end < 0:
-            self._tail = buf
+            if chunk:
+                self._partial.append(chunk)
             return []
-        self._tail = buf[end + 1 :]
+        complete = chunk[: end + 1]
+        if self._partial:
+            complete = b"".join(self._partial) + complete
+        self._partial = [chunk[end + 1 :]] if end + 1 < len(chunk) else []
         # a CR as the very last byte may be half of a CRLF whose LF is in the next chunk
-        self._skip_lf = buf[end] == 0x0D and end == len(buf) - 1
+        self._skip_lf = chunk[end] == 0x0D and end == len(chunk) - 1
         events: list[ServerSentEvent] = []
-        for line in buf[: end + 1].splitlines():
+        for line in complete.splitlines():
             self._line(line, events)
         return events
 
     def flush(self) -> list[ServerSentEvent]:
         """At EOF: finish a last line and event that lack their terminator (lenient, like most clients)."""
         events: list[ServerSentEvent] = []
-        if self._tail:
-            self._line(self._tail, events)
-            self._tail = b""
+        if self._partial:
+            self._line(b"".join(self._partial), events)
+            self._partial = []
         self._line(b"", events)
         return events
 

@@ -1,4 +1,4 @@
-"""The neutral request that goes down to the wire layer.
+"""The neutral request that goes down to the wire layer (plus one neutral usage helper).
 
 The session layer keeps its history as these items; each dialect module (`responses`, `chat`,
 `realtime`) converts them into its own JSON. Frozen and slotted: cheap, comparable, hashable
@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from voicecli.events import Usage
 from voicecli.profiles import ToolDef
 
 Role = Literal["user", "assistant", "system"]
@@ -62,3 +63,13 @@ class Request:
     settings: Mapping[str, Any] = field(default_factory=dict)  # ModelSettings.request_settings()
     previous_response_id: str | None = None  # Responses only; `items` then holds just the new items
     store: bool = False  # the one source of `store`; settings["store"] is ignored by the builders
+
+
+def usage_from(raw: Mapping[str, Any] | None, *, input_key: str, output_key: str,
+               input_details: str, output_details: str) -> Usage | None:
+    """Token usage in any dialect's spelling (they differ only in key names) → neutral Usage."""
+    if not raw:
+        return None
+    cached = (raw.get(input_details) or {}).get("cached_tokens") or 0
+    reasoning = (raw.get(output_details) or {}).get("reasoning_tokens") or 0
+    return Usage(raw.get(input_key) or 0, raw.get(output_key) or 0, cached, reasoning)
