@@ -35,7 +35,7 @@ import asyncio
 import json
 import threading
 from dataclasses import dataclass, fields
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Callable, Iterable
 
 FAULT_HEADER = "x-sim-fault"
 
@@ -242,26 +242,55 @@ class Sink:
         raise NotImplementedError
 
     async def drop(self) -> None:
-        """Cut the connection without a clean end."""
+        """Cut the connection without a clean end (what the client sees as a network failure)."""
         raise NotImplementedError
 
     async def close(self, code: int) -> None:
         await self.drop()
 
 
+class SseSink(Sink):
+    def __init__(self, response: Any, request: Any) -> None:
+        self.response, self.request = response, request
+
+    async def send(self, frame: str) -> None:
+        await self.response.write(frame.encode("utf-8"))
+
+    async def drop(self) -> None:
+        if self.request.transport is not None:
+            self.request.transport.close()  # flushes what was sent, then EOF mid-body
+
+
+class WsSink(Sink):
+    def __init__(self, ws: Any, request: Any) -> None:
+        self.ws, self.request = ws, request
+
+    async def send(self, frame: str) -> None:
+        await self.ws.send_str(frame)
+
+    async def drop(self) -> None:
+        if self.request.transport is not None:
+            self.request.transport.close()  # no close frame: the client sees 1006
+
+    async def close(self, code: int) -> None:
+        await self.ws.close(code=code, message=b"simulated close")
+
+
+Inject = Callable[[str, "Fault"], list[str]]
+
+
 async def play(
     sink: Sink,
-    events: Iterable[dict],
-    render: Callable[[dict], str],
+    events: Iterable[Any],
+    render: Callable[[Any], str],
     fault: Fault | None,
     delay: float,
-    render_raw: Callable[[str, str], str],
-    on_error: Callable[[Fault], list[dict]] | None = None,
+    inject: Inject,
 ) -> bool:
-    """Send `events`, applying `fault`. Returns False if the stream was cut short.
+    """Send `events` (each framed by `render`), applying `fault`'s mid-stream knobs.
 
-    `render(event)` frames one event (it may number it); `render_raw(type, text)` frames a
-    malformed payload; `on_error(fault)` gives the events that end a turn after `error=`.
+    `inject(kind, fault)` gives the frames for kind "malformed", "unknown" or "error" (the
+    last ends the turn). Returns False when the stream was cut short on purpose.
     """
     f = fault or Fault()
     sent = 0
@@ -274,26 +303,26 @@ async def play(
             return False
         if f.stall is not None and sent == f.after:
             await asyncio.sleep(f.stall)
-        if f.malformed is not None and sent == f.malformed:
-            await sink.send(render_raw(event.get("type", "message"), MALFORMED))
-        if f.unknown is not None and sent == f.unknown:
-            await sink.send(render({"type": UNKNOWN_TYPE, "note": "an event type this client has never seen"}))
-        if f.error is not None and sent == f.after and on_error is not None:
-            for e in on_error(f):
-                await sink.send(render(e))
+        for kind, at in (("malformed", f.malformed), ("unknown", f.unknown)):
+            if at is not None and sent == at:
+                for frame in inject(kind, f):
+                    await sink.send(frame)
+        if f.error is not None and sent == f.after:
+            for frame in inject("error", f):
+                await sink.send(frame)
             return False
         if sent and delay:
             await asyncio.sleep(delay)
         await sink.send(render(event))
         sent += 1
-    if f.drop is not None and sent <= f.drop:  # asked to drop past the end: drop before closing
+    if f.drop is not None:  # asked to drop at or past the end: still no clean finish
         await sink.drop()
+        return False
+    if f.close is not None:
+        await sink.close(f.close)
         return False
     return True
 
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-
-
-Sleep = Callable[[float], Awaitable[None]]

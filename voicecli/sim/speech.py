@@ -28,7 +28,7 @@ BYTES_PER_MS = RATE * 2 // 1000  # 48
 TONE_HZ = 440.0  # the fallback voice's pitch: what speaker-side tests look for
 _WORD_MS_PER_CHAR = 65  # ~15 characters a second, like unhurried speech
 _GAP_MS = 80
-_PAUSE_MS = 250  # after , . ! ? ; :
+_PAUSE_MS = 150  # after , . ! ? ; : (under the default 200 ms VAD silence, so one reply is one turn)
 
 
 def pcm_ms(pcm: bytes) -> float:
@@ -36,8 +36,8 @@ def pcm_ms(pcm: bytes) -> float:
 
 
 def to_int16(samples: np.ndarray) -> bytes:
-    """Float samples in [-1, 1] → PCM16 bytes (clipped)."""
-    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    """Float samples in [-1, 1] → PCM16 bytes (clipped); the exact inverse of `samples()`."""
+    return np.clip(np.round(samples * 32768.0), -32768, 32767).astype("<i2").tobytes()
 
 
 def samples(pcm: bytes) -> np.ndarray:
@@ -165,6 +165,8 @@ def read_wav(src: str | Path | BinaryIO | bytes) -> bytes:
             raise ValueError("only 16-bit WAV is supported")
         channels, rate = w.getnchannels(), w.getframerate()
         data = w.readframes(w.getnframes())
+    if channels == 1 and rate == RATE:
+        return data
     x = samples(data)
     if channels > 1:
         x = x[: x.size // channels * channels].reshape(-1, channels).mean(axis=1)

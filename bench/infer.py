@@ -1,0 +1,124 @@
+"""`voicecli infer` against the simulator (zero latency), side by side with the openai SDK and llm.
+
+(a) wall time of one short answer: `voicecli infer` per transport, a minimal openai-SDK script,
+    and `llm` (throw-away venv, pointed at the simulator through extra-openai-models.yaml);
+(b) request bytes per turn over a 30-turn conversation, ws vs sse vs chat;
+(c) client CPU per streamed delta: (CPU of a 4,000-delta answer − CPU of a 1-delta answer) / 3,999.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from common import VENV_BIN, Section, ms, throwaway_venv, time_command
+
+SDK_SCRIPT = """
+import sys
+from openai import OpenAI
+client = OpenAI(base_url=sys.argv[1], api_key="sk-bench")
+for event in client.responses.create(model="sim-1", input=sys.argv[2], stream=True):
+    if event.type == "response.output_text.delta":
+        sys.stdout.write(event.delta)
+print()
+"""
+
+
+def run() -> Section:
+    from voicecli.sim.config import SimConfig
+    from voicecli.sim.server import start_in_thread
+
+    section = Section(
+        name="infer", title="infer: end to end against the simulator",
+        intro="Simulator in this process on loopback with zero latency; each command is a fresh process. "
+              "Median of 10 runs after 2 warm-ups.",
+        headers=["measurement", "value", "ratio"],
+    )
+    home = Path(tempfile.mkdtemp(prefix="voicecli-bench-"))
+    env = {"VOICECLI_HOME": str(home), "OPENAI_API_KEY": "sk-bench", "LLM_USER_PATH": str(home / "llm")}
+    with start_in_thread(SimConfig()) as sim:
+        voicecli = str(VENV_BIN / "voicecli")
+        timings = {}
+        for kind in ("ws", "sse", "chat"):
+            timings[f"voicecli infer -t {kind}"] = time_command(
+                [voicecli, "infer", "-p", "offline", "--base-url", sim.base_url, "-t", kind, "hello"], runs=10, env=env)
+        sdk_file = home / "sdk_script.py"
+        sdk_file.write_text(SDK_SCRIPT)
+        timings["openai SDK script (responses, stream)"] = time_command(
+            [sys.executable, str(sdk_file), sim.base_url, "hello"], runs=10, env=env)
+        llm_bin = throwaway_venv("llm", ["llm"])
+        if llm_bin is not None:
+            (home / "llm").mkdir(exist_ok=True)
+            (home / "llm" / "extra-openai-models.yaml").write_text(
+                f'- model_id: sim\n  model_name: sim-1\n  api_base: "{sim.base_url}"\n  api_key_name: sim\n')
+            (home / "llm" / "keys.json").write_text('{"sim": "sk-bench"}')
+            timings["llm -m sim (chat completions)"] = time_command(
+                [str(llm_bin / "llm"), "-m", "sim", "--no-log", "hello"], runs=10, env=env)
+        sdk = timings["openai SDK script (responses, stream)"]
+        for label, t in timings.items():
+            section.rows.append([f"(a) `{label}` wall time", ms(t), f"{t / sdk:.2f}× SDK"])
+        best = min(timings[f"voicecli infer -t {k}"] for k in ("ws", "sse", "chat"))
+        worst = max(timings[f"voicecli infer -t {k}"] for k in ("ws", "sse", "chat"))
+        section.notes.append(f"(a) target: infer ≤ 1/3 of the SDK script's wall time — measured "
+                             f"{best / sdk:.2f}–{worst / sdk:.2f}× ({'meets' if worst <= sdk / 3 else 'misses'} it).")
+
+        sizes = asyncio.run(_bytes_per_turn(sim.base_url, home))
+        for kind, per_turn in sizes.items():
+            picks = ", ".join(f"t{n}: {per_turn[n - 1]} B" for n in (1, 2, 10, 20, 30))
+            section.rows.append([f"(b) request bytes per turn, `{kind}`", picks,
+                                 f"t30/t2 = {per_turn[29] / per_turn[1]:.2f}"])
+        section.notes.append("(b) ws sends only the new message plus `previous_response_id` after turn 1, so "
+                             "its per-turn bytes stay flat; sse and chat resend the whole history.")
+
+        long_prompt = " ".join(f"w{i}" for i in range(3998))  # the echo makes 4,000 deltas
+        for kind in ("ws", "sse", "chat"):
+            cmd = [voicecli, "infer", "-p", "offline", "--base-url", sim.base_url, "-t", kind, "--no-log"]
+            short = _child_cpu(cmd + ["x"], env)
+            long = _child_cpu(cmd + [long_prompt], env)
+            per_delta = (long - short) / 3999
+            section.rows.append([f"(c) client CPU per streamed delta, `{kind}` (stdout a pipe)",
+                                 f"{per_delta * 1e6:.0f} µs", ""])
+    return section
+
+
+async def _bytes_per_turn(base_url: str, home: Path) -> dict[str, list[int]]:
+    os.environ["VOICECLI_HOME"] = str(home)
+    from voicecli import profiles
+    from voicecli.conversation import Conversation
+    from voicecli.transport import open_transport
+    from voicecli.wire.types import Message
+
+    out = {}
+    for kind in ("ws", "sse", "chat"):
+        profile = profiles.load("offline", overrides={"connection.base_url": base_url,
+                                                      "connection.transport": kind}, env={})
+        transport = open_transport(profile)
+        conv = Conversation(profile, transport)
+        sizes = []
+        for i in range(30):
+            async for _ in conv.send(Message("user", f"This is message number {i:02d} of the benchmark.")):
+                pass
+            sizes.append(transport.bytes_sent)
+        await transport.aclose()
+        out[kind] = sizes
+    from voicecli.transport.http import close_shared_client
+
+    await close_shared_client()
+    return out
+
+
+def _child_cpu(cmd: list[str], env: dict, runs: int = 5) -> float:
+    """Median user+sys CPU seconds of a child process."""
+    samples = []
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={**os.environ, **env}, check=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        samples.append((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
+    samples.sort()
+    return samples[len(samples) // 2]
