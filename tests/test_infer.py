@@ -246,3 +246,43 @@ def test_ctrl_c_keeps_partial_text_and_exits_130(home, sim, transport):
     assert b"interrupted" in err and b"Traceback" not in err
     log = next((home / "conversations").glob("*.jsonl")).read_text()
     assert '"interrupted": true' in log  # the partial answer is kept in the conversation log too
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_image_attachment(home, sim, tmp_path, transport):
+    png = tmp_path / "dot.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 16)
+    r = infer(home, sim, "-t", transport, "--image", str(png), "--image", "https://example.invalid/cat.jpg",
+              "what is this?")
+    assert r.code == 0, r.err
+    sent = json.dumps(creates(sim)[0])
+    assert "data:image/png;base64,iVBORw0KGgo" in sent and "https://example.invalid/cat.jpg" in sent
+    assert ("input_image" if transport != "chat" else "image_url") in sent
+    r = infer(home, sim, "--image", str(tmp_path / "notes.txt"), "x")
+    assert r.code == 2 and "not an image" in r.err
+
+
+@pytest.mark.parametrize("extra, env, rendered", [([], {}, True), (["--raw"], {}, False),
+                                                  ([], {"NO_COLOR": "1"}, False)])
+def test_markdown_on_a_terminal_and_raw_on_request(home, tmp_path, extra, env, rendered):
+    import pexpect
+
+    script = tmp_path / "md.json"
+    script.write_text(json.dumps({"turns": [{"reply": "# Title\n\nSome **bold** text.\n\n```python\nx = 1\n```\n"}]}))
+    with start_in_thread(SimConfig(script=script)) as md_sim:
+        child = pexpect.spawn(sys.executable, ["-m", "voicecli", "infer", "-p", "offline", "--base-url",
+                                               md_sim.base_url, *extra, "hi"],
+                              env={**cli_env(home), "TERM": "xterm-256color", **env}, dimensions=(40, 100),
+                              encoding="utf-8", timeout=30)
+        child.expect(pexpect.EOF)
+        child.close()
+        out = child.before
+    assert child.exitstatus == 0, out
+    import re
+
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out)
+    assert "bold" in plain and "x = 1" in plain
+    if rendered:
+        assert "**bold**" not in out and "```" not in out and "\x1b[" in out
+    else:
+        assert "**bold**" in out and "```python" in out and "\x1b[" not in out

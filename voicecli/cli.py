@@ -115,6 +115,7 @@ def infer(
     file: Annotated[Optional[list[Path]], typer.Option("-f", "--file", metavar="PATH", help="Attach a text file (repeatable).")] = None,
     image: Annotated[Optional[list[str]], typer.Option("--image", metavar="PATH|URL", help="Attach an image.")] = None,
     no_stream: Annotated[bool, typer.Option("--no-stream", help="Print the answer once, at the end.")] = False,
+    raw: Annotated[bool, typer.Option("--raw", help="Plain text even on a terminal (no markdown).")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object with text, usage, timings.")] = False,
     events: Annotated[bool, typer.Option("--events", help="Stream neutral events as JSON Lines.")] = False,
     usage: Annotated[bool, typer.Option("-u", "--usage", help="Token and latency summary on stderr.")] = False,
@@ -132,7 +133,7 @@ def infer(
     from voicecli.infer import InferOptions, run_infer
 
     opts = InferOptions(prompt=prompt or [], files=file or [], images=image or [], no_stream=no_stream,
-                        json_out=json_out, events=events, usage=usage, continue_=continue_, cid=cid,
+                        json_out=json_out, events=events, usage=usage, raw=raw, continue_=continue_, cid=cid,
                         no_log=no_log, allow_tools=allow_tool or [], yes=yes, debug=debug)
     raise typer.Exit(run_infer(prof, opts))
 
@@ -210,7 +211,12 @@ def sim(
 
     config = SimConfig(host=host, port=port, api_key=api_key, script=script, latency=latency,
                        delta_delay=delta_delay)
-    serve_forever(config, on_ready=lambda url: print(url, flush=True))
+    def ready(url: str) -> None:
+        print(url, flush=True)  # stdout is data: just the base URL
+        print(f"voicecli sim: listening; point any OpenAI client at it, e.g. OPENAI_BASE_URL={url} "
+              "(Ctrl-C stops)", file=sys.stderr, flush=True)
+
+    serve_forever(config, on_ready=ready)
 
 
 # ---- profiles -------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ class InferOptions:
     json_out: bool = False
     events: bool = False
     usage: bool = False
+    raw: bool = False
     continue_: bool = False
     cid: str | None = None
     no_log: bool = False
@@ -126,7 +127,7 @@ class _InferSession:
         self.base_url = transport.base_url
         self.conversation = Conversation(self.profile, transport, history=self.history, log=self.log)
         streaming = not (self.opts.no_stream or self.opts.json_out or self.opts.events)
-        markdown = self.profile.ui.markdown and wants_markdown(sys.stdout)
+        markdown = self.profile.ui.markdown and wants_markdown(sys.stdout, raw=self.opts.raw)
         renderer = make_renderer(sys.stdout, markdown=markdown) if streaming else None
         try:
             async for event in self.conversation.send(message):
@@ -163,6 +164,8 @@ class _InferSession:
         if self.opts.usage:
             dim(usage_line(result.usage, ttft_ms=result.ttft_ms, total_ms=result.total_ms,
                            model=self.profile.model.name, transport=self.conversation.transport.name) + "\n")
+        if result.refusal:
+            print("voicecli: the model refused to answer", file=sys.stderr)
         if self.interrupted:
             print("voicecli: interrupted; the partial answer was kept", file=sys.stderr)
             return ExitCode.INTERRUPTED
