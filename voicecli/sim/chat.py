@@ -19,7 +19,7 @@ from typing import Any, Iterator
 from aiohttp import web
 
 from . import brain, validate
-from .faults import MALFORMED, UNKNOWN_TYPE, Fault, SseSink, dumps, midstream_error, play, rejection
+from .faults import MALFORMED, UNKNOWN_TYPE, Fault, SseSink, dumps, midstream_error, play, refuse
 from .responses import _delays, _take, content_text, split_args, stream_raw
 from .validate import ApiError
 
@@ -166,10 +166,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
             fault = (fault or Fault()).merged(script_turn.fault)
         call_ids = [script_turn.call_id(i) for i in range(len(plan.calls))]
     latency, delay = _delays(sim, fault)
-    if fault is not None and fault.rejects:
-        await asyncio.sleep(latency)
-        status, err, headers = rejection(fault)
-        return web.json_response(err, status=status, headers=headers)
+    refusal = await refuse(fault, latency)
+    if refusal is not None:
+        return refusal
     stream = bool(body.get("stream"))
 
     if script_turn is not None and script_turn.replay is not None:

@@ -193,6 +193,17 @@ QUOTA_MESSAGE = (
 )
 
 
+async def refuse(fault: Fault | None, latency: float):
+    """The HTTP reply for a fault that refuses the request (sent after its latency), else None."""
+    if fault is None or not fault.rejects:
+        return None
+    from aiohttp import web
+
+    await asyncio.sleep(latency)
+    status, body, headers = rejection(fault)
+    return web.json_response(body, status=status, headers=headers)
+
+
 def rejection(fault: Fault) -> tuple[int, dict, dict[str, str]]:
     """(status, error body, headers) for a fault that refuses the request."""
     if fault.quota:

@@ -34,6 +34,7 @@ from .faults import (
     dumps,
     midstream_error,
     play,
+    refuse,
     rejection,
 )
 from .validate import ApiError
@@ -408,10 +409,9 @@ async def handle_http(request: web.Request) -> web.StreamResponse:
     spec, script_turn = plan_turn(sim, body, items, request.get("fault"))
     fault = spec.fault
     latency, delay = _delays(sim, fault)
-    if fault is not None and fault.rejects:
-        await asyncio.sleep(latency)
-        status, err, headers = rejection(fault)
-        return web.json_response(err, status=status, headers=headers)
+    refusal = await refuse(fault, latency)
+    if refusal is not None:
+        return refusal
     stream = bool(body.get("stream"))
 
     if script_turn is not None and script_turn.replay is not None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from voicecli.events import Event
+from voicecli.events import Error, Event, TurnEnd
 from voicecli.wire.errors import MAX_RETRY_AFTER
 from voicecli.wire.types import Request
 
@@ -48,6 +49,23 @@ def backoff_delay(attempt: int, retry_after: float | None) -> float | None:
     if retry_after is not None and retry_after >= 0:
         return retry_after if retry_after <= MAX_RETRY_AFTER else None
     return min(0.5 * 2**attempt, 8.0) * (1 - 0.25 * random.random())
+
+
+def retry_delay(failure: Error, attempt: int, max_retries: int, *, emitted: bool, force: bool = False) -> float | None:
+    """How long to wait before retrying after `failure`, or None to give up.
+
+    Never after output reached the caller (it would be shown twice), never past the profile's
+    bound, never for a non-retryable error unless the caller knows better (`force`).
+    """
+    if emitted or attempt >= max_retries or not (failure.retryable or force):
+        return None
+    return backoff_delay(attempt, failure.retry_after)
+
+
+def give_up(failure: Error, api_key: str | None) -> list[Event]:
+    """The events that end a turn that failed for good."""
+    return [dataclasses.replace(failure, message=redact(failure.message, api_key)),
+            TurnEnd("failed", None, failure.kind)]
 
 
 def redact(text: str, secret: str | None) -> str:

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 
 from voicecli import __version__
-from voicecli.events import Error, Event, TurnEnd
+from voicecli.events import Error, Event
 from voicecli.profiles import Connection
-from voicecli.transport.base import Anchor, backoff_delay, log, redact
+from voicecli.transport.base import Anchor, give_up, log, redact, retry_delay
 from voicecli.wire import chat, errors, responses
 from voicecli.wire.sse import SSEDecoder
 from voicecli.wire.types import Request
@@ -98,10 +98,10 @@ class HttpStreamTransport:
                 retry_error = errors.connection_error(redact(f"connection to {self.base_url} failed: {exc}"
                                                              if str(exc) else f"connection to {self.base_url} failed",
                                                              self.api_key))
-            delay = backoff_delay(attempt, retry_error.retry_after) if retry_error.retryable else None
-            if emitted or attempt >= self.conn.max_retries or delay is None:
-                yield dataclasses.replace(retry_error, message=redact(retry_error.message, self.api_key))
-                yield TurnEnd("failed", None, retry_error.kind)
+            delay = retry_delay(retry_error, attempt, self.conn.max_retries, emitted=emitted)
+            if delay is None:
+                for event in give_up(retry_error, self.api_key):
+                    yield event
                 return
             log.info("retrying in %.2f s after: %s", delay, retry_error.message)
             attempt += 1

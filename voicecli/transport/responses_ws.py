@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from voicecli.events import Error, Event, TurnEnd
 from voicecli.profiles import Connection
-from voicecli.transport.base import Anchor, backoff_delay, log, redact
+from voicecli.transport.base import Anchor, give_up, log, redact, retry_delay
 from voicecli.transport.http import request_headers
 from voicecli.wire import errors, responses
 from voicecli.wire.types import Request
@@ -140,10 +140,11 @@ class ResponsesWebSocketTransport:
                 # no cancel event exists: closing the socket stops the response
                 await asyncio.shield(self._drop())
                 raise
-            delay = backoff_delay(attempt, failure.retry_after) if failure.retryable or failure.code == CONNECTION_CAP else None
-            if emitted or attempt >= self.conn.max_retries or delay is None:
-                yield dataclasses.replace(failure, message=redact(failure.message, self.api_key))
-                yield TurnEnd("failed", None, failure.kind)
+            delay = retry_delay(failure, attempt, self.conn.max_retries, emitted=emitted,
+                                force=failure.code == CONNECTION_CAP)
+            if delay is None:
+                for event in give_up(failure, self.api_key):
+                    yield event
                 return
             log.info("retrying in %.2f s after: %s", delay, failure.message)
             attempt += 1
