@@ -500,7 +500,7 @@ def test_ws_status_fault_from_header_counts_per_turn(sim):
         validate(ResponseWsError, err)
         assert err["status"] == 429
         ws.send(create)  # times=1: the second turn is clean
-        while (e := json.loads(ws.recv()))["type"] != "response.completed":
+        while json.loads(ws.recv())["type"] != "response.completed":
             pass
 
 

@@ -24,13 +24,10 @@ from voicecli.sim.server import Simulator, serve, start_in_thread
 KEY = "sk-sim-secret-0123456789"
 
 
-def test_starts_fast_and_stops_without_leaking_threads():
-    import aiohttp  # noqa: F401  (import cost is not start-up cost)
-
+def test_starts_and_stops_without_leaking_threads():
+    # start-up time is measured in bench/sim.py, not asserted here
     before = set(threading.enumerate())
-    t0 = time.monotonic()
     handle = start_in_thread(SimConfig())
-    assert time.monotonic() - t0 < 0.5
     assert handle.base_url.startswith("http://127.0.0.1:") and handle.base_url.endswith("/v1")
     assert httpx.post(f"{handle.base_url}/responses", json={"model": "m", "input": "x"}).status_code == 200
     handle.stop()
