@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from contextlib import aclosing
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -92,24 +93,26 @@ class Conversation:
             calls: list[ToolCall] = []
             end: TurnEnd | None = None
             try:
-                async for event in self.transport.stream(req, anchor):
-                    if isinstance(event, TextDelta):
-                        if result.first_token is None:
-                            result.first_token = time.monotonic()
-                        text.append(event.text)
-                        result.refusal = result.refusal or event.refusal
-                    elif isinstance(event, ReasoningDelta):
-                        result.reasoning += event.text
-                    elif isinstance(event, ToolCall):
-                        calls.append(event)
-                    elif isinstance(event, Usage):
-                        result.usage = result.usage + event
-                        self.total_usage = self.total_usage + event
-                    elif isinstance(event, Error):
-                        result.error = event
-                    elif isinstance(event, TurnEnd):
-                        end = event
-                    yield event
+                # aclosing: if our caller stops early, the transport cleans up now, inside this task
+                async with aclosing(self.transport.stream(req, anchor)) as stream:
+                    async for event in stream:
+                        if isinstance(event, TextDelta):
+                            if result.first_token is None:
+                                result.first_token = time.monotonic()
+                            text.append(event.text)
+                            result.refusal = result.refusal or event.refusal
+                        elif isinstance(event, ReasoningDelta):
+                            result.reasoning += event.text
+                        elif isinstance(event, ToolCall):
+                            calls.append(event)
+                        elif isinstance(event, Usage):
+                            result.usage = result.usage + event
+                            self.total_usage = self.total_usage + event
+                        elif isinstance(event, Error):
+                            result.error = event
+                        elif isinstance(event, TurnEnd):
+                            end = event
+                        yield event
             except BaseException:  # Ctrl-C or cancellation: keep what was received, marked as cut
                 partial = "".join(text)
                 result.text += partial
