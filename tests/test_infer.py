@@ -286,3 +286,17 @@ def test_markdown_on_a_terminal_and_raw_on_request(home, tmp_path, extra, env, r
         assert "**bold**" not in out and "```" not in out and "\x1b[" in out
     else:
         assert "**bold**" in out and "```python" in out and "\x1b[" not in out
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_reader_closing_the_pipe_early_stops_quietly(home, sim, transport):
+    words = " ".join(f"w{i}" for i in range(300))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voicecli", "infer", "-p", "offline", "--base-url", sim.base_url, "-t", transport,
+         "-o", 'connection.headers={ x-sim-fault = "delta_delay=0.01" }', words],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=cli_env(home))
+    assert os.read(proc.stdout.fileno(), 16).startswith(b"You")
+    proc.stdout.close()  # like `| head -c 16`
+    err = proc.stderr.read()
+    assert proc.wait(timeout=20) == 0
+    assert err == b""  # no traceback, no "Task was destroyed" noise

@@ -10,7 +10,9 @@ import asyncio
 import base64
 import json
 import mimetypes
+import os
 import sys
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +106,10 @@ def run_infer(profile: Profile, opts: InferOptions) -> int:
         asyncio.run(session.run(Message("user", prompt, images)))
     except KeyboardInterrupt:
         session.interrupted = True
+    except BrokenPipeError:
+        # the reader stopped reading (`| head`): it has what it wanted; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.OK
     finally:
         if log is not None:
             log.close()
@@ -130,8 +136,9 @@ class _InferSession:
         markdown = self.profile.ui.markdown and wants_markdown(sys.stdout, raw=self.opts.raw)
         renderer = make_renderer(sys.stdout, markdown=markdown) if streaming else None
         try:
-            async for event in self.conversation.send(message):
-                self._show(event, renderer)
+            async with aclosing(self.conversation.send(message)) as events:
+                async for event in events:
+                    self._show(event, renderer)
         finally:
             if renderer is not None:
                 renderer.finish()
