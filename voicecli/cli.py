@@ -39,6 +39,8 @@ app = typer.Typer(
 )
 profiles_app = typer.Typer(help="List, show, create, edit and validate profiles.", no_args_is_help=True)
 app.add_typer(profiles_app, name="profiles")
+tools_app = typer.Typer(help="List a profile's tools and run one by hand.", no_args_is_help=True)
+app.add_typer(tools_app, name="tools")
 
 
 class _State:
@@ -151,8 +153,11 @@ def chat(
 ) -> None:
     """Interactive text chat with streaming, history and slash commands (/help)."""
     _State.debug = debug
-    Selection(profile, model, system, transport, base_url, option or []).load_profile()
-    raise NotImplementedYet("voicecli chat")
+    prof = Selection(profile, model, system, transport, base_url, option or []).load_profile()
+    from voicecli.ui.repl import ChatOptions, run_chat
+
+    opts = ChatOptions(continue_=continue_, cid=cid, transcript=transcript, vi=vi, raw=raw, debug=debug)
+    raise typer.Exit(run_chat(prof, opts))
 
 
 @app.command(epilog=EXIT_CODE_HELP)
@@ -182,7 +187,11 @@ def talk(
         from voicecli import profiles
 
         profiles.apply_setting(prof, "voice.model", model)
-    raise NotImplementedYet("voicecli talk")
+    from voicecli.talk import TalkOptions, run_talk
+
+    opts = TalkOptions(vad=vad, half_duplex=half_duplex, input_device=input_device, output_device=output_device,
+                       input_wav=input_wav, output_wav=output_wav, transcript=transcript, voice=voice, debug=debug)
+    raise typer.Exit(run_talk(prof, opts))
 
 
 @app.command()
@@ -276,6 +285,30 @@ def profiles_validate(paths: Annotated[list[str], typer.Argument(metavar="PATH|N
     from voicecli.profiles_cli import validate
 
     validate(paths)
+
+
+# ---- tools ----------------------------------------------------------------------------------
+
+
+@tools_app.command("list")
+def tools_list(profile: ProfileOpt = None) -> None:
+    """Each tool, its approval policy and the schema each dialect (responses, chat, realtime) receives."""
+    from voicecli.tools_cli import list_tools
+
+    list_tools(Selection(profile).load_profile())
+
+
+@tools_app.command("run")
+def tools_run(
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    arguments: Annotated[str, typer.Argument(metavar="JSON", help="The arguments as one JSON object.")] = "{}",
+    profile: ProfileOpt = None, debug: DebugOpt = False,
+) -> None:
+    """Run one tool locally with the same checks, limits and environment as in a conversation."""
+    _State.debug = debug
+    from voicecli.tools_cli import run_tool
+
+    raise typer.Exit(run_tool(Selection(profile).load_profile(), name, arguments, debug))
 
 
 # ---- entry point ----------------------------------------------------------------------------

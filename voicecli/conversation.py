@@ -16,8 +16,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from voicecli.convlog import ConversationLog
-from voicecli.events import Error, Event, ReasoningDelta, TextDelta, ToolCall, TurnEnd, Usage
+from voicecli.events import Error, Event, ReasoningDelta, TextDelta, ToolCall, ToolResult, TurnEnd, Usage
 from voicecli.profiles import Profile
+from voicecli.tools import to_event
 from voicecli.transport.base import Anchor, Transport
 from voicecli.wire.types import FunctionCall, FunctionOutput, HistoryItem, Message, OpaqueItem, Request
 
@@ -31,6 +32,7 @@ class TurnResult:
     text: str = ""
     reasoning: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_results: list[ToolResult] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     status: str = "completed"
     reason: str | None = None
@@ -116,11 +118,9 @@ class Conversation:
             except BaseException:  # Ctrl-C or cancellation: keep what was received, marked as cut
                 partial = "".join(text)
                 result.text += partial
-                result.status, result.reason, result.finished = "cancelled", "interrupted", time.monotonic()
                 if partial:
                     self._append(Message("assistant", partial, interrupted=True))
-                self._anchor = None
-                self._log_turn(result)
+                self._cut(result)
                 raise
             result.text += "".join(text)
             end = end or TurnEnd("failed", None, "no_terminal_event")
@@ -135,15 +135,44 @@ class Conversation:
                 break
             rounds += 1
             if rounds > self.profile.model.max_tool_rounds:
+                limit = self.profile.model.max_tool_rounds
+                self._close_calls(calls, f"not run: the turn was stopped after {limit} tool rounds")
                 result.status, result.reason = "incomplete", "max_tool_rounds"
-                result.error = Error("invalid_request", f"stopped after {self.profile.model.max_tool_rounds} "
-                                     "tool rounds (model.max_tool_rounds)")
-                yield result.error
+                yield Error("invalid_request", f"stopped after {limit} tool rounds without a final answer "
+                            "(raise model.max_tool_rounds to allow more)")
                 break
-            for output in await self.tool_runner(calls):
-                self._append(output)
+            started = time.monotonic()
+            try:
+                outputs = await self.tool_runner(calls)
+            except BaseException:  # Ctrl-C while tools run: the calls still need outputs in the history
+                self._close_calls(calls, "not run: cancelled by the user")
+                self._cut(result)
+                raise
+            elapsed = (time.monotonic() - started) * 1000
+            by_id = {c.call_id: c for c in calls}
+            events = [to_event(by_id.get(o.call_id) or ToolCall(o.call_id, o.name or "", ""), o, elapsed)
+                      for o in outputs]
+            for output, event in zip(outputs, events):  # into the history before anything is yielded
+                self._append(FunctionOutput(output.call_id, output.output, output.name))
+                if self.log is not None:
+                    self.log.write({"type": "tool_result", "time": time.time(), "call_id": event.call_id,
+                                    "name": event.name, "arguments": event.arguments, "ok": event.ok,
+                                    "duration_ms": round(event.duration_ms, 1)})
+            result.tool_results += events
+            for event in events:
+                yield event
         result.finished = time.monotonic()
         self._log_turn(result)
+
+    def _cut(self, result: TurnResult) -> None:
+        result.status, result.reason, result.finished = "cancelled", "interrupted", time.monotonic()
+        self._anchor = None
+        self._log_turn(result)
+
+    def _close_calls(self, calls: list[ToolCall], why: str) -> None:
+        """Every call in the history needs an output, or the next request is rejected."""
+        for call in calls:
+            self._append(FunctionOutput(call.call_id, why, call.name))
 
     def _record_outputs(self, end: TurnEnd, text: str, calls: list[ToolCall]) -> None:
         """Append the model's output to the history the way the server holds it."""

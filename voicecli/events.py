@@ -43,6 +43,18 @@ class HostedToolProgress:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolResult:
+    """A local tool call finished (or was refused); the session sends `output` back to the model."""
+
+    call_id: str
+    name: str
+    arguments: str
+    ok: bool
+    output: str
+    duration_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class AudioDelta:
     pcm: bytes  # PCM16 LE mono 24 kHz
     item_id: str | None = None
@@ -106,7 +118,7 @@ class Error:
 
 
 Event = (
-    TextDelta | ReasoningDelta | ToolCall | HostedToolProgress | AudioDelta | Transcript
+    TextDelta | ReasoningDelta | ToolCall | ToolResult | HostedToolProgress | AudioDelta | Transcript
     | SpeechStarted | SpeechStopped | Usage | TurnEnd | Error
 )
 

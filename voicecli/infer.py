@@ -18,8 +18,9 @@ from pathlib import Path
 
 from voicecli import convlog
 from voicecli.errors import ExitCode, UsageError
-from voicecli.events import Error, Event, HostedToolProgress, ReasoningDelta, TextDelta, to_json
+from voicecli.events import Error, Event, HostedToolProgress, ReasoningDelta, TextDelta, ToolResult, to_json
 from voicecli.profiles import Profile
+from voicecli.tools import NonInteractiveApprover, ToolBox, check_transport, result_line
 from voicecli.ui.render import dim, make_renderer, wants_markdown
 from voicecli.ui.status import describe_error, setup_logging, usage_line
 from voicecli.wire.types import Message
@@ -93,6 +94,7 @@ def run_infer(profile: Profile, opts: InferOptions) -> int:
     setup_logging(opts.debug)
     prompt = build_prompt(opts, read_stdin())
     images = tuple(image_url(s) for s in opts.images)
+    toolbox = _toolbox(profile, opts)
     if opts.continue_ or opts.cid:
         log, history = convlog.open_existing(opts.cid)
         if opts.no_log:
@@ -101,7 +103,7 @@ def run_infer(profile: Profile, opts: InferOptions) -> int:
         history = []
         log = None if opts.no_log else convlog.ConversationLog.create(
             profile=profile.name, model=profile.model.name, transport=profile.connection.transport)
-    session = _InferSession(profile, opts, history, log)
+    session = _InferSession(profile, opts, history, log, toolbox)
     try:
         asyncio.run(session.run(Message("user", prompt, images)))
     except KeyboardInterrupt:
@@ -116,9 +118,24 @@ def run_infer(profile: Profile, opts: InferOptions) -> int:
     return session.report()
 
 
+def _toolbox(profile: Profile, opts: InferOptions):
+    """The profile's tools, run without prompts: `ask` tools only when --allow-tool/--yes allow them."""
+    if not profile.tools:
+        if opts.allow_tools:
+            raise UsageError(f"--allow-tool {opts.allow_tools[0]}: profile '{profile.name}' defines no tools")
+        return None
+    check_transport(profile.tools, profile.connection.transport)
+    names = {t.name for t in profile.tools}
+    for name in opts.allow_tools:
+        if name not in names:
+            raise UsageError(f"--allow-tool {name}: profile '{profile.name}' has no tool named '{name}'",
+                             hint=f"its tools: {', '.join(sorted(names))}")
+    return ToolBox.for_profile(profile, NonInteractiveApprover(opts.allow_tools, opts.yes), debug=opts.debug)
+
+
 class _InferSession:
-    def __init__(self, profile: Profile, opts: InferOptions, history: list, log):
-        self.profile, self.opts, self.history, self.log = profile, opts, history, log
+    def __init__(self, profile: Profile, opts: InferOptions, history: list, log, toolbox=None):
+        self.profile, self.opts, self.history, self.log, self.toolbox = profile, opts, history, log, toolbox
         self.conversation = None
         self.interrupted = False
         self.base_url = ""
@@ -131,7 +148,8 @@ class _InferSession:
 
         transport = open_transport(self.profile)
         self.base_url = transport.base_url
-        self.conversation = Conversation(self.profile, transport, history=self.history, log=self.log)
+        self.conversation = Conversation(self.profile, transport, history=self.history, log=self.log,
+                                         tool_runner=self.toolbox.run if self.toolbox else None)
         streaming = not (self.opts.no_stream or self.opts.json_out or self.opts.events)
         markdown = self.profile.ui.markdown and wants_markdown(sys.stdout, raw=self.opts.raw)
         renderer = make_renderer(sys.stdout, markdown=markdown) if streaming else None
@@ -155,6 +173,8 @@ class _InferSession:
             dim(event.text)
         elif isinstance(event, HostedToolProgress) and not self.opts.json_out:
             dim(f"[{event.tool}: {event.status}]\n")
+        if isinstance(event, ToolResult):  # on stderr in every mode: a human should see what ran
+            dim(result_line(event) + "\n")
 
     def report(self) -> int:
         """Print what the mode asks for after the stream; return the exit code."""
@@ -185,6 +205,10 @@ class _InferSession:
         if result.error is not None:
             print(f"voicecli: {describe_error(result.error, self.base_url, retries)}", file=sys.stderr)
             return exit_code(result.error)
+        if result.reason == "max_tool_rounds":
+            print(f"voicecli: stopped after {self.profile.model.max_tool_rounds} tool rounds without a final "
+                  "answer (model.max_tool_rounds)", file=sys.stderr)
+            return ExitCode.INCOMPLETE
         if result.status == "incomplete":
             print(f"voicecli: the answer is incomplete ({result.reason or 'unknown reason'})", file=sys.stderr)
             return ExitCode.INCOMPLETE
@@ -207,6 +231,8 @@ class _InferSession:
                       "output_tokens": u.output_tokens, "reasoning_tokens": u.reasoning_tokens},
             "tool_calls": [{"call_id": c.call_id, "name": c.name, "arguments": c.arguments}
                            for c in result.tool_calls],
+            "tool_results": [{"call_id": t.call_id, "name": t.name, "ok": t.ok, "output": t.output,
+                              "duration_ms": _round(t.duration_ms)} for t in result.tool_results],
             "timings": {"ttft_ms": _round(result.ttft_ms), "total_ms": _round(result.total_ms)},
             "cid": self.log.cid if self.log is not None else None,
             "error": result.error.message if result.error else None,

@@ -362,6 +362,11 @@ def _validate_tool(tool: dict[str, Any], index: int, src: _Source) -> None:
         params = tool.get("parameters")
         if params is not None and params.get("type", "object") != "object":
             raise ConfigError(f"{where}: {label}: parameters must be a JSON Schema of type 'object'")
+        from voicecli.tools import tool_problems  # lazily: tools.py imports this module
+
+        problems = tool_problems(tool)
+        if problems:
+            raise ConfigError(f"{where}: {label}: {problems[0]}")
 
 
 def _tool_from_raw(raw: dict[str, Any]) -> ToolDef:
@@ -372,6 +377,10 @@ def _tool_from_raw(raw: dict[str, Any]) -> ToolDef:
         args["options"] = {**raw.get("options", {}), **extra}
     if args.get("type", "function") != "function" and "name" not in args:
         args["name"] = args["type"]
+    if args.get("command") and "parameters" not in args:
+        from voicecli.tools import placeholder_schema  # lazily: tools.py imports this module
+
+        args["parameters"] = placeholder_schema(args["command"])
     return ToolDef(**args)
 
 

@@ -1,0 +1,493 @@
+"""Function tools from the profile: argument checks, approval, and running them locally.
+
+`ToolBox.run(calls)` is the conversation's `ToolRunner`: for each call of one model round it checks
+the call (known tool, JSON arguments, schema), asks the `Approver` one call at a time, then runs
+the approved calls together and returns one result per call, in order. Nothing the model sends
+can crash the session: every problem becomes an error *result* the model can read and act on.
+
+Command tools run as an argv (never a shell) in their own process group, so a timeout or Ctrl-C
+kills the whole group. Python tools are called in-process. Hosted tools (web_search, …) are run by
+the server and never reach here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import json
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from voicecli.errors import ConfigError
+from voicecli.events import ToolCall, ToolResult
+from voicecli.profiles import ToolDef
+from voicecli.wire.types import FunctionOutput
+
+STDERR_TAIL = 2000  # bytes of a failing command's stderr sent back to the model
+PLACEHOLDER = re.compile(r"^\{(\w+)\}$")
+
+
+@dataclass
+class Approval:
+    allowed: bool
+    reason: str | None = None  # sent back to the model on denial
+    always: bool = False  # remember "yes" for this tool for the rest of the session
+
+
+class Approver(Protocol):
+    async def __call__(self, tool: ToolDef, call: ToolCall) -> Approval: ...
+
+
+class NonInteractiveApprover:
+    """For `infer` and other sessions that cannot ask: `ask` tools run only when allowed up front."""
+
+    def __init__(self, allow: Iterable[str] = (), yes: bool = False):
+        self.allow = set(allow)
+        self.yes = yes
+
+    async def __call__(self, tool: ToolDef, call: ToolCall) -> Approval:
+        if self.yes or tool.name in self.allow:
+            return Approval(True)
+        return Approval(False, f"tool '{tool.name}' needs the user's approval and this session cannot ask "
+                               f"(the user can allow it with --allow-tool {tool.name} or --yes)")
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutput(FunctionOutput):
+    """A FunctionOutput that also says how the run went (for ToolResult events and logs)."""
+
+    ok: bool = True
+    duration_ms: float = 0.0
+    arguments: str = ""
+
+
+def to_event(call: ToolCall, output: FunctionOutput, duration_ms: float) -> ToolResult:
+    """The neutral event for one finished call; `duration_ms` is used when the output lacks its own."""
+    return ToolResult(call.call_id, call.name, call.arguments, getattr(output, "ok", True), output.output,
+                      getattr(output, "duration_ms", duration_ms))
+
+
+def result_line(event: ToolResult) -> str:
+    """One line for humans per finished call: name, arguments, duration, then ok or the error."""
+    args = event.arguments if len(event.arguments) <= 200 else event.arguments[:199] + "…"
+    status = "ok"
+    if not event.ok:
+        status = (event.output.splitlines() or ["error"])[0][:200]
+    return f"tool {event.name} {args} · {event.duration_ms:.0f} ms · {status}"
+
+
+class ToolBox:
+    def __init__(self, tools: Sequence[ToolDef], approver: Approver, *, base_dir: Path | None = None,
+                 secret_env: Iterable[str] = (), debug: bool = False):
+        self.tools = list(tools)
+        self.approver = approver
+        self.base_dir = base_dir
+        # the usual key variable is withheld even when a caller forgets to name it
+        self.secret_env = {"OPENAI_API_KEY", *(v for v in secret_env if v)}
+        self.debug = debug
+        self._functions = {t.name: t for t in self.tools if t.type == "function"}
+        self._always: set[str] = set()
+
+    @classmethod
+    def for_profile(cls, profile: Any, approver: Approver, *, debug: bool = False) -> ToolBox:
+        """The profile's tools; python tools import from its folder; its key variable stays secret."""
+        return cls(profile.tools, approver, base_dir=profile.path.parent if profile.path else None,
+                   secret_env=(profile.connection.api_key_env,), debug=debug)
+
+    def approval_state(self, name: str) -> str:
+        if name in self._always:
+            return "always (this session)"
+        tool = self._functions.get(name)
+        return tool.effective_approval if tool else "never"
+
+    async def run(self, calls: list[ToolCall]) -> list[FunctionOutput]:
+        # checks and approvals one call at a time (one prompt at a time), then the approved run together
+        outputs: list[FunctionOutput] = [None] * len(calls)  # type: ignore[list-item]  # all filled below
+        approved: list[tuple[int, ToolDef, ToolCall, dict]] = []
+        for i, call in enumerate(calls):
+            tool, args, problem = self._check(call)
+            if problem is None:
+                problem = await self._approve(tool, call)
+            if problem is None:
+                approved.append((i, tool, call, args))
+            else:
+                outputs[i] = self._output(call, False, problem, 0.0)
+        done = await asyncio.gather(*(self._timed(tool, call, args) for _, tool, call, args in approved))
+        for (i, *_), output in zip(approved, done):
+            outputs[i] = output
+        return outputs
+
+    # ---- checks and approval ---------------------------------------------------------------
+
+    def _check(self, call: ToolCall) -> tuple[ToolDef | None, dict, str | None]:
+        tool = self._functions.get(call.name)
+        if tool is None:
+            known = ", ".join(self._functions) or "none"
+            return None, {}, f"error: there is no tool named '{call.name}' (tools: {known})"
+        try:
+            args = json.loads(call.arguments or "{}")
+        except ValueError as exc:
+            return tool, {}, f"error: the arguments are not valid JSON ({exc}); send one JSON object"
+        if not isinstance(args, dict):
+            return tool, {}, "error: the arguments must be a JSON object"
+        args = drop_absent(tool.parameters, args)
+        problems = argument_errors(tool.parameters, args)
+        if problems:
+            return tool, args, f"error: the arguments do not match the schema of {tool.name}: " + "; ".join(problems)
+        return tool, args, None
+
+    async def _approve(self, tool: ToolDef, call: ToolCall) -> str | None:
+        """None when the call may run, else the denial text for the model."""
+        policy = tool.effective_approval
+        if policy == "never":
+            return f"denied: tool '{tool.name}' is disabled (approval = \"never\")"
+        if policy == "auto" or tool.name in self._always:
+            return None
+        try:
+            answer = await self.approver(tool, call)
+        except Exception as exc:  # a broken prompt denies; it never ends the session
+            answer = Approval(False, f"the approval prompt failed ({type(exc).__name__})")
+        if not answer.allowed:
+            return f"denied: {answer.reason or 'the user did not allow this call'}"
+        if answer.always:
+            self._always.add(tool.name)
+        return None
+
+    # ---- running ---------------------------------------------------------------------------
+
+    async def _timed(self, tool: ToolDef, call: ToolCall, args: dict) -> ToolOutput:
+        started = time.monotonic()
+        if tool.command:
+            ok, text = await self._run_command(tool, args)
+        else:
+            ok, text = await self._run_python(tool, args)
+        return self._output(call, ok, text, (time.monotonic() - started) * 1000)
+
+    def _output(self, call: ToolCall, ok: bool, text: str, duration_ms: float) -> ToolOutput:
+        for var in self.secret_env:  # a tool that was handed the key must not echo it onward
+            secret = os.environ.get(var)
+            if secret and len(secret) >= 8:
+                text = text.replace(secret, "***")
+        return ToolOutput(call.call_id, text, call.name, ok=ok, duration_ms=duration_ms, arguments=call.arguments)
+
+    async def _run_command(self, tool: ToolDef, args: dict) -> tuple[bool, str]:
+        argv = command_argv(tool.command or [], args)
+        cwd = self._cwd(tool)
+        if cwd is not None and not cwd.is_dir():
+            return False, f"error: the tool's working folder {cwd} does not exist"
+        stdin = json.dumps(args).encode() if tool.stdin == "json" else None
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                env=self._env(tool), cwd=cwd, start_new_session=True)  # own process group: killable as one
+        except OSError as exc:
+            return False, f"error: cannot start {argv[0]}: {exc.strerror or exc}"
+        finished = False
+        try:
+            async with asyncio.timeout(tool.timeout):
+                out, total, err = await _communicate(proc, stdin, tool.max_output_bytes)
+            finished = True
+        except TimeoutError:
+            return False, f"error: {tool.name} did not finish within {tool.timeout:g} s and was stopped"
+        finally:
+            if not finished:  # timeout or cancellation: kill the whole group, partial output discarded
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    await proc.wait()
+        if proc.returncode != 0:
+            how = f"exited with status {proc.returncode}" if proc.returncode > 0 else \
+                f"was killed by signal {-proc.returncode}"
+            tail = err.decode("utf-8", "replace").strip()
+            return False, f"error: {tool.name} {how}" + (f": {tail}" if tail else "")
+        return True, bounded_text(out, total, tool.max_output_bytes)
+
+    def _env(self, tool: ToolDef) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in self.secret_env}
+        env.update({k: os.path.expandvars(v) for k, v in tool.env.items()})  # only what the profile lists
+        return env
+
+    def _cwd(self, tool: ToolDef) -> Path | None:
+        if not tool.cwd:
+            return None
+        path = Path(tool.cwd).expanduser()
+        return path if path.is_absolute() or self.base_dir is None else self.base_dir / path
+
+    async def _run_python(self, tool: ToolDef, args: dict) -> tuple[bool, str]:
+        try:
+            func = self._import(tool.python or "")
+        except Exception as exc:
+            return False, f"error: cannot load {tool.python}: {type(exc).__name__}: {exc}"
+        try:
+            async with asyncio.timeout(tool.timeout):
+                if inspect.iscoroutinefunction(func):
+                    value = await func(**args)
+                else:  # a daemon thread, so a hung tool cannot block voicecli from exiting
+                    value = await _in_daemon_thread(func, args)
+        except TimeoutError:
+            return False, f"error: {tool.name} did not finish within {tool.timeout:g} s"
+        except (Exception, SystemExit) as exc:
+            text = f"error: {tool.name} raised {type(exc).__name__}: {exc}"
+            if self.debug:
+                text += "\n" + "".join(traceback.format_exception(exc)).rstrip()
+            return False, text
+        if value is None:
+            raw = b""
+        elif isinstance(value, str):
+            raw = value.encode()
+        else:
+            raw = json.dumps(value, ensure_ascii=False, default=str).encode()
+        return True, bounded_text(raw[: tool.max_output_bytes], len(raw), tool.max_output_bytes)
+
+    def _import(self, ref: str) -> Any:
+        module_name, _, attr = ref.partition(":")
+        folder = str(self.base_dir) if self.base_dir else None
+        added = folder is not None and folder not in sys.path
+        if added:
+            sys.path.insert(0, folder)
+        try:
+            obj = importlib.import_module(module_name)
+        finally:
+            if added:
+                sys.path.remove(folder)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        if not callable(obj):
+            raise TypeError(f"{ref} is not callable")
+        return obj
+
+
+async def _communicate(proc: asyncio.subprocess.Process, stdin: bytes | None, limit: int) -> tuple[bytes, int, bytes]:
+    """stdout's first `limit` bytes (and its full size), stderr's tail; reads to EOF so a chatty
+    child never blocks on a full pipe."""
+    async def feed() -> None:
+        if proc.stdin is None:
+            return
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            proc.stdin.write(stdin or b"")
+            await proc.stdin.drain()
+        proc.stdin.close()
+
+    async def read(stream: asyncio.StreamReader, keep: int, tail: bool) -> tuple[bytes, int]:
+        kept, total = bytearray(), 0
+        while chunk := await stream.read(65536):
+            total += len(chunk)
+            if tail:
+                kept += chunk
+                del kept[:-keep]
+            elif len(kept) < keep:
+                kept += chunk[: keep - len(kept)]
+        return bytes(kept), total
+
+    _, (out, total), (err, _) = await asyncio.gather(
+        feed(), read(proc.stdout, limit, False), read(proc.stderr, STDERR_TAIL, True))
+    await proc.wait()
+    return out, total, err
+
+
+def _in_daemon_thread(func: Any, kwargs: dict) -> asyncio.Future:
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(value: Any, exc: BaseException | None) -> None:
+        if future.done():
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(value)
+
+    def work() -> None:
+        try:
+            value, exc = func(**kwargs), None
+        except BaseException as e:  # even sys.exit() in a tool is only that tool's failure
+            value, exc = None, e if isinstance(e, Exception) else RuntimeError(f"{type(e).__name__}: {e}")
+        with contextlib.suppress(RuntimeError):  # the loop may be gone after a timeout
+            loop.call_soon_threadsafe(settle, value, exc)
+
+    threading.Thread(target=work, name="voicecli-tool", daemon=True).start()
+    return future
+
+
+def bounded_text(data: bytes, total: int, limit: int) -> str:
+    text = data.decode("utf-8", "replace").rstrip()
+    if total > limit:
+        text += f"\n[output truncated: showing the first {limit} of {total} bytes]"
+    return text or "(no output)"
+
+
+def command_argv(template: Sequence[str], args: dict) -> list[str]:
+    """`{name}` elements become the argument's value as one argv element (JSON text for non-strings);
+    an element whose argument is absent is left out. Nothing else is substituted."""
+    argv = []
+    for part in template:
+        m = PLACEHOLDER.match(part)
+        if m is None:
+            argv.append(part)
+        elif args.get(m.group(1)) is not None:
+            value = args[m.group(1)]
+            argv.append(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+    return argv
+
+
+# ---- JSON Schema: a small structural checker (the subset tool schemas use) ------------------
+
+JSON_TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
+
+
+def schema_problems(schema: Any, path: str = "parameters") -> list[str]:
+    """Why `schema` is not a usable JSON Schema (empty when it is)."""
+    if not isinstance(schema, dict):
+        return [f"{path} must be a table"]
+    out = []
+    kind = schema.get("type")
+    for k in kind if isinstance(kind, list) else [] if kind is None else [kind]:
+        if k not in JSON_TYPES:
+            out.append(f"{path}.type: '{k}' is not a JSON type ({', '.join(JSON_TYPES)})")
+    props = schema.get("properties", {})
+    if not isinstance(props, dict):
+        out.append(f"{path}.properties must be a table of schemas")
+        props = {}
+    for name, sub in props.items():
+        out += schema_problems(sub, f"{path}.properties.{name}")
+    required = schema.get("required", [])
+    if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+        out.append(f"{path}.required must be an array of property names")
+    else:
+        out += [f"{path}.required names '{r}', which is not in properties" for r in required if r not in props]
+    for key in ("items", "additionalProperties"):
+        sub = schema.get(key)
+        if sub is not None and not isinstance(sub, bool):
+            out += schema_problems(sub, f"{path}.{key}")
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in schema:
+            subs = schema[key]
+            if not isinstance(subs, list) or not subs:
+                out.append(f"{path}.{key} must be a non-empty array of schemas")
+            else:
+                for i, sub in enumerate(subs):
+                    out += schema_problems(sub, f"{path}.{key}[{i}]")
+    if "enum" in schema and not isinstance(schema["enum"], list):
+        out.append(f"{path}.enum must be an array")
+    for key in ("$defs", "definitions"):
+        for name, sub in (schema.get(key) or {}).items():
+            out += schema_problems(sub, f"{path}.{key}.{name}")
+    return out
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
+            dict: "object"}.get(type(value), type(value).__name__)
+
+
+def _is_type(value: Any, kind: str) -> bool:
+    actual = _json_type(value)
+    return actual == kind or (kind == "number" and actual == "integer") or \
+        (kind == "integer" and actual == "number" and float(value).is_integer())
+
+
+def argument_errors(schema: dict, value: Any, path: str = "") -> list[str]:
+    """Where `value` breaks `schema`, one short line per failing field ($ref is not followed)."""
+    where = path or "arguments"
+    for key in ("anyOf", "oneOf"):
+        if key in schema and not any(not argument_errors(s, value, path) for s in schema[key]):
+            return [f"{where}: matches none of the allowed forms"]
+    kind = schema.get("type")
+    kinds = kind if isinstance(kind, list) else [kind] if kind else []
+    if kinds and not any(_is_type(value, k) for k in kinds):
+        return [f"{where}: expected {' or '.join(kinds)}, got {_json_type(value)}"]
+    if "enum" in schema and value not in schema["enum"]:
+        return [f"{where}: must be one of {', '.join(json.dumps(v) for v in schema['enum'])}"]
+    if "const" in schema and value != schema["const"]:
+        return [f"{where}: must be {json.dumps(schema['const'])}"]
+    out = []
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        prefix = f"{path}." if path else ""
+        out += [f"{prefix}{name}: required" for name in schema.get("required", []) if name not in value]
+        for name, item in value.items():
+            if name in props:
+                out += argument_errors(props[name], item, prefix + name)
+            elif schema.get("additionalProperties") is False:
+                out.append(f"{prefix}{name}: not a parameter of this tool")
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            out += argument_errors(schema["items"], item, f"{where}[{i}]")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            out.append(f"{where}: must be at least {schema['minimum']}")
+        if "maximum" in schema and value > schema["maximum"]:
+            out.append(f"{where}: must be at most {schema['maximum']}")
+    return out
+
+
+def drop_absent(schema: dict, args: dict) -> dict:
+    """Strict mode makes optional parameters required-but-nullable; null there means "not given"."""
+    required = set(schema.get("required", ()))
+    return {k: v for k, v in args.items() if v is not None or k in required}
+
+
+# ---- profile checks and dialects ------------------------------------------------------------
+
+DIALECT_OF = {"ws": "responses", "sse": "responses", "chat": "chat", "realtime": "realtime"}
+
+
+def dialect_spec(tool: ToolDef, dialect: str) -> dict:
+    """The tool's JSON as `dialect` receives it; ValueError when it cannot carry the tool."""
+    from voicecli.wire import tools as wire_tools
+
+    convert = {"responses": wire_tools.to_responses, "chat": wire_tools.to_chat, "realtime": wire_tools.to_realtime}
+    return convert[dialect](tool)
+
+
+def check_transport(tools: Sequence[ToolDef], transport: str) -> None:
+    """Refuse, before anything is sent, tools the transport cannot carry (hosted tools on chat/realtime)."""
+    for tool in tools:
+        try:
+            dialect_spec(tool, DIALECT_OF[transport])
+        except ValueError as exc:
+            raise ConfigError(str(exc), hint="use -t ws or -t sse, or remove the tool from the profile") from None
+
+
+def placeholder_schema(command: Sequence[str]) -> dict[str, Any]:
+    """The parameters a command tool without `parameters` gets: each `{name}` a required string."""
+    names = list(dict.fromkeys(m.group(1) for part in command if (m := PLACEHOLDER.match(part))))
+    return {"type": "object", "properties": {n: {"type": "string"} for n in names}, "required": names}
+
+
+def tool_problems(tool: dict[str, Any]) -> list[str]:
+    """What a raw [[tools]] function table gets wrong beyond key types (used when a profile loads)."""
+    params = tool.get("parameters") or placeholder_schema(tool.get("command") or [])
+    out = schema_problems(params)
+    if not out and tool.get("strict", True):
+        from voicecli.wire.tools import strict_schema
+
+        try:
+            strict_schema(ToolDef(name=str(tool.get("name")), parameters=params))
+        except ValueError as exc:
+            out.append(str(exc).split(": ", 1)[-1])
+    names = set(params.get("properties", {})) if isinstance(params.get("properties"), dict) else set()
+    for part in tool.get("command") or []:
+        m = PLACEHOLDER.match(part)
+        if m and m.group(1) not in names:
+            out.append(f"command placeholder {part} names no parameter (parameters: {', '.join(sorted(names)) or 'none'})")
+        elif not m and any(f"{{{n}}}" in part for n in names):
+            out.append(f"command element '{part}' has a placeholder inside other text; placeholders are "
+                       "whole argv elements, e.g. [\"--city\", \"{city}\"]")
+    if "python" in tool:
+        out += [f"{key} applies only to command tools" for key in ("env", "cwd", "stdin") if key in tool]
+    return out
