@@ -1,15 +1,18 @@
 """Streaming answer output: raw text for pipes, block-wise markdown on a terminal.
 
 Markdown is rendered one block at a time: a finished block (ended by a blank line outside a code
-fence, or by the closing fence) is printed once and never again; only the open block is live.
-So a long answer costs time linear in its length, not quadratic.
+fence, or by the closing fence) is printed once and never again; only the open block is live,
+redrawn by a timer (not per delta) and cropped to its last screenful. So a long answer costs time
+linear in its length, not quadratic, and the live area never scrolls off the screen.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
+
+CODE_THEME = "monokai"
 
 
 class Renderer(Protocol):
@@ -49,42 +52,84 @@ class RawRenderer:
 
 
 class BlockSplitter:
-    """Finds where finished markdown blocks end, scanning each line once."""
+    """Splits streamed markdown into finished blocks, looking at each character once.
+
+    Deltas are kept as lists of pieces (not one growing string), so feeding is O(len(delta))
+    even inside a very long code block; the open block is joined only when someone asks for it.
+    """
 
     def __init__(self) -> None:
-        self.buffer = ""
-        self._scanned = 0  # buffer[:_scanned] holds whole lines already examined
-        self._fence: str | None = None  # the open code fence marker, if any
-        self._boundary = 0  # buffer[:_boundary] is finished blocks
+        self._lines: list[str] = []  # whole lines (with "\n") of the open block
+        self._partial: list[str] = []  # pieces of the current unfinished line
+        self._fence: str | None = None  # the open code fence marker ("```" or "~~~"), if any
 
     def feed(self, delta: str) -> str:
         """Add text; return the finished blocks it completed (possibly '')."""
-        self.buffer += delta
-        while True:
-            newline = self.buffer.find("\n", self._scanned)
-            if newline < 0:
-                break
-            line = self.buffer[self._scanned:newline].strip()
-            self._scanned = newline + 1
-            if self._fence is not None:
-                if line.startswith(self._fence) and line.strip("`~") == "":
-                    self._fence = None
-                    self._boundary = self._scanned
-            elif line.startswith(("```", "~~~")):
-                self._fence = line[:3]
-            elif not line:
-                self._boundary = self._scanned
-        done, self.buffer = self.buffer[:self._boundary], self.buffer[self._boundary:]
-        self._scanned -= self._boundary
-        self._boundary = 0
-        return done
+        done: list[str] = []
+        start = 0
+        while (newline := delta.find("\n", start)) >= 0:
+            self._partial.append(delta[start:newline + 1])
+            start = newline + 1
+            line = "".join(self._partial)
+            self._partial.clear()
+            self._lines.append(line)
+            if self._ends_block(line.strip()):
+                done.append("".join(self._lines))
+                self._lines.clear()
+        if start < len(delta):
+            self._partial.append(delta[start:])
+        return "".join(done)
+
+    def _ends_block(self, line: str) -> bool:
+        if self._fence is not None:
+            if line.startswith(self._fence) and line.strip("`~") == "":
+                self._fence = None
+                return True
+            return False
+        if line.startswith(("```", "~~~")):
+            self._fence = line[:3]
+            return False
+        return not line
+
+    @property
+    def pending(self) -> str:
+        """The open (unfinished) block."""
+        return "".join(self._lines) + "".join(self._partial)
+
+    def flush(self) -> str:
+        """The open block, and start afresh (end of the answer)."""
+        rest = self.pending
+        self._lines.clear()
+        self._partial.clear()
+        self._fence = None
+        return rest
+
+
+class _OpenBlock:
+    """Live view of the open block: rendered only when Live redraws, cut to its last screenful."""
+
+    def __init__(self, splitter: BlockSplitter):
+        self.splitter = splitter
+
+    def __rich_console__(self, console: Any, options: Any):
+        from rich.markdown import Markdown
+        from rich.segment import Segment
+
+        text = self.splitter.pending
+        if not text.strip():
+            return
+        lines = console.render_lines(Markdown(text, code_theme=CODE_THEME), options, pad=False)
+        room = max(1, console.size.height - 1)
+        for line in lines[-room:]:
+            yield from line
+            yield Segment.line()
 
 
 class MarkdownRenderer:
-    def __init__(self, stream: IO[str]):
+    def __init__(self, stream: IO[str] | None = None, *, console: Any = None):
         from rich.console import Console
 
-        self.console = Console(file=stream, soft_wrap=False, highlight=False)
+        self.console = console or Console(file=stream, soft_wrap=False, highlight=False, emoji=False)
         self.splitter = BlockSplitter()
         self._live = None
 
@@ -92,34 +137,28 @@ class MarkdownRenderer:
         from rich.markdown import Markdown
 
         if text.strip():
-            self.console.print(Markdown(text, code_theme="monokai"))
+            self.console.print(Markdown(text, code_theme=CODE_THEME))
 
     def text(self, delta: str) -> None:
         done = self.splitter.feed(delta)
         if done:
-            self._stop_live()
-            self._print_block(done)
-        if self.splitter.buffer.strip():
-            from rich.markdown import Markdown
+            self._print_block(done)  # while Live runs, rich prints it above the live area
+        # `pending` is joined only until the Live starts; after that it is read on redraws alone
+        if self._live is None and delta.strip() and self.splitter.pending.strip():
+            from rich.live import Live
 
-            if self._live is None:
-                from rich.live import Live
-
-                self._live = Live(console=self.console, auto_refresh=True, refresh_per_second=8,
-                                  transient=True, vertical_overflow="visible")
-                self._live.start()
-            # Live redraws on its own timer, so a burst of deltas costs one redraw, not one each
-            self._live.update(Markdown(self.splitter.buffer, code_theme="monokai"), refresh=False)
-
-    def _stop_live(self) -> None:
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
+            # one Live per answer; it redraws on its own timer, so a burst of deltas costs one redraw
+            self._live = Live(_OpenBlock(self.splitter), console=self.console, auto_refresh=True,
+                              refresh_per_second=10, transient=True, redirect_stdout=False,
+                              redirect_stderr=False)
+            self._live.start()
 
     def finish(self) -> None:
-        self._stop_live()
-        rest, self.splitter.buffer = self.splitter.buffer, ""
-        self._print_block(rest)
+        """Print the open block for good; the renderer can be used again for the next answer."""
+        if self._live is not None:
+            self._live.stop()  # transient: the live copy is erased
+            self._live = None
+        self._print_block(self.splitter.flush())
 
 
 def dim(text: str, stream: IO[str] | None = None) -> None:

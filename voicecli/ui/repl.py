@@ -1,0 +1,676 @@
+"""`voicecli chat`: the interactive text REPL.
+
+Input comes from prompt_toolkit on a terminal (history file, completion, multi-line, Ctrl-C that
+clears or quits) and from plain lines otherwise (`voicecli chat < questions.txt`). Each message is
+one `Conversation.send` turn run in its own task, so Ctrl-C (SIGINT: the terminal is in cooked
+mode while the answer streams) cancels just that turn; the conversation keeps the partial answer
+marked as interrupted. Answers go to stdout (markdown on a TTY); everything else — footers,
+notices, errors, reasoning — goes to stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import aclosing
+from dataclasses import dataclass
+from pathlib import Path
+
+from voicecli import convlog, paths, profiles
+from voicecli.errors import VoicecliError
+from voicecli.events import Event, HostedToolProgress, ReasoningDelta, TextDelta, ToolCall, ToolResult, Usage
+from voicecli.profiles import Profile
+from voicecli.transcript import Entry, markdown_entry, open_transcript
+from voicecli.ui.render import dim, make_renderer, wants_markdown
+from voicecli.ui.status import describe_error, setup_logging, usage_line
+from voicecli.wire.types import FunctionCall, FunctionOutput, HistoryItem, Message
+
+PROMPT = "> "
+HISTORY_FILE = "chat_history"
+RECENT_EXCHANGES = 2  # shown when resuming with -c / --cid
+TRANSPORTS = ("ws", "sse", "chat")
+CLIPBOARD_TOOLS = (  # (program, arguments, environment variable it needs)
+    ("pbcopy", [], None),
+    ("wl-copy", [], "WAYLAND_DISPLAY"),
+    ("xclip", ["-selection", "clipboard"], "DISPLAY"),
+    ("xsel", ["--clipboard", "--input"], "DISPLAY"),
+)
+
+COMMANDS = {  # name → (arguments, help); /help prints this table and the completer offers it
+    "help": ("", "this list"),
+    "exit": ("", "leave (also Ctrl-D, or Ctrl-C twice at an empty prompt)"),
+    "clear": ("", "start a new conversation"),
+    "system": ("[TEXT]", "show or set the system instructions"),
+    "model": ("[NAME]", "show or switch the model"),
+    "transport": ("[ws|sse|chat]", "show or switch the transport"),
+    "profile": ("NAME", "switch to another profile (the conversation is kept)"),
+    "set": ("KEY VALUE", "change a setting, e.g. /set temperature 0.2 (unset: /set KEY none)"),
+    "tools": ("", "the profile's tools and whether each asks before running"),
+    "usage": ("", "tokens per turn and in total"),
+    "history": ("", "the conversation so far"),
+    "retry": ("", "ask again for the last answer (or re-send a message that failed)"),
+    "save": ("PATH", "write the conversation to PATH (.md or .json)"),
+    "copy": ("", "copy the last answer to the clipboard"),
+    "edit": ("[TEXT]", "write the next message in $EDITOR"),
+    "talk": ("", "switch to a voice conversation"),
+}
+ALIASES = {"quit": "exit", "q": "exit", "?": "help", "new": "clear"}
+
+
+@dataclass
+class ChatOptions:
+    continue_: bool = False
+    cid: str | None = None
+    transcript: Path | None = None
+    vi: bool = False
+    raw: bool = False
+    debug: bool = False
+
+
+@dataclass
+class TurnRecord:
+    """One turn for /usage: the model and transport it ran on and what it cost."""
+
+    model: str
+    transport: str
+    usage: Usage
+    ttft_ms: float | None
+    total_ms: float
+    status: str
+
+
+def run_chat(profile: Profile, opts: ChatOptions) -> int:
+    setup_logging(opts.debug)
+    history: list[HistoryItem] = []
+    log = None
+    if opts.continue_ or opts.cid:
+        log, history = convlog.open_existing(opts.cid)
+    repl = Repl(profile, opts, history, log)
+    return asyncio.run(repl.run())
+
+
+# ---- input ---------------------------------------------------------------------------------------
+
+
+class LineInput:
+    """Plain lines from a pipe or file: one message (or command) per line."""
+
+    async def read(self, default: str = "") -> str | None:
+        line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        return line.rstrip("\n") if line else None
+
+    async def ask(self, question: str) -> str | None:
+        sys.stderr.write(question)
+        sys.stderr.flush()
+        return await self.read()
+
+
+class PromptInput:
+    """prompt_toolkit on a terminal: Enter sends, Alt-Enter or Ctrl-J adds a line, pastes keep theirs."""
+
+    def __init__(self, completer, *, vi: bool):
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.history import FileHistory
+
+        history = paths.data_dir() / HISTORY_FILE
+        history.parent.mkdir(parents=True, exist_ok=True)
+        self.session = PromptSession(history=FileHistory(str(history)), multiline=True, vi_mode=vi,
+                                     key_bindings=_key_bindings(), completer=completer,
+                                     complete_while_typing=True, enable_open_in_editor=True,
+                                     prompt_continuation=lambda width, line, wrap: "." * (width - 1) + " ")
+        self._vi = vi
+
+    async def read(self, default: str = "") -> str | None:
+        try:
+            # handle_sigint=False: SIGINT belongs to the REPL (it cancels a streaming answer)
+            return await self.session.prompt_async(PROMPT, default=default, handle_sigint=False)
+        except EOFError:
+            return None
+
+    async def ask(self, question: str) -> str | None:
+        """A one-line answer that stays out of the message history; Ctrl-C / Ctrl-D give None."""
+        from prompt_toolkit import PromptSession
+
+        try:
+            return await PromptSession(vi_mode=self._vi).prompt_async(question, handle_sigint=False)
+        except (EOFError, KeyboardInterrupt):
+            return None
+
+
+def _key_bindings():
+    from prompt_toolkit.key_binding import KeyBindings
+
+    kb = KeyBindings()
+
+    @kb.add("enter")
+    def _send(event) -> None:
+        event.current_buffer.validate_and_handle()  # a highlighted completion is already in the text
+
+    @kb.add("escape", "enter")
+    @kb.add("c-j")
+    def _newline(event) -> None:
+        event.current_buffer.insert_text("\n")
+
+    @kb.add("c-c")
+    def _interrupt(event) -> None:
+        if event.current_buffer.text:
+            event.current_buffer.reset()  # Ctrl-C on a half-typed message clears it
+        else:
+            event.app.exit(exception=KeyboardInterrupt())
+
+    return kb
+
+
+def _make_completer(repl: "Repl"):
+    from prompt_toolkit.completion import Completer, Completion
+
+    class SlashCompleter(Completer):
+        """Slash commands, then their arguments: models, profiles, transports, setting keys."""
+
+        def get_completions(self, document, complete_event):
+            text = document.text_before_cursor
+            if not text.startswith("/") or "\n" in text:
+                return
+            name, space, arg = text[1:].partition(" ")
+            if not space:
+                for cmd, (args, help_) in COMMANDS.items():
+                    if cmd.startswith(name):
+                        yield Completion(cmd, start_position=-len(name), display_meta=help_)
+                return
+            for choice in repl.argument_choices(ALIASES.get(name, name)):
+                if choice.startswith(arg) and choice != arg:
+                    yield Completion(choice, start_position=-len(arg))
+
+    return SlashCompleter()
+
+
+# ---- the REPL ------------------------------------------------------------------------------------
+
+
+class Repl:
+    def __init__(self, profile: Profile, opts: ChatOptions, history: list[HistoryItem], log):
+        self.profile = profile
+        self.opts = opts
+        self.log = log  # created at the first message, so an empty session leaves no conversation file
+        self.resumed = bool(history)
+        self.markdown = profile.ui.markdown and wants_markdown(sys.stdout, raw=opts.raw)
+        self.renderer = make_renderer(sys.stdout, markdown=self.markdown)
+        self.transcript = open_transcript(opts.transcript) if opts.transcript else None
+        self.turns: list[TurnRecord] = []
+        self.toolbox = None
+        self.conversation = None
+        self._initial_history = history
+        self._turn_task: asyncio.Task | None = None
+        self._next_default = ""  # text /edit leaves in the next prompt
+        self._choices: dict[str, list[str]] = {}
+        self.input = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        from voicecli.conversation import Conversation
+        from voicecli.transport import open_transport
+
+        transport = open_transport(self.profile)  # the ws transport connects at the first turn
+        self.conversation = Conversation(self.profile, transport, history=self._initial_history, log=self.log,
+                                         tool_runner=self._tool_runner())
+        interactive = sys.stdin.isatty()
+        self.input = PromptInput(_make_completer(self), vi=self.opts.vi or self.profile.ui.vi_mode) \
+            if interactive else LineInput()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+        if self.transcript is not None:
+            self.transcript.session(profile=self.profile.name, model=self.profile.model.name)
+        try:
+            if interactive:
+                self._note(f"voicecli chat · {self.profile.model.name} over {transport.name} · "
+                           "/help for commands · Ctrl-D to exit")
+            if self.resumed:
+                self._show_recent()
+            await self._loop()
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+            await self._close()
+        return 0
+
+    async def _loop(self) -> None:
+        armed = False  # Ctrl-C pressed once at an empty prompt
+        while True:
+            default, self._next_default = self._next_default, ""
+            try:
+                line = await self.input.read(default)
+            except KeyboardInterrupt:
+                if armed:
+                    return
+                armed = True
+                self._note("(Ctrl-C again or Ctrl-D to exit)")
+                continue
+            armed = False
+            if line is None:
+                return
+            if not line.strip():
+                continue
+            if line.startswith("/") and not line.startswith("//"):
+                if await self.command(line) == "exit":
+                    return
+                continue
+            await self.turn(Message("user", line[1:] if line.startswith("//") else line))
+
+    async def _close(self) -> None:
+        from voicecli.transport.http import close_shared_client
+
+        await self.conversation.transport.aclose()
+        await close_shared_client()
+        if self.log is not None:
+            self.log.close()
+        if self.transcript is not None:
+            self.transcript.close()
+
+    def _on_sigint(self) -> None:
+        if self._turn_task is not None and not self._turn_task.done():
+            self._turn_task.cancel()
+
+    # -- output helpers ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _note(text: str) -> None:
+        dim(text + "\n")
+
+    @staticmethod
+    def _say(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    # -- one turn ----------------------------------------------------------------------------------
+
+    async def turn(self, message: Message) -> None:
+        if self.log is None:
+            self._start_log(self.conversation.history)
+            self.conversation.log = self.log
+        self._record(Entry("user", message.text))
+        self._turn_task = asyncio.create_task(self._stream(message))
+        await asyncio.wait([self._turn_task])  # wait() does not raise if the turn was cancelled
+        task, self._turn_task = self._turn_task, None
+        result = self.conversation.last
+        if task.cancelled():
+            self._note("[interrupted — the partial answer is kept]")
+        elif task.exception() is not None:
+            exc = task.exception()
+            if self.opts.debug:
+                import traceback
+
+                traceback.print_exception(exc)
+            message_ = exc.message if isinstance(exc, VoicecliError) else f"{type(exc).__name__}: {exc}"
+            self._say(f"voicecli: {message_} — /retry sends the message again")
+        if result is None:
+            return
+        self._finish_turn(result)
+
+    async def _stream(self, message: Message) -> None:
+        try:
+            async with aclosing(self.conversation.send(message)) as events:
+                async for event in events:
+                    self._show(event)
+        finally:
+            self.renderer.finish()  # also on Ctrl-C: the partial answer stays on the screen
+
+    def _show(self, event: Event) -> None:
+        if isinstance(event, TextDelta):
+            self.renderer.text(event.text)
+        elif isinstance(event, ReasoningDelta):
+            dim(event.text)
+        elif isinstance(event, ToolCall):
+            self.renderer.finish()
+            self._note(f"→ {event.name} {event.arguments}")
+        elif isinstance(event, HostedToolProgress):
+            self._note(f"[{event.tool}: {event.status}]")
+        elif isinstance(event, ToolResult):
+            from voicecli.tools import result_line
+
+            self._note(result_line(event))
+            self._record(Entry("tool", event.output, meta={"name": event.name, "arguments": event.arguments,
+                                                           "ok": event.ok}))
+
+    def _finish_turn(self, result) -> None:
+        transport = self.conversation.transport
+        self.turns.append(TurnRecord(self.profile.model.name, transport.name, result.usage, result.ttft_ms,
+                                     result.total_ms, result.status))
+        if result.text or result.status != "completed":
+            now = time.time()
+            self._record(Entry("assistant", result.text, start=now - result.total_ms / 1000, end=now,
+                               interrupted=result.status in ("cancelled", "incomplete"), usage=result.usage,
+                               meta={"model": self.profile.model.name}))
+        if result.error is not None:
+            retries = getattr(transport, "retries_used", 0)
+            self._say(f"voicecli: {describe_error(result.error, transport.base_url, retries)} — /retry sends it again")
+        elif result.status == "incomplete":
+            self._say(f"voicecli: the answer is incomplete ({result.reason or 'unknown reason'})")
+        elif result.status == "failed":
+            self._say(f"voicecli: the response failed ({result.reason or 'no reason given'}) — /retry sends it again")
+        if result.refusal:
+            self._say("voicecli: the model refused to answer")
+        self._note(usage_line(result.usage, ttft_ms=result.ttft_ms, total_ms=result.total_ms,
+                              model=self.profile.model.name, transport=transport.name))
+
+    def _record(self, entry: Entry) -> None:
+        if self.transcript is not None:
+            self.transcript.write(entry)
+
+    def _start_log(self, items: list[HistoryItem]) -> None:
+        self.log = convlog.ConversationLog.create(profile=self.profile.name, model=self.profile.model.name,
+                                                  transport=self.profile.connection.transport)
+        for item in items:
+            self.log.add_item(item)
+
+    def _rebuild(self, history: list[HistoryItem]) -> None:
+        """A fresh Conversation over `history` (same transport and tools): /clear and /retry.
+
+        The log is append-only, so a rewritten history continues in a new file, started with the
+        next message (`-c` then finds it)."""
+        from voicecli.conversation import Conversation
+
+        if self.log is not None:
+            self.log.close()
+        self.log = None
+        self.conversation = Conversation(self.profile, self.conversation.transport, history=history,
+                                         log=self.log, tool_runner=self._tool_runner())
+
+    # -- tools -------------------------------------------------------------------------------------
+
+    def _tool_runner(self):
+        if not self.profile.tools:
+            return None
+        if self.toolbox is None:
+            from voicecli.tools import ToolBox
+
+            self.toolbox = ToolBox.for_profile(self.profile, self.approve, debug=self.opts.debug)
+        return self.toolbox.run
+
+    async def approve(self, tool, call):
+        """The interactive approver: show the tool and its exact arguments; y once, a always, n deny."""
+        from voicecli.tools import Approval
+
+        self.renderer.finish()  # no live markdown area under the question
+        try:
+            arguments = json.dumps(json.loads(call.arguments), indent=2, ensure_ascii=False)
+        except ValueError:
+            arguments = call.arguments
+        command = f"  runs: {shlex.join(tool.command)}\n" if tool.command else ""
+        self._say(f"The model wants to run the tool '{tool.name}' with these arguments:\n{arguments}\n{command}".rstrip())
+        while True:
+            answer = await self.input.ask("Allow? [y] once · [a] always · [n] no: ")
+            if answer is None:
+                return Approval(False, "the user declined")
+            answer = answer.strip().lower()
+            if answer in ("y", "yes"):
+                return Approval(True)
+            if answer in ("a", "always"):
+                return Approval(True, always=True)
+            if answer in ("n", "no", ""):
+                reason = await self.input.ask("Reason for the model (optional): ")
+                return Approval(False, (reason or "").strip() or None)
+
+    # -- slash commands ------------------------------------------------------------------------------
+
+    async def command(self, line: str) -> str | None:
+        name, _, arg = line[1:].strip().partition(" ")
+        name, arg = ALIASES.get(name.lower(), name.lower()), arg.strip()
+        handler = getattr(self, f"cmd_{name}", None)
+        if name not in COMMANDS or handler is None:
+            close = difflib.get_close_matches(name, COMMANDS, n=1)
+            hint = f" — did you mean /{close[0]}?" if close else " — /help lists the commands"
+            self._say(f"unknown command /{name}{hint}")
+            return None
+        try:
+            return await handler(arg)
+        except VoicecliError as exc:  # a bad /set value, an unknown profile: say so, stay in the REPL
+            self._say(f"voicecli: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
+            return None
+
+    async def cmd_help(self, arg: str) -> None:
+        width = max(len(f"/{n} {a}") for n, (a, _) in COMMANDS.items())
+        lines = [f"  {f'/{n} {a}'.ljust(width)}  {h}" for n, (a, h) in COMMANDS.items()]
+        keys = ("Enter sends · Alt-Enter or Ctrl-J adds a line · Ctrl-X Ctrl-E edits in $EDITOR · "
+                "Ctrl-C stops an answer · Tab completes · start a message with // to send a leading /")
+        self._say("\n".join(lines) + "\n" + keys)
+
+    async def cmd_exit(self, arg: str) -> str:
+        return "exit"
+
+    async def cmd_clear(self, arg: str) -> None:
+        self._rebuild([])
+        self._note("new conversation")
+
+    async def cmd_system(self, arg: str) -> None:
+        if arg:
+            profiles.apply_setting(self.profile, "model.instructions", arg)
+        self._note(f"system: {self.profile.model.instructions or '(none)'}")
+
+    async def cmd_model(self, arg: str) -> None:
+        if arg:
+            profiles.apply_setting(self.profile, "model.name", arg)
+        self._note(f"model: {self.profile.model.name}")
+
+    async def cmd_transport(self, arg: str) -> None:
+        if arg and arg not in TRANSPORTS:
+            self._say(f"/transport takes ws, sse or chat; got '{arg}'")
+            return
+        if arg:
+            profiles.apply_setting(self.profile, "connection.transport", arg)
+            await self._reopen_transport()
+        self._note(f"transport: {self.conversation.transport.name}")
+
+    async def cmd_profile(self, arg: str) -> None:
+        if not arg:
+            self._note(f"profile: {self.profile.name}")
+            return
+        new = profiles.load(arg)
+        new.api_key()  # a missing key is reported now, not at the next message
+        self.profile = self.conversation.profile = new
+        self.toolbox = None
+        self.conversation.tool_runner = self._tool_runner()
+        await self._reopen_transport()
+        self._note(f"profile: {new.name} · {new.model.name} over {self.conversation.transport.name}")
+
+    async def cmd_set(self, arg: str) -> None:
+        key, _, value = arg.partition(" ")
+        if not key or not value.strip():
+            self._say("usage: /set KEY VALUE, e.g. /set temperature 0.2 or /set reasoning_effort low")
+            return
+        section, name = profiles.resolve_key(key)
+        profiles.apply_setting(self.profile, f"{section}.{name}", value.strip())
+        if section == "connection":
+            await self._reopen_transport()
+        self._note(f"{section}.{name} = {getattr(getattr(self.profile, section), name)!r}")
+
+    async def _reopen_transport(self) -> None:
+        from voicecli.transport import open_transport
+
+        new = open_transport(self.profile)
+        await self.conversation.transport.aclose()
+        self.conversation.transport = new
+
+    async def cmd_tools(self, arg: str) -> None:
+        if not self.profile.tools:
+            self._say("this profile has no tools")
+            return
+        for tool in self.profile.tools:
+            state = self.toolbox.approval_state(tool.name) if self.toolbox else tool.effective_approval
+            what = shlex.join(tool.command) if tool.command else tool.python or tool.type
+            self._say(f"  {tool.name:<20} {state:<8} {what}" + (f" — {tool.description}" if tool.description else ""))
+
+    async def cmd_usage(self, arg: str) -> None:
+        if not self.turns:
+            self._say("no turns yet")
+            return
+        total = Usage()
+        for n, t in enumerate(self.turns, 1):
+            total = total + t.usage
+            ttft = f"{t.ttft_ms:.0f} ms" if t.ttft_ms is not None else "–"
+            self._say(f"  #{n:<3} {t.model} over {t.transport} · {t.usage.input_tokens} in "
+                      f"({t.usage.cached_tokens} cached) · {t.usage.output_tokens} out · first token {ttft} · "
+                      f"{t.total_ms:.0f} ms" + ("" if t.status == "completed" else f" · {t.status}"))
+        self._say(f"  total: {total.input_tokens} in ({total.cached_tokens} cached) · {total.output_tokens} out "
+                  f"({total.reasoning_tokens} reasoning) over {len(self.turns)} turn{'s' * (len(self.turns) != 1)}")
+
+    async def cmd_history(self, arg: str) -> None:
+        items = self.conversation.history
+        if not items:
+            self._say("the conversation is empty")
+        for item in items:
+            self._say(_history_line(item))
+
+    async def cmd_retry(self, arg: str) -> None:
+        history = self.conversation.history
+        last_user = next((i for i in range(len(history) - 1, -1, -1)
+                          if isinstance(history[i], Message) and history[i].role == "user"), None)
+        if last_user is None:
+            self._say("nothing to retry yet")
+            return
+        message = history[last_user]
+        self._rebuild(history[:last_user])
+        await self.turn(message)
+
+    async def cmd_save(self, arg: str) -> None:
+        if not arg:
+            self._say("usage: /save PATH (.md or .json)")
+            return
+        path = Path(arg).expanduser()
+        if path.suffix.lower() == ".json":
+            text = json.dumps({"profile": self.profile.name, "model": self.profile.model.name,
+                               "instructions": self.profile.model.instructions,
+                               "cid": self.log.cid if self.log else None,
+                               "items": [convlog.item_to_json(i) for i in self.conversation.history]},
+                              indent=2, ensure_ascii=False) + "\n"
+        elif path.suffix.lower() in (".md", ".markdown"):
+            text = f"# Conversation with {self.profile.model.name}\n\n" + "".join(
+                _markdown_item(i) for i in self.conversation.history)
+        else:
+            self._say("/save: the file name must end in .md or .json")
+            return
+        try:
+            path.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            self._say(f"/save: cannot write {path}: {exc.strerror or exc}")
+            return
+        self._note(f"saved {len(self.conversation.history)} items to {path}")
+
+    async def cmd_copy(self, arg: str) -> None:
+        text = next((i.text for i in reversed(self.conversation.history)
+                     if isinstance(i, Message) and i.role == "assistant"), None)
+        if not text:
+            self._say("no answer to copy yet")
+            return
+        tool = next(((prog, args) for prog, args, needs in CLIPBOARD_TOOLS
+                     if shutil.which(prog) and (needs is None or os.environ.get(needs))), None)
+        if tool is None:
+            self._say("no clipboard tool found: install wl-copy (Wayland), xclip or xsel (X11), or use /save")
+            return
+        try:
+            subprocess.run([tool[0], *tool[1]], input=text.encode(), check=True, timeout=5,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        except (OSError, subprocess.SubprocessError) as exc:
+            self._say(f"/copy: {tool[0]} failed: {exc}")
+            return
+        self._note(f"copied {len(text)} characters with {tool[0]}")
+
+    async def cmd_edit(self, arg: str) -> None:
+        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+        with tempfile.NamedTemporaryFile("w+", suffix=".md", prefix="voicecli-", delete=False) as f:
+            f.write(arg)
+        try:
+            done = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: subprocess.run([*shlex.split(editor), f.name]).returncode)
+            text = Path(f.name).read_text(encoding="utf-8").rstrip("\n")
+        except OSError as exc:
+            self._say(f"/edit: cannot run {editor}: {exc.strerror or exc}")
+            return
+        finally:
+            Path(f.name).unlink(missing_ok=True)
+        if done != 0:
+            self._say(f"/edit: {editor} exited with {done}; nothing taken")
+        elif text.strip():
+            self._next_default = text  # shown in the next prompt: Enter sends it
+        else:
+            self._note("/edit: empty message, nothing to send")
+
+    async def cmd_talk(self, arg: str) -> None:
+        if importlib.util.find_spec("voicecli.talk") is None:
+            self._say("talk is not available yet in this version of voicecli")
+        else:
+            self._say(f"leave chat (Ctrl-D) and run: voicecli talk -p {self.profile.name}")
+
+    # -- completion data ---------------------------------------------------------------------------
+
+    def argument_choices(self, command: str) -> list[str]:
+        if command == "transport":
+            return list(TRANSPORTS)
+        if command in ("model", "profile", "set") and command not in self._choices:
+            self._choices[command] = _choices_for(command, self.profile)
+        return self._choices.get(command, [])
+
+    # -- resuming ----------------------------------------------------------------------------------
+
+    def _show_recent(self) -> None:
+        history = self.conversation.history
+        users = [i for i, item in enumerate(history) if isinstance(item, Message) and item.role == "user"]
+        start = users[-RECENT_EXCHANGES] if len(users) >= RECENT_EXCHANGES else 0
+        cid = self.log.cid if self.log else "?"
+        self._note(f"resuming conversation {cid} ({len(history)} items); the last exchanges:")
+        for item in history[start:]:
+            if isinstance(item, Message) and item.role == "user":
+                self._say(PROMPT + item.text)
+            elif isinstance(item, Message) and item.role == "assistant":
+                self.renderer.text(item.text)
+                self.renderer.finish()
+                if item.interrupted:
+                    self._note("[interrupted]")
+            elif isinstance(item, FunctionCall):
+                self._note(f"→ {item.name} {item.arguments}")
+
+
+def _choices_for(command: str, profile: Profile) -> list[str]:
+    """Completion candidates, computed once: model names and profile names from the profiles."""
+    if command == "set":
+        keys = [f"{s}.{n}" for s in ("model", "connection", "ui") for n in profiles._field_info(profiles.SECTIONS[s])]
+        return keys + [k.split(".", 1)[1] for k in keys if k.startswith("model.")]
+    refs = profiles.discover()
+    if command == "profile":
+        return [r.name for r in refs]
+    models = {profile.model.name}
+    for ref in refs:
+        try:
+            models.add(profiles.read_toml(ref.path)[0].get("model", {}).get("name", ""))
+        except VoicecliError:
+            continue
+    return sorted(m for m in models if m)
+
+
+def _history_line(item: HistoryItem) -> str:
+    if isinstance(item, Message):
+        mark = " [interrupted]" if item.interrupted else ""
+        return f"{'you' if item.role == 'user' else item.role}: {item.text}{mark}"
+    if isinstance(item, FunctionCall):
+        return f"tool call: {item.name} {item.arguments}"
+    if isinstance(item, FunctionOutput):
+        return f"tool output ({item.name or item.call_id}): {item.output}"
+    return f"({item.dialect} item: {item.data.get('type', '?')})"
+
+
+def _markdown_item(item: HistoryItem) -> str:
+    if isinstance(item, Message):
+        return markdown_entry(item.role, item.text, interrupted=item.interrupted)
+    if isinstance(item, FunctionCall):
+        return markdown_entry("tool", f"```json\n{item.arguments}\n```", note=f"call {item.name}")
+    if isinstance(item, FunctionOutput):
+        return markdown_entry("tool", f"```\n{item.output}\n```", note=f"output of {item.name or item.call_id}")
+    return ""
