@@ -73,3 +73,30 @@ def print_devices() -> None:
     _to_stdout_table(rows, ["index", "default", "name", "in", "out", "rate"])
     if sys.stdout.isatty():
         print("< default input   > default output", file=sys.stderr)
+
+
+HEADSET_WORDS = ("headset", "headphone", "earphone", "earbud", "airpods", "buds", "hands-free", "handsfree")
+
+
+def resolve_device(spec: str | None, kind: str) -> dict[str, Any]:
+    """The device `--input-device`/`--output-device` names, else the default one (exit 3 if none)."""
+    if spec:
+        return find_device(spec, kind)
+    d_in, d_out = default_indices()
+    index = d_in if kind == "input" else d_out
+    channels = "max_input_channels" if kind == "input" else "max_output_channels"
+    devices = query_devices()
+    match = [d for d in devices if d["index"] == index and d[channels] > 0]
+    if match:
+        return match[0]
+    if any(d[channels] > 0 for d in devices):
+        hint = f"no default {kind} device: pick one with --{kind}-device (see `voicecli devices`)"
+    else:
+        hint = (f"connect a {'microphone' if kind == 'input' else 'speaker'}, or use "
+                f"--{kind} FILE.wav to run without one")
+    raise ConfigError(f"no audio {kind} device found", hint=hint)
+
+
+def looks_like_headset(*names: str) -> bool:
+    """Heuristic for the echo defence: a headset's speaker does not reach its own microphone."""
+    return any(word in name.lower() for name in names for word in HEADSET_WORDS)

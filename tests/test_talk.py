@@ -1,0 +1,296 @@
+"""`voicecli talk` end to end as a subprocess against the simulator, without audio devices:
+`--input/--output` WAV files, push-to-talk and text from stdin, rollover, drops, device errors."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clihelp import cli_env, run_cli
+from voicecli.sim import speech
+from voicecli.sim.vad import voiced_span
+
+
+def speech_wav(path: Path, parts: list[tuple[str, float]], rate: int = 24000, channels: int = 1) -> Path:
+    """A WAV of ("speech"|"silence", seconds) parts; speech is voice-like harmonics the sim's VAD hears."""
+    pcm = b"".join(speech.speech_like(s, seed=i) if kind == "speech" else speech.silence(s)
+                   for i, (kind, s) in enumerate(parts))
+    x = speech.samples(pcm)
+    if rate != 24000:
+        x = speech.resample(x, 24000, rate)
+    data = speech.to_int16(x)
+    if channels == 2:
+        mono = np.frombuffer(data, dtype="<i2")
+        data = np.stack([mono, mono], axis=1).astype("<i2").tobytes()
+    import wave
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(data)
+    return path
+
+
+def realtime_events(sim, conn: str | None = None) -> list[dict]:
+    return [e["event"] for e in list(sim.log)
+            if e.get("endpoint") == "/v1/realtime" and "event" in e and (conn is None or e["conn"] == conn)]
+
+
+def conns(sim) -> list[str]:
+    seen = []
+    for e in list(sim.log):
+        if e.get("endpoint") == "/v1/realtime" and e.get("conn") and e["conn"] not in seen:
+            seen.append(e["conn"])
+    return seen
+
+
+def entries(path: Path) -> list[dict]:
+    return [e for e in map(json.loads, path.read_text().splitlines()) if e.get("type") == "entry"]
+
+
+def talk(home: Path, sim, *args: str, timeout: float = 90, input: str | None = None, **env: str):
+    return run_cli(home, "talk", "-p", "offline", "--base-url", sim.base_url, *args, timeout=timeout,
+                   input=input, **env)
+
+
+def test_headless_round_trip_records_the_sims_voice(tmp_path, sim):
+    wav = speech_wav(tmp_path / "in.wav", [("silence", 0.3), ("speech", 1.2), ("silence", 0.5)], rate=16000, channels=2)
+    out, tr = tmp_path / "out.wav", tmp_path / "t.jsonl"
+    r = talk(tmp_path, sim, "--input", str(wav), "--output", str(out), "--transcript", str(tr))
+    assert r.code == 0, r.err
+    said = entries(tr)
+    assert [e["role"] for e in said] == ["user", "assistant"]
+    assert said[0]["text"].startswith("[speech 1.")
+    assert said[1]["text"] == f"You said: {said[0]['text']}" and not said[1].get("interrupted")
+    assert r.out.splitlines() == [f"user: {said[0]['text']}", f"assistant: {said[1]['text']}"]
+    # the sim heard the speech, converted from 16 kHz stereo, streamed in 20 ms appends
+    appends = [e for e in realtime_events(sim) if e["type"] == "input_audio_buffer.append"]
+    pcm = b"".join(base64.b64decode(e["audio"]) for e in appends)
+    assert {len(base64.b64decode(e["audio"])) for e in appends[:-1]} == {960}
+    start, end = voiced_span(pcm)
+    assert 1000 <= end - start <= 1400
+    # the output WAV is exactly the sim's synthesized answer
+    assert speech.read_wav(out.read_bytes()) == speech.synthesize(said[1]["text"])
+
+
+def test_text_lines_from_stdin_join_the_conversation(tmp_path, sim):
+    wav = speech_wav(tmp_path / "in.wav", [("silence", 3.0)])
+    r = talk(tmp_path, sim, "--input", str(wav), "--output", str(tmp_path / "o.wav"), input="hello there\n")
+    assert r.code == 0, r.err
+    assert r.out.splitlines() == ["user: hello there", "assistant: You said: hello there"]
+    sent = [e for e in realtime_events(sim) if e["type"] in ("conversation.item.create", "response.create")]
+    assert sent[0]["item"]["content"] == [{"type": "input_text", "text": "hello there"}]
+    assert sent[1]["type"] == "response.create"
+
+
+def test_push_to_talk_commits_and_asks_for_a_response(tmp_path, sim):
+    wav = speech_wav(tmp_path / "in.wav", [("speech", 1.0), ("silence", 3.0)])
+    proc = subprocess.Popen([sys.executable, "-m", "voicecli", "talk", "-p", "offline", "--base-url", sim.base_url,
+                             "--vad", "off", "--input", str(wav), "--output", str(tmp_path / "o.wav")],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=cli_env(tmp_path))
+    try:
+        wait_for(lambda: any(e["type"] == "session.update" for e in realtime_events(sim)), 30)
+        proc.stdin.write("\n")  # start recording (an empty line = Space/Enter)
+        proc.stdin.flush()
+        wait_for(lambda: sum(e["type"] == "input_audio_buffer.append" for e in realtime_events(sim)) >= 40, 30)
+        proc.stdin.write("\n")  # stop: commit + response.create
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    kinds = [e["type"] for e in realtime_events(sim)]
+    update = next(e for e in realtime_events(sim) if e["type"] == "session.update")
+    assert update["session"]["audio"]["input"]["turn_detection"] is None
+    assert kinds.index("input_audio_buffer.commit") < kinds.index("response.create")
+    assert "assistant: You said: [speech" in out
+
+
+def test_session_expiry_reconnects_and_replays_the_conversation(tmp_path, make_sim):
+    sim = make_sim(realtime_max_age=5.0)
+    wav = speech_wav(tmp_path / "in.wav", [("silence", 0.3), ("speech", 0.6), ("silence", 6.0), ("speech", 0.8),
+                                           ("silence", 0.5)])
+    tr = tmp_path / "t.jsonl"
+    r = talk(tmp_path, sim, "--input", str(wav), "--output", str(tmp_path / "o.wav"), "--transcript", str(tr))
+    assert r.code == 0, r.err
+    assert "expired" in r.err
+    c1, c2 = conns(sim)[:2]
+    first = entries(tr)[:2]
+    replayed = [e["item"] for e in realtime_events(sim, c2) if e["type"] == "conversation.item.create"]
+    assert [(i["role"], i["content"][0]["text"]) for i in replayed[:2]] == [(e["role"], e["text"]) for e in first]
+    assert [e["role"] for e in entries(tr)] == ["user", "assistant", "user", "assistant"]
+
+
+def test_dropped_socket_resumes_in_a_new_session(tmp_path, sim):
+    prof = tmp_path / "drop.toml"
+    prof.write_text('extends = "offline"\n[connection]\nmax_retries = 2\n'
+                    '[connection.headers]\n"x-sim-fault" = "drop=12; times=1"\n')
+    wav = speech_wav(tmp_path / "in.wav", [("silence", 0.3), ("speech", 0.6), ("silence", 2.5), ("speech", 0.8),
+                                           ("silence", 0.5)])
+    tr = tmp_path / "t.jsonl"
+    r = run_cli(tmp_path, "talk", "-p", str(prof), "--base-url", sim.base_url, "--input", str(wav),
+                "--output", str(tmp_path / "o.wav"), "--transcript", str(tr), timeout=90)
+    assert r.code == 0, r.err
+    assert len(conns(sim)) == 2
+    assert "new session" in r.err
+    said = entries(tr)
+    assert said[-1]["role"] == "assistant" and said[-1]["text"].startswith("You said: [speech 0.")
+
+
+def test_headless_run_needs_no_portaudio(tmp_path, sim):
+    fake = tmp_path / "fakes"
+    fake.mkdir()
+    (fake / "sounddevice.py").write_text("raise OSError('PortAudio library not found')\n")
+    wav = speech_wav(tmp_path / "in.wav", [("silence", 0.5)])
+    r = talk(tmp_path, sim, "--input", str(wav), "--output", str(tmp_path / "o.wav"), PYTHONPATH=str(fake))
+    assert r.code == 0, r.err
+    r = talk(tmp_path, sim, PYTHONPATH=str(fake))
+    assert r.code == 3
+    assert r.err.splitlines()[0] == "voicecli: audio is unavailable: PortAudio library not found"
+    assert "libportaudio2" in r.err and "Traceback" not in r.err
+
+
+FAKE_NO_DEVICES = """
+class PortAudioError(Exception):
+    pass
+class _Default:
+    device = (-1, -1)
+default = _Default()
+def query_devices(*a, **k):
+    return []
+"""
+
+
+def test_no_device_message(tmp_path, sim):
+    fake = tmp_path / "fakes"
+    fake.mkdir()
+    (fake / "sounddevice.py").write_text(FAKE_NO_DEVICES)
+    r = talk(tmp_path, sim, PYTHONPATH=str(fake))
+    assert r.code == 3
+    assert r.err.splitlines()[0] == "voicecli: no audio input device found"
+    assert "--input FILE.wav" in r.err
+    r = talk(tmp_path, sim, "--input", str(speech_wav(tmp_path / "i.wav", [("silence", 0.2)])), PYTHONPATH=str(fake))
+    assert r.code == 3 and "no audio output device found" in r.err
+
+
+def test_bad_vad_value_is_a_usage_error(tmp_path, sim):
+    r = talk(tmp_path, sim, "--vad", "sometimes")
+    assert r.code == 2 and "--vad must be server, semantic or off" in r.err
+
+
+def test_unreachable_server_is_one_line(tmp_path):
+    wav = speech_wav(tmp_path / "in.wav", [("silence", 0.2)])
+    r = run_cli(tmp_path, "talk", "-p", "offline", "--base-url", "http://127.0.0.1:9/v1", "--input", str(wav),
+                "--output", str(tmp_path / "o.wav"))
+    assert r.code == 6, r.err
+    assert r.err.startswith("voicecli: network error talking to http://127.0.0.1:9/v1")
+    assert "Traceback" not in r.err
+
+
+def wait_for(predicate, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
+
+
+def test_tool_call_with_approval_from_the_keyboard(tmp_path, sim):
+    import threading
+
+    prof = tmp_path / "tools.toml"
+    prof.write_text('extends = "offline"\n[[tools]]\nname = "get_weather"\ndescription = "Weather now"\n'
+                    'command = ["echo", "sunny and 21 C"]\napproval = "ask"\n')
+    wav = speech_wav(tmp_path / "in.wav", [("silence", 1.0)])
+    tr = tmp_path / "t.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "voicecli", "talk", "-p", str(prof), "--base-url", sim.base_url,
+                             "--input", str(wav), "--output", str(tmp_path / "o.wav"), "--transcript", str(tr)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=cli_env(tmp_path))
+    asked, err_lines = threading.Event(), []
+
+    def read_stderr():
+        for line in proc.stderr:
+            err_lines.append(line)
+            if "run tool get_weather" in line:
+                asked.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        proc.stdin.write("what does get_weather say\n")
+        proc.stdin.flush()
+        assert asked.wait(30), "".join(err_lines)
+        proc.stdin.write("y\n")
+        proc.stdin.flush()
+        out = proc.stdout.read()
+        proc.wait(60)
+    finally:
+        proc.kill()
+    reader.join(5)
+    assert proc.returncode == 0, "".join(err_lines)
+    update = next(e for e in realtime_events(sim) if e["type"] == "session.update")
+    assert [t["name"] for t in update["session"]["tools"]] == ["get_weather"]
+    output = next(e["item"] for e in realtime_events(sim) if e["type"] == "conversation.item.create"
+                  and e["item"]["type"] == "function_call_output")
+    assert "sunny and 21 C" in output["output"]
+    assert "assistant: Tool get_weather returned:" in out and "sunny and 21 C" in out
+    assert any(e["role"] == "tool" for e in entries(tr))
+
+
+def test_terminal_keys_push_to_talk_text_and_ctrl_c(tmp_path, sim):
+    pexpect = pytest.importorskip("pexpect")
+    wav = speech_wav(tmp_path / "in.wav", [("speech", 60.0)])  # sent only while recording: the keys drive it
+    child = pexpect.spawn(sys.executable, ["-m", "voicecli", "talk", "-p", "offline", "--base-url", sim.base_url,
+                                           "--vad", "off", "--input", str(wav), "--output", str(tmp_path / "o.wav")],
+                          env=cli_env(tmp_path), encoding="utf-8", timeout=30, dimensions=(30, 120))
+    try:
+        child.expect("Space/Enter: record/send")  # the footer
+        child.send("hi there")
+        child.expect("hi there")  # echoed in the footer while typing
+        child.send("\r")
+        child.expect("♪ speaking")
+        child.sendintr()  # first Ctrl-C: stop the answer, stay in the session
+        child.expect("Ctrl-C again to quit")
+        wait_for(lambda: any(e["type"] == "conversation.item.truncate" for e in realtime_events(sim)), 20)
+        child.send(" ")  # Space: record
+        child.expect("recording")
+        wait_for(lambda: sum(e["type"] == "input_audio_buffer.append" for e in realtime_events(sim)) >= 15, 20)
+        child.send(" ")  # Space again: send
+        wait_for(lambda: [e["type"] for e in realtime_events(sim)][-1:] == ["response.create"], 20)
+        child.expect(r"You said: \[speech")
+        time.sleep(0.5)
+        child.sendintr()  # cancels the answer
+        time.sleep(0.5)  # two signals sent at once would merge into one
+        child.sendintr()  # quits
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    kinds = [e["type"] for e in realtime_events(sim) if e["type"] != "input_audio_buffer.append"]
+    assert kinds[:3] == ["session.update", "conversation.item.create", "response.create"]
+    assert "response.cancel" in kinds or "conversation.item.truncate" in kinds
+    i = kinds.index("input_audio_buffer.commit")
+    assert kinds[i - 1: i + 2] == ["input_audio_buffer.clear", "input_audio_buffer.commit", "response.create"]
+
+
+def test_session_is_renewed_before_its_age_limit(tmp_path, sim):
+    wav = speech_wav(tmp_path / "in.wav", [("silence", 14.0)])
+    r = talk(tmp_path, sim, "--input", str(wav), "--output", str(tmp_path / "o.wav"),
+             "-o", "voice.session_max_age=10", input="remember the word banana\n")
+    assert r.code == 0, r.err
+    assert "renewing the session" in r.err
+    c1, c2 = conns(sim)[:2]
+    replayed = [e["item"] for e in realtime_events(sim, c2) if e["type"] == "conversation.item.create"]
+    assert [(i["role"], i["content"][0]["text"]) for i in replayed] == [
+        ("user", "remember the word banana"), ("assistant", "You said: remember the word banana")]

@@ -1,0 +1,227 @@
+"""`voicecli talk` through real audio: PortAudio → ALSA pulse plugin → a private PulseAudio daemon
+with a virtual microphone and speaker (tests/audio/virtual-audio.sh).
+
+Speech made with espeak-ng is played into the virtual microphone (`paplay -d virtual_mic_feed`)
+while talk runs against the simulator; what talk plays is recorded from the speaker's monitor
+(`parec -d virtual_speaker.monitor`). The null sinks are bit-exact, so the assistant's waveform
+can be found sample for sample on the monitor.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from audio.stack import VirtualAudio, find_exact, missing_reason, speech_wav
+from clihelp import cli_env
+from voicecli.sim import speech
+from voicecli.sim.vad import voiced_span
+
+pytestmark = [pytest.mark.audio, pytest.mark.slow]
+
+LONG_REPLY = ("Once upon a time there was a small command line tool that wanted to talk. "
+              "It listened carefully, it answered politely, and it always stopped when interrupted. ") * 2
+
+
+@pytest.fixture(scope="session")
+def audio_stack(tmp_path_factory):
+    """A private PulseAudio daemon for this test session; its address is exported to subprocesses."""
+    reason = missing_reason() or (None if shutil.which("espeak-ng") and shutil.which("sox") else
+                                  "espeak-ng/sox are not installed (bash scripts/install.sh --test)")
+    if reason:
+        pytest.skip(reason)
+    stack = VirtualAudio.start(tmp_path_factory.mktemp("pulse"))
+    saved = {k: os.environ.get(k) for k in stack.env}
+    os.environ.update(stack.env)  # every subprocess started from here on reaches this daemon
+    yield stack
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    stack.stop()
+
+
+class TalkProcess:
+    def __init__(self, home: Path, sim, *args: str, env: dict[str, str]):
+        self.sim = sim
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "voicecli", "talk", "-p", "offline", "--base-url", sim.base_url, *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=cli_env(home, **env))
+
+    def events(self, kind: str | None = None) -> list[dict]:
+        out = [e["event"] for e in list(self.sim.log) if e.get("endpoint") == "/v1/realtime" and "event" in e]
+        return [e for e in out if kind is None or e["type"] == kind]
+
+    def wait(self, predicate, timeout: float, what: str) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if predicate():
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"talk exited ({self.proc.returncode}) before {what}: {self.proc.stderr.read()}")
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def wait_streaming(self) -> None:
+        """Connected, and the microphone is being sent."""
+        self.wait(lambda: len(self.events("input_audio_buffer.append")) >= 10, 30, "the microphone stream")
+
+    def line(self, text: str) -> None:
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+    def quit(self) -> tuple[int, str, str]:
+        """Ctrl-C (twice if the first one only cancels), then collect the output."""
+        for _ in range(2):
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                out, err = self.proc.communicate(timeout=10)
+                return self.proc.returncode, out, err
+            except subprocess.TimeoutExpired:
+                continue
+        self.proc.kill()
+        out, err = self.proc.communicate(timeout=10)
+        return self.proc.returncode, out, err
+
+
+def gapless_match(monitor: np.ndarray, start: int, reply: np.ndarray) -> tuple[int, int]:
+    """Follow `reply` through the monitor from `start`, skipping silent gaps (jitter-buffer underruns).
+    Returns (reply samples found unchanged, monitor index where the match ended)."""
+    i, j = start, 0
+    while i < monitor.size and j < reply.size:
+        if monitor[i] == reply[j]:
+            i, j = i + 1, j + 1
+        elif monitor[i] == 0:
+            i += 1
+        else:
+            break
+    return j, i
+
+
+def test_voice_round_trip_through_the_virtual_devices(audio_stack, make_sim, tmp_path):
+    sim = make_sim()
+    wav = speech_wav(tmp_path / "hello.wav", "hello there what is the weather like today")
+    tr = tmp_path / "talk.jsonl"
+    monitor = audio_stack.monitor()
+    talk = TalkProcess(tmp_path, sim, "--full-duplex", "--transcript", str(tr), env=audio_stack.env)
+    try:
+        talk.wait_streaming()
+        audio_stack.play(wav)
+        talk.wait(lambda: tr.exists() and '"assistant"' in tr.read_text(), 40, "the assistant's answer")
+        code, out, err = talk.quit()
+    finally:
+        talk.proc.kill()
+        samples = monitor.stop()
+    assert code == 0, err
+    # the sim received the speech: as long as the file's voiced part
+    pcm = b"".join(base64.b64decode(e["audio"]) for e in talk.events("input_audio_buffer.append"))
+    heard, spoken = voiced_span(pcm), voiced_span(speech.read_wav(wav.read_bytes()))
+    assert heard is not None
+    assert abs((heard[1] - heard[0]) - (spoken[1] - spoken[0])) <= 300
+    said = [e for e in map(json.loads, tr.read_text().splitlines()) if e.get("type") == "entry"]
+    assert [e["role"] for e in said] == ["user", "assistant"]
+    assert said[1]["text"] == f"You said: {said[0]['text']}"
+    assert out.splitlines() == [f"user: {said[0]['text']}", f"assistant: {said[1]['text']}"]
+    # the assistant's voice arrived on the virtual speaker, sample for sample
+    reply = np.frombuffer(speech.synthesize(said[1]["text"]), dtype="<i2")
+    start = find_exact(samples, reply[np.flatnonzero(reply)[0]:])
+    assert start is not None, "the assistant's audio is not on the speaker monitor"
+    found, _ = gapless_match(samples, start, reply[np.flatnonzero(reply)[0]:])
+    assert found >= 0.95 * (reply.size - np.flatnonzero(reply)[0])
+
+
+def test_barge_in_stops_playback_and_truncates_to_what_was_played(audio_stack, make_sim, tmp_path):
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"turns": [{"reply": LONG_REPLY}]}))
+    sim = make_sim(script=script)
+    first = speech_wav(tmp_path / "first.wav", "please tell me a long story")
+    second = speech_wav(tmp_path / "second.wav", "stop that is enough thank you", lead_s=0.0)
+    tr = tmp_path / "talk.jsonl"
+    monitor = audio_stack.monitor()
+    talk = TalkProcess(tmp_path, sim, "--full-duplex", "--transcript", str(tr), env=audio_stack.env)
+    try:
+        talk.wait_streaming()
+        audio_stack.play(first)
+        assert monitor.wait_for_sound(30, ms=1000), "the assistant never started speaking"
+        interrupt_at = time.time()
+        audio_stack.play(second)
+        talk.wait(lambda: talk.events("conversation.item.truncate"), 20, "the truncate event")
+        talk.wait(lambda: tr.exists() and tr.read_text().count('"assistant"') >= 2, 40, "the second answer")
+        code, out, err = talk.quit()
+    finally:
+        talk.proc.kill()
+        samples = monitor.stop()
+    assert code == 0, err
+    kinds = [e["type"] for e in talk.events() if e["type"] != "input_audio_buffer.append"]
+    assert "response.cancel" in kinds
+    assert kinds.index("response.cancel") < kinds.index("conversation.item.truncate")
+    truncate = talk.events("conversation.item.truncate")[0]
+    # what the monitor got of the long answer, bit-exact, up to where the fade began
+    reply = np.frombuffer(speech.synthesize(LONG_REPLY), dtype="<i2")
+    lead = int(np.flatnonzero(reply)[0])
+    start = find_exact(samples, reply[lead:])
+    assert start is not None
+    found, stop_index = gapless_match(samples, start, reply[lead:])
+    played_ms = (lead + found) / 24
+    assert 0 <= truncate["audio_end_ms"] - played_ms <= 20 + 5, (truncate["audio_end_ms"], played_ms)
+    assert found < 0.8 * (reply.size - lead), "the answer was not cut"
+    # playback stopped soon after the user spoke, and stayed silent (the fade, then nothing)
+    stopped_at = monitor.started + stop_index / 24000
+    assert stopped_at - interrupt_at < 1.5
+    after = samples[stop_index + 240: stop_index + 240 + 24000 * 3 // 10]
+    assert not after.any()
+    said = [e for e in map(json.loads, tr.read_text().splitlines()) if e.get("type") == "entry"]
+    cut = next(e for e in said if e["role"] == "assistant")
+    assert cut["interrupted"] is True and cut["played_ms"] == truncate["audio_end_ms"]
+    assert LONG_REPLY.startswith(cut["text"]) and len(cut["text"]) < len(LONG_REPLY)
+
+
+def test_devices_by_name_and_typed_text(audio_stack, make_sim, tmp_path):
+    sim = make_sim()
+    monitor = audio_stack.monitor()
+    tr = tmp_path / "talk.md"
+    talk = TalkProcess(tmp_path, sim, "--input-device", "PULSE", "--output-device", "pulse", "--transcript", str(tr),
+                       env=audio_stack.env)
+    try:
+        talk.wait_streaming()
+        talk.line("hello from the keyboard")
+        talk.wait(lambda: tr.exists() and "### Assistant" in tr.read_text(), 40, "the spoken answer")
+        assert monitor.sound_ms() >= 1000
+        code, out, err = talk.quit()
+    finally:
+        talk.proc.kill()
+        monitor.stop()
+    assert code == 0, err
+    assert "assistant: You said: hello from the keyboard" in out
+    assert "half-duplex" in err  # not a headset: the echo defence is on by default
+    assert "You said: hello from the keyboard" in tr.read_text()
+
+
+@pytest.mark.parametrize("spec, message", [("u", "matches several input device"),
+                                           ("no-such-mic", "matches no input device")])
+def test_unclear_device_names_list_the_candidates(audio_stack, tmp_path, spec, message):
+    from clihelp import run_cli
+
+    r = run_cli(tmp_path, "talk", "-p", "offline", "--input-device", spec, **audio_stack.env)
+    assert r.code == 3, r.err
+    assert message in r.err and "candidates:" in r.err and "pulse" in r.err
+
+
+def test_devices_lists_the_virtual_stack(audio_stack, tmp_path):
+    from clihelp import run_cli
+
+    r = run_cli(tmp_path, "devices", **audio_stack.env)
+    assert r.code == 0, r.err
+    assert "pulse" in r.out and "default" in r.out

@@ -1,0 +1,157 @@
+"""Realtime API over one WebSocket (`wss://…/v1/realtime?model=…`), for `voicecli talk`.
+
+A thin I/O shell around `voicecli.wire.realtime`: it opens the socket (GA: no OpenAI-Beta
+header), sends client events, and turns each server event into neutral events. A few session
+facts the neutral vocabulary has no word for are reported with the small event types below,
+so `talk` never reads a wire dict.
+
+Timeouts: opening and every send are bounded by the profile's `connect_timeout`. A live voice
+session may be silent for minutes, so reads have no deadline of their own; a dead connection
+is found by WebSocket pings instead (answered within `read_timeout`), which ends the event
+stream with `Disconnected`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from voicecli.events import Error, Event
+from voicecli.profiles import Connection
+from voicecli.transport.base import redact
+from voicecli.transport.http import request_headers
+from voicecli.transport.responses_ws import websocket_url
+from voicecli.wire import errors
+from voicecli.wire.realtime import RealtimeDecoder
+
+log = logging.getLogger("voicecli")
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseStarted:
+    response_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemTruncated:
+    item_id: str | None
+    audio_end_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionReady:
+    """`session.updated`: the settings are in force."""
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    reason: str
+
+
+SessionEvent = Event | ResponseStarted | ItemTruncated | SessionReady | Disconnected
+
+
+def history_item(role: str, text: str) -> dict[str, Any]:
+    """A transcript line as a text item, for replaying the conversation into a new session."""
+    part = {"type": "input_text" if role == "user" else "output_text", "text": text}
+    return {"type": "conversation.item.create", "item": {"type": "message", "role": role, "content": [part]}}
+
+
+def decode(decoder: RealtimeDecoder, data: dict[str, Any]) -> list[SessionEvent]:
+    """One server event → the session events talk acts on (neutral ones from the wire decoder)."""
+    kind = data.get("type")
+    out: list[SessionEvent] = []
+    if kind == "response.created":
+        out.append(ResponseStarted((data.get("response") or {}).get("id")))
+    elif kind == "conversation.item.truncated":
+        out.append(ItemTruncated(data.get("item_id"), int(data.get("audio_end_ms") or 0)))
+    elif kind == "session.updated":
+        out.append(SessionReady())
+    return out + decoder.feed(data)
+
+
+class RealtimeTransport:
+    def __init__(self, conn: Connection, base_url: str, api_key: str | None, model: str,
+                 query: dict[str, str] | None = None):
+        self.conn = conn
+        self.api_key = api_key
+        params = {"model": model, **(query or {})}
+        self.url = websocket_url(base_url, "/realtime") + "?" + "&".join(
+            f"{k}={quote(str(v), safe='')}" for k, v in params.items())
+        self.decoder = RealtimeDecoder()
+        self._ws: ClientConnection | None = None
+
+    async def connect(self) -> None:
+        """Open the socket; failures come back as one-line `VoicecliError`-ready `Error`s."""
+        try:
+            self._ws = await connect(
+                self.url, additional_headers=request_headers(self.conn, self.api_key),
+                open_timeout=self.conn.connect_timeout, max_size=None, compression=None,
+                ping_interval=20, ping_timeout=self.conn.read_timeout, close_timeout=2)
+        except InvalidStatus as exc:
+            resp = exc.response
+            raise ConnectError(errors.from_http(resp.status_code, resp.body, dict(resp.headers))) from None
+        except (asyncio.TimeoutError, TimeoutError):
+            raise ConnectError(errors.connection_error(
+                f"no answer from {self.url} within {self.conn.connect_timeout:g} s", timeout=True)) from None
+        except (InvalidHandshake, OSError) as exc:
+            raise ConnectError(errors.connection_error(
+                redact(f"cannot connect to {self.url}: {exc}", self.api_key))) from None
+
+    async def send(self, event: dict[str, Any]) -> bool:
+        """Send one client event; False if the socket is gone (the event stream reports why)."""
+        if self._ws is None:
+            return False
+        try:
+            await asyncio.wait_for(self._ws.send(json.dumps(event)), self.conn.connect_timeout)
+            return True
+        except (ConnectionClosed, asyncio.TimeoutError, TimeoutError, OSError) as exc:
+            log.debug("send failed: %s", exc)
+            return False
+
+    async def events(self) -> AsyncIterator[SessionEvent]:
+        """Server events as neutral events until the socket closes (then one `Disconnected`)."""
+        assert self._ws is not None
+        try:
+            async for raw in self._ws:
+                try:
+                    data = json.loads(raw)
+                except ValueError:
+                    log.warning("skipped a malformed event from the server: %.80r", raw)
+                    continue
+                if not isinstance(data, dict):
+                    continue
+                for event in decode(self.decoder, data):
+                    yield event
+            reason = self._close_reason()
+        except ConnectionClosed as exc:
+            reason = redact(f"connection closed ({exc})", self.api_key)
+        yield Disconnected(reason)
+
+    def _close_reason(self) -> str:
+        ws = self._ws
+        code = ws.close_code if ws is not None else None
+        why = ws.close_reason if ws is not None else ""
+        return f"connection closed ({code}{': ' + why if why else ''})"
+
+    async def aclose(self) -> None:
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            try:
+                await asyncio.wait_for(ws.close(), 2)
+            except Exception:  # closing a broken socket: nothing left to save
+                pass
+
+
+class ConnectError(Exception):
+    def __init__(self, error: Error):
+        super().__init__(error.message)
+        self.error = error
