@@ -17,7 +17,7 @@ def run() -> Section:
     from voicecli.sim.config import SimConfig
     from voicecli.sim.server import start_in_thread
 
-    import aiohttp  # noqa: F401  (a one-off import cost, not start-up cost)
+    import aiohttp  # noqa: F401  -- pay the one-off import before timing start-up
 
     section = Section(name="sim", title="Simulator", intro="Median of 7 runs.",
                       headers=["measurement", "value", "note"])

@@ -338,3 +338,15 @@ def test_tool_approval_prompt(home, sim, tmp_path):
     assert "always" in child.say("/tools")
     assert "Tool shout returned: free" in child.ask('shout {"word": "free"}')  # not asked again
     child.exit()
+
+
+def test_hosted_tools_are_refused_on_the_chat_transport(tmp_path):
+    from clihelp import run_cli
+
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "hs.toml").write_text('extends = "offline"\n[[tools]]\ntype = "web_search"\n')
+    r = run_cli(tmp_path, "chat", "-p", "hs", "-t", "chat", input="hello\n")
+    assert r.code == 3 and "works only with the Responses API" in r.err
+    r = run_cli(tmp_path, "chat", "-p", "hs", input="/transport chat\nhello\n")
+    assert r.code == 0, r.err
+    assert "not with transport 'chat'" in r.err and "You said: hello" in r.out  # refused, session carries on

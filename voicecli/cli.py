@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from voicecli import __version__
-from voicecli.errors import EXIT_CODE_HELP, ExitCode, NotImplementedYet, VoicecliError
+from voicecli.errors import EXIT_CODE_HELP, ExitCode, VoicecliError
 
 EXAMPLES = """\
 Examples:

@@ -48,10 +48,3 @@ class ConfigError(VoicecliError):
 
 class UsageError(VoicecliError):
     exit_code = ExitCode.USAGE
-
-
-class NotImplementedYet(VoicecliError):
-    exit_code = ExitCode.USAGE
-
-    def __init__(self, what: str):
-        super().__init__(f"{what} is not implemented yet", hint="see CHANGELOG.md for what works today")

@@ -221,6 +221,9 @@ class Repl:
         from voicecli.conversation import Conversation
         from voicecli.transport import open_transport
 
+        from voicecli.tools import check_transport
+
+        check_transport(self.profile.tools, self.profile.connection.transport)  # hosted tools need Responses
         transport = open_transport(self.profile)  # the ws transport connects at the first turn
         self.conversation = Conversation(self.profile, transport, history=self._initial_history, log=self.log,
                                          tool_runner=self._tool_runner())
@@ -465,6 +468,9 @@ class Repl:
             self._say(f"/transport takes ws, sse or chat; got '{arg}'")
             return
         if arg:
+            from voicecli.tools import check_transport
+
+            check_transport(self.profile.tools, arg)  # refuse the switch, keep the session
             profiles.apply_setting(self.profile, "connection.transport", arg)
             await self._reopen_transport()
         self._note(f"transport: {self.conversation.transport.name}")
