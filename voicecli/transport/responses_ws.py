@@ -122,6 +122,8 @@ class ResponsesWebSocketTransport:
                             self._latest_response = event.response_id  # the server's cache now holds it
                         yield event
                     if decoder.finished:
+                        if decoder.gaps:
+                            log.debug("sequence_number gaps: %s", decoder.gaps)
                         return
                 if failure is None:
                     continue  # cache miss: go round again with the full history
