@@ -225,3 +225,31 @@ def test_devices_lists_the_virtual_stack(audio_stack, tmp_path):
     r = run_cli(tmp_path, "devices", **audio_stack.env)
     assert r.code == 0, r.err
     assert "pulse" in r.out and "default" in r.out
+
+
+def test_chat_hands_the_conversation_to_talk_and_back(audio_stack, tmp_path):
+    """`/talk` in chat: the conversation so far goes to the Realtime session, and what is said in
+    talk comes back into the chat history."""
+    from test_chat import Chat, plain
+    from voicecli.sim.config import SimConfig
+    from voicecli.sim.server import start_in_thread
+
+    with start_in_thread(SimConfig(realtime_speed=4)) as sim:
+        chat = Chat(tmp_path / "home", sim.base_url)
+        assert "You said: hello from chat" in chat.ask("hello from chat")
+        chat.child.send("/talk\r")
+        chat.expect("talk: sim-realtime")  # talk's own banner: it now reads the keyboard
+        chat.child.send("typed in talk\r")
+        chat.expect("You said: typed in talk")  # the transcript arrives ahead of the audio…
+        chat.expect(r"●(\x1b\[[0-9;]*m)* listening")  # …so wait until it has been heard (not "◌ muted")
+        chat.child.sendcontrol("d")
+        chat.expect("back in chat")
+        chat.prompt()
+        history = chat.say("/history")
+        assert "you: typed in talk" in history and "assistant: You said: typed in talk" in history
+        items = [e["event"]["item"] for e in sim.log if e.get("endpoint") == "/v1/realtime"
+                 and e.get("event", {}).get("type") == "conversation.item.create"]
+        texts = [(i.get("role"), i["content"][0].get("text")) for i in items if i.get("type") == "message"]
+        assert texts[:2] == [("user", "hello from chat"), ("assistant", "You said: hello from chat")]
+        assert chat.exit() == 0
+        assert plain(chat.output).count("Traceback") == 0

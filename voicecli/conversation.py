@@ -77,6 +77,10 @@ class Conversation:
         return json.dumps([req.model, req.instructions, tools, sorted(req.settings.items()), req.store],
                           sort_keys=True, default=str)
 
+    def add(self, item: HistoryItem) -> None:
+        """Append an item said elsewhere (e.g. in a voice session) to the history and the log."""
+        self._append(item)
+
     def _append(self, item: HistoryItem) -> None:
         self.history.append(item)
         if self.log is not None:

@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,14 +97,15 @@ def run_talk(profile: Profile, opts: TalkOptions) -> int:
 
 
 class Talk:
-    def __init__(self, profile: Profile, opts: TalkOptions):
+    def __init__(self, profile: Profile, opts: TalkOptions, history: Sequence[tuple[str, str]] = ()):
         self.profile = profile
         self.opts = opts
         self.voice = profile.voice
         self.instructions = self.voice.instructions or profile.model.instructions
         self.ptt = self.voice.turn_detection == "none"
         self.headless = opts.input_wav is not None and opts.output_wav is not None
-        self.history: list[tuple[str, str]] = []  # (role, text) for replay into a new session
+        # (role, text) for replay into a new session; seeded when chat hands its conversation over
+        self.history: list[tuple[str, str]] = list(history)
         self.items: dict[str, AssistantItem] = {}
         self.order: list[str] = []  # assistant items in arrival order, for finalising in order
         self.response_id: str | None = None
@@ -303,7 +305,7 @@ class Talk:
             await transport.connect()
         except ConnectError as exc:
             raise VoicecliError(describe_error(exc.error, self.base_url), exit_code=exit_code(exc.error)) from None
-        await self._begin(transport, replay=False)
+        await self._begin(transport, replay=bool(self.history))
 
     async def _begin(self, transport, *, replay: bool) -> None:
         from voicecli.transport.realtime import history_item

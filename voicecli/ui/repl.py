@@ -610,10 +610,22 @@ class Repl:
             self._note("/edit: empty message, nothing to send")
 
     async def cmd_talk(self, arg: str) -> None:
-        if importlib.util.find_spec("voicecli.talk") is None:
-            self._say("talk is not available yet in this version of voicecli")
-        else:
-            self._say(f"leave chat (Ctrl-D) and run: voicecli talk -p {self.profile.name}")
+        """Continue this conversation by voice; what is said comes back into the chat."""
+        from voicecli.talk import Talk, TalkOptions
+
+        said = [(m.role, m.text) for m in self.conversation.history
+                if isinstance(m, Message) and m.role in ("user", "assistant") and m.text.strip()]
+        talk = Talk(self.profile, TalkOptions(debug=self.opts.debug), history=said)
+        self._note("talk: speak, or type a line · Ctrl-D (or Ctrl-C twice) comes back to chat")
+        loop = asyncio.get_running_loop()
+        try:
+            await talk.run()
+        finally:
+            loop.add_signal_handler(signal.SIGINT, self._on_sigint)  # talk had taken Ctrl-C over
+        for role, text in talk.history[len(said):]:
+            self.conversation.add(Message(role, text))
+            self._record(Entry(role, text, meta={"via": "talk"}))
+        self._note(f"back in chat · {len(talk.history) - len(said)} spoken messages added to the conversation")
 
     # -- completion data ---------------------------------------------------------------------------
 
