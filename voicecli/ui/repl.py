@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import importlib.util
 import json
 import os
 import shlex
