@@ -100,3 +100,21 @@ def resolve_device(spec: str | None, kind: str) -> dict[str, Any]:
 def looks_like_headset(*names: str) -> bool:
     """Heuristic for the echo defence: a headset's speaker does not reach its own microphone."""
     return any(word in name.lower() for name in names for word in HEADSET_WORDS)
+
+
+class DeviceStream:
+    """What the microphone and the speaker share: one PortAudio stream, its latency, closing it."""
+
+    _stream = None
+
+    @property
+    def latency(self) -> float:
+        return float(self._stream.latency) if self._stream is not None else 0.0
+
+    def close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.stop()
+            finally:
+                stream.close()

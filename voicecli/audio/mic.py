@@ -13,12 +13,13 @@ import time
 
 import numpy as np
 
+from voicecli.audio.devices import DeviceStream
 from voicecli.audio.pcm import RATE, Resampler, level, to_mono
 
 BLOCK_MS = 20
 
 
-class Microphone:
+class Microphone(DeviceStream):
     def __init__(self, device: int | None = None, max_blocks: int = 50):
         self.device = device
         self.queue: asyncio.Queue[tuple[bytes, float]] = asyncio.Queue(max_blocks)
@@ -76,15 +77,3 @@ class Microphone:
         """Async iterator of (pcm, captured_at monotonic time)."""
         while True:
             yield await self.queue.get()
-
-    @property
-    def latency(self) -> float:
-        return float(self._stream.latency) if self._stream is not None else 0.0
-
-    def close(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            try:
-                stream.stop()
-            finally:
-                stream.close()

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from voicecli.audio.devices import DeviceStream
 from voicecli.audio.pcm import RATE, Resampler
 
 BLOCK = RATE // 50  # 20 ms
@@ -130,7 +131,7 @@ class PlaybackBuffer:
         return out
 
 
-class DeviceSpeaker:
+class DeviceSpeaker(DeviceStream):
     """A sounddevice output stream fed by the buffer, in 10 ms blocks."""
 
     def __init__(self, buffer: PlaybackBuffer, device: int | None = None):
@@ -168,18 +169,6 @@ class DeviceSpeaker:
         x = self.buffer.pull(need).astype(np.float64)
         y = np.interp(np.linspace(0, need - 1, frames), np.arange(need), x)
         outdata[:] = y.astype(np.int16).tobytes()
-
-    @property
-    def latency(self) -> float:
-        return float(self._stream.latency) if self._stream is not None else 0.0
-
-    def close(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            try:
-                stream.stop()
-            finally:
-                stream.close()
 
 
 class ClockSpeaker:

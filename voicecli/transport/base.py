@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import random
 from collections.abc import AsyncIterator
@@ -66,6 +67,16 @@ def give_up(failure: Error, api_key: str | None) -> list[Event]:
     """The events that end a turn that failed for good."""
     return [dataclasses.replace(failure, message=redact(failure.message, api_key)),
             TurnEnd("failed", None, failure.kind)]
+
+
+def parse_event(raw: str | bytes) -> dict | None:
+    """One server event as a dict; a malformed one is skipped with a warning, never fatal."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        log.warning("skipped a malformed event from the server: %.80r", raw)
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def redact(text: str, secret: str | None) -> str:

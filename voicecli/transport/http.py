@@ -18,7 +18,7 @@ import httpx
 from voicecli import __version__
 from voicecli.events import Error, Event
 from voicecli.profiles import Connection
-from voicecli.transport.base import Anchor, give_up, log, redact, retry_delay
+from voicecli.transport.base import Anchor, give_up, log, parse_event, redact, retry_delay
 from voicecli.wire import chat, errors, responses
 from voicecli.wire.sse import SSEDecoder
 from voicecli.wire.types import Request
@@ -132,12 +132,8 @@ class HttpStreamTransport:
     def _events(decoder: Any, message: Any) -> list[Event]:
         if message.is_done or not message.data:
             return []
-        try:
-            data = message.json()
-        except ValueError:
-            log.warning("skipped a malformed event from the server: %.80r", message.data)
-            return []
-        return decoder.feed(data) if isinstance(data, dict) else []
+        data = parse_event(message.data)
+        return decoder.feed(data) if data is not None else []
 
     async def aclose(self) -> None:
         pass  # the shared client is closed by `close_shared_client` at exit

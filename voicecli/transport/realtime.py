@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from voicecli.events import Error, Event
 from voicecli.profiles import Connection
-from voicecli.transport.base import redact
+from voicecli.transport.base import parse_event, redact
 from voicecli.transport.http import request_headers
 from voicecli.transport.responses_ws import websocket_url
 from voicecli.wire import errors
@@ -122,12 +122,8 @@ class RealtimeTransport:
         assert self._ws is not None
         try:
             async for raw in self._ws:
-                try:
-                    data = json.loads(raw)
-                except ValueError:
-                    log.warning("skipped a malformed event from the server: %.80r", raw)
-                    continue
-                if not isinstance(data, dict):
+                data = parse_event(raw)
+                if data is None:
                     continue
                 for event in decode(self.decoder, data):
                     yield event

@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from voicecli.events import Error, Event, TurnEnd
 from voicecli.profiles import Connection
-from voicecli.transport.base import Anchor, give_up, log, redact, retry_delay
+from voicecli.transport.base import Anchor, give_up, log, parse_event, redact, retry_delay
 from voicecli.transport.http import request_headers
 from voicecli.wire import errors, responses
 from voicecli.wire.types import Request
@@ -97,13 +97,8 @@ class ResponsesWebSocketTransport:
                 await self._ws.send(message)
                 decoder = responses.ResponsesDecoder()
                 while True:
-                    raw = await asyncio.wait_for(self._ws.recv(), self.conn.read_timeout)
-                    try:
-                        data = json.loads(raw)
-                    except ValueError:
-                        log.warning("skipped a malformed event from the server: %.80r", raw)
-                        continue
-                    if not isinstance(data, dict):
+                    data = parse_event(await asyncio.wait_for(self._ws.recv(), self.conn.read_timeout))
+                    if data is None:
                         continue
                     if data.get("type") == "error" and not emitted:
                         error = errors.from_error_frame(data)
