@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import os
 import re
 import tomllib
@@ -186,6 +187,7 @@ def _is_secret_name(name: str) -> bool:
 # Field introspection: the dataclasses above drive validation
 
 
+@functools.cache  # resolving type hints is slow and the classes never change
 def _field_info(cls: type) -> dict[str, tuple[Any, dataclasses.Field]]:
     hints = typing.get_type_hints(cls)
     return {f.name: (hints[f.name], f) for f in dataclasses.fields(cls)}
@@ -362,7 +364,7 @@ def _validate_tool(tool: dict[str, Any], index: int, src: _Source) -> None:
         params = tool.get("parameters")
         if params is not None and params.get("type", "object") != "object":
             raise ConfigError(f"{where}: {label}: parameters must be a JSON Schema of type 'object'")
-        from voicecli.tools import tool_problems  # lazily: tools.py imports this module
+        from voicecli.tool_schema import tool_problems
 
         problems = tool_problems(tool)
         if problems:
@@ -378,7 +380,7 @@ def _tool_from_raw(raw: dict[str, Any]) -> ToolDef:
     if args.get("type", "function") != "function" and "name" not in args:
         args["name"] = args["type"]
     if args.get("command") and "parameters" not in args:
-        from voicecli.tools import placeholder_schema  # lazily: tools.py imports this module
+        from voicecli.tool_schema import placeholder_schema
 
         args["parameters"] = placeholder_schema(args["command"])
     return ToolDef(**args)

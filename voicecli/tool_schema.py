@@ -1,0 +1,149 @@
+"""Tool schemas: a small structural JSON Schema checker and the profile-time checks of `[[tools]]`.
+
+Pure functions with no I/O, kept apart from `tools.py` (which runs tools with asyncio and
+subprocesses) so that loading a profile stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+PLACEHOLDER = re.compile(r"^\{(\w+)\}$")
+
+
+# ---- JSON Schema: a small structural checker (the subset tool schemas use) ------------------
+
+JSON_TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
+
+
+def schema_problems(schema: Any, path: str = "parameters") -> list[str]:
+    """Why `schema` is not a usable JSON Schema (empty when it is)."""
+    if not isinstance(schema, dict):
+        return [f"{path} must be a table"]
+    out = []
+    kind = schema.get("type")
+    for k in kind if isinstance(kind, list) else [] if kind is None else [kind]:
+        if k not in JSON_TYPES:
+            out.append(f"{path}.type: '{k}' is not a JSON type ({', '.join(JSON_TYPES)})")
+    props = schema.get("properties", {})
+    if not isinstance(props, dict):
+        out.append(f"{path}.properties must be a table of schemas")
+        props = {}
+    for name, sub in props.items():
+        out += schema_problems(sub, f"{path}.properties.{name}")
+    required = schema.get("required", [])
+    if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+        out.append(f"{path}.required must be an array of property names")
+    else:
+        out += [f"{path}.required names '{r}', which is not in properties" for r in required if r not in props]
+    for key in ("items", "additionalProperties"):
+        sub = schema.get(key)
+        if sub is not None and not isinstance(sub, bool):
+            out += schema_problems(sub, f"{path}.{key}")
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in schema:
+            subs = schema[key]
+            if not isinstance(subs, list) or not subs:
+                out.append(f"{path}.{key} must be a non-empty array of schemas")
+            else:
+                for i, sub in enumerate(subs):
+                    out += schema_problems(sub, f"{path}.{key}[{i}]")
+    if "enum" in schema and not isinstance(schema["enum"], list):
+        out.append(f"{path}.enum must be an array")
+    for key in ("$defs", "definitions"):
+        for name, sub in (schema.get(key) or {}).items():
+            out += schema_problems(sub, f"{path}.{key}.{name}")
+    return out
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
+            dict: "object"}.get(type(value), type(value).__name__)
+
+
+def _is_type(value: Any, kind: str) -> bool:
+    actual = _json_type(value)
+    return actual == kind or (kind == "number" and actual == "integer") or \
+        (kind == "integer" and actual == "number" and float(value).is_integer())
+
+
+def argument_errors(schema: dict, value: Any, path: str = "") -> list[str]:
+    """Where `value` breaks `schema`, one short line per failing field ($ref is not followed)."""
+    where = path or "arguments"
+    for key in ("anyOf", "oneOf"):
+        if key in schema and not any(not argument_errors(s, value, path) for s in schema[key]):
+            return [f"{where}: matches none of the allowed forms"]
+    kind = schema.get("type")
+    kinds = kind if isinstance(kind, list) else [kind] if kind else []
+    if kinds and not any(_is_type(value, k) for k in kinds):
+        return [f"{where}: expected {' or '.join(kinds)}, got {_json_type(value)}"]
+    if "enum" in schema and value not in schema["enum"]:
+        return [f"{where}: must be one of {', '.join(json.dumps(v) for v in schema['enum'])}"]
+    if "const" in schema and value != schema["const"]:
+        return [f"{where}: must be {json.dumps(schema['const'])}"]
+    out = []
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        prefix = f"{path}." if path else ""
+        out += [f"{prefix}{name}: required" for name in schema.get("required", []) if name not in value]
+        for name, item in value.items():
+            if name in props:
+                out += argument_errors(props[name], item, prefix + name)
+            elif schema.get("additionalProperties") is False:
+                out.append(f"{prefix}{name}: not a parameter of this tool")
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            out += argument_errors(schema["items"], item, f"{where}[{i}]")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            out.append(f"{where}: must be at least {schema['minimum']}")
+        if "maximum" in schema and value > schema["maximum"]:
+            out.append(f"{where}: must be at most {schema['maximum']}")
+    return out
+
+
+def drop_absent(schema: dict, args: dict) -> dict:
+    """Strict mode makes optional parameters required-but-nullable; null there means "not given"."""
+    required = set(schema.get("required", ()))
+    return {k: v for k, v in args.items() if v is not None or k in required}
+
+
+def placeholder_schema(command: Sequence[str]) -> dict[str, Any]:
+    """The parameters a command tool without `parameters` gets: each `{name}` a required string."""
+    names = list(dict.fromkeys(m.group(1) for part in command if (m := PLACEHOLDER.match(part))))
+    return {"type": "object", "properties": {n: {"type": "string"} for n in names}, "required": names}
+
+
+def tool_problems(tool: dict[str, Any]) -> list[str]:
+    """What a raw [[tools]] function table gets wrong beyond key types (used when a profile loads)."""
+    params = tool.get("parameters") or placeholder_schema(tool.get("command") or [])
+    out = schema_problems(params)
+    if not out and tool.get("strict", True):
+        from voicecli.wire.tools import strict_schema
+
+        try:
+            strict_schema(_tool_def(name=str(tool.get("name")), parameters=params))
+        except ValueError as exc:
+            out.append(str(exc).split(": ", 1)[-1])
+    names = set(params.get("properties", {})) if isinstance(params.get("properties"), dict) else set()
+    for part in tool.get("command") or []:
+        m = PLACEHOLDER.match(part)
+        if m and m.group(1) not in names:
+            out.append(f"command placeholder {part} names no parameter (parameters: {', '.join(sorted(names)) or 'none'})")
+        elif not m and any(f"{{{n}}}" in part for n in names):
+            out.append(f"command element '{part}' has a placeholder inside other text; placeholders are "
+                       "whole argv elements, e.g. [\"--city\", \"{city}\"]")
+    if "python" in tool:
+        out += [f"{key} applies only to command tools" for key in ("env", "cwd", "stdin") if key in tool]
+    return out
+
+
+def _tool_def(**fields: Any):
+    from voicecli.profiles import ToolDef  # lazily: profiles imports this module while loading
+
+    return ToolDef(**fields)
