@@ -350,3 +350,16 @@ def test_hosted_tools_are_refused_on_the_chat_transport(tmp_path):
     r = run_cli(tmp_path, "chat", "-p", "hs", input="/transport chat\nhello\n")
     assert r.code == 0, r.err
     assert "not with transport 'chat'" in r.err and "You said: hello" in r.out  # refused, session carries on
+
+
+def test_think_block_shows_dim_and_not_as_the_answer(home, sim):
+    """A compatible server's leading <think> block is reasoning: dim on the screen, not the answer."""
+    chat = Chat(home, sim.base_url, "-t", "chat", fault="think")
+    out = chat.ask("hello")
+    assert "Considering: hello" in out and "You said: hello" in out
+    assert "<think>" not in out and "</think>" not in out
+    assert out.index("Considering: hello") < out.index("You said: hello")
+    assert "\x1b[2m" in chat.output  # the reasoning is dim
+    chat.exit()
+    log = next((home / "conversations").glob("*.jsonl")).read_text()
+    assert "Considering" not in log and "You said: hello" in log

@@ -211,6 +211,7 @@ def sim(
     script: Annotated[Optional[Path], typer.Option("--script", metavar="PATH", help="JSON/TOML script of replies and faults.")] = None,
     latency: Annotated[float, typer.Option("--latency", metavar="S", help="Seconds before the first byte.")] = 0.0,
     delta_delay: Annotated[float, typer.Option("--delta-delay", metavar="S", help="Seconds between streamed deltas.")] = 0.0,
+    think: Annotated[bool, typer.Option("--think", help="Chat streams: reasoning as a leading <think> block in the content.")] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Run the loopback simulator of the OpenAI APIs; point any OpenAI client at the printed URL."""
@@ -219,7 +220,7 @@ def sim(
     from voicecli.sim.server import serve_forever
 
     config = SimConfig(host=host, port=port, api_key=api_key, script=script, latency=latency,
-                       delta_delay=delta_delay)
+                       delta_delay=delta_delay, think=think)
     def ready(url: str) -> None:
         print(url, flush=True)  # stdout is data: just the base URL
         print(f"voicecli sim: listening; point any OpenAI client at it, e.g. OPENAI_BASE_URL={url} "

@@ -222,6 +222,7 @@ class _InferSession:
         u = result.usage
         return {
             "text": result.text,
+            "reasoning": result.reasoning or None,
             "model": self.profile.model.name,
             "transport": self.conversation.transport.name,
             "response_id": result.response_id,

@@ -68,6 +68,8 @@ class ModelSettings:
     tool_choice: str | dict | None = _opt(help="'auto' | 'none' | 'required' | a tool name")
     max_tool_rounds: int = _opt(10, lo=1, hi=100, help="tool-call rounds before a turn is ended")
     store: bool = _opt(False, help="let the server store responses (previous_response_id over HTTP)")
+    think_tags: str | None = _opt(choices=("auto", "keep"),
+                                  help="chat transport: a leading <think> block is reasoning (auto, the default) or text (keep)")
 
     def request_settings(self) -> dict[str, Any]:
         """The settings that were set, by key; unset ones are left out entirely."""

@@ -78,10 +78,12 @@ class ChatBuilder:
         ]
         self.text = "".join(self.pieces) if plan.text is not None else None
         self.finish = "length" if self.cut else ("tool_calls" if self.calls else "stop")
+        think = self.fault.think or sim.config.think
+        self.think = (plan.reasoning or f"Considering: {turn.user_text[:80]}") if think else None
 
     def usage(self) -> dict:
         prompt = brain.count_tokens(self.turn.input_chars)
-        out_chars = len(self.text or "") + sum(len(c.arguments) for _, c in self.calls)
+        out_chars = len(self.text or "") + len(self.think or "") + sum(len(c.arguments) for _, c in self.calls)
         completion = brain.count_tokens(out_chars)
         return {
             "prompt_tokens": prompt,
@@ -118,6 +120,9 @@ class ChatBuilder:
     def chunks(self) -> Iterator[dict]:
         first: dict = {"role": "assistant", "content": "" if self.text is not None else None, "refusal": None}
         yield self._delta(first)
+        if self.think is not None:  # the raw format of reasoning models without a reasoning parser
+            for piece in ["<thi", "nk>\n", *brain.split_deltas(self.think), "\n</th", "ink>\n\n"]:
+                yield self._delta({"content": piece})
         for piece in self.pieces:
             yield self._delta({"content": piece})
         for index, (call_id, call) in enumerate(self.calls):
@@ -130,7 +135,8 @@ class ChatBuilder:
             yield self._chunk([], self.usage())
 
     def completion(self) -> dict:
-        message: dict = {"role": "assistant", "content": self.text, "refusal": None, "annotations": []}
+        content = self.text if self.think is None else f"<think>\n{self.think}\n</think>\n\n{self.text or ''}"
+        message: dict = {"role": "assistant", "content": content, "refusal": None, "annotations": []}
         if self.calls:
             message["tool_calls"] = [
                 {"id": cid, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for cid, c in self.calls

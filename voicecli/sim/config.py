@@ -16,4 +16,5 @@ class SimConfig:
     delta_delay: float = 0.0  # seconds between streamed deltas
     ws_max_age: float = 3600.0  # Responses WebSocket lifetime before websocket_connection_limit_reached
     realtime_max_age: float = 3600.0  # Realtime session lifetime before session_expired
-    realtime_speed: float = 1.0  # Realtime output audio is streamed at this multiple of real time
+    realtime_speed: float = 1.0
+    think: bool = False  # Chat: stream the reasoning as a leading <think>…</think> block in `content`  # Realtime output audio is streamed at this multiple of real time

@@ -25,6 +25,7 @@ Keys (every one optional; combine freely):
 | `error=flat` / `error=nested` | after `after` events send a mid-stream `error` event (SDK flat shape, or the nested production shape) and end the turn (Responses: then `response.failed`) |
 | `failed` | end the turn with `response.failed` (server_error) instead of `response.completed` |
 | `incomplete` | end the turn with `response.incomplete`, reason `max_output_tokens` (Chat: finish_reason `length`) |
+| `think` | Chat streams: reasoning as a leading `<think>…</think>` block in `content`, tags split across chunks (as Qwen3 / DeepSeek-R1 on a server without a reasoning parser); also `voicecli sim --think` |
 | `after=N` | where `close`/`stall`/`error` strike (default 2 events) |
 | `times=N` | only the first N requests carrying this exact spec are hit; later ones pass, so a client's retry succeeds. Counted per distinct spec across the whole simulator. |
 """
@@ -42,7 +43,7 @@ FAULT_HEADER = "x-sim-fault"
 _INT_KEYS = {"status", "retry_after_ms", "drop", "close", "malformed", "unknown", "after", "times"}
 _FLOAT_KEYS = {"retry_after", "latency", "delta_delay", "stall"}
 _STR_KEYS = {"code", "type", "message", "error"}
-_BOOL_KEYS = {"quota", "failed", "incomplete"}
+_BOOL_KEYS = {"quota", "failed", "incomplete", "think"}
 
 
 class FaultSpecError(ValueError):
@@ -68,6 +69,7 @@ class Fault:
     error: str | None = None  # "flat" | "nested"
     failed: bool = False
     incomplete: bool = False
+    think: bool = False
     after: int = 2
     times: int | None = None
     spec: str = ""  # normalised text, the key for `times` counting

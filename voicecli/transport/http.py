@@ -85,7 +85,7 @@ class HttpStreamTransport:
                             continue
                         retry_error = error
                     else:
-                        async for event in self._decode(resp):
+                        async for event in self._decode(resp, request):
                             emitted = True
                             yield event
                         return
@@ -108,9 +108,12 @@ class HttpStreamTransport:
             self.retries_used = attempt
             await asyncio.sleep(delay)
 
-    async def _decode(self, resp: httpx.Response) -> AsyncIterator[Event]:
+    async def _decode(self, resp: httpx.Response, request: Request) -> AsyncIterator[Event]:
         sse = SSEDecoder()
-        decoder = chat.ChatDecoder() if self.dialect == "chat" else responses.ResponsesDecoder()
+        if self.dialect == "chat":
+            decoder: Any = chat.ChatDecoder(think_tags=request.settings.get("think_tags") or "auto")
+        else:
+            decoder = responses.ResponsesDecoder()
         done = False
         async for chunk in resp.aiter_raw():
             for message in sse.feed(chunk):
@@ -133,6 +136,9 @@ class HttpStreamTransport:
         if message.is_done or not message.data:
             return []
         data = parse_event(message.data)
+        if message.event == "error" and not (data or {}).get("error"):
+            # `event: error` (Groq) whose data is not an error object: it is still an error
+            data = {"error": {"message": message.data.strip() or "the server reported an error", **(data or {})}}
         return decoder.feed(data) if data is not None else []
 
     async def aclose(self) -> None:

@@ -8,6 +8,7 @@ with usage and the TurnEnd, by `finish()`, which the transport calls at `[DONE]`
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,8 @@ _SAME_NAME = ("temperature", "top_p", "frequency_penalty", "presence_penalty", "
               "reasoning_effort", "verbosity")
 # finish reasons that mean the answer was cut short, in the Responses vocabulary
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+# an in-stream provider error that means "the answer was cut by a limit", not a failure
+_LIMIT_MESSAGE = re.compile(r"token limit|max(imum)?[ _-]?(output[ _-]?)?tokens|length limit|context (length|window)", re.I)
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,8 +99,10 @@ class ChatDecoder:
     """Chat Completions chunks → neutral events. Text and reasoning stream out at once; tool
     calls, usage and the TurnEnd come from `finish()` (call it at `[DONE]` or EOF)."""
 
-    def __init__(self) -> None:
+    def __init__(self, think_tags: str = "auto") -> None:
         self.response_id: str | None = None
+        self._think = ThinkSplitter() if think_tags == "auto" else None
+        self._limit: str | None = None  # a provider's "cut by a limit" message
         self._calls: dict[int, _PendingCall] = {}
         self._index_by_id: dict[str, int] = {}
         self._last_index = 0  # where an index-less, id-less fragment goes
@@ -107,16 +112,18 @@ class ChatDecoder:
         self._finished = False
 
     def feed(self, chunk: dict[str, Any]) -> list[Event]:
-        if "error" in chunk and not chunk.get("choices"):
-            self._error = True
-            return [errors.from_error_frame(chunk)]
+        """One chunk (or the data of an `event: error` message) → events."""
+        out: list[Event] = []
+        if chunk.get("error"):  # with or without choices (OpenRouter sends both, Groq an `error` event)
+            out += self._provider_error(chunk)
+            if not chunk.get("choices"):
+                return out
         self.response_id = chunk.get("id") or self.response_id
         raw_usage = chunk.get("usage") or (chunk.get("x_groq") or {}).get("usage")
         if raw_usage:
             self._usage = usage_from(raw_usage, input_key="prompt_tokens", output_key="completion_tokens",
                                      input_details="prompt_tokens_details",
                                      output_details="completion_tokens_details")
-        out: list[Event] = []
         for choice in chunk.get("choices") or ():
             if choice.get("index", 0) != 0:
                 continue  # n > 1 is never requested; ignore stray choices
@@ -125,7 +132,7 @@ class ChatDecoder:
             if reasoning:
                 out.append(ReasoningDelta(reasoning))
             if delta.get("content"):
-                out.append(TextDelta(delta["content"]))
+                out += self._content(delta["content"])
             if delta.get("refusal"):
                 out.append(TextDelta(delta["refusal"], refusal=True))
             for position, fragment in enumerate(delta.get("tool_calls") or ()):
@@ -140,6 +147,10 @@ class ChatDecoder:
             return []
         self._finished = True
         out: list[Event] = []
+        unclosed_think = False
+        if self._think is not None:
+            out += [ReasoningDelta(t) if kind == "reasoning" else TextDelta(t) for kind, t in self._think.finish()]
+            unclosed_think = self._think.unclosed
         for index in sorted(self._calls):
             call = self._calls[index]
             out.append(ToolCall(call.call_id or f"call_{index}", call.name, call.arguments or "{}"))
@@ -147,16 +158,35 @@ class ChatDecoder:
             out.append(self._usage)
         if self._error:
             out.append(TurnEnd("failed", self.response_id))
+        elif self._limit is not None:
+            out.append(TurnEnd("incomplete", self.response_id, f"provider limit: {self._limit}"))
         elif self._finish_reason in _INCOMPLETE:
             out.append(TurnEnd("incomplete", self.response_id, _INCOMPLETE[self._finish_reason]))
         elif self._finish_reason is None and not self._calls:
             # no finish_reason at all: the connection dropped mid-answer
             out.append(errors.connection_error("the stream ended before the answer was complete"))
             out.append(TurnEnd("failed", self.response_id, "stream_ended"))
+        elif unclosed_think and not self._calls:
+            out.append(TurnEnd("incomplete", self.response_id, "unclosed_think"))
         else:
             # a tool turn is decided by the calls themselves: some servers say "stop" after them
             out.append(TurnEnd("completed", self.response_id))
         return out
+
+    def _content(self, text: str) -> list[Event]:
+        if self._think is None:
+            return [TextDelta(text)]
+        return [ReasoningDelta(t) if kind == "reasoning" else TextDelta(t) for kind, t in self._think.feed(text)]
+
+    def _provider_error(self, chunk: dict[str, Any]) -> list[Event]:
+        """An error object inside the stream: a limit cuts the answer (incomplete); anything else fails it."""
+        error = errors.from_error_frame(chunk)
+        finish = next((c.get("finish_reason") for c in chunk.get("choices") or () if c.get("finish_reason")), None)
+        if finish == "length" or _LIMIT_MESSAGE.search(error.message):
+            self._limit = error.message
+            return []
+        self._error = True
+        return [error]
 
     def _add_fragment(self, position: int, fragment: dict[str, Any]) -> None:
         call_id = fragment.get("id")
@@ -183,3 +213,78 @@ class ChatDecoder:
             call.arguments += arguments
         elif arguments is not None:  # an object instead of JSON text
             call.arguments = json.dumps(arguments)
+
+
+class ThinkSplitter:
+    """A leading `<think>…</think>` block in `content` → reasoning; only what follows is the answer.
+
+    Reasoning models behind servers without a reasoning parser (Qwen3 and DeepSeek-R1 distills on
+    Ollama/llama.cpp/vLLM, Groq's and Together's raw format) stream their thoughts this way. Tags may
+    be split across deltas and preceded by whitespace; a `<think>` later in an ordinary answer is
+    text. `feed`/`finish` return `("reasoning"|"text", str)` pieces in order.
+    """
+
+    OPEN, CLOSE = "<think>", "</think>"
+
+    def __init__(self) -> None:
+        self._state = "start"  # start → thinking → after (whitespace after the block) → text
+        self._pending = ""  # text held back: maybe the start of a tag
+        self._lead = False  # inside the block, nothing but whitespace seen yet
+        self.unclosed = False
+
+    def feed(self, text: str) -> list[tuple[str, str]]:
+        if self._state == "text":
+            return [("text", text)]
+        self._pending += text
+        out: list[tuple[str, str]] = []
+        while True:
+            pending = self._pending
+            if self._state == "start":
+                head = pending.lstrip()
+                if not head or (len(head) < len(self.OPEN) and self.OPEN.startswith(head)):
+                    return out  # only whitespace, or a tag cut short: wait for more
+                if not head.startswith(self.OPEN):
+                    self._state, self._pending = "text", ""
+                    return out + [("text", pending)]
+                self._state, self._pending = "thinking", head[len(self.OPEN):].lstrip()
+                self._lead = True
+            elif self._state == "thinking":
+                if self._lead:  # the newline after `<think>` is layout, not reasoning
+                    pending = self._pending = pending.lstrip()
+                    if not pending:
+                        return out
+                    self._lead = False
+                end = pending.find(self.CLOSE)
+                if end < 0:
+                    keep = _partial_suffix(pending, self.CLOSE)
+                    if len(pending) > keep:
+                        out.append(("reasoning", pending[: len(pending) - keep]))
+                    self._pending = pending[len(pending) - keep:]
+                    return out
+                if end:
+                    out.append(("reasoning", pending[:end]))
+                self._state, self._pending = "after", pending[end + len(self.CLOSE):]
+            else:  # "after": drop the blank lines between the block and the answer
+                answer = pending.lstrip()
+                if not answer:
+                    self._pending = ""
+                    return out
+                self._state, self._pending = "text", ""
+                return out + [("text", answer)]
+
+    def finish(self) -> list[tuple[str, str]]:
+        pending, self._pending = self._pending, ""
+        if self._state == "thinking":
+            self.unclosed = True
+            return [("reasoning", pending)] if pending else []
+        if self._state == "start" and pending.strip():
+            return [("text", pending)]  # "<thi" and then the end: it was text after all
+        return []
+
+
+def _partial_suffix(text: str, tag: str) -> int:
+    """Length of the longest end of `text` that could be the start of `tag`."""
+    for n in range(min(len(tag) - 1, len(text)), 0, -1):
+        if tag.startswith(text[-n:]):
+            return n
+    return 0

@@ -43,14 +43,17 @@ def from_error_frame(frame: Mapping[str, Any]) -> Error:
     err = nested if isinstance(nested, Mapping) else frame
     if isinstance(nested, str):
         err = {"message": nested}
-    status = frame.get("status") or err.get("status")
-    status = status if isinstance(status, int) else None
+    code = err.get("code")
+    # compatible gateways put the HTTP status in odd places: Groq `status_code`, OpenRouter a numeric `code`
+    status = next((s for s in (frame.get("status"), err.get("status"), frame.get("status_code"),
+                               err.get("status_code"), code) if isinstance(s, int) and 100 <= s <= 599), None)
+    code = code if isinstance(code, str) else None
     h = _lower(err.get("headers") or frame.get("headers") or {})
     err_type = err.get("type")
     if err is frame and err_type == "error":
         err_type = None  # the flat shape's `type` is the event name, not the error type
     message = err.get("message") or "the server reported an error"
-    return _build(status, err_type, err.get("code"), message, h, h.get("x-request-id"), None)
+    return _build(status, err_type, code, message, h, h.get("x-request-id"), None)
 
 
 def connection_error(message: str, *, timeout: bool = False) -> Error:
