@@ -1,0 +1,108 @@
+"""Echo cancellation on the microphone path: WebRTC's audio processing module (AEC3, noise
+suppression, high-pass filter, gain control), as LiveKit's console uses it.
+
+The far-end reference is exactly what the speaker handed to the device (`far_end`, called from the
+audio output thread with every block the playback buffer gave out, silence included, so render
+and capture stay aligned). The near end (`process`) is the 24 kHz microphone signal; both are cut
+into the 10 ms frames the module requires. The module itself is touched from one thread only: the
+output thread just queues its blocks, and `process` feeds them to the module before each capture
+frame, in the order they were played.
+
+`livekit` (the wheel carries the native module; no server is involved) is imported here only,
+lazily by `talk`: `--version` and `infer` never pay for it.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+
+import numpy as np
+
+from voicecli.audio.pcm import RATE
+
+FRAME = RATE // 100  # 10 ms: the only frame size the module accepts
+MAX_QUEUED = 50  # far-end frames (500 ms) kept when the mic side stalls; older ones are dropped
+
+
+class EchoUnavailable(RuntimeError):
+    """The audio processing module cannot be loaded on this platform."""
+
+
+def load_module():
+    """The `livekit.rtc` module, or EchoUnavailable with the reason."""
+    try:
+        from livekit import rtc
+    except Exception as exc:  # ImportError, or a native library that fails to load
+        raise EchoUnavailable(f"echo cancellation needs the 'livekit' package ({exc.__class__.__name__}: {exc})") from exc
+    return rtc
+
+
+class EchoCanceller:
+    def __init__(self, *, echo_cancellation: bool = True, noise_suppression: bool = True,
+                 auto_gain_control: bool = False, high_pass_filter: bool = True, delay_ms: int = 0):
+        self._rtc = load_module()
+        self._apm = self._rtc.AudioProcessingModule(
+            echo_cancellation=echo_cancellation, noise_suppression=noise_suppression,
+            high_pass_filter=high_pass_filter, auto_gain_control=auto_gain_control)
+        self.delay_ms = 0
+        self.set_delay(delay_ms)
+        self._lock = threading.Lock()  # guards only the far-end queue
+        self._far: collections.deque[np.ndarray] = collections.deque(maxlen=MAX_QUEUED)
+        self._far_rest = np.zeros(0, np.int16)  # output thread only
+        self._near_rest = np.zeros(0, np.int16)  # capture side only
+        self.last_level_input = 0.0  # RMS (0..1 of full scale) of the last frame before / after processing
+        self.last_level_output = 0.0
+
+    def set_delay(self, delay_ms: float) -> None:
+        """The time from a sample handed to the speaker until its echo reaches `process`: PortAudio's
+        output latency plus input latency. A hint: the module also estimates the delay itself."""
+        self.delay_ms = max(0, min(500, int(round(delay_ms))))
+        self._apm.set_stream_delay_ms(self.delay_ms)
+
+    # -- output thread ------------------------------------------------------------------------------
+
+    def far_end(self, block: np.ndarray) -> None:
+        """A block of int16 samples at 24 kHz that was just handed to the speaker."""
+        data = np.concatenate([self._far_rest, block]) if self._far_rest.size else block
+        whole = data.size // FRAME * FRAME
+        frames = [data[i: i + FRAME].copy() for i in range(0, whole, FRAME)]
+        self._far_rest = data[whole:].copy()
+        if frames:
+            with self._lock:
+                self._far.extend(frames)
+
+    # -- capture side -------------------------------------------------------------------------------
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        """Microphone samples (int16, 24 kHz) in → the same signal with the echo removed, out.
+
+        Whole 10 ms frames are processed; a remainder waits for the next block, so the output can be
+        up to 10 ms shorter (or longer) than the input for one call, never lost."""
+        data = np.concatenate([self._near_rest, block]) if self._near_rest.size else block
+        whole = data.size // FRAME * FRAME
+        self._near_rest = data[whole:].copy()
+        if not whole:
+            return np.zeros(0, np.int16)
+        out = np.empty(whole, np.int16)
+        for i in range(0, whole, FRAME):
+            self._feed_far_end()
+            frame = self._rtc.AudioFrame(data[i: i + FRAME].tobytes(), RATE, 1, FRAME)
+            self._apm.process_stream(frame)
+            out[i: i + FRAME] = np.frombuffer(frame.data, dtype=np.int16)
+        self.last_level_input = _rms(data[whole - FRAME: whole])
+        self.last_level_output = _rms(out[-FRAME:])
+        return out
+
+    def _feed_far_end(self) -> None:
+        with self._lock:
+            frames = list(self._far)
+            self._far.clear()
+        for far in frames:
+            self._apm.process_reverse_stream(self._rtc.AudioFrame(far.tobytes(), RATE, 1, FRAME))
+
+
+def _rms(x: np.ndarray) -> float:
+    if not x.size:
+        return 0.0
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) / 32768.0
