@@ -363,3 +363,29 @@ def test_think_block_shows_dim_and_not_as_the_answer(home, sim):
     chat.exit()
     log = next((home / "conversations").glob("*.jsonl")).read_text()
     assert "Considering" not in log and "You said: hello" in log
+
+
+def test_keys_typed_while_the_answer_streams_wait_for_the_next_prompt(home, sim):
+    """Typed during an answer: not echoed into it, and at the next prompt as if typed there —
+    an Enter typed ahead sends, so `/exit` typed just as the answer ends exits."""
+    chat = Chat(home, sim.base_url, fault="delta_delay=0.15")
+    chat.child.send("one two three four five six seven eight\r")
+    chat.expect("You said")
+    chat.child.send("zebra")  # typed mid-answer
+    out = chat.expect(FOOTER)
+    assert "zebra" not in plain(out)  # not echoed into the answer
+    assert "You said: one two three four five six seven eight\n" in plain(chat.output)
+    chat.prompt()
+    chat.child.expect_exact("zebra")  # the next prompt shows it as typed there
+    chat.child.send(" crossing\r")
+    out = plain(chat.expect(FOOTER))
+    assert "You said: zebra crossing" in out
+    chat.prompt()
+    chat.child.send("again please now\r")
+    chat.expect("You said")
+    chat.child.send("/exit\r")  # Enter typed ahead: sends the command at the next prompt
+    chat.child.expect(pexpect.EOF)
+    chat.child.close()
+    assert chat.child.exitstatus == 0
+    log = next((home / "conversations").glob("*.jsonl")).read_text()
+    assert "/exit" not in log and "zebra crossing" in log

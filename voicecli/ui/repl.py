@@ -2,8 +2,9 @@
 
 Input comes from prompt_toolkit on a terminal (history file, completion, multi-line, Ctrl-C that
 clears or quits) and from plain lines otherwise (`voicecli chat < questions.txt`). Each message is
-one `Conversation.send` turn run in its own task, so Ctrl-C (SIGINT: the terminal is in cooked
-mode while the answer streams) cancels just that turn; the conversation keeps the partial answer
+one `Conversation.send` turn run in its own task, so Ctrl-C (SIGINT: while the answer streams the
+terminal is out of prompt_toolkit's raw mode, and `hold_keys` keeps other keys for the next
+prompt) cancels just that turn; the conversation keeps the partial answer
 marked as interrupted. Answers go to stdout (markdown on a TTY); everything else — footers,
 notices, errors, reasoning — goes to stderr.
 """
@@ -32,6 +33,7 @@ from voicecli.profiles import Profile
 from voicecli.transcript import Entry, markdown_entry, open_transcript
 from voicecli.ui.render import dim, make_renderer, wants_markdown
 from voicecli.ui.status import describe_error, setup_logging, usage_line
+from voicecli.ui.typeahead import hold_keys
 from voicecli.wire.types import FunctionCall, FunctionOutput, HistoryItem, Message
 
 PROMPT = "> "
@@ -300,7 +302,8 @@ class Repl:
             self.conversation.log = self.log
         self._record(Entry("user", message.text))
         self._turn_task = asyncio.create_task(self._stream(message))
-        await asyncio.wait([self._turn_task])  # wait() does not raise if the turn was cancelled
+        with hold_keys():  # keys typed meanwhile wait, unseen, for the next prompt
+            await asyncio.wait([self._turn_task])  # wait() does not raise if the turn was cancelled
         task, self._turn_task = self._turn_task, None
         result = self.conversation.last
         if task.cancelled():
