@@ -202,3 +202,96 @@ def test_an_image_given_as_a_text_file_points_to_image(home, sim, tmp_path):
     r = infer_bytes(home, sim, "describe it", data=JPEG)
     assert r.returncode == 2 and b"stdin" in r.stderr and b"JPEG image" in r.stderr and b"--image" in r.stderr
     assert model_requests(sim) == []
+
+
+# ---- 12. tool command templates -------------------------------------------------------------------
+
+
+def write_tool_profile(tmp_path, body: str):
+    path = tmp_path / "tools.toml"
+    path.write_text(textwrap.dedent(body).lstrip())
+    return path
+
+
+@pytest.mark.parametrize("params", [
+    'parameters = { type = "object", properties = { town = { type = "string" } } }',
+    "",  # no parameters: the schema comes from the whole-element placeholders, and there are none
+])
+def test_a_placeholder_inside_text_naming_no_parameter_is_a_validation_error(home, tmp_path, params):
+    path = write_tool_profile(tmp_path, f"""
+        extends = "offline"
+
+        [[tools]]
+        name = "weather"
+        command = ["weather-cli", "--city={{city}}"]
+        {params}
+    """)
+    r = run_cli(home, "profiles", "validate", str(path))
+    assert r.code == 3, (r.out, r.err)
+    one_error_line(r.err)
+    assert f"{path}:5: " in r.err and "--city={city}" in r.err and '"--city", "{city}"' in r.err
+    r = run_cli(home, "infer", "-p", str(path), "weather")
+    assert r.code == 3 and "--city={city}" in r.err
+
+
+def test_literal_braces_that_are_not_placeholders_still_pass(home, tmp_path):
+    path = write_tool_profile(tmp_path, """
+        extends = "offline"
+
+        [[tools]]
+        name = "fmt"
+        command = ["awk", "{ print $1 }", "--", "{file}"]
+    """)
+    r = run_cli(home, "profiles", "validate", str(path))
+    assert (r.code, r.err) == (0, ""), r.err
+
+
+def test_validate_warns_about_a_bare_placeholder_without_a_double_dash(home, tmp_path):
+    path = write_tool_profile(tmp_path, """
+        extends = "offline"
+
+        [[tools]]
+        name = "sorted"
+        description = "Sort a file."
+        command = ["sort", "{file}"]
+    """)
+    r = run_cli(home, "profiles", "validate", str(path))
+    assert r.code == 0 and r.out.startswith("ok: "), r.err
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"voicecli: warning: {path}:6: ") and "{file}" in lines[0], r.err
+    assert '"--"' in r.err and '["sort", "--", "{file}"]' in r.err
+    # only `validate` warns: running the profile stays quiet
+    r = run_cli(home, "tools", "list", "-p", str(path))
+    assert r.code == 0 and "warning" not in r.err
+
+
+@pytest.mark.parametrize("command", [
+    '["sort", "--", "{file}"]',                      # the idiom
+    '["weather-cli", "--city", "{city}"]',           # the value of a long option
+    '["head", "-n", "{count}"]',                     # a number cannot become an option
+])
+def test_no_warning_when_the_placeholder_cannot_become_an_option(home, tmp_path, command):
+    params = ('\n[tools.parameters]\ntype = "object"\nrequired = ["count"]\n'
+              'properties.count = { type = "integer", minimum = 1 }\n') if "count" in command else ""
+    path = write_tool_profile(tmp_path, f'extends = "offline"\n[[tools]]\nname = "t"\ncommand = {command}\n{params}')
+    r = run_cli(home, "profiles", "validate", str(path))
+    assert (r.code, r.err) == (0, ""), r.err
+
+
+def test_the_double_dash_idiom_stops_option_injection(home, tmp_path):
+    """What the warning is about: a model-chosen `--output=…` becomes an option without `--`."""
+    target = tmp_path / "written"
+    (tmp_path / "data.txt").write_text("b\na\n")
+    for command, injected in (('["sort", "{file}"]', True), ('["sort", "--", "{file}"]', False)):
+        path = write_tool_profile(tmp_path, f'extends = "offline"\n[[tools]]\nname = "s"\ncommand = {command}\n'
+                                            'approval = "auto"\n')
+        r = run_cli(home, "tools", "run", "s", json.dumps({"file": f"--output={target}"}), "-p", str(path))
+        assert target.exists() is injected, (r.out, r.err)
+        target.unlink(missing_ok=True)
+
+
+def test_the_built_in_profiles_validate_without_warnings(home):
+    names = ["default", "sse", "compatible", "offline", "tools-demo"]
+    r = run_cli(home, "profiles", "validate", *names)
+    assert r.code == 0 and r.err == "", r.err
+    assert len(r.out.splitlines()) == len(names)
