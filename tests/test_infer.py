@@ -258,8 +258,9 @@ def test_image_attachment(home, sim, tmp_path, transport):
     sent = json.dumps(creates(sim)[0])
     assert "data:image/png;base64,iVBORw0KGgo" in sent and "https://example.invalid/cat.jpg" in sent
     assert ("input_image" if transport != "chat" else "image_url") in sent
+    (tmp_path / "notes.txt").write_text("not a picture\n")
     r = infer(home, sim, "--image", str(tmp_path / "notes.txt"), "x")
-    assert r.code == 2 and "not an image" in r.err
+    assert r.code == 2 and "not a PNG, JPEG, GIF or WEBP image" in r.err
 
 
 @pytest.mark.parametrize("extra, env, rendered", [([], {}, True), (["--raw"], {}, False),

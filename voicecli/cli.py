@@ -282,7 +282,7 @@ def profiles_set(
 
 @profiles_app.command("validate")
 def profiles_validate(paths: Annotated[list[str], typer.Argument(metavar="PATH|NAME...")]) -> None:
-    """Check profiles; prints one line per profile, exits 3 at the first error."""
+    """Check profiles; prints one line per profile, warnings on stderr, exits 3 at the first error."""
     from voicecli.profiles_cli import validate
 
     validate(paths)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import codecs
 import json
-import mimetypes
 import os
 import sys
 from contextlib import aclosing
@@ -25,7 +25,7 @@ from voicecli.ui.render import dim, make_renderer, wants_markdown
 from voicecli.ui.status import describe_error, setup_logging, usage_line
 from voicecli.wire.types import Message
 
-MAX_STDIN_BYTES = 50 * 1024 * 1024
+MIB = 1024 * 1024
 
 
 @dataclass
@@ -46,53 +46,130 @@ class InferOptions:
     debug: bool = False
 
 
-def build_prompt(opts: InferOptions, stdin_text: str | None) -> str:
+def build_prompt(opts: InferOptions, stdin_data: bytes | None, limit_mib: float) -> str:
     """stdin text, a blank line, attached files, then the prompt from the arguments."""
-    parts = []
-    if stdin_text and stdin_text.strip():
+    stdin_text = decode_text(stdin_data, "stdin", limit_mib) if stdin_data is not None else ""
+    parts, given = [], bool(stdin_data or opts.files or opts.prompt)
+    if stdin_text.strip():
         parts.append(stdin_text.rstrip("\n"))
+    blank = not parts
     for path in opts.files:
-        try:
-            content = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
-            raise UsageError(f"cannot attach {path}: {reason}") from None
+        content = decode_text(_read_file(path, limit_mib), str(path), limit_mib)
+        blank = blank and not content.strip()
         parts.append(f"File `{path.name}`:\n\n```\n{content.rstrip()}\n```")
-    if opts.prompt:
-        parts.append(" ".join(opts.prompt))
-    if not parts:
+    words = " ".join(opts.prompt)
+    if words.strip():
+        parts.append(words)
+        blank = False
+    if not given:
         raise UsageError("no prompt: give it as arguments or on stdin", hint='voicecli infer "hello"')
+    if blank:  # never spend a request on nothing
+        raise UsageError("the prompt is empty: the arguments, stdin and files hold only whitespace",
+                         hint='voicecli infer "hello"')
     return "\n\n".join(parts)
+
+
+def _limit_bytes(limit_mib: float) -> int:
+    return int(limit_mib * MIB)
+
+
+def _read_file(path: Path, limit_mib: float) -> bytes:
+    try:
+        with path.open("rb") as f:
+            return f.read(_limit_bytes(limit_mib) + 1)  # one byte more tells "over the limit" from "at it"
+    except OSError as exc:
+        raise UsageError(f"cannot attach {path}: {exc.strerror or exc}") from None
+
+
+def decode_text(data: bytes, name: str, limit_mib: float) -> str:
+    """UTF-8 text whatever the locale; bad bytes become U+FFFD with one warning, as most Unix tools do."""
+    if len(data) > _limit_bytes(limit_mib):
+        what = "stdin is" if name == "stdin" else f"cannot attach {name}: it is"
+        raise UsageError(f"{what} over the {limit_mib:g} MiB input limit (ui.max_input_mib)",
+                         hint="send less, or raise the limit: -o ui.max_input_mib=N, or max_input_mib in the "
+                              "profile's [ui] table")
+    kind = image_type(data)
+    if kind is not None:
+        if name == "stdin":
+            raise UsageError(f"stdin is a {kind[0]} image, not text",
+                             hint="save it to a file and attach it with --image PATH")
+        raise UsageError(f"cannot attach {name} as text: it is a {kind[0]} image", hint=f"use --image {name}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        print(f"voicecli: warning: {name} is not valid UTF-8 (first bad byte 0x{data[exc.start]:02x} at offset "
+              f"{exc.start}); invalid bytes were replaced with U+FFFD", file=sys.stderr)
+        return data.decode("utf-8", errors="replace")
+
+
+# the image formats the APIs accept, known by their magic bytes (a file's name proves nothing)
+def image_type(data: bytes) -> tuple[str, str] | None:
+    """(label, MIME type) of a PNG, JPEG, GIF or WEBP image, else None."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG", "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG", "image/jpeg"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF", "image/gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP", "image/webp"
+    return None
+
+
+def _looks_like(data: bytes) -> str:
+    """A few words on what some bytes are, for an error message."""
+    if not data:
+        return "the file is empty"
+    for magic, what in ((b"%PDF-", "a PDF document"), (b"PK\x03\x04", "a ZIP archive"), (b"BM", "a BMP image"),
+                        (b"II*\0", "a TIFF image"), (b"MM\0*", "a TIFF image")):
+        if data.startswith(magic):
+            return f"it looks like {what}"
+    if data[4:8] == b"ftyp":
+        return "it looks like a HEIC/AVIF image or a video: convert it to JPEG or PNG"
+    try:  # incremental: a character cut at the end of the sample is not an error
+        text = codecs.getincrementaldecoder("utf-8")().decode(data[:4096])
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and "\0" not in text:
+        if "<svg" in text:
+            return "it looks like an SVG image, which the APIs do not take: convert it to PNG"
+        return "it looks like text"
+    return "it starts with bytes " + " ".join(f"{b:02x}" for b in data[:8])
 
 
 def image_url(spec: str) -> str:
     if spec.startswith(("http://", "https://", "data:")):
         return spec
     path = Path(spec).expanduser()
-    mime = mimetypes.guess_type(path.name)[0]
-    if not mime or not mime.startswith("image/"):
-        raise UsageError(f"--image {spec}: not an image file (png, jpeg, gif, webp) or URL")
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise UsageError(f"--image {spec}: {exc.strerror}") from None
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+        raise UsageError(f"--image {spec}: {exc.strerror or exc}") from None
+    kind = image_type(data)
+    if kind is None:
+        raise UsageError(f"--image {spec}: not a PNG, JPEG, GIF or WEBP image ({_looks_like(data)})")
+    return f"data:{kind[1]};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def read_stdin() -> str | None:
+def read_stdin(limit_mib: float) -> bytes | None:
+    """Piped stdin as bytes, at most one byte over the limit: decoding is ours, not the locale's."""
     if sys.stdin is None or sys.stdin.closed:
         return None
     try:
         if sys.stdin.isatty():
             return None
-        return sys.stdin.read(MAX_STDIN_BYTES)
+        limit = _limit_bytes(limit_mib) + 1
+        buffer = getattr(sys.stdin, "buffer", None)
+        if buffer is None:  # a replaced text stream (tests, embedding)
+            return sys.stdin.read(limit).encode("utf-8", "surrogateescape")
+        return buffer.read(limit)
     except (OSError, ValueError):
         return None
 
 
 def run_infer(profile: Profile, opts: InferOptions) -> int:
     setup_logging(opts.debug)
-    prompt = build_prompt(opts, read_stdin())
+    prompt = build_prompt(opts, read_stdin(profile.ui.max_input_mib), profile.ui.max_input_mib)
     images = tuple(image_url(s) for s in opts.images)
     toolbox = _toolbox(profile, opts)
     if opts.continue_ or opts.cid:

@@ -108,6 +108,7 @@ class VoiceSettings:
 class UiSettings:
     vi_mode: bool = _opt(False, help="vi key bindings in chat")
     markdown: bool = _opt(True, help="render markdown on a TTY")
+    max_input_mib: float = _opt(50.0, lo=0.001, hi=4096, help="largest stdin or -f file infer takes, in MiB")
 
 
 @dataclass
@@ -322,8 +323,9 @@ def _validate_value(cls: type, section: str, key: str, value: Any, src: _Source,
     return coerced
 
 
-def _validate_raw(data: dict[str, Any], src: _Source) -> None:
-    """Check one file's tables before merging, so an error names the file that has it."""
+def _validate_raw(data: dict[str, Any], src: _Source, warnings: list | None = None) -> None:
+    """Check one file's tables before merging, so an error names the file that has it; `warnings`
+    collects (message, hint) pairs for what is allowed but risky (shown by `profiles validate`)."""
     for key, value in data.items():
         if key in TOP_LEVEL:
             if not isinstance(value, str):
@@ -337,7 +339,7 @@ def _validate_raw(data: dict[str, Any], src: _Source) -> None:
             if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
                 raise ConfigError(f"{src.where(None, key)}: tools must be an array of tables ([[tools]])")
             for i, tool in enumerate(value):
-                _validate_tool(tool, i, src)
+                _validate_tool(tool, i, src, warnings)
         else:
             raise _unknown(key, list(TOP_LEVEL) + list(SECTIONS) + ["tools"], src, None, key)
 
@@ -345,7 +347,7 @@ def _validate_raw(data: dict[str, Any], src: _Source) -> None:
 HOSTED_TYPES = ("web_search", "file_search", "code_interpreter")
 
 
-def _validate_tool(tool: dict[str, Any], index: int, src: _Source) -> None:
+def _validate_tool(tool: dict[str, Any], index: int, src: _Source, warnings: list | None = None) -> None:
     name = tool.get("name")
     label = f"tools[{index}]" + (f" ({name})" if isinstance(name, str) else "")
     kind = tool.get("type", "function")
@@ -366,11 +368,17 @@ def _validate_tool(tool: dict[str, Any], index: int, src: _Source) -> None:
         params = tool.get("parameters")
         if params is not None and params.get("type", "object") != "object":
             raise ConfigError(f"{where}: {label}: parameters must be a JSON Schema of type 'object'")
-        from voicecli.tool_schema import tool_problems
+        from voicecli.tool_schema import command_problems, command_warnings, tool_problems
 
         problems = tool_problems(tool)
         if problems:
             raise ConfigError(f"{where}: {label}: {problems[0]}")
+        at_command = src.where("tools", "command", index)
+        problems = command_problems(tool)
+        if problems:
+            raise ConfigError(f"{at_command}: {label}: {problems[0]}")
+        if warnings is not None:
+            warnings += [(f"{at_command}: {label}: {text}", hint) for text, hint in command_warnings(tool)]
 
 
 def _tool_from_raw(raw: dict[str, Any]) -> ToolDef:
@@ -465,14 +473,14 @@ def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _load_raw(ref: ProfileRef, chain: tuple[str, ...] = ()) -> dict[str, Any]:
+def _load_raw(ref: ProfileRef, chain: tuple[str, ...] = (), warnings: list | None = None) -> dict[str, Any]:
     key = str(ref.path)
     if key in chain:
         cycle = " → ".join(Path(p).stem for p in (*chain, key))
         raise ConfigError(f"{ref.path}: 'extends' loops back on itself: {cycle}")
     data, text = read_toml(ref.path)
     src = _Source(ref.path, text)
-    _validate_raw(data, src)
+    _validate_raw(data, src, warnings)
     parent_name = data.get("extends")
     if not parent_name:
         return data
@@ -489,7 +497,7 @@ def _load_raw(ref: ProfileRef, chain: tuple[str, ...] = ()) -> dict[str, Any]:
         except ConfigError as exc:
             raise ConfigError(f"{src.where(None, 'extends')}: extends = '{parent_name}': {exc.message}",
                               hint=exc.hint) from None
-    parent = _load_raw(parent_ref, (*chain, key))
+    parent = _load_raw(parent_ref, (*chain, key), warnings)
     merged = _merge(parent, data)
     merged["description"] = data.get("description", parent.get("description", ""))
     return merged
@@ -503,12 +511,13 @@ ENV_OVERRIDES = {
 
 
 def load(name: str | None = None, *, overrides: dict[str, Any] | None = None,
-         env: typing.Mapping[str, str] | None = None) -> Profile:
-    """Load a profile by name or path and apply environment and CLI overrides (dotted keys)."""
+         env: typing.Mapping[str, str] | None = None, warnings: list | None = None) -> Profile:
+    """Load a profile by name or path and apply environment and CLI overrides (dotted keys);
+    `warnings`, when given, collects (message, hint) pairs for risky but valid settings."""
     env = os.environ if env is None else env
     name = name or env.get("VOICECLI_PROFILE") or "default"
     ref = find(name)
-    raw = _load_raw(ref)
+    raw = _load_raw(ref, warnings=warnings)
     profile = _build(ref, raw)
     for var, key in ENV_OVERRIDES.items():
         value = env.get(var)

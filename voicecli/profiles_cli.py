@@ -191,6 +191,9 @@ def _lookup(data: dict | None, section: str | None, key: str) -> Any:
 
 def validate(names: list[str]) -> None:
     for name in names:
-        p = profiles.load(name, env={})
+        warnings: list[tuple[str, str]] = []
+        p = profiles.load(name, env={}, warnings=warnings)
+        for text, hint in warnings:
+            print(f"voicecli: warning: {text}\n  hint: {hint}", file=sys.stderr)
         tools = f", {len(p.tools)} tool{'s' * (len(p.tools) != 1)}" if p.tools else ""
         print(f"ok: {p.path} ({p.model.name} over {p.connection.transport}{tools})")

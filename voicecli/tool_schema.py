@@ -121,7 +121,7 @@ def placeholder_schema(command: Sequence[str]) -> dict[str, Any]:
 
 def tool_problems(tool: dict[str, Any]) -> list[str]:
     """What a raw [[tools]] function table gets wrong beyond key types (used when a profile loads)."""
-    params = tool.get("parameters") or placeholder_schema(tool.get("command") or [])
+    params = _parameters(tool)
     out = schema_problems(params)
     if not out and tool.get("strict", True):
         from voicecli.wire.tools import strict_schema
@@ -130,17 +130,79 @@ def tool_problems(tool: dict[str, Any]) -> list[str]:
             strict_schema(_tool_def(name=str(tool.get("name")), parameters=params))
         except ValueError as exc:
             out.append(str(exc).split(": ", 1)[-1])
-    names = set(params.get("properties", {})) if isinstance(params.get("properties"), dict) else set()
-    for part in tool.get("command") or []:
-        m = PLACEHOLDER.match(part)
-        if m and m.group(1) not in names:
-            out.append(f"command placeholder {part} names no parameter (parameters: {', '.join(sorted(names)) or 'none'})")
-        elif not m and any(f"{{{n}}}" in part for n in names):
-            out.append(f"command element '{part}' has a placeholder inside other text; placeholders are "
-                       "whole argv elements, e.g. [\"--city\", \"{city}\"]")
     if "python" in tool:
         out += [f"{key} applies only to command tools" for key in ("env", "cwd", "stdin") if key in tool]
     return out
+
+
+def _parameters(tool: dict[str, Any]) -> dict[str, Any]:
+    return tool.get("parameters") or placeholder_schema(tool.get("command") or [])
+
+
+EMBEDDED = re.compile(r"\{([A-Za-z_]\w*)\}")  # `{name}` inside a longer element: never substituted
+
+
+def command_problems(tool: dict[str, Any]) -> list[str]:
+    """Placeholders in a command template that would reach the program as literal text."""
+    props = _parameters(tool).get("properties")
+    names = set(props) if isinstance(props, dict) else set()
+    out = []
+    for part in tool.get("command") or []:
+        m = PLACEHOLDER.match(part)
+        if m and m.group(1) not in names:
+            out.append(f"command placeholder {part} names no parameter "
+                       f"(parameters: {', '.join(sorted(names)) or 'none'})")
+        elif not m and (inner := EMBEDDED.search(part)):
+            name = inner.group(1)
+            option = re.match(r"^(-[\w-]+)=", part)
+            example = json.dumps([option.group(1) if option else f"--{name}", f"{{{name}}}"])
+            out.append(f"command element '{part}' has a placeholder inside other text, which is never "
+                       f"substituted; a placeholder is a whole argv element: write {example}")
+    return out
+
+
+def command_warnings(tool: dict[str, Any]) -> list[tuple[str, str]]:
+    """(warning, hint) when a `{name}` element could carry an option: a value starting with '-'
+    (`--output=/tmp/x`) is read as one unless a "--" element comes before it."""
+    command = list(tool.get("command") or [])
+    props = _parameters(tool).get("properties")
+    props = props if isinstance(props, dict) else {}
+    risky = []
+    for i, part in enumerate(command):
+        if part == "--":
+            break
+        m = PLACEHOLDER.match(part)
+        if m is None or i == 0:
+            continue
+        before = command[i - 1]
+        if before.startswith("--") and "=" not in before:
+            continue  # the value of a long option (`--city {city}`): the program takes it as is
+        if _may_start_with_dash(props.get(m.group(1))):
+            risky.append(i)
+    if not risky:
+        return []
+    shown = ", ".join(f'"{command[i]}"' for i in risky)
+    fixed = json.dumps([*command[:risky[0]], "--", *command[risky[0]:]])
+    return [(f"command element{'s' * (len(risky) > 1)} {shown} come{'s' * (len(risky) == 1)} before any \"--\": "
+             "a value starting with '-' (say --output=/tmp/x) would be read as an option",
+             f"end the options with \"--\": {fixed}")]
+
+
+def _may_start_with_dash(schema: Any) -> bool:
+    """Whether a value valid under `schema` could become an argv element starting with '-'."""
+    if not isinstance(schema, dict):
+        return True
+    if "enum" in schema and isinstance(schema["enum"], list):
+        return any(str(v).startswith("-") or isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0
+                   for v in schema["enum"] if v is not None)
+    kind = schema.get("type")
+    kinds = set(kind if isinstance(kind, list) else [kind]) - {"null"}
+    if kinds and kinds <= {"boolean"}:
+        return False
+    if kinds and kinds <= {"integer", "number", "boolean"}:
+        low = schema.get("minimum")
+        return not (isinstance(low, (int, float)) and low >= 0)
+    return True
 
 
 def _tool_def(**fields: Any):
