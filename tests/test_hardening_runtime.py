@@ -1,0 +1,170 @@
+"""Issue 13, runtime hardening: runaway tools, SIGTERM/SIGHUP, leaving a WebSocket, rejected
+requests in the log, parallel turns on one conversation. The real CLI as a subprocess against the
+simulator; signals sent from Python."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from clihelp import cli_env, run_cli
+from voicecli.sim.config import SimConfig
+from voicecli.sim.server import start_in_thread
+
+PY = json.dumps(sys.executable)
+SLOW = "delta_delay=0.02"
+
+# a command tool that starts a child in a new session (setsid) holding its stdout and stderr;
+# argv: pid file, then "stay" (the tool itself keeps running) or "leave" (it exits at once)
+ESCAPE = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+open(sys.argv[1], "w").write(str(child.pid))
+print("started", flush=True)
+if sys.argv[2] == "stay":
+    time.sleep(60)
+"""
+
+MODULE = '''
+import time
+
+async def block():
+    time.sleep(5)  # blocks its event loop: only a thread of its own can be abandoned at the deadline
+    return "late"
+'''
+
+
+@pytest.fixture
+def home(tmp_path):
+    return tmp_path / "home"
+
+
+def write_profile(home: Path, tools: str = "") -> None:
+    (home / "profiles").mkdir(parents=True, exist_ok=True)
+    (home / "profiles" / "rt.toml").write_text('extends = "offline"\n' + tools)
+    (home / "profiles" / "rt_tools.py").write_text(MODULE)
+
+
+def escape_tools(home: Path) -> Path:
+    pidfile = home / "grandchild.pid"
+    write_profile(home, f"""
+[[tools]]
+name = "lingerer"
+command = [{PY}, "-c", {json.dumps(ESCAPE)}, {json.dumps(str(pidfile))}, "stay"]
+approval = "auto"
+timeout = 1
+[[tools]]
+name = "leaver"
+command = [{PY}, "-c", {json.dumps(ESCAPE)}, {json.dumps(str(pidfile))}, "leave"]
+approval = "auto"
+timeout = 1
+[[tools]]
+name = "slow"
+command = [{PY}, "-c", {json.dumps(ESCAPE)}, {json.dumps(str(pidfile))}, "stay"]
+approval = "auto"
+timeout = 60
+[[tools]]
+name = "block"
+python = "rt_tools:block"
+approval = "auto"
+timeout = 0.5
+""")
+    return pidfile
+
+
+def infer(home, sim, *args, fault=None, timeout=60):
+    extra = ["-o", f'connection.headers={{ x-sim-fault = "{fault}" }}'] if fault else []
+    return run_cli(home, "infer", "-p", "rt", "--base-url", sim.base_url, *extra, *args, timeout=timeout)
+
+
+def start(home, sim, command, *args, fault=None, stdin=subprocess.DEVNULL):
+    extra = ["-o", f'connection.headers={{ x-sim-fault = "{fault}" }}'] if fault else []
+    return subprocess.Popen([sys.executable, "-m", "voicecli", command, "-p", "rt", "--base-url", sim.base_url,
+                             *extra, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=stdin,
+                            env=cli_env(home))
+
+
+def read_until(proc, marker: bytes) -> bytes:
+    """stdout until `marker` has appeared (text is flowing)."""
+    seen = b""
+    while marker not in seen:
+        chunk = os.read(proc.stdout.fileno(), 64)
+        assert chunk, proc.stderr.read()
+        seen += chunk
+    return seen
+
+
+def wait_for_file(path: Path, proc) -> None:
+    deadline = time.monotonic() + 30
+    while not (path.exists() and path.read_text()):
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def gone(pid: int) -> bool:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)  # do not leave it behind when the test fails
+    return False
+
+
+def records(home: Path) -> list[dict]:
+    (path,) = (home / "conversations").glob("*.jsonl")
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def items(home: Path) -> list[dict]:
+    return [r["item"] for r in records(home) if r["type"] == "item"]
+
+
+def assert_clean(err: bytes | str) -> None:
+    err = err.decode() if isinstance(err, bytes) else err
+    assert "Traceback" not in err and "Exception ignored" not in err and "internal error" not in err, err
+
+
+# ---- 5. runaway tools -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tool", ["lingerer", "leaver"])
+def test_a_tool_whose_setsid_child_holds_its_pipes_ends_at_its_timeout(home, sim, tool):
+    pidfile = escape_tools(home)
+    r = infer(home, sim, "-t", "sse", f"call {tool}", timeout=30)
+    assert r.code == 0, r.err
+    assert f"Tool {tool} returned: error: {tool} did not finish within 1 s" in r.out
+    assert_clean(r.err)
+    assert gone(int(pidfile.read_text()))  # the escaped grandchild does not outlive the tool
+
+
+def test_ctrl_c_during_a_runaway_tool_cancels_it_cleanly(home, sim):
+    pidfile = escape_tools(home)
+    proc = start(home, sim, "infer", "-t", "sse", "call slow")
+    wait_for_file(pidfile, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert_clean(err)
+    assert gone(int(pidfile.read_text()))
+    kinds = [(i["kind"], i.get("output", "")) for i in items(home)]
+    assert kinds[-2][0] == "function_call" and kinds[-1][0] == "function_output"
+    assert "cancelled" in kinds[-1][1]
+
+
+def test_a_python_tool_that_blocks_its_event_loop_ends_at_its_timeout(home, sim):
+    escape_tools(home)
+    r = infer(home, sim, "-t", "sse", "call block", timeout=30)
+    assert r.code == 0, r.err
+    assert "Tool block returned: error: block did not finish within 0.5 s" in r.out
+    assert "late" not in r.out
