@@ -168,3 +168,70 @@ def test_a_python_tool_that_blocks_its_event_loop_ends_at_its_timeout(home, sim)
     assert r.code == 0, r.err
     assert "Tool block returned: error: block did not finish within 0.5 s" in r.out
     assert "late" not in r.out
+
+
+# ---- 6. SIGTERM and SIGHUP --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig,transport", [(signal.SIGTERM, "ws"), (signal.SIGTERM, "sse"),
+                                           (signal.SIGTERM, "chat"), (signal.SIGHUP, "sse")])
+def test_sigterm_and_sighup_during_infer_keep_the_partial_answer(home, sim, sig, transport):
+    write_profile(home)
+    words = " ".join(f"w{i}" for i in range(200))
+    proc = start(home, sim, "infer", "-t", transport, words, fault=SLOW)
+    read_until(proc, b"w3")
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 128 + sig, err
+    assert_clean(err)
+    assert b"the partial answer was kept" in err
+    user, answer = items(home)
+    assert user["role"] == "user"
+    assert answer["role"] == "assistant" and answer["interrupted"] and answer["text"].startswith("You said: w0")
+    assert "w199" not in answer["text"]
+    assert records(home)[-1]["type"] == "turn" and records(home)[-1]["status"] == "cancelled"
+
+
+def test_sigterm_during_a_tool_answers_the_call_and_kills_the_tool(home, sim):
+    pidfile = escape_tools(home)
+    proc = start(home, sim, "infer", "-t", "ws", "call slow")
+    wait_for_file(pidfile, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 143, err
+    assert_clean(err)
+    assert gone(int(pidfile.read_text()))
+    call, output = items(home)[-2:]
+    assert call["kind"] == "function_call" and output["kind"] == "function_output"
+    assert call["call_id"] == output["call_id"] and "cancelled" in output["output"]
+    # the conversation goes on from a valid history
+    r = infer(home, sim, "-c", "-t", "ws", "and now?")
+    assert (r.code, r.out) == (0, "You said: and now?\n"), r.err
+
+
+def test_sigterm_during_chat_keeps_the_partial_answer(home, sim):
+    write_profile(home)
+    words = " ".join(f"w{i}" for i in range(200))
+    proc = start(home, sim, "chat", "-t", "sse", fault=SLOW, stdin=subprocess.PIPE)
+    proc.stdin.write(f"{words}\n".encode())
+    proc.stdin.flush()
+    read_until(proc, b"w3")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 143, err
+    assert_clean(err)
+    user, answer = items(home)
+    assert answer["interrupted"] and answer["text"].startswith("You said: w0") and "w199" not in answer["text"]
+
+
+def test_sighup_at_an_idle_chat_prompt_exits_129(home, sim):
+    write_profile(home)
+    proc = start(home, sim, "chat", "-t", "sse", stdin=subprocess.PIPE)
+    proc.stdin.write(b"hi\n")
+    proc.stdin.flush()
+    read_until(proc, b"You said: hi")  # the turn is over; it now waits for the next line
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 129, err
+    assert_clean(err)
+    assert [i["role"] for i in items(home)] == ["user", "assistant"]

@@ -242,7 +242,7 @@ class ToolBox:
             async with asyncio.timeout(tool.timeout):
                 # in a daemon thread (an async tool in an event loop of its own there), so a tool that
                 # blocks cannot stall the session past its timeout, nor keep voicecli from exiting
-                value = await _in_daemon_thread(func, args)
+                value = await in_daemon_thread(func, **args)
         except TimeoutError:
             return False, f"error: {tool.name} did not finish within {tool.timeout:g} s"
         except (Exception, SystemExit) as exc:
@@ -352,7 +352,9 @@ async def _awaited(awaitable: Any) -> Any:
     return await awaitable
 
 
-def _in_daemon_thread(func: Any, kwargs: dict) -> asyncio.Future:
+def in_daemon_thread(func: Any, /, *args: Any, **kwargs: Any) -> asyncio.Future:
+    """`func(*args, **kwargs)` in a daemon thread (an awaitable result is run in an event loop of its
+    own there): awaiting it can be abandoned, and the thread never keeps the process alive."""
     loop = asyncio.get_running_loop()
     future = loop.create_future()
 
@@ -366,7 +368,7 @@ def _in_daemon_thread(func: Any, kwargs: dict) -> asyncio.Future:
 
     def work() -> None:
         try:
-            value, exc = func(**kwargs), None
+            value, exc = func(*args, **kwargs), None
             if inspect.isawaitable(value):
                 value = asyncio.run(_awaited(value))
         except BaseException as e:  # even sys.exit() in a tool is only that tool's failure
