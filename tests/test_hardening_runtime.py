@@ -235,3 +235,21 @@ def test_sighup_at_an_idle_chat_prompt_exits_129(home, sim):
     assert proc.returncode == 129, err
     assert_clean(err)
     assert [i["role"] for i in items(home)] == ["user", "assistant"]
+
+
+# ---- 7. leaving a WebSocket -------------------------------------------------------------------
+
+
+def test_ctrl_c_on_ws_does_not_wait_for_the_close_handshake(home, sim):
+    # the simulator answers a close frame only between deltas it is busy sending: a client that
+    # waits for the handshake takes its whole close timeout (2 s) to exit
+    write_profile(home)
+    words = " ".join(f"w{i}" for i in range(200))
+    proc = start(home, sim, "infer", "-t", "ws", words, fault="delta_delay=0.05")
+    read_until(proc, b"w3")
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    took = time.monotonic() - sent
+    assert proc.returncode == 130, err
+    assert took < 1.5, f"exit took {took:.2f} s after Ctrl-C"  # loose: the handshake alone takes 2 s
