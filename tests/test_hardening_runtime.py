@@ -253,3 +253,27 @@ def test_ctrl_c_on_ws_does_not_wait_for_the_close_handshake(home, sim):
     took = time.monotonic() - sent
     assert proc.returncode == 130, err
     assert took < 1.5, f"exit took {took:.2f} s after Ctrl-C"  # loose: the handshake alone takes 2 s
+
+
+# ---- 17. rejected requests --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["ws", "sse", "chat"])
+def test_a_rejected_request_adds_no_assistant_message(home, sim, transport):
+    write_profile(home)
+    r = infer(home, sim, "-t", transport, "hi", fault="status=400; code=invalid_value")
+    assert r.code == 7, r.err
+    assert [i["role"] for i in items(home)] == ["user"]
+    assert records(home)[-1]["type"] == "turn" and records(home)[-1]["status"] == "failed"
+
+
+def test_an_unauthorised_request_adds_no_assistant_message(home):
+    write_profile(home)
+    handle = start_in_thread(SimConfig(api_key="sk-right"))
+    try:
+        r = run_cli(home, "infer", "-p", "rt", "--base-url", handle.base_url, "-t", "sse", "hi",
+                    OPENAI_API_KEY="sk-wrong-0123456789")
+        assert r.code == 4, r.err
+        assert [i["role"] for i in items(home)] == ["user"]
+    finally:
+        handle.stop()

@@ -191,7 +191,8 @@ class Conversation:
                 elif kind == "reasoning":
                     self._append(OpaqueItem("responses", raw))
             return
-        if text or not calls:
+        # an empty answer is kept only when it is the answer: a rejected or failed request said nothing
+        if text or (not calls and end.status == "completed"):
             self._append(Message("assistant", text, interrupted=end.status != "completed"))
         for call in calls:
             self._append(FunctionCall(call.call_id, call.name, call.arguments))
