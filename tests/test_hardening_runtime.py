@@ -277,3 +277,37 @@ def test_an_unauthorised_request_adds_no_assistant_message(home):
         assert [i["role"] for i in items(home)] == ["user"]
     finally:
         handle.stop()
+
+
+# ---- 18. parallel turns on one conversation ---------------------------------------------------
+
+
+def test_parallel_turns_on_one_conversation_are_appended_whole(home, sim):
+    write_profile(home)
+    r = infer(home, sim, "-t", "sse", "--json", "first")
+    cid = json.loads(r.out)["cid"]
+    procs = [start(home, sim, "infer", "-t", "sse", "--cid", cid, f"n{i} " + " ".join(["x"] * 20), fault="delta_delay=0.005")
+             for i in range(20)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    recs = records(home)
+    assert recs[0]["type"] == "meta"
+    turns, current = [], []
+    for rec in recs[1:]:
+        current.append(rec)
+        if rec["type"] == "turn":
+            turns.append(current)
+            current = []
+    assert current == [] and len(turns) == 21
+    for turn in turns:  # each turn whole: its user line, its own answer, its turn record
+        user, answer, end = turn
+        assert user["item"]["role"] == "user" and answer["item"]["role"] == "assistant", turn
+        assert answer["item"]["text"] == "You said: " + user["item"]["text"]
+        assert end["status"] == "completed"
+    # a later -c replays a well-formed history
+    r = infer(home, sim, "-t", "chat", "--cid", cid, "last")
+    assert r.code == 0, r.err
+    bodies = [e.get("body") for e in sim.log if isinstance(e.get("body"), dict) and "messages" in e["body"]]
+    roles = [m["role"] for m in bodies[-1]["messages"]]
+    assert roles == ["user", "assistant"] * 21 + ["user"]

@@ -89,6 +89,8 @@ class Conversation:
     async def send(self, message: Message) -> AsyncIterator[Event]:
         """Run one user turn: the model's answer, and tool rounds until it answers in text."""
         result = self.last = TurnResult()
+        if self.log is not None:
+            self.log.begin_turn()  # the whole turn is appended to the log at once, at its end
         self._append(message)
         rounds = 0
         while True:
@@ -208,3 +210,4 @@ class Conversation:
                                   "output_tokens": u.output_tokens, "reasoning_tokens": u.reasoning_tokens},
                         "ttft_ms": result.ttft_ms, "total_ms": result.total_ms,
                         "error": result.error.message if result.error else None})
+        self.log.end_turn()
