@@ -89,6 +89,8 @@ class Conversation:
     async def send(self, message: Message) -> AsyncIterator[Event]:
         """Run one user turn: the model's answer, and tool rounds until it answers in text."""
         result = self.last = TurnResult()
+        if self.log is not None:
+            self.log.begin_turn()  # the whole turn is appended to the log at once, at its end
         self._append(message)
         rounds = 0
         while True:
@@ -191,7 +193,8 @@ class Conversation:
                 elif kind == "reasoning":
                     self._append(OpaqueItem("responses", raw))
             return
-        if text or not calls:
+        # an empty answer is kept only when it is the answer: a rejected or failed request said nothing
+        if text or (not calls and end.status == "completed"):
             self._append(Message("assistant", text, interrupted=end.status != "completed"))
         for call in calls:
             self._append(FunctionCall(call.call_id, call.name, call.arguments))
@@ -207,3 +210,4 @@ class Conversation:
                                   "output_tokens": u.output_tokens, "reasoning_tokens": u.reasoning_tokens},
                         "ttft_ms": result.ttft_ms, "total_ms": result.total_ms,
                         "error": result.error.message if result.error else None})
+        self.log.end_turn()

@@ -1,9 +1,11 @@
 """The conversation log shared by `infer` and `chat`: one JSON Lines file per conversation.
 
 `<data dir>/conversations/<cid>.jsonl` (the data dir is relocated by VOICECLI_HOME). JSONL rather
-than SQLite because it is append-only (a crash loses at most the line being written; every line is
-flushed as it happens), readable and greppable with everyday tools, and needs no locking between a
-`chat` and an `infer` running at once. `-c` picks the most recently written file; `--cid ID` one.
+than SQLite because it is append-only, readable and greppable with everyday tools. A turn (the user
+line, the answer, tool calls and results, the turn record) is appended as one unit when it ends —
+also when it is interrupted — under an exclusive `flock`, so runs continuing the same conversation
+at once (`infer --cid X` in parallel, a `chat` and an `infer`) never interleave their turns; a crash
+(SIGKILL) loses the turn in progress. `-c` picks the most recently written file; `--cid ID` one.
 
 Lines: {"type": "meta", cid, created, profile, model, transport} once, then
 {"type": "item", "item": {...}} for each history item and {"type": "turn", ...} with usage and
@@ -12,11 +14,13 @@ timings after each model response.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from voicecli import paths
@@ -65,6 +69,7 @@ class ConversationLog:
         self.cid = cid
         self.path = path
         self._file = None
+        self._turn: list[str] | None = None  # lines of the turn in progress, written at its end
 
     @classmethod
     def create(cls, **meta: Any) -> "ConversationLog":
@@ -74,19 +79,53 @@ class ConversationLog:
         return log
 
     def write(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        if self._turn is not None:
+            self._turn.append(line)
+        else:
+            self._append(line)
+
+    def begin_turn(self) -> None:
+        """Hold the lines written from now on until `end_turn`, then append them together."""
+        self.end_turn()
+        self._turn = []
+
+    def end_turn(self) -> None:
+        lines, self._turn = self._turn, None
+        if lines:
+            self._append("".join(lines))
+
+    def _append(self, text: str) -> None:
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "a", encoding="utf-8")
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._file.flush()
+        with _locked(self._file):  # one write under the lock: other writers append before or after
+            self._file.write(text)
+            self._file.flush()
 
     def add_item(self, item: HistoryItem) -> None:
         self.write({"type": "item", "time": time.time(), "item": item_to_json(item)})
 
     def close(self) -> None:
+        self.end_turn()  # a turn left open (its caller stopped early) is still kept
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+@contextlib.contextmanager
+def _locked(file) -> Iterator[None]:
+    """An exclusive advisory lock on the whole file (where fcntl exists)."""
+    try:
+        import fcntl
+    except ImportError:  # no flock here: appends are still whole lines
+        yield
+        return
+    fcntl.flock(file.fileno(), fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(file.fileno(), fcntl.LOCK_UN)
 
 
 def latest_cid() -> str | None:

@@ -19,14 +19,17 @@ class ExitCode(IntEnum):
     NETWORK = 6  # connection, DNS, TLS, timeout, dropped stream
     API = 7  # other 4xx, 5xx, response.failed, mid-stream error
     INCOMPLETE = 8  # the answer was cut short (max tokens, content filter)
+    HANGUP = 129  # SIGHUP (the terminal went away); handled like Ctrl-C
     INTERRUPTED = 130  # Ctrl-C; partial output is kept
+    TERMINATED = 143  # SIGTERM; handled like Ctrl-C
 
 
 EXIT_CODE_HELP = """\
 \b
 Exit codes: 0 ok · 1 internal error · 2 usage error · 3 configuration error ·
 4 authentication/permission · 5 rate limit or quota · 6 network/timeout ·
-7 API or server error · 8 incomplete answer · 130 interrupted"""
+7 API or server error · 8 incomplete answer · 130 interrupted (Ctrl-C) ·
+129/143 hung up/terminated (SIGHUP/SIGTERM)"""
 
 
 class VoicecliError(Exception):

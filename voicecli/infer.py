@@ -1,7 +1,8 @@
 """`voicecli infer`: one answer for scripts and pipes.
 
 stdout carries only the answer (or `--json` / `--events`); everything else goes to stderr.
-Ctrl-C keeps what was received (exit 130); an incomplete answer is printed and exits 8.
+Ctrl-C keeps what was received (exit 130), and so do SIGTERM (143) and SIGHUP (129); an incomplete
+answer is printed and exits 8.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import base64
 import codecs
 import json
 import os
+import signal
 import sys
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -215,11 +217,13 @@ class _InferSession:
         self.profile, self.opts, self.history, self.log, self.toolbox = profile, opts, history, log, toolbox
         self.conversation = None
         self.interrupted = False
+        self.signal: int | None = None  # SIGTERM / SIGHUP that ended the turn
         self.base_url = ""
         self.show_reasoning = sys.stderr.isatty() and not (opts.json_out or opts.events)
 
     async def run(self, message: Message) -> None:
         from voicecli.conversation import Conversation
+        from voicecli.signals import on_leave_signals
         from voicecli.transport import open_transport
         from voicecli.transport.http import close_shared_client
 
@@ -230,11 +234,24 @@ class _InferSession:
         streaming = not (self.opts.no_stream or self.opts.json_out or self.opts.events)
         markdown = self.profile.ui.markdown and wants_markdown(sys.stdout, raw=self.opts.raw)
         renderer = make_renderer(sys.stdout, markdown=markdown) if streaming else None
+        task = asyncio.current_task()
+
+        def leave(sig: int) -> None:  # like Ctrl-C: cancel the turn; the conversation keeps what came
+            self.signal = sig
+            task.cancel()
+
+        remove_handlers = on_leave_signals(leave)
         try:
             async with aclosing(self.conversation.send(message)) as events:
                 async for event in events:
                     self._show(event, renderer)
+        except asyncio.CancelledError:
+            if self.signal is None:
+                raise
+            task.uncancel()
+            self.interrupted = True
         finally:
+            remove_handlers()
             if renderer is not None:
                 renderer.finish()
             await transport.aclose()
@@ -257,7 +274,9 @@ class _InferSession:
         """Print what the mode asks for after the stream; return the exit code."""
         result = self.conversation.last if self.conversation else None
         if result is None:
-            return ExitCode.INTERRUPTED if self.interrupted else ExitCode.INTERNAL
+            if self.interrupted:
+                return 128 + self.signal if self.signal else ExitCode.INTERRUPTED
+            return ExitCode.INTERNAL
         if self.interrupted:
             result.status, result.reason = "cancelled", "interrupted"
         if self.opts.json_out:
@@ -271,8 +290,9 @@ class _InferSession:
         if result.refusal:
             print("voicecli: the model refused to answer", file=sys.stderr)
         if self.interrupted:
-            print("voicecli: interrupted; the partial answer was kept", file=sys.stderr)
-            return ExitCode.INTERRUPTED
+            how = f" by {signal.Signals(self.signal).name}" if self.signal else ""
+            print(f"voicecli: interrupted{how}; the partial answer was kept", file=sys.stderr)
+            return 128 + self.signal if self.signal else ExitCode.INTERRUPTED
         return self._exit_code(result)
 
     def _exit_code(self, result) -> int:

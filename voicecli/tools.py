@@ -6,8 +6,10 @@ the approved calls together and returns one result per call, in order. Nothing t
 can crash the session: every problem becomes an error *result* the model can read and act on.
 
 Command tools run as an argv (never a shell) in their own process group, so a timeout or Ctrl-C
-kills the whole group. Python tools are called in-process. Hosted tools (web_search, …) are run by
-the server and never reach here.
+kills the whole group (and any process that left the group but still holds its output pipes); their
+pipes are never read past the deadline. Python tools are called in-process, in a daemon thread, so
+one that hangs or blocks ends at its timeout too. Hosted tools (web_search, …) are run by the
+server and never reach here.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import inspect
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -187,31 +190,37 @@ class ToolBox:
             return False, f"error: the tool's working folder {cwd} does not exist"
         stdin = json.dumps(args).encode() if tool.stdin == "json" else None
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            transport, capture = await asyncio.get_running_loop().subprocess_exec(
+                lambda: _Capture(tool.max_output_bytes), *argv,
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 env=self._env(tool), cwd=cwd, start_new_session=True)  # own process group: killable as one
         except OSError as exc:
             return False, f"error: cannot start {argv[0]}: {exc.strerror or exc}"
         finished = False
         try:
+            if stdin is not None:
+                pipe = transport.get_pipe_transport(0)
+                pipe.write(stdin)  # a child that never reads it only breaks the pipe, silently
+                pipe.close()
             async with asyncio.timeout(tool.timeout):
-                out, total, err = await _communicate(proc, stdin, tool.max_output_bytes)
+                await capture.done  # exited, and its output pipes are at end of file
             finished = True
         except TimeoutError:
-            return False, f"error: {tool.name} did not finish within {tool.timeout:g} s and was stopped"
+            why = ""
+            if capture.exited.done():  # it ended, but something it started still holds its output
+                why = ": a process it started kept its output open"
+            return False, f"error: {tool.name} did not finish within {tool.timeout:g} s and was stopped{why}"
         finally:
-            if not finished:  # timeout or cancellation: kill the whole group, partial output discarded
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                with contextlib.suppress(ProcessLookupError):
-                    await proc.wait()
-        if proc.returncode != 0:
-            how = f"exited with status {proc.returncode}" if proc.returncode > 0 else \
-                f"was killed by signal {-proc.returncode}"
-            tail = err.decode("utf-8", "replace").strip()
+            if not finished:  # timeout or cancellation: partial output discarded
+                await _stop(transport, capture)
+            transport.close()
+        code = transport.get_returncode()
+        if code != 0:
+            how = f"exited with status {code}" if code > 0 else f"was killed by signal {-code}"
+            tail = capture.err.decode("utf-8", "replace").strip()
             return False, f"error: {tool.name} {how}" + (f": {tail}" if tail else "")
-        return True, bounded_text(out, total, tool.max_output_bytes)
+        return True, bounded_text(bytes(capture.out), capture.total, tool.max_output_bytes)
 
     def _env(self, tool: ToolDef) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in self.secret_env}
@@ -231,10 +240,9 @@ class ToolBox:
             return False, f"error: cannot load {tool.python}: {type(exc).__name__}: {exc}"
         try:
             async with asyncio.timeout(tool.timeout):
-                if inspect.iscoroutinefunction(func):
-                    value = await func(**args)
-                else:  # a daemon thread, so a hung tool cannot block voicecli from exiting
-                    value = await _in_daemon_thread(func, args)
+                # in a daemon thread (an async tool in an event loop of its own there), so a tool that
+                # blocks cannot stall the session past its timeout, nor keep voicecli from exiting
+                value = await in_daemon_thread(func, **args)
         except TimeoutError:
             return False, f"error: {tool.name} did not finish within {tool.timeout:g} s"
         except (Exception, SystemExit) as exc:
@@ -268,35 +276,85 @@ class ToolBox:
         return obj
 
 
-async def _communicate(proc: asyncio.subprocess.Process, stdin: bytes | None, limit: int) -> tuple[bytes, int, bytes]:
-    """stdout's first `limit` bytes (and its full size), stderr's tail; reads to EOF so a chatty
-    child never blocks on a full pipe."""
-    async def feed() -> None:
-        if proc.stdin is None:
+class _Capture(asyncio.SubprocessProtocol):
+    """A command's stdout (the first `limit` bytes and the full size) and its stderr's tail.
+    Reads everything as it comes, so a chatty child never blocks on a full pipe."""
+
+    def __init__(self, limit: int):
+        loop = asyncio.get_running_loop()
+        self.limit = limit
+        self.out, self.total, self.err = bytearray(), 0, bytearray()
+        self.exited = loop.create_future()
+        self.done = loop.create_future()  # exited and both pipes closed
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd == 1:
+            self.total += len(data)
+            self.out += data[: max(0, self.limit - len(self.out))]
+        else:
+            self.err += data
+            del self.err[:-STDERR_TAIL]
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def _stop(transport: asyncio.SubprocessTransport, capture: _Capture) -> None:
+    """Kill a command's process group and whatever still holds its output pipes, then stop reading.
+
+    A child that left the group (`setsid`) escapes killpg; it is found by the pipe it holds. The
+    pipes are closed whatever happens, so nothing ever waits on them past the deadline."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(transport.get_pid(), signal.SIGKILL)
+    pipes = set()
+    for fd in (1, 2):
+        pipe = transport.get_pipe_transport(fd)
+        file = pipe.get_extra_info("pipe") if pipe is not None else None
+        if file is not None and not pipe.is_closing():
+            with contextlib.suppress(OSError, ValueError):
+                pipes.add(os.fstat(file.fileno()).st_ino)
+    _kill_pipe_holders(pipes)
+    # reaped before the pipes close, so asyncio's child watcher gets the status (bounded: SIGKILL was sent)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(2):
+            await asyncio.shield(capture.exited)
+
+
+def _kill_pipe_holders(inodes: set[int]) -> None:
+    """SIGKILL every other process holding one of these pipes (Linux: found through /proc; elsewhere
+    they are only cut off when the pipes close). Repeated in case one forked meanwhile."""
+    if not inodes or not os.path.isdir("/proc/self/fd"):
+        return
+    names = {f"pipe:[{inode}]" for inode in inodes}
+    me = os.getpid()
+    for _ in range(3):
+        found = False
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) == me:
+                continue
+            try:
+                holds = any(os.readlink(fd.path) in names for fd in os.scandir(f"/proc/{entry.name}/fd"))
+                if holds:
+                    os.kill(int(entry.name), signal.SIGKILL)
+                    found = True
+            except OSError:  # gone meanwhile, or not ours to look at
+                continue
+        if not found:
             return
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            proc.stdin.write(stdin or b"")
-            await proc.stdin.drain()
-        proc.stdin.close()
-
-    async def read(stream: asyncio.StreamReader, keep: int, tail: bool) -> tuple[bytes, int]:
-        kept, total = bytearray(), 0
-        while chunk := await stream.read(65536):
-            total += len(chunk)
-            if tail:
-                kept += chunk
-                del kept[:-keep]
-            elif len(kept) < keep:
-                kept += chunk[: keep - len(kept)]
-        return bytes(kept), total
-
-    _, (out, total), (err, _) = await asyncio.gather(
-        feed(), read(proc.stdout, limit, False), read(proc.stderr, STDERR_TAIL, True))
-    await proc.wait()
-    return out, total, err
 
 
-def _in_daemon_thread(func: Any, kwargs: dict) -> asyncio.Future:
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def in_daemon_thread(func: Any, /, *args: Any, **kwargs: Any) -> asyncio.Future:
+    """`func(*args, **kwargs)` in a daemon thread (an awaitable result is run in an event loop of its
+    own there): awaiting it can be abandoned, and the thread never keeps the process alive."""
     loop = asyncio.get_running_loop()
     future = loop.create_future()
 
@@ -310,7 +368,9 @@ def _in_daemon_thread(func: Any, kwargs: dict) -> asyncio.Future:
 
     def work() -> None:
         try:
-            value, exc = func(**kwargs), None
+            value, exc = func(*args, **kwargs), None
+            if inspect.isawaitable(value):
+                value = asyncio.run(_awaited(value))
         except BaseException as e:  # even sys.exit() in a tool is only that tool's failure
             value, exc = None, e if isinstance(e, Exception) else RuntimeError(f"{type(e).__name__}: {e}")
         with contextlib.suppress(RuntimeError):  # the loop may be gone after a timeout

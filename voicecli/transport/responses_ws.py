@@ -7,8 +7,8 @@
 - The server caps a connection at 60 minutes: rotate between turns after `ws_max_age`; on
   `websocket_connection_limit_reached` or a dropped socket before any output, reconnect with
   backoff and replay the full context.
-- There is no cancel event: stopping a response (Ctrl-C) closes the socket; the next turn
-  reconnects lazily.
+- There is no cancel event: stopping a response (Ctrl-C) closes the socket without waiting for
+  the close handshake; the next turn reconnects lazily.
 """
 
 from __future__ import annotations
@@ -70,9 +70,13 @@ class ResponsesWebSocketTransport:
             self._latest_response = None
             self.connections_opened += 1
 
-    async def _drop(self) -> None:
+    async def _drop(self, *, leaving: bool = False) -> None:
+        """Close the socket. `leaving` (the turn was cancelled): send the close frame but do not
+        wait for the server's reply, which a busy server sends only between events."""
         ws, self._ws, self._latest_response = self._ws, None, None
         if ws is not None:
+            if leaving:
+                ws.close_timeout = 0  # the close frame goes out, then the connection is aborted
             try:
                 await asyncio.wait_for(ws.close(), 2)
             except Exception:  # closing a broken socket: nothing left to save
@@ -135,7 +139,7 @@ class ResponsesWebSocketTransport:
                 failure = errors.connection_error(redact(f"connection to {self.url} failed: {exc}", self.api_key))
             except (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt):
                 # no cancel event exists: closing the socket stops the response
-                await asyncio.shield(self._drop())
+                await asyncio.shield(self._drop(leaving=True))
                 raise
             delay = retry_delay(failure, attempt, self.conn.max_retries, emitted=emitted,
                                 force=failure.code == CONNECTION_CAP)

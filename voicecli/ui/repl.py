@@ -4,9 +4,9 @@ Input comes from prompt_toolkit on a terminal (history file, completion, multi-l
 clears or quits) and from plain lines otherwise (`voicecli chat < questions.txt`). Each message is
 one `Conversation.send` turn run in its own task, so Ctrl-C (SIGINT: while the answer streams the
 terminal is out of prompt_toolkit's raw mode, and `hold_keys` keeps other keys for the next
-prompt) cancels just that turn; the conversation keeps the partial answer
-marked as interrupted. Answers go to stdout (markdown on a TTY); everything else — footers,
-notices, errors, reasoning — goes to stderr.
+prompt) cancels just that turn; the conversation keeps the partial answer marked as interrupted.
+SIGTERM and SIGHUP do the same, then leave (exit 143 / 129). Answers go to stdout (markdown on a
+TTY); everything else — footers, notices, errors, reasoning — goes to stderr.
 """
 
 from __future__ import annotations
@@ -107,7 +107,10 @@ class LineInput:
     """Plain lines from a pipe or file: one message (or command) per line."""
 
     async def read(self, default: str = "") -> str | None:
-        line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        from voicecli.tools import in_daemon_thread
+
+        # a daemon thread, not the loop's executor: leaving on a signal must not wait for a line
+        line = await in_daemon_thread(sys.stdin.readline)
         return line.rstrip("\n") if line else None
 
     async def ask(self, question: str) -> str | None:
@@ -212,6 +215,8 @@ class Repl:
         self.conversation = None
         self._initial_history = history
         self._turn_task: asyncio.Task | None = None
+        self._main_task: asyncio.Task | None = None
+        self.signal: int | None = None  # SIGTERM / SIGHUP: finish like Ctrl-C, then leave
         self._next_default = ""  # text /edit leaves in the next prompt
         self._choices: dict[str, list[str]] = {}
         self.input = None
@@ -233,6 +238,10 @@ class Repl:
             if interactive else LineInput()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+        from voicecli.signals import on_leave_signals
+
+        self._main_task = asyncio.current_task()
+        remove_handlers = on_leave_signals(self._on_leave)
         if self.transcript is not None:
             self.transcript.session(profile=self.profile.name, model=self.profile.model.name)
         try:
@@ -242,14 +251,19 @@ class Repl:
             if self.resumed:
                 self._show_recent()
             await self._loop()
+        except asyncio.CancelledError:  # a signal while waiting for input
+            if self.signal is None:
+                raise
+            self._main_task.uncancel()
         finally:
             loop.remove_signal_handler(signal.SIGINT)
+            remove_handlers()
             await self._close()
-        return 0
+        return 128 + self.signal if self.signal else 0
 
     async def _loop(self) -> None:
         armed = False  # Ctrl-C pressed once at an empty prompt
-        while True:
+        while self.signal is None:
             default, self._next_default = self._next_default, ""
             try:
                 line = await self.input.read(default)
@@ -283,6 +297,15 @@ class Repl:
     def _on_sigint(self) -> None:
         if self._turn_task is not None and not self._turn_task.done():
             self._turn_task.cancel()
+
+    def _on_leave(self, sig: int) -> None:
+        """SIGTERM / SIGHUP: a turn in progress ends as with Ctrl-C (and the loop then stops);
+        otherwise stop waiting for input."""
+        self.signal = sig
+        if self._turn_task is not None and not self._turn_task.done():
+            self._turn_task.cancel()
+        else:
+            self._main_task.cancel()
 
     # -- output helpers ------------------------------------------------------------------------------
 

@@ -1,0 +1,31 @@
+"""SIGTERM and SIGHUP end a text session the way Ctrl-C does: the turn in progress is cancelled,
+what was received is kept and the turn is closed in the log, and the exit code is 128 + the signal
+number (143, 129) instead of dying mid-write."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+
+LEAVE_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def on_leave_signals(callback: Callable[[int], None]) -> Callable[[], None]:
+    """Call `callback(signum)` on the first SIGTERM or SIGHUP; a second one then ends the process
+    at once (default action). Returns a function that removes the handlers."""
+    loop = asyncio.get_running_loop()
+
+    def handler(sig: int) -> None:
+        for s in LEAVE_SIGNALS:
+            loop.remove_signal_handler(s)
+        callback(sig)
+
+    for sig in LEAVE_SIGNALS:
+        loop.add_signal_handler(sig, handler, sig)
+
+    def remove() -> None:
+        for sig in LEAVE_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+    return remove
