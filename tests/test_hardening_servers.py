@@ -1,6 +1,6 @@
 """Issue 13, odd servers and typos: base URLs without a usable scheme, a root without /v1, a
 query string on the base URL, a 200 that is not an event stream, a server that accepts and never
-answers. The real CLI as a subprocess against
+answers, and `voicecli sim` with a taken port or a bad script. The real CLI as a subprocess against
 the simulator or a tiny fake server on loopback."""
 
 from __future__ import annotations
@@ -290,3 +290,42 @@ def test_on_a_terminal_each_retry_is_announced(tmp_path, silent, transport):
     assert lines[0].startswith(f"voicecli: {expected_timeout(silent, transport)}; retrying in ")
     assert lines[0].endswith(" s (1 of 1)")
     assert lines[1].startswith("voicecli: timed out waiting for") and len(lines) == 2
+
+
+# ---- 16: voicecli sim ------------------------------------------------------------------------------
+
+
+def test_sim_on_a_taken_port_is_one_line(tmp_path):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        r = run_cli(tmp_path, "sim", "--port", str(port), timeout=20)
+    finally:
+        taken.close()
+    assert r.code == 2 and r.out == ""
+    assert r.err.splitlines() == [f"voicecli: cannot listen on 127.0.0.1:{port}: Address already in use",
+                                  "  hint: pick another --port, or --port 0 for any free one"]
+
+
+def test_sim_with_a_missing_script(tmp_path):
+    r = run_cli(tmp_path, "sim", "--script", str(tmp_path / "nope.json"), timeout=20)
+    assert r.code == 2
+    assert r.err.splitlines() == [f"voicecli: --script {tmp_path / 'nope.json'}: no such file"]
+
+
+@pytest.mark.parametrize("name,text,message", [
+    ("bad.json", "{nope", "invalid JSON: Expecting property name"),
+    ("bad.toml", "[[turns]\nreply = 1", "invalid TOML:"),
+    ("keys.json", '{"turns": [{"rpely": "x"}]}', "turn 0: unknown key(s) ['rpely']"),
+    ("shape.json", "42", "a script needs a list of turns"),
+])
+def test_sim_with_a_malformed_script_is_a_config_error(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    r = run_cli(tmp_path, "sim", "--script", str(path), timeout=20)
+    assert r.code == 3, r.err
+    first, *rest = r.err.splitlines()
+    assert first.startswith("voicecli: ") and str(path) in first and message in first
+    assert rest == ["  hint: the format is described in voicecli/sim/script.py"]
