@@ -187,7 +187,7 @@ JSON = b'{"id": "chatcmpl-1", "object": "chat.completion", "choices": [{"message
 @pytest.mark.parametrize("content_type,body,shown", [
     ("text/html; charset=utf-8", HTML, "<!DOCTYPE html> <html><head><title>Sign in</title></head>"),
     ("application/json", JSON, '{"id": "chatcmpl-1", "object": "chat.completion"'),
-    ("text/event-stream", b"", None),
+    ("text/plain", b"", None),
 ])
 def test_a_200_that_is_not_an_event_stream_says_what_came_back(tmp_path, transport, content_type, body, shown):
     fake = FakeServer(content_type, body)
@@ -205,6 +205,16 @@ def test_a_200_that_is_not_an_event_stream_says_what_came_back(tmp_path, transpo
     assert "stream ended" not in r.err and SECRET not in r.err
     assert "\x1b" not in r.err and "\x07" not in r.err  # a server's bytes never drive the terminal
     assert len(r.err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("transport", ["sse", "chat"])
+def test_an_event_stream_cut_before_its_first_event_is_still_a_dropped_stream(tmp_path, transport):
+    fake = FakeServer("text/event-stream", b"")
+    try:
+        r = infer(tmp_path, fake.base_url, "-t", transport)
+    finally:
+        fake.close()
+    assert r.code == 6 and "the stream ended before the" in r.err, r.err
 
 
 # ---- 15: a server that accepts the connection and never answers ------------------------------------

@@ -141,9 +141,11 @@ class HttpStreamTransport:
                 messages += 1
                 for event in self._events(decoder, message):
                     yield event
-        if messages == 0:  # not one event: an HTML page, a plain JSON reply, an empty body
-            error = errors.not_a_stream(resp.headers.get("content-type", ""), head,
-                                        request_id=resp.headers.get("x-request-id"))
+        content_type = resp.headers.get("content-type", "")
+        if messages == 0 and not content_type.lower().startswith("text/event-stream"):
+            # not one event and not even the right type: an HTML page, a plain JSON reply, an empty
+            # body (an event stream cut before its first event stays a dropped stream, exit 6)
+            error = errors.not_a_stream(content_type, head, request_id=resp.headers.get("x-request-id"))
             for event in give_up(error, self.api_key):
                 yield event
             return
