@@ -217,8 +217,17 @@ def sim(
     """Run the loopback simulator of the OpenAI APIs; point any OpenAI client at the printed URL."""
     _State.debug = debug
     from voicecli.sim.config import SimConfig
+    from voicecli.sim.script import Script, ScriptError
     from voicecli.sim.server import serve_forever
 
+    if script is not None:  # check it now: a bad script is one line, not a failure on the first request
+        if not script.is_file():
+            raise VoicecliError(f"--script {script}: no such file", exit_code=ExitCode.USAGE)
+        try:
+            Script.load(script)
+        except ScriptError as exc:
+            raise VoicecliError(str(exc), exit_code=ExitCode.CONFIG,
+                                hint="the format is described in voicecli/sim/script.py") from None
     config = SimConfig(host=host, port=port, api_key=api_key, script=script, latency=latency,
                        delta_delay=delta_delay, think=think)
     def ready(url: str) -> None:
@@ -226,7 +235,14 @@ def sim(
         print(f"voicecli sim: listening; point any OpenAI client at it, e.g. OPENAI_BASE_URL={url} "
               "(Ctrl-C stops)", file=sys.stderr, flush=True)
 
-    serve_forever(config, on_ready=ready)
+    try:
+        serve_forever(config, on_ready=ready)
+    except OSError as exc:  # only binding raises here: the port is taken, the address is not ours
+        import os
+
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise VoicecliError(f"cannot listen on {host}:{port}: {reason}", exit_code=ExitCode.USAGE,
+                            hint="pick another --port, or --port 0 for any free one") from None
 
 
 # ---- profiles -------------------------------------------------------------------------------

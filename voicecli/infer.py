@@ -24,7 +24,7 @@ from voicecli.events import Error, Event, HostedToolProgress, ReasoningDelta, Te
 from voicecli.profiles import Profile
 from voicecli.tools import NonInteractiveApprover, ToolBox, check_transport, result_line
 from voicecli.ui.render import dim, make_renderer, wants_markdown
-from voicecli.ui.status import describe_error, setup_logging, usage_line
+from voicecli.ui.status import describe_error, error_hint, setup_logging, usage_line
 from voicecli.wire.types import Message
 
 MIB = 1024 * 1024
@@ -301,6 +301,9 @@ class _InferSession:
         retries = getattr(self.conversation.transport, "retries_used", 0)
         if result.error is not None:
             print(f"voicecli: {describe_error(result.error, self.base_url, retries)}", file=sys.stderr)
+            hint = error_hint(result.error, self.base_url)
+            if hint:
+                print(f"  hint: {hint}", file=sys.stderr)
             return exit_code(result.error)
         if result.reason == "max_tool_rounds":
             print(f"voicecli: stopped after {self.profile.model.max_tool_rounds} tool rounds without a final "

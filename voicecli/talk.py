@@ -297,14 +297,15 @@ class Talk:
 
     async def _connect_first(self) -> None:
         from voicecli.transport.realtime import ConnectError
-        from voicecli.ui.status import describe_error
+        from voicecli.ui.status import describe_error, error_hint
         from voicecli.wire.errors import exit_code
 
         transport = self._new_transport()
         try:
             await transport.connect()
         except ConnectError as exc:
-            raise VoicecliError(describe_error(exc.error, self.base_url), exit_code=exit_code(exc.error)) from None
+            raise VoicecliError(describe_error(exc.error, self.base_url), hint=error_hint(exc.error, self.base_url),
+                                exit_code=exit_code(exc.error)) from None
         await self._begin(transport, replay=bool(self.history))
 
     async def _begin(self, transport, *, replay: bool) -> None:

@@ -144,10 +144,19 @@ class Script:
         path = Path(path)
         try:
             raw = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ScriptError(f"cannot read script {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ScriptError(f"cannot read script {path}: not UTF-8 text") from None
+        try:
             data = tomllib.loads(raw) if path.suffix == ".toml" else json.loads(raw)
-        except (OSError, ValueError) as exc:
-            raise ScriptError(f"cannot read script {path}: {exc}") from None
-        return cls.from_data(data, base=path.parent, path=path)
+        except ValueError as exc:
+            kind = "TOML" if path.suffix == ".toml" else "JSON"
+            raise ScriptError(f"cannot read script {path}: invalid {kind}: {exc}") from None
+        try:
+            return cls.from_data(data, base=path.parent, path=path)
+        except ScriptError as exc:
+            raise ScriptError(f"script {path}: {exc}") from None
 
     @classmethod
     def from_data(cls, data: dict | list, base: Path | None = None, path: Path | None = None) -> Script:

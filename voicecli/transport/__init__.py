@@ -16,9 +16,14 @@ _sim_handle = None
 
 
 def resolve_base_url(profile: "Profile") -> str:
-    """The API root; for the simulator profile, start it once per process on a free loopback port."""
+    """The API root; for the simulator profile, start it once per process on a free loopback port.
+
+    A base URL no transport can use is a usage error here, before any connection or retry."""
     global _sim_handle
     if not profile.uses_simulator:
+        from voicecli.transport.urls import check_base_url
+
+        check_base_url(profile.connection.base_url)
         return profile.connection.base_url.rstrip("/")
     if _sim_handle is None:
         from voicecli.sim.config import SimConfig

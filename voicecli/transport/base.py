@@ -15,6 +15,8 @@ from voicecli.wire.errors import MAX_RETRY_AFTER
 from voicecli.wire.types import Request
 
 log = logging.getLogger("voicecli")
+# one line per retry; `setup_logging` shows them on a terminal (else only with --debug)
+retry_log = logging.getLogger("voicecli.retry")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,12 @@ def retry_delay(failure: Error, attempt: int, max_retries: int, *, emitted: bool
     if emitted or attempt >= max_retries or not (failure.retryable or force):
         return None
     return backoff_delay(attempt, failure.retry_after)
+
+
+def note_retry(failure: Error, delay: float, attempt: int, max_retries: int, api_key: str | None) -> None:
+    """Say that attempt `attempt` (0-based) failed and another comes, so a wait is never silent."""
+    retry_log.info("%s; retrying in %.1f s (%d of %d)", redact(failure.message, api_key), delay,
+                   attempt + 1, max_retries)
 
 
 def give_up(failure: Error, api_key: str | None) -> list[Event]:

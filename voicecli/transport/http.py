@@ -18,12 +18,14 @@ import httpx
 from voicecli import __version__
 from voicecli.events import Error, Event
 from voicecli.profiles import Connection
-from voicecli.transport.base import Anchor, give_up, log, parse_event, redact, retry_delay
+from voicecli.transport.base import Anchor, give_up, log, note_retry, parse_event, redact, retry_delay
+from voicecli.transport.urls import endpoint_url
 from voicecli.wire import chat, errors, responses
 from voicecli.wire.sse import SSEDecoder
 from voicecli.wire.types import Request
 
 _client: httpx.AsyncClient | None = None
+_HEAD_BYTES = 512  # of a reply that is not an event stream, kept to say what it was
 
 
 def shared_client(conn: Connection) -> httpx.AsyncClient:
@@ -51,7 +53,7 @@ class HttpStreamTransport:
         self.dialect = dialect
         self.conn = conn
         self.base_url = base_url.rstrip("/")
-        self.url = self.base_url + ("/responses" if dialect == "responses" else "/chat/completions")
+        self.url = endpoint_url(self.base_url, "/responses" if dialect == "responses" else "/chat/completions")
         self.api_key = api_key
         self.bytes_sent = 0
         self.retries_used = 0
@@ -74,10 +76,12 @@ class HttpStreamTransport:
             content = json.dumps(body).encode()
             self.bytes_sent = len(content)
             emitted = False
+            answered = False  # the status line and headers arrived
             retry_error: Error | None = None
             try:
                 async with client.stream("POST", self.url, content=content,
                                          headers={**headers, "Content-Type": "application/json"}) as resp:
+                    answered = True
                     if resp.status_code >= 400:
                         error = errors.from_http(resp.status_code, await resp.aread(), resp.headers)
                         if error.code == "previous_response_not_found" and anchor is not None:
@@ -90,10 +94,7 @@ class HttpStreamTransport:
                             yield event
                         return
             except httpx.TimeoutException as exc:
-                retry_error = errors.connection_error(
-                    f"no data from {self.base_url} for {self.conn.read_timeout:g} s"
-                    if isinstance(exc, httpx.ReadTimeout) else f"timed out connecting to {self.base_url}",
-                    timeout=True)
+                retry_error = errors.connection_error(self._timeout_message(exc, answered), timeout=True)
             except (httpx.TransportError, OSError) as exc:
                 retry_error = errors.connection_error(redact(f"connection to {self.base_url} failed: {exc}"
                                                              if str(exc) else f"connection to {self.base_url} failed",
@@ -103,10 +104,21 @@ class HttpStreamTransport:
                 for event in give_up(retry_error, self.api_key):
                     yield event
                 return
-            log.info("retrying in %.2f s after: %s", delay, retry_error.message)
+            note_retry(retry_error, delay, attempt, self.conn.max_retries, self.api_key)
             attempt += 1
             self.retries_used = attempt
             await asyncio.sleep(delay)
+
+    def _timeout_message(self, exc: httpx.TimeoutException, answered: bool) -> str:
+        """Name the timeout that fired: connecting, waiting for the reply, or silence mid-stream."""
+        if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
+            return f"could not connect to {self.base_url} within {self.conn.connect_timeout:g} s (connection.connect_timeout)"
+        if isinstance(exc, httpx.WriteTimeout):
+            return f"could not send the request to {self.base_url} within {self.conn.read_timeout:g} s (connection.read_timeout)"
+        if not answered:
+            return (f"connected, but no reply from {self.base_url} within {self.conn.read_timeout:g} s "
+                    "(connection.read_timeout)")
+        return f"no data from {self.base_url} for {self.conn.read_timeout:g} s (connection.read_timeout)"
 
     async def _decode(self, resp: httpx.Response, request: Request) -> AsyncIterator[Event]:
         sse = SSEDecoder()
@@ -115,8 +127,13 @@ class HttpStreamTransport:
         else:
             decoder = responses.ResponsesDecoder()
         done = False
+        head = b""  # the first bytes, to show what came back if it was not an event stream
+        messages = 0
         async for chunk in resp.aiter_raw():
+            if len(head) < _HEAD_BYTES:
+                head += chunk[: _HEAD_BYTES - len(head)]
             for message in sse.feed(chunk):
+                messages += 1
                 for event in self._events(decoder, message):
                     yield event
                 done = done or message.is_done
@@ -124,8 +141,17 @@ class HttpStreamTransport:
                 break
         if not done:
             for message in sse.flush():
+                messages += 1
                 for event in self._events(decoder, message):
                     yield event
+        content_type = resp.headers.get("content-type", "")
+        if messages == 0 and not content_type.lower().startswith("text/event-stream"):
+            # not one event and not even the right type: an HTML page, a plain JSON reply, an empty
+            # body (an event stream cut before its first event stays a dropped stream, exit 6)
+            error = errors.not_a_stream(content_type, head, request_id=resp.headers.get("x-request-id"))
+            for event in give_up(error, self.api_key):
+                yield event
+            return
         for event in decoder.finish():
             yield event
         if isinstance(decoder, responses.ResponsesDecoder) and decoder.gaps:

@@ -19,7 +19,6 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -28,7 +27,7 @@ from voicecli.events import Error, Event
 from voicecli.profiles import Connection
 from voicecli.transport.base import parse_event, redact
 from voicecli.transport.http import request_headers
-from voicecli.transport.responses_ws import websocket_url
+from voicecli.transport.urls import endpoint_url
 from voicecli.wire import errors
 from voicecli.wire.realtime import RealtimeDecoder
 
@@ -84,8 +83,7 @@ class RealtimeTransport:
         self.conn = conn
         self.api_key = api_key
         params = {"model": model, **(query or {})}
-        self.url = websocket_url(base_url, "/realtime") + "?" + "&".join(
-            f"{k}={quote(str(v), safe='')}" for k, v in params.items())
+        self.url = endpoint_url(base_url, "/realtime", {k: str(v) for k, v in params.items()}, websocket=True)
         self.decoder = RealtimeDecoder()
         self._ws: ClientConnection | None = None
 
@@ -101,7 +99,8 @@ class RealtimeTransport:
             raise ConnectError(errors.from_http(resp.status_code, resp.body, dict(resp.headers))) from None
         except (asyncio.TimeoutError, TimeoutError):
             raise ConnectError(errors.connection_error(
-                f"no answer from {self.url} within {self.conn.connect_timeout:g} s", timeout=True)) from None
+                f"could not open a WebSocket to {self.url} within {self.conn.connect_timeout:g} s "
+                "(connection.connect_timeout)", timeout=True)) from None
         except (InvalidHandshake, OSError) as exc:
             raise ConnectError(errors.connection_error(
                 redact(f"cannot connect to {self.url}: {exc}", self.api_key))) from None

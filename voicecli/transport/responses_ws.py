@@ -24,22 +24,14 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from voicecli.events import Error, Event, TurnEnd
 from voicecli.profiles import Connection
-from voicecli.transport.base import Anchor, give_up, log, parse_event, redact, retry_delay
+from voicecli.transport.base import Anchor, give_up, log, note_retry, parse_event, redact, retry_delay
 from voicecli.transport.http import request_headers
+from voicecli.transport.urls import endpoint_url
 from voicecli.wire import errors, responses
 from voicecli.wire.types import Request
 
 CACHE_MISS = "previous_response_not_found"
 CONNECTION_CAP = "websocket_connection_limit_reached"
-
-
-def websocket_url(base_url: str, path: str) -> str:
-    base = base_url.rstrip("/")
-    if base.startswith("https://"):
-        base = "wss://" + base[len("https://"):]
-    elif base.startswith("http://"):
-        base = "ws://" + base[len("http://"):]
-    return base + path
 
 
 class ResponsesWebSocketTransport:
@@ -48,7 +40,7 @@ class ResponsesWebSocketTransport:
     def __init__(self, conn: Connection, base_url: str, api_key: str | None):
         self.conn = conn
         self.base_url = base_url.rstrip("/")
-        self.url = websocket_url(base_url, "/responses")
+        self.url = endpoint_url(base_url, "/responses", websocket=True)
         self.api_key = api_key
         self.bytes_sent = 0
         self.retries_used = 0
@@ -89,8 +81,10 @@ class ResponsesWebSocketTransport:
             use_anchor = anchor is not None and self._ws is not None and anchor.response_id == self._latest_response
             emitted = False
             failure: Error | None = None
+            opening = True  # a timeout now is the connect timeout, later the read timeout
             try:
                 await self._ensure_open()
+                opening = False
                 use_anchor = use_anchor and self._latest_response is not None
                 wire_request = request
                 if use_anchor:
@@ -128,8 +122,10 @@ class ResponsesWebSocketTransport:
                     continue  # cache miss: go round again with the full history
             except (asyncio.TimeoutError, TimeoutError):
                 await self._drop()
-                failure = errors.connection_error(f"no data from {self.url} for {self.conn.read_timeout:g} s",
-                                                  timeout=True)
+                failure = errors.connection_error(
+                    f"could not open a WebSocket to {self.url} within {self.conn.connect_timeout:g} s "
+                    "(connection.connect_timeout)" if opening else
+                    f"no data from {self.url} for {self.conn.read_timeout:g} s (connection.read_timeout)", timeout=True)
             except InvalidStatus as exc:
                 await self._drop()
                 resp = exc.response
@@ -147,7 +143,7 @@ class ResponsesWebSocketTransport:
                 for event in give_up(failure, self.api_key):
                     yield event
                 return
-            log.info("retrying in %.2f s after: %s", delay, failure.message)
+            note_retry(failure, delay, attempt, self.conn.max_retries, self.api_key)
             attempt += 1
             self.retries_used = attempt
             anchor = None  # a new or troubled connection: replay the full context

@@ -32,7 +32,7 @@ from voicecli.events import Event, HostedToolProgress, ReasoningDelta, TextDelta
 from voicecli.profiles import Profile
 from voicecli.transcript import Entry, markdown_entry, open_transcript
 from voicecli.ui.render import dim, make_renderer, wants_markdown
-from voicecli.ui.status import describe_error, setup_logging, usage_line
+from voicecli.ui.status import describe_error, error_hint, setup_logging, usage_line
 from voicecli.ui.typeahead import hold_keys
 from voicecli.wire.types import FunctionCall, FunctionOutput, HistoryItem, Message
 
@@ -380,6 +380,9 @@ class Repl:
         if result.error is not None:
             retries = getattr(transport, "retries_used", 0)
             self._say(f"voicecli: {describe_error(result.error, transport.base_url, retries)} — /retry sends it again")
+            hint = error_hint(result.error, transport.base_url)
+            if hint:
+                self._say(f"  hint: {hint}")
         elif result.status == "incomplete":
             self._say(f"voicecli: the answer is incomplete ({result.reason or 'unknown reason'})")
         elif result.status == "failed":

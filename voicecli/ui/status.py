@@ -38,6 +38,16 @@ def describe_error(error: Error, base_url: str, retries: int = 0) -> str:
     return f"{line}: {error.message}"
 
 
+def error_hint(error: Error, base_url: str) -> str | None:
+    """A hint for errors that usually mean a typo in the base URL: a 404 from a root without /v1."""
+    if error.status == 404 and error.code != "model_not_found":
+        from voicecli.transport.urls import lacks_v1, with_v1
+
+        if lacks_v1(base_url):
+            return f"most OpenAI-style APIs live under /v1: did you mean --base-url {with_v1(base_url)}?"
+    return None
+
+
 def usage_line(usage: Usage, *, ttft_ms: float | None, total_ms: float, model: str, transport: str) -> str:
     ttft = f"{ttft_ms:.0f} ms" if ttft_ms is not None else "–"
     return (f"{model} over {transport} · {usage.input_tokens} in ({usage.cached_tokens} cached) · "
@@ -55,3 +65,5 @@ def setup_logging(debug: bool) -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if debug else logging.WARNING)
     logger.propagate = False
+    # a wait for a retry is never silent on a terminal; scripts see only the final error line
+    logging.getLogger("voicecli.retry").setLevel(logging.DEBUG if debug or sys.stderr.isatty() else logging.WARNING)

@@ -61,6 +61,16 @@ def connection_error(message: str, *, timeout: bool = False) -> Error:
     return Error("timeout" if timeout else "network", message, retryable=True)
 
 
+def not_a_stream(content_type: str, head: bytes, *, request_id: str | None = None) -> Error:
+    """A 2xx reply that holds no server-sent event at all (a proxy's HTML page, a plain JSON
+    object from a server that ignored `stream: true`): say what came instead. Not retried."""
+    shown = _squeeze(head, 120)
+    got = f"'{content_type}'" if content_type else "no content type"
+    body = f": {shown}" if shown else " with an empty body"
+    return Error("protocol", f"expected an event stream (text/event-stream) but the server replied with {got}{body}",
+                 request_id=request_id, code="not_an_event_stream")
+
+
 def exit_code(error: Error) -> ExitCode:
     if error.kind in ("rate_limit", "quota"):
         return ExitCode.RATE_LIMIT
@@ -176,6 +186,13 @@ def _json_body(body: bytes | str | dict | None) -> Any:
 
 
 def _fallback_message(status: int, body: bytes | str | dict | None) -> str:
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body if isinstance(body, str) else ""
-    text = " ".join(text.split())[:200]  # a proxy's HTML page, squeezed onto one line
+    text = _squeeze(body if isinstance(body, (bytes, str)) else "", 200)
     return f"HTTP {status}" + (f": {text}" if text else "")
+
+
+def _squeeze(body: bytes | str, limit: int) -> str:
+    """A body shown in a one-line message: whitespace collapsed, control characters dropped (a
+    server must not drive the terminal), cut at `limit` characters."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    text = " ".join("".join(c for c in text if c.isprintable() or c.isspace()).split())
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -1,0 +1,91 @@
+"""The base URL: checked once before any connection, and joined with endpoint paths.
+
+A base URL may carry a query string (Azure-style `?api-version=…`); every request keeps it, so
+paths go before the query rather than being appended to the whole string.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+
+from voicecli.errors import UsageError
+
+WHERE = "--base-url, OPENAI_BASE_URL or the profile's connection.base_url"
+
+
+def check_base_url(url: str) -> None:
+    """A usage error, with a hint, for a base URL no transport can use (before any retry)."""
+    shown = _masked(url)
+    if not url or any(c.isspace() or ord(c) < 32 for c in url):
+        raise UsageError(f"base URL '{shown}' is empty or contains spaces or control characters", hint=f"check {WHERE}")
+    if "://" not in url:
+        scheme = "http" if _is_local(urlsplit("//" + url).hostname) else "https"
+        raise UsageError(f"base URL '{shown}' has no scheme",
+                         hint=f"did you mean {_masked(f'{scheme}://{url}')}? (set in {WHERE})")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        rest = shown.split("://", 1)[1]
+        guess = {"ws": "http", "wss": "https"}.get(scheme) or ("http" if _is_local(parts.hostname) else "https")
+        raise UsageError(f"base URL '{shown}' has an unsupported scheme '{parts.scheme}' (use http or https)",
+                         hint=f"did you mean {guess}://{rest}? voicecli derives WebSocket URLs from the HTTP one")
+    try:
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError:
+        raise UsageError(f"base URL '{shown}' has an invalid port", hint=f"check {WHERE}") from None
+    if not parts.hostname:
+        raise UsageError(f"base URL '{shown}' has no host", hint="e.g. https://api.openai.com/v1")
+
+
+def endpoint_url(base_url: str, path: str, params: dict[str, str] | None = None, *, websocket: bool = False) -> str:
+    """`path` joined onto the base URL's path; the base URL's query kept, `params` appended to it.
+
+    endpoint_url("https://x/openai/v1?api-version=1", "/responses", websocket=True)
+      == "wss://x/openai/v1/responses?api-version=1"
+    """
+    parts = urlsplit(base_url)
+    scheme = parts.scheme
+    if websocket:
+        scheme = {"http": "ws", "https": "wss"}.get(scheme.lower(), scheme)
+    query = parts.query
+    if params:
+        extra = urlencode(params, quote_via=quote, safe="")
+        query = f"{query}&{extra}" if query else extra
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + path, query, ""))
+
+
+def lacks_v1(base_url: str) -> bool:
+    """True when no segment of the base URL's path is `v1` (most OpenAI-style roots end in /v1)."""
+    return "v1" not in urlsplit(base_url).path.split("/")
+
+
+def with_v1(base_url: str) -> str:
+    parts = urlsplit(base_url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/v1", parts.query, ""))
+
+
+def _is_local(host: str | None) -> bool:
+    """Loopback or private address: a local server, which usually speaks plain http."""
+    if not host:
+        return False
+    if host == "localhost" or host.endswith((".localhost", ".local")):
+        return True
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_private
+    except ValueError:
+        return False
+
+
+def _masked(url: str) -> str:
+    """The URL with any password replaced, for messages."""
+    head, sep, tail = url.partition("://")
+    rest = tail if sep else head
+    netloc, slash, path = rest.partition("/")
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        if ":" in user:
+            netloc = f"{user.split(':', 1)[0]}:***@{host}"
+    rest = netloc + slash + path
+    return f"{head}://{rest}" if sep else rest
