@@ -143,7 +143,7 @@ class ResponsesWebSocketTransport:
                 for event in give_up(failure, self.api_key):
                     yield event
                 return
-            log.info("retrying in %.2f s after: %s", delay, failure.message)
+            log.info("retrying in %.2f s after: %s", delay, redact(failure.message, self.api_key))
             attempt += 1
             self.retries_used = attempt
             anchor = None  # a new or troubled connection: replay the full context

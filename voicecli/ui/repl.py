@@ -29,6 +29,7 @@ from voicecli import convlog, paths, profiles
 from voicecli.errors import VoicecliError
 from voicecli.events import Event, HostedToolProgress, ReasoningDelta, TextDelta, ToolCall, ToolResult, Usage
 from voicecli.profiles import Profile
+from voicecli.sanitize import escape_controls
 from voicecli.transcript import Entry, markdown_entry, open_transcript
 from voicecli.ui.render import dim, make_renderer, wants_markdown
 from voicecli.ui.status import describe_error, setup_logging, usage_line
@@ -332,7 +333,7 @@ class Repl:
             dim(event.text)
         elif isinstance(event, ToolCall):
             self.renderer.finish()
-            self._note(f"→ {event.name} {event.arguments}")
+            self._note(escape_controls(f"→ {event.name} {event.arguments}"))
         elif isinstance(event, HostedToolProgress):
             self._note(f"[{event.tool}: {event.status}]")
         elif isinstance(event, ToolResult):
@@ -406,6 +407,7 @@ class Repl:
             arguments = json.dumps(json.loads(call.arguments), indent=2, ensure_ascii=False)
         except ValueError:
             arguments = call.arguments
+        arguments = escape_controls(arguments, keep="\n")  # the model wrote them: no terminal controls
         command = f"  runs: {shlex.join(tool.command)}\n" if tool.command else ""
         self._say(f"The model wants to run the tool '{tool.name}' with these arguments:\n{arguments}\n{command}".rstrip())
         while True:
@@ -652,7 +654,7 @@ class Repl:
                 if item.interrupted:
                     self._note("[interrupted]")
             elif isinstance(item, FunctionCall):
-                self._note(f"→ {item.name} {item.arguments}")
+                self._note(escape_controls(f"→ {item.name} {item.arguments}"))
 
 
 def _choices_for(command: str, profile: Profile) -> list[str]:
