@@ -161,6 +161,51 @@ def test_a_key_pasted_into_api_key_env_is_never_echoed(tmp_path, pasted):
     assert r.code == 3 and pasted[:12] not in r.out + r.err
 
 
+# ---- 2. private files: folders 0700, files 0600, whatever the umask --------------------------
+
+
+def _run_with_umask(home: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "voicecli", *args], input=input, capture_output=True,
+                          text=True, timeout=60, env=cli_env(home), preexec_fn=lambda: os.umask(0o022),
+                          stdin=None if input is not None else subprocess.DEVNULL)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_user_state_is_private_under_umask_022(tmp_path):
+    home = tmp_path / "home"  # does not exist yet: voicecli creates it
+    r = _run_with_umask(home, "infer", "-p", "offline", "hi")
+    assert r.returncode == 0, r.stderr
+    transcript = tmp_path / "out" / "t.md"
+    r = _run_with_umask(home, "chat", "-p", "offline", "--transcript", str(transcript), input="hello\n")
+    assert r.returncode == 0, r.stderr
+    assert _run_with_umask(home, "profiles", "new", "mine").returncode == 0
+    r = _run_with_umask(home, "profiles", "set", "mine", "model.temperature", "0.3")
+    assert r.returncode == 0, r.stderr
+    logs = list((home / "conversations").glob("*.jsonl"))
+    assert len(logs) == 2
+    for folder in (home, home / "conversations", home / "profiles", transcript.parent):
+        assert _mode(folder) == 0o700, folder
+    for f in (*logs, home / "profiles" / "mine.toml", transcript):
+        assert _mode(f) == 0o600, f
+
+
+def test_existing_world_readable_files_are_tightened_when_written(tmp_path):
+    from voicecli import paths
+
+    old = tmp_path / "old.jsonl"
+    old.write_text("x\n")
+    old.chmod(0o644)
+    with paths.open_private(old, "a") as f:
+        f.write("y\n")
+    assert _mode(old) == 0o600 and old.read_text() == "x\ny\n"
+    paths.write_private(tmp_path / "new" / "deep" / "p.toml", "a = 1\n")
+    assert _mode(tmp_path / "new") == _mode(tmp_path / "new" / "deep") == 0o700
+    assert _mode(tmp_path / "new" / "deep" / "p.toml") == 0o600
+
+
 # ---- 4. control characters in model-supplied tool arguments ---------------------------------
 
 

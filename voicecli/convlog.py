@@ -75,8 +75,7 @@ class ConversationLog:
 
     def write(self, record: dict[str, Any]) -> None:
         if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8")
+            self._file = paths.open_private(self.path, "a")
         self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._file.flush()
 

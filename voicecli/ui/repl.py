@@ -123,7 +123,7 @@ class PromptInput:
         from prompt_toolkit.history import FileHistory
 
         history = paths.data_dir() / HISTORY_FILE
-        history.parent.mkdir(parents=True, exist_ok=True)
+        paths.open_private(history, "a").close()  # FileHistory appends to it: create it private first
         self.session = PromptSession(history=FileHistory(str(history)), multiline=True, vi_mode=vi,
                                      key_bindings=_key_bindings(), completer=completer,
                                      complete_while_typing=True, enable_open_in_editor=True,
@@ -565,7 +565,7 @@ class Repl:
             self._say("/save: the file name must end in .md or .json")
             return
         try:
-            path.write_text(text, encoding="utf-8")
+            paths.write_private(path, text)
         except OSError as exc:
             self._say(f"/save: cannot write {path}: {exc.strerror or exc}")
             return
