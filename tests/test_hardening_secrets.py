@@ -192,6 +192,19 @@ def test_user_state_is_private_under_umask_022(tmp_path):
         assert _mode(f) == 0o600, f
 
 
+def test_folders_an_older_version_left_open_are_closed(tmp_path):
+    home = tmp_path / "home"
+    (home / "conversations").mkdir(parents=True)
+    old_log = home / "conversations" / "20200101-000000-abcdef.jsonl"
+    old_log.write_text('{"type": "meta"}\n')
+    for p, mode in ((home, 0o755), (home / "conversations", 0o755), (old_log, 0o644)):
+        p.chmod(mode)
+    r = _run_with_umask(home, "infer", "-p", "offline", "hi")
+    assert r.returncode == 0, r.stderr
+    assert _mode(home / "conversations") == 0o700  # the old 0644 log is out of reach now
+    assert _mode(home) == 0o755  # VOICECLI_HOME itself is the user's choice: left alone
+
+
 def test_existing_world_readable_files_are_tightened_when_written(tmp_path):
     from voicecli import paths
 

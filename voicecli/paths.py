@@ -51,7 +51,10 @@ def builtin_profiles_dir() -> Path:
 
 
 def private_dir(path: Path) -> Path:
-    """`mkdir -p path`, each folder it creates 0700 (folders that already exist are left alone)."""
+    """`mkdir -p path`, each folder it creates 0700. Existing folders of voicecli's own (the
+    platform's voicecli folders, and those under them or under VOICECLI_HOME) are tightened to
+    0700 too: that also hides files an older version wrote world-readable. Other existing
+    folders (the user's own, or VOICECLI_HOME itself) are left alone."""
     missing, folder = [], path
     while not folder.exists() and folder != folder.parent:
         missing.append(folder)
@@ -62,7 +65,23 @@ def private_dir(path: Path) -> Path:
         except FileExistsError:  # another voicecli made it a moment ago
             continue
         os.chmod(folder, 0o700)  # mkdir's mode is filtered by the umask
+    for folder in (path, *path.parents):
+        if folder in missing or not _ours(folder):
+            continue
+        try:
+            if stat.S_IMODE(folder.stat().st_mode) & 0o077:
+                os.chmod(folder, 0o700)
+        except OSError:
+            pass  # not ours to change after all
     return path
+
+
+def _ours(folder: Path) -> bool:
+    home = _home()
+    if home is not None:
+        return home in folder.parents  # inside VOICECLI_HOME, not the folder the user chose
+    roots = {config_dir(), data_dir()}
+    return any(folder == root or root in folder.parents for root in roots)
 
 
 def open_private(path: Path, mode: str = "a") -> IO[Any]:
