@@ -234,10 +234,11 @@ def test_hosted_tools_pass_their_options_through(home):
     assert (tool.type, tool.name, tool.options) == ("file_search", "file_search", {"vector_store_ids": ["vs_1"]})
 
 
-def test_secret_headers_are_redacted_in_show_data(home):
+def test_header_values_are_redacted_in_show_data(home):
+    # every value, not only secret-looking names: any header may carry a token (issue 13)
     write(home, "h", '[connection.headers]\nAuthorization = "Bearer sk-secret"\nX-Title = "mine"\n')
     shown = profiles.load("h").as_dict()["connection"]["headers"]
-    assert shown == {"Authorization": "***", "X-Title": "mine"}
+    assert shown == {"Authorization": "***", "X-Title": "***"}
 
 
 def test_profile_by_path(home, tmp_path):

@@ -331,6 +331,15 @@ def tools_run(
 # ---- entry point ----------------------------------------------------------------------------
 
 
+def _shown(text: str) -> str:
+    """An error line as printed: a password in any URL it quotes is masked."""
+    if "@" not in text:
+        return text
+    from voicecli.sanitize import mask_url_password
+
+    return mask_url_password(text)
+
+
 def main() -> None:
     try:
         app()
@@ -339,9 +348,9 @@ def main() -> None:
             import traceback
 
             traceback.print_exc()
-        print(f"voicecli: {exc.message}", file=sys.stderr)
+        print(f"voicecli: {_shown(exc.message)}", file=sys.stderr)
         if exc.hint:
-            print(f"  hint: {exc.hint}", file=sys.stderr)
+            print(f"  hint: {_shown(exc.hint)}", file=sys.stderr)
         sys.exit(int(exc.exit_code))
     except KeyboardInterrupt:
         print("voicecli: interrupted", file=sys.stderr)
@@ -349,7 +358,7 @@ def main() -> None:
     except Exception as exc:  # a bug: one line unless --debug
         if _State.debug:
             raise
-        print(f"voicecli: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"voicecli: internal error: {type(exc).__name__}: {_shown(str(exc))}", file=sys.stderr)
         print("  hint: re-run with --debug for the traceback, and please report it", file=sys.stderr)
         sys.exit(int(ExitCode.INTERNAL))
 

@@ -97,8 +97,7 @@ class ConversationLog:
 
     def _append(self, text: str) -> None:
         if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8")
+            self._file = paths.open_private(self.path, "a")
         with _locked(self._file):  # one write under the lock: other writers append before or after
             self._file.write(text)
             self._file.flush()

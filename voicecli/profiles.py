@@ -164,26 +164,43 @@ class Profile:
                 f"{var} is not set; profile '{self.name}' reads the API key from it",
                 hint=f"export {var}=sk-…, or try `-p offline` to use the built-in simulator",
             )
+        from voicecli.sanitize import header_value_problem
+
+        problem = header_value_problem(value)
+        if problem:  # it would go out as a broken (or an extra, injected) header: never send it
+            raise ConfigError(f"{var} {problem}; profile '{self.name}' reads the API key from it",
+                              hint=f"set {var} to the key alone; a .env file with Windows (CRLF) line "
+                                   "endings leaves a \\r at the end of every value")
         return value
 
     def as_dict(self, *, redact: bool = True) -> dict[str, Any]:
-        """Resolved settings as TOML-ready data (None dropped; secret-looking header values redacted)."""
+        """Resolved settings as TOML-ready data (None dropped). `redact`: every custom header value
+        and tool `env` value becomes `***` (naming the variables an env value comes from), and a
+        password in `base_url` is masked."""
+        from voicecli.sanitize import MASK, mask_url_password
+
         out: dict[str, Any] = {"description": self.description}
         for section in SECTIONS:
             data = {k: v for k, v in dataclasses.asdict(getattr(self, section)).items() if v is not None}
             if section == "connection" and redact:
-                data["headers"] = {k: ("***" if _is_secret_name(k) else v) for k, v in data["headers"].items()}
+                data["base_url"] = mask_url_password(data["base_url"])
+                data["headers"] = dict.fromkeys(data["headers"], MASK)
             out[section] = data
         if self.tools:
             out["tools"] = [
                 {k: v for k, v in dataclasses.asdict(t).items() if v is not None and v != {} or k == "parameters"}
                 for t in self.tools
             ]
+            for tool in out["tools"] if redact else ():
+                if "env" in tool:
+                    tool["env"] = {k: _masked_env(v) for k, v in tool["env"].items()}
         return out
 
 
-def _is_secret_name(name: str) -> bool:
-    return bool(re.search(r"auth|key|token|secret|cookie", name, re.I))
+def _masked_env(value: str) -> str:
+    """`***`, plus the variables a `$VAR` value is expanded from (their names are no secret)."""
+    names = [a or b for a, b in re.findall(r"\$(?:(\w+)|\{(\w+)\})", value)]
+    return "***" + (f" (from {', '.join('$' + n for n in names)})" if names else "")
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,6 +326,8 @@ def _validate_value(cls: type, section: str, key: str, value: Any, src: _Source,
     if coerced is None:
         shown = repr(value) if not isinstance(value, (dict, list)) else _type_name(value)
         raise ConfigError(f"{where}: {label} must be {_describe(tp)}, got {_type_name(value)} {shown}")
+    if cls is Connection and key in ("headers", "api_key_env"):
+        _check_connection_value(key, coerced, where)
     meta = f.metadata
     if meta.get("choices") and isinstance(coerced, str) and coerced not in meta["choices"]:
         close = difflib.get_close_matches(coerced, meta["choices"], n=1)
@@ -321,6 +340,29 @@ def _validate_value(cls: type, section: str, key: str, value: Any, src: _Source,
             bounds = f"between {lo:g} and {hi:g}" if hi is not None else f"at least {lo:g}"
             raise ConfigError(f"{where}: {label} must be {bounds}; got {coerced:g}")
     return coerced
+
+
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
+
+
+def _check_connection_value(key: str, value: Any, where: str) -> None:
+    """Header names and values that HTTP can carry; the NAME of the key variable, not a key.
+    Errors never quote a value: it may be a secret."""
+    if key == "headers":
+        from voicecli.sanitize import header_value_problem
+
+        for name, text in value.items():
+            if not HEADER_NAME.match(name):
+                raise ConfigError(f"{where}: connection.headers: {name!r} is not a valid header name",
+                                  hint="header names hold letters, digits and !#$%&'*+-.^_`|~")
+            problem = header_value_problem(text)
+            if problem:
+                raise ConfigError(f"{where}: connection.headers.{name} {problem}")
+    elif value.startswith("sk-") or (len(value) >= 20 and not value.isidentifier()):
+        raise ConfigError(f"{where}: connection.api_key_env looks like an API key (not shown here); "
+                          "it must be the NAME of the environment variable that holds the key",
+                          hint='export the key, e.g. export OPENAI_API_KEY=sk-…, and write '
+                               'api_key_env = "OPENAI_API_KEY"')
 
 
 def _validate_raw(data: dict[str, Any], src: _Source, warnings: list | None = None) -> None:

@@ -94,10 +94,9 @@ def new_profile(name: str, base: str, force: bool) -> None:
     target = paths.user_profiles_dir() / f"{name}.toml"
     if target.exists() and not force:
         raise ConfigError(f"profile '{name}' already exists: {target}", hint="use --force to overwrite it")
-    target.parent.mkdir(parents=True, exist_ok=True)
     extends = base_ref.name if base_ref.source != "path" else str(base_ref.path)
     body = tomli_w.dumps({"description": f"my profile, based on {base_ref.name}", "extends": extends})
-    target.write_text(NEW_PROFILE_TEMPLATE.format(name=name, base=base_ref.name, body=body), encoding="utf-8")
+    paths.write_private(target, NEW_PROFILE_TEMPLATE.format(name=name, base=base_ref.name, body=body))
     print(target)
 
 
@@ -115,11 +114,11 @@ def set_key(name: str, key: str, raw_value: str) -> None:
         table = data if section is None else data.setdefault(section, {})
         table[field_name] = value
         new_text = tomli_w.dumps(data)
-    ref.path.write_text(new_text, encoding="utf-8")
+    paths.write_private(ref.path, new_text)
     try:
         profiles.load(str(ref.path), env={})
     except ConfigError:
-        ref.path.write_text(text, encoding="utf-8")  # never leave a broken file behind
+        paths.write_private(ref.path, text)  # never leave a broken file behind
         raise
     shown = f"{section}.{field_name}" if section else field_name
     print(f"{ref.path}: {shown} = {_render(value)}")

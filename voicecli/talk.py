@@ -32,6 +32,7 @@ from voicecli.errors import VoicecliError
 from voicecli.events import (AudioDelta, Error, SpeechStarted, SpeechStopped, TextDelta, ToolCall, Transcript,
                              TurnEnd, Usage)
 from voicecli.profiles import Profile
+from voicecli.sanitize import escape_controls
 
 log = logging.getLogger("voicecli")
 
@@ -656,7 +657,7 @@ class Talk:
 
         self.approving = True
         self._approval = asyncio.get_running_loop().create_future()
-        self.view.ask(f"run tool {call.name}({call.arguments})? [y]es / [a]lways / [n]o")
+        self.view.ask(escape_controls(f"run tool {call.name}({call.arguments})") + "? [y]es / [a]lways / [n]o")
         try:
             answer = await self._approval
         finally:
@@ -670,7 +671,7 @@ class Talk:
         from voicecli.wire.realtime import function_call_output, response_create
 
         for call in calls:
-            self.view.note(f"tool call: {call.name}({call.arguments})")
+            self.view.note(escape_controls(f"tool call: {call.name}({call.arguments})"))
         outputs = await self.toolbox.run(calls) if self.toolbox else []
         for out in outputs:
             await self.send(function_call_output(out.call_id, out.output))

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from voicecli.errors import ConfigError
 from voicecli.events import ToolCall, ToolResult
 from voicecli.profiles import ToolDef
+from voicecli.sanitize import escape_controls, redact
 from voicecli.tool_schema import PLACEHOLDER, argument_errors, drop_absent
 from voicecli.wire.types import FunctionOutput
 
@@ -86,7 +87,8 @@ def result_line(event: ToolResult) -> str:
     status = "ok"
     if not event.ok:
         status = (event.output.splitlines() or ["error"])[0][:200]
-    return f"tool {event.name} {args} · {event.duration_ms:.0f} ms · {status}"
+    # the name, arguments and error come from the model: escape what could drive the terminal
+    return escape_controls(f"tool {event.name} {args} · {event.duration_ms:.0f} ms · {status}")
 
 
 class ToolBox:
@@ -177,10 +179,9 @@ class ToolBox:
         return self._output(call, ok, text, (time.monotonic() - started) * 1000)
 
     def _output(self, call: ToolCall, ok: bool, text: str, duration_ms: float) -> ToolOutput:
-        for var in self.secret_env:  # a tool that was handed the key must not echo it onward
-            secret = os.environ.get(var)
-            if secret and len(secret) >= 8:
-                text = text.replace(secret, "***")
+        # a tool that was handed the key must not echo it onward (a short value is no key)
+        text = redact(text, *(s for s in map(os.environ.get, self.secret_env) if s and len(s) >= 8),
+                      urls=False)
         return ToolOutput(call.call_id, text, call.name, ok=ok, duration_ms=duration_ms, arguments=call.arguments)
 
     async def _run_command(self, tool: ToolDef, args: dict) -> tuple[bool, str]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from voicecli import paths
 from voicecli.errors import UsageError
 from voicecli.events import Usage
 
@@ -77,8 +78,7 @@ class _AppendFile:
     def __init__(self, path: Path):
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._file: IO[str] | None = open(path, "a", encoding="utf-8")
+            self._file: IO[str] | None = paths.open_private(path, "a")
         except OSError as exc:
             raise UsageError(f"cannot write the transcript {path}: {exc.strerror or exc}") from None
 

@@ -7,6 +7,7 @@ import time
 import wave
 from pathlib import Path
 
+from voicecli import paths
 from voicecli.errors import ConfigError
 
 
@@ -74,9 +75,10 @@ class WavRecorder:
 
     def __init__(self, path: Path):
         try:
-            self._w = wave.open(str(path), "wb")
+            self._f = paths.open_private(path, "wb")  # a recording of the conversation: private
         except OSError as exc:
             raise ConfigError(f"cannot write {path}: {exc}") from None
+        self._w = wave.open(self._f, "wb")
         self._w.setnchannels(1)
         self._w.setsampwidth(2)
         self._w.setframerate(24000)
@@ -88,3 +90,4 @@ class WavRecorder:
 
     def close(self) -> None:
         self._w.close()  # rewrites the header with the final length
+        self._f.close()  # wave leaves a file object it was given open

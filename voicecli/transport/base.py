@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from voicecli.events import Error, Event, TurnEnd
+from voicecli.sanitize import redact  # noqa: F401  (re-exported: the transports import it from here)
 from voicecli.wire.errors import MAX_RETRY_AFTER
 from voicecli.wire.types import Request
 
@@ -85,8 +86,3 @@ def parse_event(raw: str | bytes) -> dict | None:
         log.warning("skipped a malformed event from the server: %.80r", raw)
         return None
     return data if isinstance(data, dict) else None
-
-
-def redact(text: str, secret: str | None) -> str:
-    """Keep the API key out of anything we print, whatever a library put in its message."""
-    return text.replace(secret, "***") if secret else text

@@ -16,8 +16,10 @@ from typing import Any
 import httpx
 
 from voicecli import __version__
+from voicecli.errors import ConfigError
 from voicecli.events import Error, Event
 from voicecli.profiles import Connection
+from voicecli.sanitize import header_value_problem
 from voicecli.transport.base import Anchor, give_up, log, note_retry, parse_event, redact, retry_delay
 from voicecli.transport.urls import endpoint_url
 from voicecli.wire import chat, errors, responses
@@ -39,9 +41,19 @@ def shared_client(conn: Connection) -> httpx.AsyncClient:
 
 
 def request_headers(conn: Connection, api_key: str | None) -> dict[str, str]:
+    """The headers of every request and WebSocket handshake (ws, sse, chat, realtime).
+
+    Profiles and `Profile.api_key()` already refuse values with line breaks; this checks again
+    right before use, so a CR/LF can never end a header early and inject another.
+    """
     headers = {"User-Agent": f"voicecli/{__version__}", **conn.headers}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
+    for name, value in headers.items():
+        problem = header_value_problem(value)
+        if problem:
+            what = "the API key" if name == "Authorization" and api_key else f"connection.headers.{name}"
+            raise ConfigError(f"{what} {problem}")
     return headers
 
 

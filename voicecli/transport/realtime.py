@@ -99,8 +99,8 @@ class RealtimeTransport:
             raise ConnectError(errors.from_http(resp.status_code, resp.body, dict(resp.headers))) from None
         except (asyncio.TimeoutError, TimeoutError):
             raise ConnectError(errors.connection_error(
-                f"could not open a WebSocket to {self.url} within {self.conn.connect_timeout:g} s "
-                "(connection.connect_timeout)", timeout=True)) from None
+                redact(f"could not open a WebSocket to {self.url} within {self.conn.connect_timeout:g} s "
+                       "(connection.connect_timeout)", self.api_key), timeout=True)) from None
         except (InvalidHandshake, OSError) as exc:
             raise ConnectError(errors.connection_error(
                 redact(f"cannot connect to {self.url}: {exc}", self.api_key))) from None

@@ -30,6 +30,7 @@ from voicecli import convlog, paths, profiles
 from voicecli.errors import VoicecliError
 from voicecli.events import Event, HostedToolProgress, ReasoningDelta, TextDelta, ToolCall, ToolResult, Usage
 from voicecli.profiles import Profile
+from voicecli.sanitize import escape_controls
 from voicecli.transcript import Entry, markdown_entry, open_transcript
 from voicecli.ui.render import dim, make_renderer, wants_markdown
 from voicecli.ui.status import describe_error, error_hint, setup_logging, usage_line
@@ -127,7 +128,7 @@ class PromptInput:
         from prompt_toolkit.history import FileHistory
 
         history = paths.data_dir() / HISTORY_FILE
-        history.parent.mkdir(parents=True, exist_ok=True)
+        paths.open_private(history, "a").close()  # FileHistory appends to it: create it private first
         self.session = PromptSession(history=FileHistory(str(history)), multiline=True, vi_mode=vi,
                                      key_bindings=_key_bindings(), completer=completer,
                                      complete_while_typing=True, enable_open_in_editor=True,
@@ -358,7 +359,7 @@ class Repl:
             dim(event.text)
         elif isinstance(event, ToolCall):
             self.renderer.finish()
-            self._note(f"→ {event.name} {event.arguments}")
+            self._note(escape_controls(f"→ {event.name} {event.arguments}"))
         elif isinstance(event, HostedToolProgress):
             self._note(f"[{event.tool}: {event.status}]")
         elif isinstance(event, ToolResult):
@@ -435,6 +436,7 @@ class Repl:
             arguments = json.dumps(json.loads(call.arguments), indent=2, ensure_ascii=False)
         except ValueError:
             arguments = call.arguments
+        arguments = escape_controls(arguments, keep="\n")  # the model wrote them: no terminal controls
         command = f"  runs: {shlex.join(tool.command)}\n" if tool.command else ""
         self._say(f"The model wants to run the tool '{tool.name}' with these arguments:\n{arguments}\n{command}".rstrip())
         while True:
@@ -592,7 +594,7 @@ class Repl:
             self._say("/save: the file name must end in .md or .json")
             return
         try:
-            path.write_text(text, encoding="utf-8")
+            paths.write_private(path, text)
         except OSError as exc:
             self._say(f"/save: cannot write {path}: {exc.strerror or exc}")
             return
@@ -681,7 +683,7 @@ class Repl:
                 if item.interrupted:
                     self._note("[interrupted]")
             elif isinstance(item, FunctionCall):
-                self._note(f"→ {item.name} {item.arguments}")
+                self._note(escape_controls(f"→ {item.name} {item.arguments}"))
 
 
 def _choices_for(command: str, profile: Profile) -> list[str]:

@@ -22,13 +22,15 @@ _WHAT = {
 
 def describe_error(error: Error, base_url: str, retries: int = 0) -> str:
     """E.g. `rate limited by https://api.openai.com/v1 (429, request req_abc); retried 2 times — try
-    again in 20 s: <server message>`. The message never carries the API key (transports redact)."""
+    again in 20 s: <server message>`. The message never carries the API key (transports redact), nor a password in the URL."""
     details = [str(error.status)] if error.status else []
     if error.code and error.code != error.kind:
         details.append(error.code)
     if error.request_id:
         details.append(f"request {error.request_id}")
-    line = f"{_WHAT.get(error.kind, 'error from')} {base_url}"
+    from voicecli.sanitize import mask_url_password
+
+    line = f"{_WHAT.get(error.kind, 'error from')} {mask_url_password(base_url)}"
     if details:
         line += f" ({', '.join(details)})"
     if retries:
