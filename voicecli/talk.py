@@ -365,6 +365,7 @@ class Talk:
         self.user_speaking = False
         for item in self.items.values():
             item.done = True
+            self.buffer.end(item.item_id)
 
     async def send(self, event: dict) -> bool:
         transport = self.transport
@@ -473,6 +474,7 @@ class Talk:
             if item.response_id == rid or item.response_id is None:
                 item.done = True
                 item.usage = self.usage
+                self.buffer.end(item.item_id)  # its tail plays even if shorter than the prebuffer
                 if event.status == "cancelled":
                     item.interrupted = True
         if rid == self.response_id:

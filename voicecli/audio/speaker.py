@@ -36,6 +36,7 @@ class PlaybackBuffer:
         self._odd_item: str | None = None
         self._prebuffer = prebuffer_ms * RATE // 1000
         self._waiting = True  # gather `prebuffer` samples before starting (again) after an underrun
+        self._ended: set[str] = set()  # items whose last sample is queued: no prebuffer wait for them
         self.played: dict[str, int] = {}  # item id → samples handed to the device
         self.first_played: dict[str, float] = {}  # item id → monotonic time of its first sample
         self.current_item: str | None = None  # the item whose samples were handed last
@@ -58,6 +59,11 @@ class PlaybackBuffer:
             self._queue.append([item_id, samples, 0])
             self._queued += samples.size
 
+    def end(self, item_id: str) -> None:
+        """No more audio of this item is coming: its queued tail plays even if shorter than the prebuffer."""
+        with self._lock:
+            self._ended.add(item_id)
+
     def flush(self) -> str | None:
         """Stop at once: keep only a 5 ms faded tail of what is queued; returns the item cut."""
         with self._lock:
@@ -79,6 +85,7 @@ class PlaybackBuffer:
                 self._queue.append([cut, faded, 0])
                 self._queued = faded.size
             self._odd = b""
+            self._ended.clear()
             self._waiting = False  # the fade must play now, not wait for a prebuffer
         return cut
 
@@ -103,7 +110,10 @@ class PlaybackBuffer:
         out = np.zeros(n, dtype=np.int16)
         with self._lock:
             if self._waiting:
-                if self._queued < max(1, self._prebuffer):
+                # start once the prebuffer is full, or at once if the last queued item is complete
+                # (a short answer, or the tail after an underrun: nothing more would ever fill it)
+                complete = bool(self._queue) and self._queue[-1][0] in self._ended
+                if self._queued < max(1, self._prebuffer) and not complete:
                     return out
                 self._waiting = False
             filled = 0
@@ -126,8 +136,10 @@ class PlaybackBuffer:
                 self.last_sound = time.monotonic()
                 if self.tap is not None:
                     self.tap.append(out[:filled].tobytes())
-            if filled < n and not self._queue:
-                self._waiting = True  # ran dry: prebuffer again before the next sound
+            if not self._queue:
+                self._ended.clear()  # everything ended has been played
+                if filled < n:
+                    self._waiting = True  # ran dry: prebuffer again before the next sound
         return out
 
 
