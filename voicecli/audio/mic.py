@@ -64,10 +64,12 @@ class Microphone(DeviceStream):
         x = np.frombuffer(raw, dtype="<i2")
         if self.channels > 1:
             x = to_mono(x, self.channels)
+        self.level = level(x)
         if self._resampler is not None:
             x = self._resampler.process(x)
+            if not x.size:
+                return  # the resampler is holding this block back: it comes out with the next ones
         pcm = x.astype("<i2", copy=False).tobytes()
-        self.level = level(x)
         if self.queue.full():
             self.queue.get_nowait()
             self.dropped += 1

@@ -150,7 +150,8 @@ class DeviceSpeaker(DeviceStream):
         self.buffer = buffer
         self.device = device
         self._stream = None
-        self._resampler: Resampler | None = None
+        self._resampler: Resampler | None = None  # 24 kHz → the device's rate, if it cannot do 24 kHz
+        self._left = np.zeros(0, np.int16)  # resampled samples not yet handed to the device
         self._rate = RATE
         self.errors = 0  # callback status flags (underflows) seen
 
@@ -164,6 +165,7 @@ class DeviceSpeaker(DeviceStream):
             rate = int(sd.query_devices(self.device, "output")["default_samplerate"])
             self._stream = self._open(sd, rate)
             self._rate = rate
+            self._resampler = Resampler(RATE, rate)
         self._stream.start()
 
     def _open(self, sd, rate: int):
@@ -174,13 +176,25 @@ class DeviceSpeaker(DeviceStream):
     def _callback(self, outdata, frames, time_info, status) -> None:  # audio thread: no waiting
         if status:
             self.errors += 1
-        if self._rate == RATE:
+        if self._resampler is None:
             outdata[:] = self.buffer.pull(frames).tobytes()
             return
-        need = round(frames * RATE / self._rate)
-        x = self.buffer.pull(need).astype(np.float64)
-        y = np.interp(np.linspace(0, need - 1, frames), np.arange(need), x)
-        outdata[:] = y.astype(np.int16).tobytes()
+        outdata[:] = self._resampled(frames).tobytes()
+
+    def _resampled(self, frames: int) -> np.ndarray:
+        """`frames` samples at the device's rate. The resampler gives its output in bursts: pull
+        until one arrives and keep the rest for the next callback. What is pulled is heard
+        (nothing is dropped on a flush), so the buffer's played counts stay right."""
+        have = self._left
+        for _ in range(64):  # soxr holds back ~40 ms at most: a few 10 ms pulls always suffice
+            if have.size >= frames:
+                break
+            need = max(RATE // 100, -(-(frames - have.size) * RATE // self._rate))
+            have = np.concatenate([have, self._resampler.process(self.buffer.pull(need))])
+        else:
+            have = np.concatenate([have, np.zeros(frames - have.size, np.int16)])
+        out, self._left = have[:frames], have[frames:]
+        return out
 
 
 class ClockSpeaker:
