@@ -691,6 +691,27 @@ class Talk:
             self.view.set_state(self._state())
             self._check_rollover()
             self._check_input_done()
+            self._check_devices()
+
+    def _check_devices(self) -> None:
+        """A microphone or speaker that went away (unplugged): the default device takes over, or talk
+        ends (exit 3) with the transcript written."""
+        for device in (self.source, self.player):
+            take_lost = getattr(device, "take_lost", None)  # WAV files and the clock never go away
+            if take_lost is not None and take_lost():
+                self.view.note(f"the {device.what} went away; trying the default {device.kind} device")
+                self._spawn(self._reopen(device))
+
+    async def _reopen(self, device) -> None:
+        from voicecli.audio.devices import reopen_default
+
+        try:
+            name = await reopen_default(device)
+        except VoicecliError as exc:
+            self.fatal = self.fatal or exc
+            self.stop.set()
+            return
+        self.view.note(f"{device.what}: {name}")
 
     def _drain_tap(self) -> None:
         if self.recorder is not None and self.buffer is not None:

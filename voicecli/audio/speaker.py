@@ -146,6 +146,8 @@ class PlaybackBuffer:
 class DeviceSpeaker(DeviceStream):
     """A sounddevice output stream fed by the buffer, in 10 ms blocks."""
 
+    what, kind = "speaker", "output"
+
     def __init__(self, buffer: PlaybackBuffer, device: int | None = None):
         self.buffer = buffer
         self.device = device
@@ -159,21 +161,25 @@ class DeviceSpeaker(DeviceStream):
         from voicecli.audio.devices import import_sounddevice
 
         sd = import_sounddevice()
+        self._rate, self._resampler, self._left = RATE, None, np.zeros(0, np.int16)  # (re)opening: start clean
+        finished = self._watch()
         try:
-            self._stream = self._open(sd, RATE)
+            self._stream = self._open(sd, RATE, finished)
         except sd.PortAudioError:  # the device cannot do 24 kHz: play at its own rate
             rate = int(sd.query_devices(self.device, "output")["default_samplerate"])
-            self._stream = self._open(sd, rate)
+            self._stream = self._open(sd, rate, finished)
             self._rate = rate
             self._resampler = Resampler(RATE, rate)
         self._stream.start()
 
-    def _open(self, sd, rate: int):
+    def _open(self, sd, rate: int, finished):
         # 10 ms blocks: PortAudio keeps two of them queued, so a flush is heard within ~20 ms
         return sd.RawOutputStream(samplerate=rate, channels=1, dtype="int16", blocksize=rate // 100,
-                                  latency="low", device=self.device, callback=self._callback)
+                                  latency="low", device=self.device, callback=self._callback,
+                                  finished_callback=finished)
 
     def _callback(self, outdata, frames, time_info, status) -> None:  # audio thread: no waiting
+        self._last_callback = time.monotonic()
         if status:
             self.errors += 1
         if self._resampler is None:
