@@ -197,7 +197,7 @@ class DeviceSpeaker(DeviceStream):
                 break
             need = max(RATE // 100, -(-(frames - have.size) * RATE // self._rate))
             have = np.concatenate([have, self._resampler.process(self.buffer.pull(need))])
-        else:
+        if have.size < frames:  # never: but the audio thread must not fail
             have = np.concatenate([have, np.zeros(frames - have.size, np.int16)])
         out, self._left = have[:frames], have[frames:]
         return out
