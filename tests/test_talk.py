@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 import time
@@ -294,3 +295,52 @@ def test_session_is_renewed_before_its_age_limit(tmp_path, sim):
     replayed = [e["item"] for e in realtime_events(sim, c2) if e["type"] == "conversation.item.create"]
     assert [(i["role"], i["content"][0]["text"]) for i in replayed] == [
         ("user", "remember the word banana"), ("assistant", "You said: remember the word banana")]
+
+
+def short_answer_replay(traffic_dir: Path, dest: Path, turn: int, audio_ms: float | None) -> Path:
+    """The recorded text → audio session (its audio deltas cut to 32 bytes at record time), with ids
+    made unique per turn and, when `audio_ms` is given, that much audio in its deltas instead."""
+    events = [json.loads(line) for line in (traffic_dir / "realtime_ws_text_in_audio_out_01.jsonl").read_text()
+              .splitlines() if line.strip()]
+    deltas = [e for e in events if e["type"] == "response.output_audio.delta"]
+    if audio_ms is not None:
+        pcm = speech.tone(440, audio_ms / 1000)
+        size = -(-len(pcm) // len(deltas) // 2) * 2
+        for i, e in enumerate(deltas):
+            e["delta"] = base64.b64encode(pcm[i * size:(i + 1) * size]).decode()
+    text = json.dumps(events)
+    for old in sorted(set(re.findall(r'"((?:item|resp|event)_[A-Za-z0-9]{8,})"', text))):
+        text = text.replace(f'"{old}"', f'"{old}_{turn}"')
+    dest.write_text("\n".join(json.dumps(e) for e in json.loads(text)) + "\n")
+    return dest
+
+
+def test_short_answers_play_to_the_end_headless(tmp_path, make_sim, traffic_dir):
+    """Answers shorter than the jitter buffer's prebuffer (a recorded 2.7 ms one, 10, 30, 59 ms) are
+    played, written, and talk ends by itself when the input WAV is done."""
+    lengths = [None, 10, 30, 59]
+    turns = [{"replay": short_answer_replay(traffic_dir, tmp_path / f"turn{i}.jsonl", i, ms).name}
+             for i, ms in enumerate(lengths)]
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"turns": turns}))
+    sim = make_sim(script=script)
+    parts = [("silence", 0.3)]
+    for _ in lengths:
+        parts += [("speech", 0.5), ("silence", 1.0)]
+    wav = speech_wav(tmp_path / "in.wav", parts)
+    out, tr = tmp_path / "out.wav", tmp_path / "t.jsonl"
+    try:
+        r = talk(tmp_path, sim, "--input", str(wav), "--output", str(out), "--transcript", str(tr), timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"talk never ended; transcript so far: {tr.read_text() if tr.exists() else ''}")
+    assert r.code == 0, r.err
+    said = [e["text"] for e in entries(tr) if e["role"] == "assistant"]
+    recorded = next(json.loads(line)["transcript"] for line in (tmp_path / "turn0.jsonl").read_text().splitlines()
+                    if '"response.output_audio_transcript.done"' in line)
+    assert said == [recorded] * len(lengths)
+    assert r.out.count(f"assistant: {recorded}") == len(lengths)
+    # every sample of every answer was played into the output WAV
+    sent = b"".join(base64.b64decode(json.loads(line)["delta"]) for i in range(len(lengths))
+                    for line in (tmp_path / f"turn{i}.jsonl").read_text().splitlines()
+                    if '"response.output_audio.delta"' in line)
+    assert speech.read_wav(out.read_bytes()) == sent

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audio.stack import VirtualAudio, find_exact, missing_reason, speech_wav
+from audio.stack import Monitor, VirtualAudio, find_exact, missing_reason, speech_wav
 from clihelp import cli_env
 from voicecli.sim import speech
 from voicecli.sim.vad import voiced_span
@@ -253,3 +253,109 @@ def test_chat_hands_the_conversation_to_talk_and_back(audio_stack, tmp_path):
         assert texts[:2] == [("user", "hello from chat"), ("assistant", "You said: hello from chat")]
         assert chat.exit() == 0
         assert plain(chat.output).count("Traceback") == 0
+
+
+# -- a device that goes away mid-session (USB headset unplugged): each test on its own stack ------
+
+MODULES = {"speaker": ("module-null-sink", "sink_name={name}_speaker rate=24000 channels=1 norewinds=1"),
+           "feed": ("module-null-sink", "sink_name={name}_mic_feed rate=24000 channels=1 norewinds=1"),
+           "mic": ("module-remap-source", "master={name}_mic_feed.monitor source_name={name}_mic")}
+
+
+@pytest.fixture
+def own_stack(tmp_path):
+    """A private daemon for a test that unloads its devices (the shared one must stay whole)."""
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    stack = VirtualAudio.start(tmp_path / "pulse")
+    yield stack
+    stack.stop()
+
+
+def pactl(stack: VirtualAudio, *args: str) -> None:
+    subprocess.run(["pactl", *args], env=stack.full_env(), check=True, timeout=30, capture_output=True)
+
+
+def unplug_everything(stack: VirtualAudio) -> None:
+    pactl(stack, "unload-module", "module-remap-source")  # the microphone
+    pactl(stack, "unload-module", "module-null-sink")  # the speaker (and the sink behind the microphone)
+
+
+class StderrLines:
+    """talk's stderr read as it comes, so a test can wait for a note."""
+
+    def __init__(self, proc: subprocess.Popen):
+        import threading
+
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc) -> None:
+        for line in proc.stderr:
+            self.lines.append(line)
+
+    def has(self, text: str) -> bool:
+        return any(text in line for line in list(self.lines))
+
+    @property
+    def text(self) -> str:
+        self._thread.join(10)
+        return "".join(self.lines)
+
+
+def test_unplugged_devices_with_none_left_end_talk_with_exit_3(own_stack, make_sim, tmp_path):
+    sim = make_sim()
+    tr = tmp_path / "talk.jsonl"
+    talk = TalkProcess(tmp_path, sim, "--full-duplex", "--transcript", str(tr), env=own_stack.env)
+    err = StderrLines(talk.proc)
+    try:
+        talk.wait_streaming()
+        talk.line("hello before the unplug")
+        talk.wait(lambda: tr.exists() and '"assistant"' in tr.read_text(), 40, "the answer")
+        unplug_everything(own_stack)
+        code = talk.proc.wait(30)  # ends by itself: no hang
+        out = talk.proc.stdout.read()
+    finally:
+        talk.proc.kill()
+    stderr = err.text
+    assert code == 3, stderr
+    assert "the speaker went away" in stderr and "the microphone went away" in stderr
+    assert "no other output device could be opened" in stderr or "no other input device could be opened" in stderr
+    assert "Traceback" not in stderr
+    said = [e for e in map(json.loads, tr.read_text().splitlines()) if e.get("type") == "entry"]
+    assert [(e["role"], e["text"]) for e in said] == [("user", "hello before the unplug"),
+                                                      ("assistant", "You said: hello before the unplug")]
+    assert out.splitlines() == ["user: hello before the unplug", "assistant: You said: hello before the unplug"]
+
+
+def test_unplugged_devices_are_replaced_by_the_new_default_ones(own_stack, make_sim, tmp_path):
+    sim = make_sim()
+    tr = tmp_path / "talk.jsonl"
+    talk = TalkProcess(tmp_path, sim, "--full-duplex", "--transcript", str(tr), env=own_stack.env)
+    err = StderrLines(talk.proc)
+    try:
+        talk.wait_streaming()
+        unplug_everything(own_stack)
+        talk.wait(lambda: err.has("the speaker went away") and err.has("the microphone went away"), 20,
+                  "talk to notice")
+        for kind in ("speaker", "feed", "mic"):  # another headset is plugged in
+            module, args = MODULES[kind]
+            pactl(own_stack, "load-module", module, *args.format(name="spare").split())
+        pactl(own_stack, "set-default-sink", "spare_speaker")
+        pactl(own_stack, "set-default-source", "spare_mic")
+        talk.wait(lambda: err.has("speaker: ") and err.has("microphone: "), 20, "the default devices")
+        sent = len(talk.events("input_audio_buffer.append"))
+        talk.wait(lambda: len(talk.events("input_audio_buffer.append")) >= sent + 10, 20, "the new microphone")
+        monitor = Monitor(own_stack.full_env(), "spare_speaker.monitor")
+        talk.line("hello after the unplug")
+        talk.wait(lambda: tr.exists() and '"assistant"' in tr.read_text(), 40, "the answer")
+        assert monitor.sound_ms() >= 500  # heard on the new speaker
+        monitor.stop()
+        code, out, _ = talk.quit()
+    finally:
+        talk.proc.kill()
+    assert code == 0, err.text
+    assert "assistant: You said: hello after the unplug" in out
+    assert "Traceback" not in err.text

@@ -367,6 +367,7 @@ class Talk:
         self.user_speaking = False
         for item in self.items.values():
             item.done = True
+            self.buffer.end(item.item_id)
 
     async def send(self, event: dict) -> bool:
         transport = self.transport
@@ -475,6 +476,7 @@ class Talk:
             if item.response_id == rid or item.response_id is None:
                 item.done = True
                 item.usage = self.usage
+                self.buffer.end(item.item_id)  # its tail plays even if shorter than the prebuffer
                 if event.status == "cancelled":
                     item.interrupted = True
         if rid == self.response_id:
@@ -691,6 +693,27 @@ class Talk:
             self.view.set_state(self._state())
             self._check_rollover()
             self._check_input_done()
+            self._check_devices()
+
+    def _check_devices(self) -> None:
+        """A microphone or speaker that went away (unplugged): the default device takes over, or talk
+        ends (exit 3) with the transcript written."""
+        for device in (self.source, self.player):
+            take_lost = getattr(device, "take_lost", None)  # WAV files and the clock never go away
+            if take_lost is not None and take_lost():
+                self.view.note(f"the {device.what} went away; trying the default {device.kind} device")
+                self._spawn(self._reopen(device))
+
+    async def _reopen(self, device) -> None:
+        from voicecli.audio.devices import reopen_default
+
+        try:
+            name = await reopen_default(device)
+        except VoicecliError as exc:
+            self.fatal = self.fatal or exc
+            self.stop.set()
+            return
+        self.view.note(f"{device.what}: {name}")
 
     def _drain_tap(self) -> None:
         if self.recorder is not None and self.buffer is not None:

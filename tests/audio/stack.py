@@ -69,9 +69,9 @@ class VirtualAudio:
 class Monitor:
     """Records the virtual speaker (its monitor source) in a background thread."""
 
-    def __init__(self, env: dict[str, str]):
+    def __init__(self, env: dict[str, str], source: str = "virtual_speaker.monitor"):
         self.proc = subprocess.Popen(
-            ["parec", "-d", "virtual_speaker.monitor", f"--rate={RATE}", "--channels=1", "--format=s16le", "--raw",
+            ["parec", "-d", source, f"--rate={RATE}", "--channels=1", "--format=s16le", "--raw",
              "--latency-msec=10"], stdout=subprocess.PIPE, env=env)
         self.started = time.time()
         self.data = bytearray()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+import time
 from typing import Any
 
 from voicecli.errors import ConfigError
@@ -103,13 +106,55 @@ def looks_like_headset(*names: str) -> bool:
 
 
 class DeviceStream:
-    """What the microphone and the speaker share: one PortAudio stream, its latency, closing it."""
+    """What the microphone and the speaker share: one PortAudio stream, its latency, closing it,
+    and noticing that its device went away (a USB headset unplugged).
 
+    A device that disappears either ends the stream (PortAudio's finished callback: ALSA, and
+    PulseAudio/PipeWire when no device is left to move it to) or leaves it silent with no more
+    callbacks (seen on other hosts). `take_lost()` reports either once; `reopen_default()` then
+    opens the default device in its place.
+    """
+
+    what = "audio device"  # for messages: "microphone" / "speaker"
+    kind = "output"  # "input" / "output"
+    device: int | None = None
     _stream = None
+    _generation = 0  # which stream a finished callback is about: an old one's is ignored
+    _died = False
+    _last_callback = 0.0  # monotonic time of the last audio callback (set on the audio thread)
 
     @property
     def latency(self) -> float:
         return float(self._stream.latency) if self._stream is not None else 0.0
+
+    def _watch(self):
+        """Before opening a stream: the finished callback to give it; starts the stall clock."""
+        self._generation += 1
+        generation, self._died = self._generation, False
+        self._last_callback = time.monotonic()
+
+        def finished() -> None:  # PortAudio's thread: the stream ended (closed by us, or the device is gone)
+            if generation == self._generation:
+                self._died = True
+
+        return finished
+
+    def take_lost(self) -> bool:
+        """True, once, if the stream died or stopped calling back; the dead stream is then closed."""
+        if self._stream is None:
+            return False
+        if not self._died and time.monotonic() - self._last_callback < STALL_S:
+            return False
+        stream, self._stream = self._stream, None
+        try:
+            stream.abort()  # not stop(): nothing is left to drain on a dead device
+            stream.close()
+        except Exception:  # PortAudio may refuse both on a vanished device: it is gone either way
+            pass
+        return True
+
+    def start(self) -> None:
+        raise NotImplementedError
 
     def close(self) -> None:
         stream, self._stream = self._stream, None
@@ -118,3 +163,53 @@ class DeviceStream:
                 stream.stop()
             finally:
                 stream.close()
+
+
+STALL_S = 2.0  # no audio callback for this long: the device is gone (PortAudio calls every 10–20 ms)
+REOPEN_S = 3.0  # how long to keep trying the default device (a sound server takes a moment to switch)
+
+
+async def reopen_default(stream: DeviceStream, grace_s: float = REOPEN_S, step_s: float = 0.2) -> str:
+    """Open the default device of the stream's kind in place of the one that went away; its name.
+
+    ConfigError (exit 3) if no device could be opened within `grace_s`.
+    """
+    import asyncio
+
+    sd = import_sounddevice()
+    deadline = time.monotonic() + grace_s
+    while True:
+        try:
+            info = resolve_device(None, stream.kind)
+            stream.device = info["index"]
+            with _native_stderr_quiet():
+                stream.start()
+            return str(info["name"])
+        except (sd.PortAudioError, ValueError, ConfigError) as exc:  # ValueError: sounddevice's 'no such device'
+            error = exc
+        if time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(step_s)
+    reason = error.message if isinstance(error, ConfigError) else str(error)
+    raise ConfigError(f"the {stream.what} went away and no other {stream.kind} device could be opened ({reason})",
+                      hint="connect one and start talk again, or use --input/--output FILE.wav")
+
+
+@contextlib.contextmanager
+def _native_stderr_quiet():
+    """PortAudio and ALSA print their own lines on file descriptor 2 when opening fails; a retry
+    loop would fill the screen with them. Our message (with PortAudio's error) says it once."""
+    try:
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        yield
+        return
+    sys.stderr.flush()
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

@@ -20,6 +20,8 @@ BLOCK_MS = 20
 
 
 class Microphone(DeviceStream):
+    what, kind = "microphone", "input"
+
     def __init__(self, device: int | None = None, max_blocks: int = 50):
         self.device = device
         self.queue: asyncio.Queue[tuple[bytes, float]] = asyncio.Queue(max_blocks)
@@ -40,11 +42,13 @@ class Microphone(DeviceStream):
         attempts = [(RATE, 1), (int(info["default_samplerate"]), 1),
                     (int(info["default_samplerate"]), max(1, min(2, int(info["max_input_channels"]))))]
         error: Exception | None = None
+        finished = self._watch()
         for rate, channels in attempts:
             try:
                 self._stream = sd.RawInputStream(samplerate=rate, channels=channels, dtype="int16",
                                                  blocksize=rate * BLOCK_MS // 1000, latency="low",
-                                                 device=self.device, callback=self._callback)
+                                                 device=self.device, callback=self._callback,
+                                                 finished_callback=finished)
             except sd.PortAudioError as exc:  # try the device's own rate / channel count
                 error = exc
                 continue
@@ -55,6 +59,7 @@ class Microphone(DeviceStream):
         raise error  # type: ignore[misc]
 
     def _callback(self, indata, frames, time_info, status) -> None:  # audio thread: never waits
+        self._last_callback = time.monotonic()
         try:
             self._loop.call_soon_threadsafe(self._deliver, bytes(indata), time.monotonic())
         except RuntimeError:  # the loop is closing
@@ -64,10 +69,12 @@ class Microphone(DeviceStream):
         x = np.frombuffer(raw, dtype="<i2")
         if self.channels > 1:
             x = to_mono(x, self.channels)
+        self.level = level(x)
         if self._resampler is not None:
             x = self._resampler.process(x)
+            if not x.size:
+                return  # the resampler is holding this block back: it comes out with the next ones
         pcm = x.astype("<i2", copy=False).tobytes()
-        self.level = level(x)
         if self.queue.full():
             self.queue.get_nowait()
             self.dropped += 1

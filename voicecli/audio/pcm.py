@@ -1,10 +1,9 @@
 """PCM16 helpers for talk: mono mixing, streaming resampling, levels (numpy, imported lazily by callers).
 
 Everything on the wire is PCM16 little-endian mono at 24 kHz (48 bytes per millisecond).
-Resampling is a small numpy one on purpose: PulseAudio, PipeWire, CoreAudio and WASAPI accept
-24 kHz and convert themselves, so it runs only for raw ALSA hardware; for speech into a model,
-box-filter decimation (integer ratios) or linear interpolation is good enough and costs no
-compiled dependency.
+PulseAudio, PipeWire, CoreAudio and WASAPI accept 24 kHz and convert themselves, so resampling
+runs only for raw ALSA hardware and for `--input` WAVs at other rates; it uses libsoxr (`soxr`)
+rather than interpolation, which aliases and clicks at block edges.
 """
 
 from __future__ import annotations
@@ -30,38 +29,33 @@ def to_mono(frames: np.ndarray, channels: int) -> np.ndarray:
 
 
 class Resampler:
-    """Streaming int16 resampler that keeps its phase across blocks (no clicks at block edges)."""
+    """The one resampler of talk (microphone, speaker, `--input` WAVs): libsoxr, streaming.
+
+    Its filter state carries across blocks, so block edges are seamless, and its anti-alias
+    filter keeps what lies above the new Nyquist frequency out (a 15 kHz tone does not fold
+    back to 9 kHz at 24 kHz). soxr hands its output out in bursts (up to ~40 ms held back), so a
+    block in may give fewer or more samples out; `last=True` flushes what it holds.
+    """
 
     def __init__(self, rate_in: int, rate_out: int = RATE):
         self.rate_in, self.rate_out = int(rate_in), int(rate_out)
-        self._factor = self.rate_in // self.rate_out if self.rate_in % self.rate_out == 0 else 0
-        self._rest = np.zeros(0, np.int16)  # decimation: samples not yet making a whole group
-        self._pos = 0.0  # interpolation: position of the next output sample, in input samples
-        self._last: np.ndarray | None = None  # interpolation: the previous block's last sample
+        self._stream = None
+        if self.rate_in != self.rate_out:
+            import soxr  # only where audio is resampled: not at startup
 
-    def process(self, x: np.ndarray) -> np.ndarray:
-        if self.rate_in == self.rate_out:
+            # float, rounded here: soxr's own int16 output is dithered (random), this is repeatable
+            self._stream = soxr.ResampleStream(self.rate_in, self.rate_out, 1, dtype="float32", quality="HQ")
+
+    def process(self, x: np.ndarray, last: bool = False) -> np.ndarray:
+        if self._stream is None:
             return x
-        if self._factor:  # 48 k → 24 k and the like: average each group (a crude low-pass)
-            data = np.concatenate([self._rest, x]) if self._rest.size else x
-            n = data.size // self._factor
-            self._rest = data[n * self._factor:].copy()
-            return data[: n * self._factor].reshape(n, self._factor).astype(np.int32).mean(axis=1).astype(np.int16)
-        data = x.astype(np.float64)
-        if self._last is not None:  # index 0 = the previous block's last sample
-            data = np.concatenate([self._last, data])
-        step = self.rate_in / self.rate_out
-        end = data.size - 1  # last usable index
-        count = max(0, math.floor((end - self._pos) / step) + 1) if end >= self._pos else 0
-        at = self._pos + step * np.arange(count)
-        out = np.interp(at, np.arange(data.size), data)
-        self._pos = self._pos + step * count - (data.size - 1)
-        self._last = data[-1:]
-        return np.clip(np.round(out), -32768, 32767).astype(np.int16)
+        y = self._stream.resample_chunk(x.astype(np.float32), last=last)
+        return np.clip(np.rint(y), -32768, 32767).astype(np.int16)
 
 
 def resample_all(x: np.ndarray, rate_in: int, rate_out: int = RATE) -> np.ndarray:
-    return Resampler(rate_in, rate_out).process(x)
+    """A whole signal at once (same filter as the streaming path)."""
+    return Resampler(rate_in, rate_out).process(x, last=True)
 
 
 def level(pcm: bytes | np.ndarray) -> float:

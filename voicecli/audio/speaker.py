@@ -36,6 +36,7 @@ class PlaybackBuffer:
         self._odd_item: str | None = None
         self._prebuffer = prebuffer_ms * RATE // 1000
         self._waiting = True  # gather `prebuffer` samples before starting (again) after an underrun
+        self._ended: set[str] = set()  # items whose last sample is queued: no prebuffer wait for them
         self.played: dict[str, int] = {}  # item id → samples handed to the device
         self.first_played: dict[str, float] = {}  # item id → monotonic time of its first sample
         self.current_item: str | None = None  # the item whose samples were handed last
@@ -58,6 +59,11 @@ class PlaybackBuffer:
             self._queue.append([item_id, samples, 0])
             self._queued += samples.size
 
+    def end(self, item_id: str) -> None:
+        """No more audio of this item is coming: its queued tail plays even if shorter than the prebuffer."""
+        with self._lock:
+            self._ended.add(item_id)
+
     def flush(self) -> str | None:
         """Stop at once: keep only a 5 ms faded tail of what is queued; returns the item cut."""
         with self._lock:
@@ -79,6 +85,7 @@ class PlaybackBuffer:
                 self._queue.append([cut, faded, 0])
                 self._queued = faded.size
             self._odd = b""
+            self._ended.clear()
             self._waiting = False  # the fade must play now, not wait for a prebuffer
         return cut
 
@@ -103,7 +110,10 @@ class PlaybackBuffer:
         out = np.zeros(n, dtype=np.int16)
         with self._lock:
             if self._waiting:
-                if self._queued < max(1, self._prebuffer):
+                # start once the prebuffer is full, or at once if the last queued item is complete
+                # (a short answer, or the tail after an underrun: nothing more would ever fill it)
+                complete = bool(self._queue) and self._queue[-1][0] in self._ended
+                if self._queued < max(1, self._prebuffer) and not complete:
                     return out
                 self._waiting = False
             filled = 0
@@ -126,19 +136,24 @@ class PlaybackBuffer:
                 self.last_sound = time.monotonic()
                 if self.tap is not None:
                     self.tap.append(out[:filled].tobytes())
-            if filled < n and not self._queue:
-                self._waiting = True  # ran dry: prebuffer again before the next sound
+            if not self._queue:
+                self._ended.clear()  # everything ended has been played
+                if filled < n:
+                    self._waiting = True  # ran dry: prebuffer again before the next sound
         return out
 
 
 class DeviceSpeaker(DeviceStream):
     """A sounddevice output stream fed by the buffer, in 10 ms blocks."""
 
+    what, kind = "speaker", "output"
+
     def __init__(self, buffer: PlaybackBuffer, device: int | None = None):
         self.buffer = buffer
         self.device = device
         self._stream = None
-        self._resampler: Resampler | None = None
+        self._resampler: Resampler | None = None  # 24 kHz → the device's rate, if it cannot do 24 kHz
+        self._left = np.zeros(0, np.int16)  # resampled samples not yet handed to the device
         self._rate = RATE
         self.errors = 0  # callback status flags (underflows) seen
 
@@ -146,29 +161,46 @@ class DeviceSpeaker(DeviceStream):
         from voicecli.audio.devices import import_sounddevice
 
         sd = import_sounddevice()
+        self._rate, self._resampler, self._left = RATE, None, np.zeros(0, np.int16)  # (re)opening: start clean
+        finished = self._watch()
         try:
-            self._stream = self._open(sd, RATE)
+            self._stream = self._open(sd, RATE, finished)
         except sd.PortAudioError:  # the device cannot do 24 kHz: play at its own rate
             rate = int(sd.query_devices(self.device, "output")["default_samplerate"])
-            self._stream = self._open(sd, rate)
+            self._stream = self._open(sd, rate, finished)
             self._rate = rate
+            self._resampler = Resampler(RATE, rate)
         self._stream.start()
 
-    def _open(self, sd, rate: int):
+    def _open(self, sd, rate: int, finished):
         # 10 ms blocks: PortAudio keeps two of them queued, so a flush is heard within ~20 ms
         return sd.RawOutputStream(samplerate=rate, channels=1, dtype="int16", blocksize=rate // 100,
-                                  latency="low", device=self.device, callback=self._callback)
+                                  latency="low", device=self.device, callback=self._callback,
+                                  finished_callback=finished)
 
     def _callback(self, outdata, frames, time_info, status) -> None:  # audio thread: no waiting
+        self._last_callback = time.monotonic()
         if status:
             self.errors += 1
-        if self._rate == RATE:
+        if self._resampler is None:
             outdata[:] = self.buffer.pull(frames).tobytes()
             return
-        need = round(frames * RATE / self._rate)
-        x = self.buffer.pull(need).astype(np.float64)
-        y = np.interp(np.linspace(0, need - 1, frames), np.arange(need), x)
-        outdata[:] = y.astype(np.int16).tobytes()
+        outdata[:] = self._resampled(frames).tobytes()
+
+    def _resampled(self, frames: int) -> np.ndarray:
+        """`frames` samples at the device's rate. The resampler gives its output in bursts: pull
+        until one arrives and keep the rest for the next callback. What is pulled is heard
+        (nothing is dropped on a flush), so the buffer's played counts stay right."""
+        have = self._left
+        for _ in range(64):  # soxr holds back ~40 ms at most: a few 10 ms pulls always suffice
+            if have.size >= frames:
+                break
+            need = max(RATE // 100, -(-(frames - have.size) * RATE // self._rate))
+            have = np.concatenate([have, self._resampler.process(self.buffer.pull(need))])
+        if have.size < frames:  # never: but the audio thread must not fail
+            have = np.concatenate([have, np.zeros(frames - have.size, np.int16)])
+        out, self._left = have[:frames], have[frames:]
+        return out
 
 
 class ClockSpeaker:
