@@ -79,13 +79,9 @@ def _is_local(host: str | None) -> bool:
 
 
 def _masked(url: str) -> str:
-    """The URL with any password replaced, for messages."""
-    head, sep, tail = url.partition("://")
-    rest = tail if sep else head
-    netloc, slash, path = rest.partition("/")
-    if "@" in netloc:
-        user, _, host = netloc.rpartition("@")
-        if ":" in user:
-            netloc = f"{user.split(':', 1)[0]}:***@{host}"
-    rest = netloc + slash + path
-    return f"{head}://{rest}" if sep else rest
+    """The URL with any password replaced, for messages (one without a scheme too)."""
+    from voicecli.sanitize import mask_url_password
+
+    if "://" in url:
+        return mask_url_password(url)
+    return mask_url_password("x://" + url)[len("x://"):]
