@@ -294,3 +294,15 @@ def test_session_is_renewed_before_its_age_limit(tmp_path, sim):
     replayed = [e["item"] for e in realtime_events(sim, c2) if e["type"] == "conversation.item.create"]
     assert [(i["role"], i["content"][0]["text"]) for i in replayed] == [
         ("user", "remember the word banana"), ("assistant", "You said: remember the word banana")]
+
+
+def test_forced_tool_choice_is_sent_in_the_realtime_shape(tmp_path, sim):
+    prof = tmp_path / "forced.toml"
+    prof.write_text('extends = "offline"\n[model]\ntool_choice = "get_weather"\n[[tools]]\nname = "get_weather"\n'
+                    'description = "Weather now"\ncommand = ["echo", "sunny"]\napproval = "auto"\n')
+    wav = speech_wav(tmp_path / "in.wav", [("silence", 0.3)])
+    r = run_cli(tmp_path, "talk", "-p", str(prof), "--base-url", sim.base_url, "--input", str(wav),
+                "--output", str(tmp_path / "o.wav"))
+    assert r.code == 0, r.err
+    update = next(e for e in realtime_events(sim) if e["type"] == "session.update")
+    assert update["session"]["tool_choice"] == {"type": "function", "name": "get_weather"}

@@ -18,7 +18,6 @@ from voicecli.audio.pcm import Resampler
 from voicecli.audio.speaker import FADE, PlaybackBuffer
 from voicecli.audio.wav import read_wav_24k
 from voicecli.talk import Talk, TalkOptions, _heard
-from voicecli.transport.realtime import decode, history_item
 from voicecli.ui.talk_view import TalkView
 from voicecli.wire.realtime import RealtimeDecoder
 
@@ -52,7 +51,7 @@ def server_events(traffic_dir: Path, name: str) -> list[dict]:
 async def feed(talk: Talk, events: list[dict]) -> None:
     decoder = RealtimeDecoder()
     for data in events:
-        for event in decode(decoder, data):
+        for event in decoder.feed(data):
             await talk.on_event(event)
 
 
@@ -158,12 +157,6 @@ def test_text_answer_is_finalised_without_audio(traffic_dir):
     talk._finalise()
     text = next(e["text"] for e in events if e["type"] == "response.output_text.done")
     assert talk.history[-1] == ("assistant", text)
-
-
-def test_history_replays_as_text_items():
-    assert history_item("user", "hi") == {"type": "conversation.item.create", "item": {
-        "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}}
-    assert history_item("assistant", "yo")["item"]["content"] == [{"type": "output_text", "text": "yo"}]
 
 
 def test_heard_part_of_an_interrupted_answer():

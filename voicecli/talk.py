@@ -308,22 +308,20 @@ class Talk:
         await self._begin(transport, replay=bool(self.history))
 
     async def _begin(self, transport, *, replay: bool) -> None:
-        from voicecli.transport.realtime import history_item
         from voicecli.wire import realtime as rt
 
         self.transport = transport
         self.session_started = time.monotonic()
         self.sessions += 1
-        update = rt.session_update(self.voice, self.instructions, self.functions if self.toolbox else ())
-        if self.profile.model.tool_choice is not None and self.toolbox:
-            update["session"]["tool_choice"] = self.profile.model.tool_choice
+        update = rt.session_update(self.voice, self.instructions, self.functions if self.toolbox else (),
+                                   self.profile.model.tool_choice)
         await transport.send(update)
         if replay:
             # answers still playing are not in the history yet, but they will be heard
             playing = [("assistant", (i.final_text or i.text).strip()) for i in map(self.items.get, self.order)
                        if i is not None and not i.interrupted and (i.final_text or i.text).strip()]
             for role, text in self.history + playing:
-                await transport.send(history_item(role, text))
+                await transport.send(rt.history_message(role, text))
 
     async def _reconnect(self, reason: str, planned: bool) -> None:
         """A new session with the conversation so far replayed as text items."""
@@ -371,7 +369,7 @@ class Talk:
         return await transport.send(event) if transport is not None else False
 
     async def _pump_server(self) -> None:
-        from voicecli.transport.realtime import Disconnected
+        from voicecli.events import Disconnected
 
         while not self.stop.is_set():
             transport = self.transport
@@ -390,7 +388,7 @@ class Talk:
     # -- server events --------------------------------------------------------------------------
 
     async def on_event(self, event) -> None:
-        from voicecli.transport.realtime import ResponseStarted
+        from voicecli.events import ResponseStarted
 
         self.quiet_since = None
         if isinstance(event, AudioDelta):
