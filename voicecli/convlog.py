@@ -95,6 +95,15 @@ def latest_cid() -> str | None:
     return files[-1].stem if files else None
 
 
+def open_for(continue_: bool, cid: str | None, no_log: bool, **meta: Any) -> tuple[ConversationLog | None, list[HistoryItem]]:
+    """The log a command writes to and the history it starts from: the latest conversation (-c), one
+    by id (--cid), or a new one; `no_log` reads the history but writes nothing."""
+    log, history = open_existing(cid) if continue_ or cid else (None, [])
+    if no_log:
+        return None, history
+    return log or ConversationLog.create(**meta), history
+
+
 def open_existing(cid: str | None) -> tuple[ConversationLog, list[HistoryItem]]:
     """The log of `cid` (or the latest conversation) and its history items, for -c / --cid."""
     cid = cid or latest_cid()
