@@ -210,6 +210,8 @@ def probe(base_url: str, first: Path, second: Path, out: Path) -> None:
     barge_in = talk.barge_in
 
     async def timed_barge_in():
+        if not talk.turns.busy:
+            return await barge_in()  # nothing playing: nothing to stop (and nothing to time)
         start = time.monotonic()
         cut = talk.buffer.current_item
         await barge_in()

@@ -337,3 +337,11 @@ def test_talk_continues_a_text_conversation(tmp_path, sim):
     replayed = [e["item"] for e in realtime_events(sim) if e["type"] == "conversation.item.create"]
     assert [(i["role"], i["content"][0]["text"]) for i in replayed] == [
         ("user", "remember the word banana"), ("assistant", "You said: remember the word banana")]
+
+
+def test_a_silent_talk_leaves_no_conversation_behind(tmp_path, sim):
+    wav = speech_wav(tmp_path / "in.wav", [("silence", 0.3)])
+    r = talk(tmp_path, sim, "--input", str(wav), "--output", str(tmp_path / "o.wav"))
+    assert r.code == 0, r.err
+    r = run_cli(tmp_path, "infer", "-p", "offline", "--base-url", sim.base_url, "-c", "hello")
+    assert r.code != 0 and "no earlier conversation" in r.err  # not an empty voice conversation
