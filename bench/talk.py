@@ -3,7 +3,8 @@
 Runs on the project's PulseAudio null-sink stack (tests/audio/virtual-audio.sh) against the
 simulator, so it needs pulseaudio, paplay and espeak-ng (scripts/install.sh --test).
 
-- A probe process (this file with `--probe`) runs `Talk` in-process with timestamps on each hop:
+- A probe process (this file with `--probe`) runs `Talk` in-process with timestamps on each hop
+  (events from the voice session, `RealtimeSession.append_audio`, `Talk.barge_in`):
   mic callback → `input_audio_buffer.append` sent; `output_audio.delta` received → first sample
   handed to the output stream; barge-in (`speech_started` received) → speaker flushed (the faded
   tail handed over). PortAudio's reported stream latencies give the remaining device hop.
@@ -181,32 +182,36 @@ def first_onset_s(wav: Path) -> float:
 
 
 def probe(base_url: str, first: Path, second: Path, out: Path) -> None:
-    import base64
-
     import numpy as np
 
     from voicecli import profiles
+    from voicecli.conversation import Conversation
+    from voicecli.events import AudioDelta
     from voicecli.talk import Talk, TalkOptions
+    from voicecli.voice.session import RealtimeSession
 
     sys.stdin = open(os.devnull)
     prof = profiles.load("offline")
     prof.connection.base_url = base_url
-    talk = Talk(prof, TalkOptions(half_duplex=False))
+    talk = Talk(prof, TalkOptions(half_duplex=False, no_log=True), Conversation(prof, None))
     received: dict[str, float] = {}
     barge: list[float] = []
     marks: dict[str, float] = {}
     truncates: list[tuple[int, int]] = []
 
-    on_audio = talk._on_audio
+    on_event = talk.on_event
 
-    def timed_audio(event):
-        received.setdefault(event.item_id, time.monotonic())
-        on_audio(event)
+    async def timed_event(event):
+        if isinstance(event, AudioDelta):
+            received.setdefault(event.item_id, time.monotonic())
+        await on_event(event)
 
-    talk._on_audio = timed_audio
+    talk.on_event = timed_event
     barge_in = talk.barge_in
 
     async def timed_barge_in():
+        if not talk.turns.busy:
+            return await barge_in()  # nothing playing: nothing to stop (and nothing to time)
         start = time.monotonic()
         cut = talk.buffer.current_item
         await barge_in()
@@ -214,22 +219,21 @@ def probe(base_url: str, first: Path, second: Path, out: Path) -> None:
             await asyncio.sleep(0.001)
         barge.append(time.monotonic() - start)
         marks.setdefault("barge", start)
-        item = talk.items.get(cut)
+        item = talk.turns.items.get(cut)
         if item is not None and item.played_ms is not None:
             truncates.append((item.played_ms, talk.buffer.played_ms(cut)))
 
     talk.barge_in = timed_barge_in
     sends: list[tuple[float, int]] = []  # (time an append was sent, its peak sample)
-    send = talk.send
+    append = RealtimeSession.append_audio
 
-    async def timed_send(event):
-        ok = await send(event)
-        if event["type"] == "input_audio_buffer.append":
-            pcm = np.frombuffer(base64.b64decode(event["audio"]), dtype="<i2")
-            sends.append((time.monotonic(), int(np.abs(pcm).max()) if pcm.size else 0))
+    async def timed_append(self, pcm):
+        ok = await append(self, pcm)
+        samples = np.frombuffer(pcm, dtype="<i2")
+        sends.append((time.monotonic(), int(np.abs(samples).max()) if samples.size else 0))
         return ok
 
-    talk.send = timed_send
+    RealtimeSession.append_audio = timed_append
 
     async def drive():
         while talk.stats["sent_blocks"] < 25:
@@ -260,8 +264,8 @@ def probe(base_url: str, first: Path, second: Path, out: Path) -> None:
     result = {
         "mic_e2e": heard - (marks["first"] + onset) if heard else None,
         "mic_to_send": talk.stats["mic_to_send"][50:],  # after start-up
-        "input_latency": talk.latencies.get("in", 0.0),
-        "output_latency": talk.latencies.get("out", 0.0),
+        "input_latency": talk.audio.latencies.get("in", 0.0),
+        "output_latency": talk.audio.latencies.get("out", 0.0),
         "receive_to_handed": [talk.buffer.first_played[i] - t for i, t in received.items() if i in talk.buffer.first_played],
         "barge_in": barge,
         "truncate_error_ms": max((abs(a - b) for a, b in truncates), default=None),

@@ -223,7 +223,7 @@ def test_tool_call_with_approval_from_the_keyboard(tmp_path, sim):
     def read_stderr():
         for line in proc.stderr:
             err_lines.append(line)
-            if "run tool get_weather" in line:
+            if "run the tool 'get_weather'" in line:  # the approval prompt shared with chat
                 asked.set()
 
     reader = threading.Thread(target=read_stderr, daemon=True)
@@ -344,3 +344,52 @@ def test_short_answers_play_to_the_end_headless(tmp_path, make_sim, traffic_dir)
                     for line in (tmp_path / f"turn{i}.jsonl").read_text().splitlines()
                     if '"response.output_audio.delta"' in line)
     assert speech.read_wav(out.read_bytes()) == sent
+def test_forced_tool_choice_is_sent_in_the_realtime_shape(tmp_path, sim):
+    prof = tmp_path / "forced.toml"
+    prof.write_text('extends = "offline"\n[model]\ntool_choice = "get_weather"\n[[tools]]\nname = "get_weather"\n'
+                    'description = "Weather now"\ncommand = ["echo", "sunny"]\napproval = "auto"\n')
+    wav = speech_wav(tmp_path / "in.wav", [("silence", 0.3)])
+    r = run_cli(tmp_path, "talk", "-p", str(prof), "--base-url", sim.base_url, "--input", str(wav),
+                "--output", str(tmp_path / "o.wav"))
+    assert r.code == 0, r.err
+    update = next(e for e in realtime_events(sim) if e["type"] == "session.update")
+    assert update["session"]["tool_choice"] == {"type": "function", "name": "get_weather"}
+
+
+def sim_log(sim) -> list[dict]:
+    import httpx
+
+    return httpx.get(sim.base_url.replace("/v1", "/_sim/log")).json()
+
+
+def test_infer_continues_a_voice_conversation(tmp_path, sim):
+    wav = speech_wav(tmp_path / "in.wav", [("silence", 0.3), ("speech", 1.2), ("silence", 0.5)])
+    r = talk(tmp_path, sim, "--input", str(wav), "--output", str(tmp_path / "o.wav"), input="hello by text\n")
+    assert r.code == 0, r.err
+    said = [line.split(": ", 1) for line in r.out.splitlines()]
+    assert [role for role, _ in said] == ["user", "assistant", "user", "assistant"]
+    r = run_cli(tmp_path, "infer", "-p", "offline", "--base-url", sim.base_url, "-t", "sse", "-c", "and now?")
+    assert r.code == 0, r.err
+    [request] = [e for e in sim_log(sim) if e.get("endpoint") == "/v1/responses" and e.get("method") == "POST"]
+    history = [(i["role"], i["content"] if isinstance(i["content"], str) else "".join(c["text"] for c in i["content"]))
+               for i in request["body"]["input"]]
+    assert history == [*map(tuple, said), ("user", "and now?")]
+
+
+def test_talk_continues_a_text_conversation(tmp_path, sim):
+    r = run_cli(tmp_path, "infer", "-p", "offline", "--base-url", sim.base_url, "remember the word banana")
+    assert r.code == 0, r.err
+    wav = speech_wav(tmp_path / "in.wav", [("silence", 0.3)])
+    r = talk(tmp_path, sim, "-c", "--input", str(wav), "--output", str(tmp_path / "o.wav"))
+    assert r.code == 0, r.err
+    replayed = [e["item"] for e in realtime_events(sim) if e["type"] == "conversation.item.create"]
+    assert [(i["role"], i["content"][0]["text"]) for i in replayed] == [
+        ("user", "remember the word banana"), ("assistant", "You said: remember the word banana")]
+
+
+def test_a_silent_talk_leaves_no_conversation_behind(tmp_path, sim):
+    wav = speech_wav(tmp_path / "in.wav", [("silence", 0.3)])
+    r = talk(tmp_path, sim, "--input", str(wav), "--output", str(tmp_path / "o.wav"))
+    assert r.code == 0, r.err
+    r = run_cli(tmp_path, "infer", "-p", "offline", "--base-url", sim.base_url, "-c", "hello")
+    assert r.code != 0 and "no earlier conversation" in r.err  # not an empty voice conversation

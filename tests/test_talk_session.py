@@ -1,11 +1,12 @@
-"""`voicecli talk` session logic without sockets or devices: recorded Realtime sessions replayed
-through `Talk.on_event`, barge-in arithmetic, the playback buffer, resampling, WAV input."""
+"""The voice session layer without devices: recorded Realtime sessions replayed through `Turns`
+(what was received, played and heard; barge-in arithmetic with an injected clock), the
+`RealtimeSession` tool round against a fake socket and the simulator's Realtime front, the playback
+buffer, resampling, WAV input."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 import wave
 from pathlib import Path
@@ -15,10 +16,13 @@ import numpy as np
 from voicecli import profiles
 from voicecli.audio.speaker import FADE, PlaybackBuffer
 from voicecli.audio.wav import read_wav_24k
-from voicecli.talk import Talk, TalkOptions, _heard
-from voicecli.transport.realtime import decode, history_item
-from voicecli.ui.talk_view import TalkView
+from voicecli.conversation import Conversation
+from voicecli.events import (AudioDelta, Disconnected, Error, ResponseStarted, SpeechStopped, ToolResult, Transcript,
+                             TurnEnd)
+from voicecli.voice.session import RealtimeSession
+from voicecli.voice.turns import AssistantItem, Turns, heard
 from voicecli.wire.realtime import RealtimeDecoder
+from voicecli.wire.types import FunctionCall, FunctionOutput, Message
 
 
 class FakeTransport:
@@ -33,44 +37,46 @@ class FakeTransport:
         return [e["type"] for e in self.sent]
 
 
-def make_talk(tmp_path: Path | None = None, **opts) -> Talk:
-    prof = profiles.load("offline")
-    talk = Talk(prof, TalkOptions(**opts))
-    talk.buffer = PlaybackBuffer(prebuffer_ms=0)
-    talk.view = TalkView(footer="", console_file=io.StringIO())
-    talk.transport = FakeTransport()
-    talk.half_duplex = False
-    return talk
+class Clock:
+    def __init__(self, now: float = 100.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def server_events(traffic_dir: Path, name: str) -> list[dict]:
     return [json.loads(line) for line in (traffic_dir / f"{name}.jsonl").read_text().splitlines() if line.strip()]
 
 
-async def feed(talk: Talk, events: list[dict]) -> None:
+def neutral(events: list[dict]) -> list:
     decoder = RealtimeDecoder()
-    for data in events:
-        for event in decode(decoder, data):
-            await talk.on_event(event)
+    return [e for data in events for e in decoder.feed(data)]
 
 
-def test_recorded_voice_turn_plays_all_audio_and_writes_the_transcript(traffic_dir):
+def make_turns(clock=None) -> Turns:
+    clock = clock or Clock()
+    return Turns(PlaybackBuffer(prebuffer_ms=0), clock=clock, wall=clock)
+
+
+# -- Turns: what was received, played and heard -------------------------------------------------
+
+
+def test_recorded_voice_turn_plays_all_audio_before_it_is_written(traffic_dir):
     events = server_events(traffic_dir, "realtime_ws_audio_vad_01")
     deltas = b"".join(base64.b64decode(e["delta"]) for e in events if e["type"] == "response.output_audio.delta")
     spoken = next(e["transcript"] for e in events if e["type"] == "response.output_audio_transcript.done")
-    talk = make_talk()
-
-    asyncio.run(feed(talk, events))
-    assert not talk.in_progress
-    assert talk.buffer.pending() == len(deltas) // 2  # every sample queued (odd bytes carried, not lost)
-    talk._finalise()
-    assert talk.history[-1:] != [("assistant", spoken)]  # not before it was played
-    talk.buffer.pull(talk.buffer.pending())
-    talk._finalise()
-    assert ("assistant", spoken) in talk.history
-    user = next(e["transcript"] for e in events if e["type"].endswith("input_audio_transcription.completed"))
-    assert ("user", user.strip()) in talk.history
-    assert talk.transport.sent == []  # nothing to cancel or truncate
+    turns = make_turns()
+    for event in neutral(events):
+        turns.feed(event)
+    assert not turns.in_progress
+    assert turns.playback.pending() == len(deltas) // 2  # every sample queued (odd bytes carried, not lost)
+    assert turns.finished() == []  # not before it was played
+    assert turns.unfinished() == [spoken]  # a replay now would include it: it will be heard
+    turns.playback.pull(turns.playback.pending())
+    [done] = turns.finished()
+    assert (done.text, done.interrupted) == (spoken, False)
+    assert turns.finished() == [] and turns.unfinished() == []  # once
 
 
 def test_odd_length_deltas_keep_every_byte():
@@ -85,88 +91,194 @@ def test_odd_length_deltas_keep_every_byte():
 
 def test_barge_in_cancels_and_truncates_to_what_was_played(traffic_dir):
     events = server_events(traffic_dir, "realtime_ws_audio_vad_01")
-    cut = [i for i, e in enumerate(events) if e["type"] == "response.output_audio.delta"][3]
-    talk = make_talk()
-
-    async def scenario():
-        await feed(talk, events[: cut + 1])  # the response is running, some audio received
-        item_id = events[cut]["item_id"]
-        received = talk.items[item_id].received
-        talk.buffer.pull(2400)  # the device took 100 ms
-        await feed(talk, [{"type": "input_audio_buffer.speech_started", "audio_start_ms": 5000, "item_id": "u2"}])
-        return item_id, received
-
-    item_id, received = asyncio.run(scenario())
-    assert talk.transport.types() == ["response.cancel", "conversation.item.truncate"]
-    truncate = talk.transport.sent[1]
-    assert truncate["item_id"] == item_id and truncate["content_index"] == 0
+    cut_at = [i for i, e in enumerate(events) if e["type"] == "response.output_audio.delta"][3]
+    turns = make_turns()
+    for event in neutral(events[: cut_at + 1]):  # the response is running, some audio received
+        turns.feed(event)
+    item_id = events[cut_at]["item_id"]
+    received = turns.items[item_id].received
+    turns.playback.pull(2400)  # the device took 100 ms
+    cut = turns.barge_in()
     expected = (2400 + min(FADE, received // 2 - 2400)) * 1000 // 24000
-    assert truncate["audio_end_ms"] == min(expected, received // 48)
-    assert talk.buffer.pending() <= FADE  # flushed: only the fade is left
+    assert cut.cancel and cut.truncate == (item_id, min(expected, received // 48))
+    assert turns.playback.pending() <= FADE  # flushed: only the fade is left
+    assert turns.barge_in().truncate is None  # a second barge-in cuts nothing more
     # late audio of the cancelled response is dropped
-    late = {"type": "response.output_audio.delta", "response_id": talk.response_id, "item_id": item_id,
-            "delta": base64.b64encode(b"\x01\x00" * 480).decode()}
-    asyncio.run(feed(talk, [late]))
-    assert talk.buffer.pending() <= FADE
-    talk.buffer.pull(FADE)
-    talk._finalise(force=True)
-    assert talk.items[item_id].interrupted
+    turns.feed(AudioDelta(b"\x01\x00" * 480, item_id, turns.response_id))
+    assert turns.playback.pending() <= FADE
+    turns.playback.pull(FADE)
+    assert turns.finished() == []  # the cancelled response has not ended yet
+    turns.feed(TurnEnd("cancelled", turns.response_id, "turn_detected"))
+    [done] = turns.finished()
+    assert done.interrupted and done.item.played_ms == cut.truncate[1]
 
 
 def test_truncate_is_clamped_to_the_audio_received():
-    talk = make_talk()
-    talk.items["a"] = item = __import__("voicecli.talk", fromlist=["AssistantItem"]).AssistantItem("a", "r", 0.0)
-    item.received = 4800  # 100 ms received
-    talk.buffer.push("a", b"\x10\x00" * 2400)
-    talk.buffer.pull(2400)
-    talk.buffer.played["a"] = 4800  # as if more had been played than received (e.g. a resent delta)
-    talk.buffer.push("a", b"\x10\x00" * 10)
-    asyncio.run(talk.barge_in())
-    assert talk.transport.sent[-1]["audio_end_ms"] == 100
+    turns = make_turns()
+    turns.items["a"] = AssistantItem("a", "r", 0.0, received=4800)  # 100 ms received
+    turns.playback.push("a", b"\x10\x00" * 2400)
+    turns.playback.pull(2400)
+    turns.playback.played["a"] = 4800  # as if more had been played than received (e.g. a resent delta)
+    turns.playback.push("a", b"\x10\x00" * 10)
+    assert turns.barge_in().truncate == ("a", 100)
 
 
-def test_recorded_tool_call_runs_the_tool_and_asks_for_a_response(traffic_dir):
+def test_an_answer_heard_to_the_end_is_not_truncated():
+    turns = make_turns()
+    turns.feed(ResponseStarted("r"))
+    turns.feed(AudioDelta(b"\x01\x00" * 2400, "a", "r"))
+    turns.feed(TurnEnd("completed", "r"))
+    turns.playback.pull(2400)
+    assert turns.barge_in().truncate is None and not turns.barge_in().cancel
+
+
+def test_text_answer_is_finished_without_audio(traffic_dir):
     events = server_events(traffic_dir, "realtime_ws_tool_call_01")
-    first_done = next(i for i, e in enumerate(events) if e["type"] == "response.done")
-    talk = make_talk()
-
-    class Box:
-        async def run(self, calls):
-            from voicecli.wire.types import FunctionOutput
-
-            return [FunctionOutput(c.call_id, '{"temp": 12}', c.name) for c in calls]
-
-    talk.toolbox = Box()
-
-    async def scenario():
-        await feed(talk, events[: first_done + 1])
-        await talk._tool_task
-
-    asyncio.run(scenario())
-    call = next(e for e in events if e["type"] == "response.function_call_arguments.done")
-    assert talk.transport.types() == ["conversation.item.create", "response.create"]
-    assert talk.transport.sent[0]["item"] == {"type": "function_call_output", "call_id": call["call_id"],
-                                              "output": '{"temp": 12}'}
-
-
-def test_text_answer_is_finalised_without_audio(traffic_dir):
-    events = server_events(traffic_dir, "realtime_ws_tool_call_01")
-    talk = make_talk()
-    asyncio.run(feed(talk, events))
-    talk._finalise()
+    turns = make_turns()
+    for event in neutral(events):
+        turns.feed(event)
     text = next(e["text"] for e in events if e["type"] == "response.output_text.done")
-    assert talk.history[-1] == ("assistant", text)
+    assert [h.text for h in turns.finished()] == [text]
 
 
-def test_history_replays_as_text_items():
-    assert history_item("user", "hi") == {"type": "conversation.item.create", "item": {
-        "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}}
-    assert history_item("assistant", "yo")["item"]["content"] == [{"type": "output_text", "text": "yo"}]
+def test_turn_latency_with_an_injected_clock():
+    clock = Clock(10.0)
+    turns = make_turns(clock)
+    turns.start_clock()  # end of the user's speech at 10.0
+    clock.now = 10.4
+    turns.feed(ResponseStarted("r"))
+    turns.feed(AudioDelta(b"\x01\x00" * 480, "a", "r"))  # first audio at 10.4
+    assert turns.latency() is None  # not played yet
+    turns.playback.pull(480)
+    turns.playback.first_played["a"] = 10.45  # the device took it 50 ms later
+    to_audio, to_play = turns.latency()
+    assert round(to_audio) == 400 and round(to_play) == 450
+    assert turns.latency() is None  # reported once per turn
+
+
+def test_a_lost_connection_ends_the_running_response():
+    turns = make_turns()
+    turns.feed(ResponseStarted("r"))
+    turns.feed(Transcript("assistant", "half an ans", False, "a"))
+    turns.lost()
+    assert not turns.busy and turns.items["a"].done
+    turns.feed(Transcript("assistant", "wer", False, "a"))  # late text of the lost response: dropped
+    assert [h.text for h in turns.finished()] == ["half an ans"]
 
 
 def test_heard_part_of_an_interrupted_answer():
-    assert _heard("one two three four", 500, 1000) == "one two"
-    assert _heard("one two", 1000, 1000) == "one two"
+    assert heard("one two three four", 500, 1000) == "one two"
+    assert heard("one two", 1000, 1000) == "one two"
+
+
+# -- RealtimeSession ------------------------------------------------------------------------------
+
+
+def make_session(profile=None, runner=None, history=()) -> RealtimeSession:
+    profile = profile or profiles.load("offline")
+    conv = Conversation(profile, None, history=list(history))
+    session = RealtimeSession(profile, conv, base_url="http://127.0.0.1:9/v1", tool_runner=runner)
+    session.transport = FakeTransport()
+    return session
+
+
+async def outputs(calls):
+    return [FunctionOutput(c.call_id, '{"temp": 12}', c.name) for c in calls]
+
+
+def test_recorded_tool_call_runs_through_the_conversations_tool_round(traffic_dir):
+    events = server_events(traffic_dir, "realtime_ws_tool_call_01")
+    first_done = next(i for i, e in enumerate(events) if e["type"] == "response.done")
+
+    async def scenario():
+        session = make_session(runner=outputs)
+        for event in neutral(events[: first_done + 1]):
+            session._on_event(event)
+        await asyncio.gather(*session._jobs._tasks)
+        return session, [session._queue.get_nowait() for _ in range(session._queue.qsize())]
+
+    session, queued = asyncio.run(scenario())
+    call = next(e for e in events if e["type"] == "response.function_call_arguments.done")
+    assert session.transport.types() == ["conversation.item.create", "response.create"]
+    assert session.transport.sent[0]["item"] == {"type": "function_call_output", "call_id": call["call_id"],
+                                                 "output": '{"temp": 12}'}
+    assert [type(e) for e in queued] == [ToolResult] and queued[0].call_id == call["call_id"]
+    assert session.conversation.history == [FunctionCall(call["call_id"], call["name"], call["arguments"]),
+                                            FunctionOutput(call["call_id"], '{"temp": 12}', call["name"])]
+
+
+def test_tool_rounds_stop_at_max_tool_rounds(traffic_dir):
+    events = server_events(traffic_dir, "realtime_ws_tool_call_01")
+    first_done = next(i for i, e in enumerate(events) if e["type"] == "response.done")
+    profile = profiles.load("offline")
+    profile.model.max_tool_rounds = 0
+
+    async def scenario():
+        session = make_session(profile, runner=outputs)
+        for event in neutral(events[: first_done + 1]):
+            session._on_event(event)
+        await asyncio.gather(*session._jobs._tasks)
+        return session, [session._queue.get_nowait() for _ in range(session._queue.qsize())]
+
+    session, queued = asyncio.run(scenario())
+    assert session.transport.types() == ["conversation.item.create"]  # the output says why; no new response
+    assert "not run" in session.transport.sent[0]["item"]["output"]
+    assert isinstance(queued[-1], Error) and "tool rounds" in queued[-1].message
+
+
+def test_quiet_errors_and_expiry_stay_inside_the_session():
+    session = make_session()
+    assert session._on_event(Error("invalid_request", "no", code="response_cancel_not_active")) == []
+    assert session._on_event(Error("invalid_request", "expired", code="session_expired")) == []
+    assert session._expired
+    stop = SpeechStopped(100, "u")
+    assert session._on_event(stop) == [stop]
+
+
+def test_session_against_the_simulator_replays_history_and_renews(sim):
+    history = [Message("user", "remember the word banana"), Message("assistant", "I will."),
+               FunctionCall("c1", "f", "{}"), FunctionOutput("c1", "done", "f")]
+
+    async def scenario():
+        session = make_session(history=history)
+        session.base_url = sim.base_url
+        session.transport = None
+        await session.start()
+        events = session.events()
+        await session.say("hello")
+        seen = []
+        async for event in events:
+            seen.append(event)
+            if isinstance(event, TurnEnd):
+                break
+        session.remember("user", "hello")
+        session.renew()
+        async for event in events:
+            seen.append(event)
+            if isinstance(event, Disconnected):
+                break
+        while session.reconnecting:
+            await asyncio.sleep(0.01)
+        await session.aclose()
+        return session, seen
+
+    session, seen = asyncio.run(scenario())
+    assert any(isinstance(e, ResponseStarted) for e in seen)
+    assert Transcript("assistant", "You said: hello", True) in [
+        Transcript(e.role, e.text, e.final) for e in seen if isinstance(e, Transcript)]
+    assert seen[-1] == Disconnected(seen[-1].reason, planned=True) and session.sessions == 2
+    by_conn: dict[str, list] = {}
+    for e in list(sim.log):
+        if e.get("endpoint") == "/v1/realtime" and "event" in e:
+            by_conn.setdefault(e["conn"], []).append(e["event"])
+    first, second = list(by_conn.values())[:2]
+    for conn, said in ((first, history[:2]), (second, [*history[:2], Message("user", "hello")])):
+        assert conn[0]["type"] == "session.update"
+        replayed = [(e["item"]["role"], e["item"]["content"][0]["text"]) for e in conn[1:1 + len(said)]]
+        assert replayed == [(m.role, m.text) for m in said]  # messages only: tool items are not replayed
+
+
+# -- playback buffer, resampling, WAV input --------------------------------------------------------
 
 
 def test_flush_fades_out_within_one_block():

@@ -175,6 +175,9 @@ def talk(
     input_wav: Annotated[Optional[Path], typer.Option("--input", metavar="FILE.wav", help="Stream a WAV file instead of the microphone.")] = None,
     output_wav: Annotated[Optional[Path], typer.Option("--output", metavar="FILE.wav", help="Record the assistant to a WAV file.")] = None,
     transcript: Annotated[Optional[Path], typer.Option("--transcript", metavar="PATH", help="Append the conversation to this .jsonl or .md file.")] = None,
+    continue_: Annotated[bool, typer.Option("-c", "--continue", help="Continue the latest conversation (text or voice).")] = False,
+    cid: Annotated[Optional[str], typer.Option("--cid", metavar="ID", help="Continue conversation ID.")] = None,
+    no_log: Annotated[bool, typer.Option("--no-log", help="Do not append to the conversation log.")] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Live voice conversation over the Realtime API, with barge-in."""
@@ -190,7 +193,8 @@ def talk(
     from voicecli.talk import TalkOptions, run_talk
 
     opts = TalkOptions(vad=vad, half_duplex=half_duplex, input_device=input_device, output_device=output_device,
-                       input_wav=input_wav, output_wav=output_wav, transcript=transcript, voice=voice, debug=debug)
+                       input_wav=input_wav, output_wav=output_wav, transcript=transcript, voice=voice,
+                       continue_=continue_, cid=cid, no_log=no_log, debug=debug)
     raise typer.Exit(run_talk(prof, opts))
 
 

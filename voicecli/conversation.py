@@ -52,8 +52,17 @@ class TurnResult:
         return ((self.finished or time.monotonic()) - self.started) * 1000
 
 
+@dataclass
+class ToolRound:
+    """One round of tool calls: the outputs to send back, their events, or why it was not run."""
+
+    outputs: list[FunctionOutput]
+    results: list[ToolResult]
+    stopped: Error | None = None  # max_tool_rounds reached: the outputs say the calls were not run
+
+
 class Conversation:
-    def __init__(self, profile: Profile, transport: Transport, *, history: list[HistoryItem] | None = None,
+    def __init__(self, profile: Profile, transport: Transport | None, *, history: list[HistoryItem] | None = None,
                  log: ConversationLog | None = None, tool_runner: ToolRunner | None = None):
         self.profile = profile
         self.transport = transport
@@ -140,45 +149,62 @@ class Conversation:
             if not calls or end.status != "completed" or self.tool_runner is None:
                 break
             rounds += 1
-            if rounds > self.profile.model.max_tool_rounds:
-                limit = self.profile.model.max_tool_rounds
-                self._close_calls(calls, f"not run: the turn was stopped after {limit} tool rounds")
-                result.status, result.reason = "incomplete", "max_tool_rounds"
-                yield Error("invalid_request", f"stopped after {limit} tool rounds without a final answer "
-                            "(raise model.max_tool_rounds to allow more)")
-                break
-            started = time.monotonic()
             try:
-                outputs = await self.tool_runner(calls)
-            except BaseException:  # Ctrl-C while tools run: the calls still need outputs in the history
-                self._close_calls(calls, "not run: cancelled by the user")
+                done = await self.tool_round(calls, rounds, self.tool_runner)
+            except BaseException:  # Ctrl-C while tools run: tool_round gave the calls their outputs
                 self._cut(result)
                 raise
-            elapsed = (time.monotonic() - started) * 1000
-            by_id = {c.call_id: c for c in calls}
-            events = [to_event(by_id.get(o.call_id) or ToolCall(o.call_id, o.name or "", ""), o, elapsed)
-                      for o in outputs]
-            for output, event in zip(outputs, events):  # into the history before anything is yielded
-                self._append(FunctionOutput(output.call_id, output.output, output.name))
-                if self.log is not None:
-                    self.log.write({"type": "tool_result", "time": time.time(), "call_id": event.call_id,
-                                    "name": event.name, "arguments": event.arguments, "ok": event.ok,
-                                    "duration_ms": round(event.duration_ms, 1)})
-            result.tool_results += events
-            for event in events:
+            if done.stopped is not None:
+                result.status, result.reason = "incomplete", "max_tool_rounds"
+                yield done.stopped
+                break
+            result.tool_results += done.results
+            for event in done.results:
                 yield event
         result.finished = time.monotonic()
         self._log_turn(result)
+
+    async def tool_round(self, calls: list[ToolCall], rounds: int, runner: ToolRunner) -> ToolRound:
+        """Round number `rounds` of local tool calls, for text and voice turns alike.
+
+        Past `max_tool_rounds` the calls are not run; otherwise `runner` (approval included) runs
+        them. Either way every call gets its output in the history (and the log) before this
+        returns, even when cancelled: a call without an output breaks the next request.
+        """
+        limit = self.profile.model.max_tool_rounds
+        if rounds > limit:
+            outputs = self._close_calls(calls, f"not run: the turn was stopped after {limit} tool rounds")
+            return ToolRound(outputs, [], Error("invalid_request", f"stopped after {limit} tool rounds without "
+                                                "a final answer (raise model.max_tool_rounds to allow more)"))
+        started = time.monotonic()
+        try:
+            outputs = await runner(calls)
+        except BaseException:
+            self._close_calls(calls, "not run: cancelled by the user")
+            raise
+        elapsed = (time.monotonic() - started) * 1000
+        by_id = {c.call_id: c for c in calls}
+        events = [to_event(by_id.get(o.call_id) or ToolCall(o.call_id, o.name or "", ""), o, elapsed)
+                  for o in outputs]
+        for output, event in zip(outputs, events):  # into the history before anything is yielded
+            self._append(FunctionOutput(output.call_id, output.output, output.name))
+            if self.log is not None:
+                self.log.write({"type": "tool_result", "time": time.time(), "call_id": event.call_id,
+                                "name": event.name, "arguments": event.arguments, "ok": event.ok,
+                                "duration_ms": round(event.duration_ms, 1)})
+        return ToolRound(list(outputs), events)
 
     def _cut(self, result: TurnResult) -> None:
         result.status, result.reason, result.finished = "cancelled", "interrupted", time.monotonic()
         self._anchor = None
         self._log_turn(result)
 
-    def _close_calls(self, calls: list[ToolCall], why: str) -> None:
+    def _close_calls(self, calls: list[ToolCall], why: str) -> list[FunctionOutput]:
         """Every call in the history needs an output, or the next request is rejected."""
-        for call in calls:
-            self._append(FunctionOutput(call.call_id, why, call.name))
+        outputs = [FunctionOutput(call.call_id, why, call.name) for call in calls]
+        for output in outputs:
+            self._append(output)
+        return outputs
 
     def _record_outputs(self, end: TurnEnd, text: str, calls: list[ToolCall]) -> None:
         """Append the model's output to the history the way the server holds it."""
@@ -204,7 +230,8 @@ class Conversation:
             return
         u = result.usage
         self.log.write({"type": "turn", "time": time.time(), "model": self.profile.model.name,
-                        "transport": self.transport.name, "status": result.status, "reason": result.reason,
+                        "transport": self.transport.name if self.transport else "realtime",
+                        "status": result.status, "reason": result.reason,
                         "response_id": result.response_id,
                         "usage": {"input_tokens": u.input_tokens, "cached_tokens": u.cached_tokens,
                                   "output_tokens": u.output_tokens, "reasoning_tokens": u.reasoning_tokens},

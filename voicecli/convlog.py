@@ -1,4 +1,4 @@
-"""The conversation log shared by `infer` and `chat`: one JSON Lines file per conversation.
+"""The conversation log shared by `infer`, `chat` and `talk`: one JSON Lines file per conversation.
 
 `<data dir>/conversations/<cid>.jsonl` (the data dir is relocated by VOICECLI_HOME). JSONL rather
 than SQLite because it is append-only, readable and greppable with everyday tools. A turn (the user
@@ -70,15 +70,24 @@ class ConversationLog:
         self.path = path
         self._file = None
         self._turn: list[str] | None = None  # lines of the turn in progress, written at its end
+        self._meta: dict[str, Any] | None = None  # a lazy log's first line, written with the second
 
     @classmethod
-    def create(cls, **meta: Any) -> "ConversationLog":
+    def create(cls, *, lazy: bool = False, **meta: Any) -> "ConversationLog":
+        """A new conversation; `lazy`: no file until something is written (an empty session leaves none)."""
         cid = new_cid()
         log = cls(cid, conversations_dir() / f"{cid}.jsonl")
-        log.write({"type": "meta", "cid": cid, "created": time.time(), **meta})
+        record = {"type": "meta", "cid": cid, "created": time.time(), **meta}
+        if lazy:
+            log._meta = record
+        else:
+            log.write(record)
         return log
 
     def write(self, record: dict[str, Any]) -> None:
+        if self._meta is not None:
+            meta, self._meta = self._meta, None
+            self.write(meta)
         line = json.dumps(record, ensure_ascii=False) + "\n"
         if self._turn is not None:
             self._turn.append(line)
@@ -131,6 +140,15 @@ def latest_cid() -> str | None:
     folder = conversations_dir()
     files = sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
     return files[-1].stem if files else None
+
+
+def open_for(continue_: bool, cid: str | None, no_log: bool, **meta: Any) -> tuple[ConversationLog | None, list[HistoryItem]]:
+    """The log a command writes to and the history it starts from: the latest conversation (-c), one
+    by id (--cid), or a new one (created at its first line); `no_log` reads the history, writes nothing."""
+    log, history = open_existing(cid) if continue_ or cid else (None, [])
+    if no_log:
+        return None, history
+    return log or ConversationLog.create(lazy=True, **meta), history
 
 
 def open_existing(cid: str | None) -> tuple[ConversationLog, list[HistoryItem]]:

@@ -100,7 +100,23 @@ class TurnEnd:
     status: TurnStatus
     response_id: str | None = None
     reason: str | None = None  # incomplete/cancelled reason, e.g. "max_output_tokens"
-    output_items: tuple[dict[str, Any], ...] = field(default=(), repr=False)  # for history replay
+    # Responses only: the output items as the server holds them, echoed back in the next request
+    output_items: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseStarted:
+    """A Realtime response began (`response.created`): its audio and text follow."""
+
+    response_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """The voice session lost its connection (or renewed it); a new one follows with the history replayed."""
+
+    reason: str
+    planned: bool = False  # a renewal before the server's age limit, not a failure
 
 
 ErrorKind = Literal["auth", "rate_limit", "quota", "network", "timeout", "invalid_request", "not_found", "server", "protocol"]
@@ -119,7 +135,7 @@ class Error:
 
 Event = (
     TextDelta | ReasoningDelta | ToolCall | ToolResult | HostedToolProgress | AudioDelta | Transcript
-    | SpeechStarted | SpeechStopped | Usage | TurnEnd | Error
+    | SpeechStarted | SpeechStopped | Usage | TurnEnd | Error | ResponseStarted | Disconnected
 )
 
 

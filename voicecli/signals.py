@@ -11,6 +11,16 @@ from collections.abc import Callable
 LEAVE_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
+def on_signal(sig: int, callback: Callable[[], None]) -> Callable[[], None]:
+    """`callback` on `sig` where the platform lets asyncio handle signals; returns the remover."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(sig, callback)
+    except (NotImplementedError, RuntimeError):  # not here: KeyboardInterrupt does the job
+        return lambda: None
+    return lambda: loop.remove_signal_handler(sig)
+
+
 def on_leave_signals(callback: Callable[[int], None]) -> Callable[[], None]:
     """Call `callback(signum)` on the first SIGTERM or SIGHUP; a second one then ends the process
     at once (default action). Returns a function that removes the handlers."""

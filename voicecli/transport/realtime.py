@@ -1,9 +1,8 @@
 """Realtime API over one WebSocket (`wss://…/v1/realtime?model=…`), for `voicecli talk`.
 
 A thin I/O shell around `voicecli.wire.realtime`: it opens the socket (GA: no OpenAI-Beta
-header), sends client events, and turns each server event into neutral events. A few session
-facts the neutral vocabulary has no word for are reported with the small event types below,
-so `talk` never reads a wire dict.
+header), sends client events, and turns each server event into neutral events. The voice
+session above it (`voicecli.voice.session`) never reads a wire dict.
 
 Timeouts: opening and every send are bounded by the profile's `connect_timeout`. A live voice
 session may be silent for minutes, so reads have no deadline of their own; a dead connection
@@ -17,13 +16,12 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from voicecli.events import Error, Event
+from voicecli.events import Disconnected, Error, Event
 from voicecli.profiles import Connection
 from voicecli.transport.base import parse_event, redact
 from voicecli.transport.http import request_headers
@@ -32,49 +30,6 @@ from voicecli.wire import errors
 from voicecli.wire.realtime import RealtimeDecoder
 
 log = logging.getLogger("voicecli")
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseStarted:
-    response_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class ItemTruncated:
-    item_id: str | None
-    audio_end_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class SessionReady:
-    """`session.updated`: the settings are in force."""
-
-
-@dataclass(frozen=True, slots=True)
-class Disconnected:
-    reason: str
-
-
-SessionEvent = Event | ResponseStarted | ItemTruncated | SessionReady | Disconnected
-
-
-def history_item(role: str, text: str) -> dict[str, Any]:
-    """A transcript line as a text item, for replaying the conversation into a new session."""
-    part = {"type": "input_text" if role == "user" else "output_text", "text": text}
-    return {"type": "conversation.item.create", "item": {"type": "message", "role": role, "content": [part]}}
-
-
-def decode(decoder: RealtimeDecoder, data: dict[str, Any]) -> list[SessionEvent]:
-    """One server event → the session events talk acts on (neutral ones from the wire decoder)."""
-    kind = data.get("type")
-    out: list[SessionEvent] = []
-    if kind == "response.created":
-        out.append(ResponseStarted((data.get("response") or {}).get("id")))
-    elif kind == "conversation.item.truncated":
-        out.append(ItemTruncated(data.get("item_id"), int(data.get("audio_end_ms") or 0)))
-    elif kind == "session.updated":
-        out.append(SessionReady())
-    return out + decoder.feed(data)
 
 
 class RealtimeTransport:
@@ -116,7 +71,7 @@ class RealtimeTransport:
             log.debug("send failed: %s", exc)
             return False
 
-    async def events(self) -> AsyncIterator[SessionEvent]:
+    async def events(self) -> AsyncIterator[Event]:
         """Server events as neutral events until the socket closes (then one `Disconnected`)."""
         assert self._ws is not None
         try:
@@ -124,7 +79,7 @@ class RealtimeTransport:
                 data = parse_event(raw)
                 if data is None:
                     continue
-                for event in decode(self.decoder, data):
+                for event in self.decoder.feed(data):
                     yield event
             reason = self._close_reason()
         except ConnectionClosed as exc:

@@ -428,29 +428,11 @@ class Repl:
         return self.toolbox.run
 
     async def approve(self, tool, call):
-        """The interactive approver: show the tool and its exact arguments; y once, a always, n deny."""
-        from voicecli.tools import Approval
+        """The interactive approver (ui/approval.py): y once, a always, n deny with an optional reason."""
+        from voicecli.ui import approval
 
         self.renderer.finish()  # no live markdown area under the question
-        try:
-            arguments = json.dumps(json.loads(call.arguments), indent=2, ensure_ascii=False)
-        except ValueError:
-            arguments = call.arguments
-        arguments = escape_controls(arguments, keep="\n")  # the model wrote them: no terminal controls
-        command = f"  runs: {shlex.join(tool.command)}\n" if tool.command else ""
-        self._say(f"The model wants to run the tool '{tool.name}' with these arguments:\n{arguments}\n{command}".rstrip())
-        while True:
-            answer = await self.input.ask("Allow? [y] once · [a] always · [n] no: ")
-            if answer is None:
-                return Approval(False, "the user declined")
-            answer = answer.strip().lower()
-            if answer in ("y", "yes"):
-                return Approval(True)
-            if answer in ("a", "always"):
-                return Approval(True, always=True)
-            if answer in ("n", "no", ""):
-                reason = await self.input.ask("Reason for the model (optional): ")
-                return Approval(False, (reason or "").strip() or None)
+        return await approval.approve(tool, call, say=self._say, ask=self.input.ask)
 
     # -- slash commands ------------------------------------------------------------------------------
 
@@ -643,19 +625,21 @@ class Repl:
         """Continue this conversation by voice; what is said comes back into the chat."""
         from voicecli.talk import Talk, TalkOptions
 
-        said = [(m.role, m.text) for m in self.conversation.history
-                if isinstance(m, Message) and m.role in ("user", "assistant") and m.text.strip()]
-        talk = Talk(self.profile, TalkOptions(debug=self.opts.debug), history=said)
+        if self.log is None:  # voice turns go to the conversation log like typed ones
+            self._start_log(self.conversation.history)
+            self.conversation.log = self.log
+        before = len(self.conversation.history)
+        talk = Talk(self.profile, TalkOptions(debug=self.opts.debug), self.conversation)  # replayed, then added to
         self._note("talk: speak, or type a line · Ctrl-D (or Ctrl-C twice) comes back to chat")
         loop = asyncio.get_running_loop()
         try:
             await talk.run()
         finally:
             loop.add_signal_handler(signal.SIGINT, self._on_sigint)  # talk had taken Ctrl-C over
-        for role, text in talk.history[len(said):]:
-            self.conversation.add(Message(role, text))
-            self._record(Entry(role, text, meta={"via": "talk"}))
-        self._note(f"back in chat · {len(talk.history) - len(said)} spoken messages added to the conversation")
+        said = [m for m in self.conversation.history[before:] if isinstance(m, Message)]
+        for m in said:
+            self._record(Entry(m.role, m.text, meta={"via": "talk"}))
+        self._note(f"back in chat · {len(said)} spoken messages added to the conversation")
 
     # -- completion data ---------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from voicecli.events import (AudioDelta, Event, SpeechStarted, SpeechStopped, TextDelta, ToolCall,
+from voicecli.events import (AudioDelta, Event, ResponseStarted, SpeechStarted, SpeechStopped, TextDelta, ToolCall,
                              Transcript, TurnEnd, TurnStatus)
 from voicecli.profiles import ToolDef, VoiceSettings
 from voicecli.wire import errors
@@ -28,7 +28,8 @@ _RECONNECT_CODES = ("session_expired", "websocket_connection_limit_reached")
 # Client events
 
 
-def session_update(voice: VoiceSettings, instructions: str | None, tools: Sequence[ToolDef] = ()) -> dict[str, Any]:
+def session_update(voice: VoiceSettings, instructions: str | None, tools: Sequence[ToolDef] = (),
+                   tool_choice: str | dict | None = None) -> dict[str, Any]:
     """`session.update` in the GA shape; settings left unset are omitted (the server keeps its own)."""
     session: dict[str, Any] = {"type": "realtime", "output_modalities": [voice.output_modalities]}
     if instructions:
@@ -48,6 +49,8 @@ def session_update(voice: VoiceSettings, instructions: str | None, tools: Sequen
     session["audio"] = {"input": audio_in, "output": audio_out}
     if tools:
         session["tools"] = [tool_specs.to_realtime(t) for t in tools]
+        if tool_choice is not None:  # without tools it means nothing
+            session["tool_choice"] = _tool_choice(tool_choice)
     if voice.max_output_tokens is not None:
         session["max_output_tokens"] = voice.max_output_tokens
     return {"type": "session.update", "session": session}
@@ -67,6 +70,12 @@ def _turn_detection(voice: VoiceSettings) -> dict[str, Any] | None:
     return detection
 
 
+def _tool_choice(choice: str | dict) -> str | dict:
+    """A forced tool in the Realtime shape: flat, like Responses ({"type": "function", "name": …})."""
+    name = tool_specs.forced_tool_name(choice)
+    return {"type": "function", "name": name} if name else choice
+
+
 def append_audio(pcm: bytes) -> dict[str, Any]:
     return {"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode("ascii")}
 
@@ -82,6 +91,12 @@ def clear() -> dict[str, Any]:
 def create_text_message(text: str) -> dict[str, Any]:
     return {"type": "conversation.item.create",
             "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}}
+
+
+def history_message(role: str, text: str) -> dict[str, Any]:
+    """A message of an earlier conversation as a text item, for replaying it into a new session."""
+    part = {"type": "input_text" if role == "user" else "output_text", "text": text}
+    return {"type": "conversation.item.create", "item": {"type": "message", "role": role, "content": [part]}}
 
 
 def function_call_output(call_id: str, output: str) -> dict[str, Any]:
@@ -123,6 +138,7 @@ class RealtimeDecoder:
             "input_audio_buffer.speech_stopped": self._speech_stopped,
             "response.function_call_arguments.done": self._arguments_done,
             "response.output_item.done": self._item_done,
+            "response.created": self._response_created,
             "response.done": self._response_done,
             "error": self._error,
         }
@@ -171,6 +187,9 @@ class RealtimeDecoder:
         self._called.add(call_id)
         return [ToolCall(call_id, source.get("name", ""), source.get("arguments") or "{}", item_id)]
 
+    def _response_created(self, event: dict[str, Any]) -> list[Event]:
+        return [ResponseStarted((event.get("response") or {}).get("id"))]
+
     def _response_done(self, event: dict[str, Any]) -> list[Event]:
         response = event.get("response") or {}
         output = response.get("output") or []
@@ -189,7 +208,7 @@ class RealtimeDecoder:
             error = errors.from_error_frame({"error": details.get("error") or {"message": "the response failed"}})
             reason = reason or error.code
             out.append(error)
-        out.append(TurnEnd(status, response.get("id"), reason, tuple(output)))
+        out.append(TurnEnd(status, response.get("id"), reason))  # the session keeps its own history
         return out
 
     def _error(self, event: dict[str, Any]) -> list[Event]:

@@ -1,0 +1,46 @@
+"""The one tool-approval prompt, for `chat` (a prompt line) and `talk` (a key, or a line from a pipe).
+
+The user sees the tool and its exact arguments and answers y (once), a (always, this session) or
+n (no; chat also asks for an optional reason, which goes back to the model).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Awaitable, Callable
+
+from voicecli.sanitize import escape_controls
+
+QUESTION = "Allow? [y] once · [a] always · [n] no: "
+
+
+def describe(tool, call) -> str:
+    """What is about to run: the tool, its arguments (pretty JSON) and the command line, if any."""
+    try:
+        arguments = json.dumps(json.loads(call.arguments), indent=2, ensure_ascii=False)
+    except ValueError:
+        arguments = call.arguments
+    arguments = escape_controls(arguments, keep="\n")  # the model wrote them: no terminal controls
+    command = f"\n  runs: {shlex.join(tool.command)}" if tool.command else ""
+    return f"The model wants to run the tool '{tool.name}' with these arguments:\n{arguments}{command}"
+
+
+async def approve(tool, call, *, say: Callable[[str], None], ask: Callable[[str], Awaitable[str | None]],
+                  reason: bool = True):
+    """Ask until the answer is clear; None (Ctrl-C, Ctrl-D, end of input) declines."""
+    from voicecli.tools import Approval
+
+    say(describe(tool, call))
+    while True:
+        answer = await ask(QUESTION)
+        if answer is None:
+            return Approval(False, "the user declined")
+        answer = answer.strip().lower()
+        if answer in ("y", "yes"):
+            return Approval(True)
+        if answer in ("a", "always"):
+            return Approval(True, always=True)
+        if answer in ("n", "no", ""):
+            why = (await ask("Reason for the model (optional): ") or "").strip() if reason else ""
+            return Approval(False, why or None)

@@ -1,0 +1,119 @@
+"""The voice session's audio port: where the user's audio comes from and the assistant's goes to.
+
+A microphone or a `--input` WAV in; a jitter/playback buffer drained by a speaker (or, without a
+device, by a real-time clock) out, with `--output` recording what was played. Devices are checked
+before anything connects, so a wrong name fails fast (exit 3).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+log = logging.getLogger("voicecli")
+
+PREBUFFER_MS = 60  # jitter buffer: start (or restart after running dry) once this much audio is queued
+HANG_S = 0.3  # half-duplex: keep the mic muted this long after the assistant's last sound
+
+
+class AudioIO:
+    def __init__(self, voice, *, input_device: str | None, output_device: str | None, input_wav: Path | None,
+                 output_wav: Path | None, half_duplex: bool | None):
+        from voicecli.audio.devices import resolve_device
+        from voicecli.audio.speaker import PlaybackBuffer
+
+        self.input_wav, self.output_wav = input_wav, output_wav
+        headless = input_wav is not None and output_wav is not None
+        in_spec, out_spec = input_device or voice.input_device, output_device or voice.output_device
+        self.in_dev = resolve_device(in_spec, "input") if input_wav is None else None
+        self.out_dev = resolve_device(out_spec, "output") if not headless else None
+        half = half_duplex if half_duplex is not None else voice.half_duplex
+        if half is None:
+            from voicecli.audio.devices import looks_like_headset
+
+            names = [d["name"] for d in (self.in_dev, self.out_dev) if d]
+            half = not (names and looks_like_headset(*names))
+        self.half_duplex = bool(half) and input_wav is None  # a file hears no echo
+        self.buffer = PlaybackBuffer(prebuffer_ms=PREBUFFER_MS, record=output_wav is not None)
+        self.source = self.player = self.recorder = None
+        self.latencies: dict[str, float] = {}  # PortAudio's stream latencies, seconds
+
+    @property
+    def level(self) -> float:
+        return self.source.level if self.source is not None else 0.0
+
+    def open(self) -> None:
+        from voicecli.audio.speaker import ClockSpeaker, DeviceSpeaker
+        from voicecli.audio.wav import WavRecorder, WavSource
+
+        if self.output_wav is not None:
+            self.recorder = WavRecorder(self.output_wav)
+        if self.input_wav is not None:
+            self.source = WavSource(self.input_wav)
+        else:
+            from voicecli.audio.mic import Microphone
+
+            self.source = Microphone(self.in_dev["index"] if self.in_dev else None)
+            self._open_device(self.source.start, "microphone")
+        if self.out_dev is not None:
+            self.player = DeviceSpeaker(self.buffer, self.out_dev["index"])
+            self._open_device(self.player.start, "speaker")
+        else:
+            self.player = ClockSpeaker(self.buffer)
+            self.player.start()
+        self.latencies = {"in": getattr(self.source, "latency", 0.0), "out": getattr(self.player, "latency", 0.0)}
+
+    def _open_device(self, start, what: str) -> None:
+        from voicecli.audio.devices import import_sounddevice
+        from voicecli.errors import ConfigError
+
+        sd = import_sounddevice()
+        try:
+            start()
+        except sd.PortAudioError as exc:
+            raise ConfigError(f"cannot open the {what}: {exc}",
+                              hint="check `voicecli devices`, or pick one with --input-device/--output-device") from None
+
+    def lost_devices(self) -> list:
+        """The microphone and speaker streams that died since the last call (each told once)."""
+        return [d for d in (self.source, self.player) if hasattr(d, "take_lost") and d.take_lost()]
+
+    async def replace(self, device, note) -> None:
+        """Reopen a lost `device` on the default device of its kind (ConfigError if none opens)."""
+        from voicecli.audio.devices import reopen_default
+
+        note(f"the {device.what} went away; trying the default {device.kind} device")
+        note(f"{device.what}: {await reopen_default(device)}")
+
+    def muted(self) -> bool:
+        """Half-duplex: the mic is not sent while the assistant is heard (and briefly after)."""
+        return self.half_duplex and (self.buffer.active or time.monotonic() - self.buffer.last_sound < HANG_S)
+
+    @property
+    def input_done(self) -> bool:
+        """A `--input` file has been sent to the end (a microphone never is)."""
+        done = getattr(self.source, "done", None)
+        return done is not None and done.is_set()
+
+    def drain(self) -> None:
+        """Move what was played into the `--output` WAV."""
+        if self.recorder is not None:
+            from voicecli.audio.speaker import drain_tap
+
+            drain_tap(self.buffer, self.recorder.write)
+
+    async def aclose(self) -> None:
+        for closer in (getattr(self.source, "close", None), getattr(self.player, "close", None)):
+            if closer is not None:
+                try:
+                    closer()
+                except Exception as exc:  # a device vanished: nothing to save
+                    log.debug("closing audio: %s", exc)
+        if self.player is not None and hasattr(self.player, "aclose"):
+            await self.player.aclose()
+        self.drain()
+
+    def close_recording(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()

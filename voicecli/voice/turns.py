@@ -1,0 +1,259 @@
+"""The assistant's side of a voice conversation: items received, what of them was heard, turn latency.
+
+`Turns` follows the Realtime responses (neutral events in) and the playback buffer (how many samples
+of each item the device was handed), and answers the questions a barge-in and a transcript ask:
+which item to cut and where (played, clamped to what was received — pipecat #2106), which late
+deltas to drop, when an answer is over and heard so it can be written, and what part of an
+interrupted answer was heard. No I/O and no clock of its own: the clocks are injected, so tests
+need no sleeps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from voicecli.events import AudioDelta, ResponseStarted, TextDelta, Transcript, TurnEnd, Usage
+
+BYTES_PER_MS = 48  # PCM16 mono 24 kHz
+RATE = 24000
+
+
+class Playback(Protocol):
+    """What `Turns` needs of the playback buffer (voicecli.audio.speaker.PlaybackBuffer)."""
+
+    played: dict[str, int]  # item id → samples handed to the device
+    first_played: dict[str, float]
+    current_item: str | None
+
+    def push(self, item_id: str, pcm: bytes) -> None: ...
+    def flush(self) -> str | None: ...
+    def pending(self, item_id: str | None = None) -> int: ...
+    def end(self, item_id: str) -> None: ...
+
+    @property
+    def active(self) -> bool: ...
+
+
+@dataclass
+class AssistantItem:
+    item_id: str
+    response_id: str | None
+    start: float  # wall-clock seconds, for the transcript
+    text: str = ""  # transcript (or text) received so far
+    final_text: str | None = None
+    received: int = 0  # audio bytes received
+    done: bool = False  # its response has ended
+    interrupted: bool = False
+    played_ms: int | None = None  # where it was cut, when interrupted
+    truncated: bool = False
+    usage: Usage | None = None
+
+    @property
+    def said(self) -> str:
+        return self.final_text if self.final_text is not None else self.text
+
+
+@dataclass
+class TurnClock:
+    """Latency of one turn: end of user speech → first audio received → first sample played."""
+
+    end: float | None = None
+    first_audio: float | None = None
+    item: str | None = None
+    reported: bool = False
+
+
+@dataclass(frozen=True)
+class Cut:
+    """What a barge-in has to tell the server: cancel the running response, truncate an item."""
+
+    cancel: bool = False
+    truncate: tuple[str, int] | None = None  # (item id, audio_end_ms)
+
+
+@dataclass(frozen=True)
+class Heard:
+    """One finished assistant answer as the user heard it."""
+
+    item: AssistantItem
+    text: str
+    interrupted: bool
+
+
+class Turns:
+    def __init__(self, playback: Playback, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time):
+        self.playback = playback
+        self.clock, self.wall = clock, wall
+        self.items: dict[str, AssistantItem] = {}
+        self.order: list[str] = []  # items not yet finished, in arrival order
+        self.response_id: str | None = None
+        self.in_progress = False
+        self.cancelled: set[str] = set()  # responses whose late deltas are dropped
+        self.usage: Usage | None = None
+        self.turn = TurnClock()
+
+    # -- events from the session ----------------------------------------------------------------
+
+    def feed(self, event) -> str | None:
+        """Follow one session event; returns the assistant's partial text when it grew."""
+        if isinstance(event, AudioDelta):
+            self._audio(event)
+        elif isinstance(event, Transcript) and event.role == "assistant":
+            return self._text(event.item_id, event.text, event.final)
+        elif isinstance(event, TextDelta):
+            return self._text(event.item_id, event.text, False)
+        elif isinstance(event, ResponseStarted):
+            self.response_id, self.in_progress, self.usage = event.response_id, True, None
+            if self.turn.end is None:  # a response we did not see the speech end of (tool follow-up)
+                self.turn = TurnClock(end=self.clock())
+        elif isinstance(event, Usage):
+            self.usage = event
+        elif isinstance(event, TurnEnd):
+            self._response_done(event)
+        return None
+
+    def start_clock(self) -> None:
+        """The user stopped speaking, committed a recording or sent a line: the turn clock starts."""
+        self.turn = TurnClock(end=self.clock())
+
+    def _audio(self, event: AudioDelta) -> None:
+        if event.response_id in self.cancelled or not event.item_id:
+            return  # late audio of a cancelled response
+        item = self._item(event.item_id, event.response_id)
+        item.received += len(event.pcm)
+        if self.turn.first_audio is None:
+            self.turn.first_audio, self.turn.item = self.clock(), event.item_id
+        self.playback.push(event.item_id, event.pcm)
+
+    def _text(self, item_id: str | None, text: str, final: bool) -> str | None:
+        if not item_id:
+            return None
+        known = self.items.get(item_id)
+        if (known.response_id if known else self.response_id) in self.cancelled:
+            return None  # late text of a cancelled response
+        item = self._item(item_id, self.response_id)
+        if final:
+            item.final_text = text
+            return None
+        item.text += text
+        return item.text
+
+    def _item(self, item_id: str, response_id: str | None) -> AssistantItem:
+        item = self.items.get(item_id)
+        if item is None:
+            item = self.items[item_id] = AssistantItem(item_id, response_id or self.response_id, self.wall())
+            self.order.append(item_id)
+        return item
+
+    def _response_done(self, event: TurnEnd) -> None:
+        rid = event.response_id
+        ended = []
+        for item in self.items.values():
+            if (item.response_id == rid or item.response_id is None) and not item.done:
+                ended.append(item.item_id)
+            if item.response_id == rid or item.response_id is None:
+                item.done = True
+                item.usage = self.usage
+                if event.status == "cancelled":
+                    item.interrupted = True
+        if rid == self.response_id:
+            self.in_progress = False
+        self._audio_ended(ended)
+
+    def _audio_ended(self, item_ids: list[str]) -> None:
+        """The one place where an item's audio is known to be complete: the playback buffer then
+        plays a tail shorter than its prebuffer instead of waiting for more forever."""
+        for item_id in item_ids:
+            self.playback.end(item_id)
+
+    def lost(self) -> None:
+        """The connection went away: what was running will never finish."""
+        if self.in_progress and self.response_id:
+            self.cancelled.add(self.response_id)
+        self.in_progress = False
+        ended = [i.item_id for i in self.items.values() if not i.done]
+        for item in self.items.values():
+            item.done = True
+        self._audio_ended(ended)
+
+    # -- barge-in -------------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return self.in_progress or self.playback.active
+
+    def barge_in(self) -> Cut:
+        """Stop the assistant now: flush the speaker; say what to cancel and where to truncate."""
+        cut = self.playback.flush()
+        cancel = False
+        if self.in_progress and self.response_id and self.response_id not in self.cancelled:
+            self.cancelled.add(self.response_id)
+            cancel = True
+            for item in self.items.values():
+                if item.response_id == self.response_id:
+                    item.interrupted = True
+        cut = cut or self.playback.current_item  # ran dry mid-response: the last item played
+        item = self.items.get(cut) if cut else None
+        if item is None or item.truncated:
+            return Cut(cancel)
+        # what the device was handed, plus the faded tail it is about to get
+        played = (self.playback.played.get(cut, 0) + self.playback.pending(cut)) * 1000 // RATE
+        received = item.received // BYTES_PER_MS
+        end_ms = min(played, received)  # never past what the server sent (pipecat #2106)
+        if end_ms >= received and item.done:
+            return Cut(cancel)  # it was heard to the end: nothing to cut
+        item.interrupted, item.played_ms, item.truncated = True, end_ms, True
+        return Cut(cancel, (cut, end_ms))
+
+    # -- finished answers -----------------------------------------------------------------------
+
+    def finished(self, force: bool = False) -> list[Heard]:
+        """Answers whose response is over and whose audio was played (or cut), in order, once each."""
+        out: list[Heard] = []
+        while self.order:
+            item = self.items[self.order[0]]
+            pending = self.playback.pending(item.item_id)
+            if not force and not (item.done and (item.interrupted or pending == 0)):
+                break
+            self.order.pop(0)
+            text = item.said
+            if item.interrupted or (force and pending):
+                item.interrupted = True
+                played = item.played_ms if item.played_ms is not None else self.played_ms(item.item_id)
+                text = heard(text, played, item.received // BYTES_PER_MS)
+            text = text.strip()
+            if text or item.interrupted:
+                out.append(Heard(item, text, item.interrupted))
+        return out
+
+    def unfinished(self) -> list[str]:
+        """Answers still playing: not written yet, but they will be heard (for a replay)."""
+        items = (self.items[i] for i in self.order)
+        return [i.said.strip() for i in items if not i.interrupted and i.said.strip()]
+
+    def played_ms(self, item_id: str) -> int:
+        return self.playback.played.get(item_id, 0) * 1000 // RATE
+
+    def latency(self) -> tuple[float, float] | None:
+        """(end of speech → first audio, → first sample played) in ms, once per turn, when known."""
+        t = self.turn
+        if t.reported or t.end is None or t.item is None or t.first_audio is None:
+            return None
+        played = self.playback.first_played.get(t.item)
+        if played is None:
+            return None
+        t.reported = True
+        return (t.first_audio - t.end) * 1000, (played - t.end) * 1000
+
+
+def heard(text: str, played_ms: int, received_ms: int) -> str:
+    """The part of an interrupted answer that was heard: its share of the text, cut at a word."""
+    if received_ms <= 0 or played_ms >= received_ms:
+        return text
+    keep = int(len(text) * played_ms / received_ms)
+    head = text[:keep]
+    return head.rsplit(" ", 1)[0] if " " in head and keep < len(text) else head
