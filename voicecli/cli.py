@@ -25,6 +25,7 @@ Examples:
   voicecli chat -m gpt-5.5 -s "Be brief."         # interactive text chat
   voicecli talk --vad server                      # talk to the model; talk over it to interrupt
   voicecli profiles list                          # profiles live in ~/.config/voicecli/profiles
+  voicecli logs search "docker"                   # find an earlier conversation; `logs show ID` shows it
   voicecli sim --port 8000                        # an OpenAI-compatible simulator for offline work
 """
 
@@ -41,6 +42,8 @@ profiles_app = typer.Typer(help="List, show, create, edit and validate profiles.
 app.add_typer(profiles_app, name="profiles")
 tools_app = typer.Typer(help="List a profile's tools and run one by hand.", no_args_is_help=True)
 app.add_typer(tools_app, name="tools")
+logs_app = typer.Typer(help="List, show and search logged conversations (-n, --since, --json).")
+app.add_typer(logs_app, name="logs")
 
 
 class _State:
@@ -286,6 +289,57 @@ def profiles_validate(paths: Annotated[list[str], typer.Argument(metavar="PATH|N
     from voicecli.profiles_cli import validate
 
     validate(paths)
+
+
+# ---- logs -----------------------------------------------------------------------------------
+
+CountOpt = Annotated[int, typer.Option("-n", "--count", metavar="N", help="How many conversations (newest first).")]
+SinceOpt = Annotated[Optional[str], typer.Option(
+    "--since", metavar="AGE|DATE", help="Only conversations active since then: 30m, 2h, 3d, 1w, 2026-05-01.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="JSON on stdout.")]
+
+
+@logs_app.callback(invoke_without_command=True)
+def logs(ctx: typer.Context, n: CountOpt = 20, since: SinceOpt = None, json_out: JsonOpt = False) -> None:
+    """The latest conversations: id, time, model, first words, turns, tokens, cost."""
+    if ctx.invoked_subcommand is None:
+        from voicecli.logs import list_conversations
+
+        list_conversations(n, since, json_out)
+
+
+@logs_app.command("show")
+def logs_show(
+    cid: Annotated[Optional[str], typer.Argument(metavar="[ID]", help="A conversation id or its unique start.")] = None,
+    latest: Annotated[bool, typer.Option("-c", "--continue", help="The latest conversation (also without ID).")] = False,
+    json_out: JsonOpt = False,
+    raw: Annotated[bool, typer.Option("--raw", help="Markdown source even on a terminal.")] = False,
+) -> None:
+    """One conversation: rendered markdown on a terminal, markdown text when piped, or --json."""
+    from voicecli.logs import show_conversation
+
+    if latest and cid:
+        raise VoicecliError("give a conversation ID or -c, not both", exit_code=ExitCode.USAGE)
+    show_conversation(cid, json_out, raw)
+
+
+@logs_app.command("search")
+def logs_search(
+    text: Annotated[list[str], typer.Argument(metavar="TEXT...", help="Words to find (any case), as one phrase.")],
+    n: CountOpt = 20, since: SinceOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Conversations whose user or assistant messages contain TEXT, with the matching lines."""
+    from voicecli.logs import search_conversations
+
+    search_conversations(" ".join(text), n, since, json_out)
+
+
+@logs_app.command("path")
+def logs_path(json_out: JsonOpt = False) -> None:
+    """The folder the conversation log lives in."""
+    from voicecli.logs import print_path
+
+    print_path(json_out)
 
 
 # ---- tools ----------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ class TurnResult:
     response_id: str | None = None
     error: Error | None = None
     refusal: bool = False
+    cost_usd: float | None = None  # None: the model has no known price
     started: float = field(default_factory=time.monotonic)
     first_token: float | None = None
     finished: float | None = None
@@ -197,6 +198,10 @@ class Conversation:
             self._append(FunctionCall(call.call_id, call.name, call.arguments))
 
     def _log_turn(self, result: TurnResult) -> None:
+        from voicecli import pricing
+
+        # priced as the turn ends, with the model and price it ran with (/model may change them later)
+        result.cost_usd = pricing.cost_usd(self.profile.model.name, result.usage, self.profile.model.price)
         if self.log is None:
             return
         u = result.usage
@@ -205,5 +210,5 @@ class Conversation:
                         "response_id": result.response_id,
                         "usage": {"input_tokens": u.input_tokens, "cached_tokens": u.cached_tokens,
                                   "output_tokens": u.output_tokens, "reasoning_tokens": u.reasoning_tokens},
-                        "ttft_ms": result.ttft_ms, "total_ms": result.total_ms,
+                        "cost_usd": result.cost_usd, "ttft_ms": result.ttft_ms, "total_ms": result.total_ms,
                         "error": result.error.message if result.error else None})

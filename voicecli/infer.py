@@ -190,7 +190,8 @@ class _InferSession:
         sys.stdout.flush()
         if self.opts.usage:
             dim(usage_line(result.usage, ttft_ms=result.ttft_ms, total_ms=result.total_ms,
-                           model=self.profile.model.name, transport=self.conversation.transport.name) + "\n")
+                           model=self.profile.model.name, transport=self.conversation.transport.name,
+                           cost_usd=result.cost_usd, priced=True) + "\n")
         if result.refusal:
             print("voicecli: the model refused to answer", file=sys.stderr)
         if self.interrupted:
@@ -230,6 +231,7 @@ class _InferSession:
             "incomplete_reason": result.reason if result.status == "incomplete" else None,
             "usage": {"input_tokens": u.input_tokens, "cached_tokens": u.cached_tokens,
                       "output_tokens": u.output_tokens, "reasoning_tokens": u.reasoning_tokens},
+            "cost_usd": None if result.cost_usd is None else round(result.cost_usd, 6),
             "tool_calls": [{"call_id": c.call_id, "name": c.name, "arguments": c.arguments}
                            for c in result.tool_calls],
             "tool_results": [{"call_id": t.call_id, "name": t.name, "ok": t.ok, "output": t.output,

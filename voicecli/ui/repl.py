@@ -86,6 +86,7 @@ class TurnRecord:
     ttft_ms: float | None
     total_ms: float
     status: str
+    cost_usd: float | None = None  # None: unknown price
 
 
 def run_chat(profile: Profile, opts: ChatOptions) -> int:
@@ -345,7 +346,7 @@ class Repl:
     def _finish_turn(self, result) -> None:
         transport = self.conversation.transport
         self.turns.append(TurnRecord(self.profile.model.name, transport.name, result.usage, result.ttft_ms,
-                                     result.total_ms, result.status))
+                                     result.total_ms, result.status, result.cost_usd))
         if result.text or result.status != "completed":
             now = time.time()
             self._record(Entry("assistant", result.text, start=now - result.total_ms / 1000, end=now,
@@ -361,7 +362,8 @@ class Repl:
         if result.refusal:
             self._say("voicecli: the model refused to answer")
         self._note(usage_line(result.usage, ttft_ms=result.ttft_ms, total_ms=result.total_ms,
-                              model=self.profile.model.name, transport=transport.name))
+                              model=self.profile.model.name, transport=transport.name,
+                              cost_usd=result.cost_usd, priced=True))
 
     def _record(self, entry: Entry) -> None:
         if self.transcript is not None:
@@ -517,15 +519,20 @@ class Repl:
         if not self.turns:
             self._say("no turns yet")
             return
+        from voicecli.pricing import format_usd
+
         total = Usage()
         for n, t in enumerate(self.turns, 1):
             total = total + t.usage
             ttft = f"{t.ttft_ms:.0f} ms" if t.ttft_ms is not None else "–"
             self._say(f"  #{n:<3} {t.model} over {t.transport} · {t.usage.input_tokens} in "
                       f"({t.usage.cached_tokens} cached) · {t.usage.output_tokens} out · first token {ttft} · "
-                      f"{t.total_ms:.0f} ms" + ("" if t.status == "completed" else f" · {t.status}"))
+                      f"{t.total_ms:.0f} ms · {format_usd(t.cost_usd)}" + ("" if t.status == "completed" else f" · {t.status}"))
+        costs = [t.cost_usd for t in self.turns]
+        cost = None if None in costs else sum(costs)  # one unpriced turn makes the total unknown
         self._say(f"  total: {total.input_tokens} in ({total.cached_tokens} cached) · {total.output_tokens} out "
-                  f"({total.reasoning_tokens} reasoning) over {len(self.turns)} turn{'s' * (len(self.turns) != 1)}")
+                  f"({total.reasoning_tokens} reasoning) · {format_usd(cost)} "
+                  f"over {len(self.turns)} turn{'s' * (len(self.turns) != 1)}")
 
     async def cmd_history(self, arg: str) -> None:
         items = self.conversation.history
