@@ -130,6 +130,9 @@ def infer(
     allow_tool: Annotated[Optional[list[str]], typer.Option("--allow-tool", metavar="NAME",
                                                              help="Run this 'ask' tool without asking.")] = None,
     yes: Annotated[bool, typer.Option("-y", "--yes", help="Run every 'ask' tool without asking.")] = False,
+    schema: Annotated[Optional[str], typer.Option(
+        "--schema", metavar="JSON|FILE|FIELDS",
+        help="Answer as JSON matching this schema: inline JSON, a .json file, or 'name, age int, bio: one sentence'.")] = None,
     debug: DebugOpt = False,
 ) -> None:
     """One-shot answer for scripts and pipes: the answer on stdout, everything else on stderr."""
@@ -139,7 +142,7 @@ def infer(
 
     opts = InferOptions(prompt=prompt or [], files=file or [], images=image or [], no_stream=no_stream,
                         json_out=json_out, events=events, usage=usage, raw=raw, continue_=continue_, cid=cid,
-                        no_log=no_log, allow_tools=allow_tool or [], yes=yes, debug=debug)
+                        no_log=no_log, allow_tools=allow_tool or [], yes=yes, debug=debug, schema=schema)
     raise typer.Exit(run_infer(prof, opts))
 
 

@@ -63,6 +63,7 @@ class Conversation:
         self.tool_runner = tool_runner
         self.total_usage = Usage()
         self.last: TurnResult | None = None
+        self.text_format: dict | None = None  # structured output for the answers (schema.response_format)
         self._anchor: Anchor | None = None
         self._anchor_fingerprint: str | None = None
 
@@ -70,13 +71,13 @@ class Conversation:
         m = self.profile.model
         tools = [t for t in self.profile.tools] if self.tool_runner is not None else []
         return Request(model=m.name, instructions=m.instructions, items=tuple(self.history), tools=tuple(tools),
-                       settings=m.request_settings(), store=m.store)
+                       settings=m.request_settings(), store=m.store, text_format=self.text_format)
 
     @staticmethod
     def _fingerprint(req: Request) -> str:
         tools = [dataclasses.asdict(t) for t in req.tools]
-        return json.dumps([req.model, req.instructions, tools, sorted(req.settings.items()), req.store],
-                          sort_keys=True, default=str)
+        return json.dumps([req.model, req.instructions, tools, sorted(req.settings.items()), req.store,
+                           req.text_format], sort_keys=True, default=str)
 
     def add(self, item: HistoryItem) -> None:
         """Append an item said elsewhere (e.g. in a voice session) to the history and the log."""

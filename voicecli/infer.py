@@ -44,6 +44,7 @@ class InferOptions:
     allow_tools: list[str] = field(default_factory=list)
     yes: bool = False
     debug: bool = False
+    schema: str | None = None  # --schema: inline JSON, a file, or the concise form
 
 
 def build_prompt(opts: InferOptions, stdin_text: str | None) -> str:
@@ -92,6 +93,11 @@ def read_stdin() -> str | None:
 
 def run_infer(profile: Profile, opts: InferOptions) -> int:
     setup_logging(opts.debug)
+    text_format = None
+    if opts.schema is not None:
+        from voicecli.schema import load, response_format
+
+        text_format = response_format(load(opts.schema))
     prompt = build_prompt(opts, read_stdin())
     images = tuple(image_url(s) for s in opts.images)
     toolbox = _toolbox(profile, opts)
@@ -103,7 +109,7 @@ def run_infer(profile: Profile, opts: InferOptions) -> int:
         history = []
         log = None if opts.no_log else convlog.ConversationLog.create(
             profile=profile.name, model=profile.model.name, transport=profile.connection.transport)
-    session = _InferSession(profile, opts, history, log, toolbox)
+    session = _InferSession(profile, opts, history, log, toolbox, text_format)
     try:
         asyncio.run(session.run(Message("user", prompt, images)))
     except KeyboardInterrupt:
@@ -134,8 +140,10 @@ def _toolbox(profile: Profile, opts: InferOptions):
 
 
 class _InferSession:
-    def __init__(self, profile: Profile, opts: InferOptions, history: list, log, toolbox=None):
+    def __init__(self, profile: Profile, opts: InferOptions, history: list, log, toolbox=None, text_format=None):
         self.profile, self.opts, self.history, self.log, self.toolbox = profile, opts, history, log, toolbox
+        self.text_format = text_format  # structured output: the answer is JSON, printed once at the end
+        self.data = None  # the parsed answer, when it matched the schema
         self.conversation = None
         self.interrupted = False
         self.base_url = ""
@@ -150,7 +158,8 @@ class _InferSession:
         self.base_url = transport.base_url
         self.conversation = Conversation(self.profile, transport, history=self.history, log=self.log,
                                          tool_runner=self.toolbox.run if self.toolbox else None)
-        streaming = not (self.opts.no_stream or self.opts.json_out or self.opts.events)
+        self.conversation.text_format = self.text_format
+        streaming = not (self.opts.no_stream or self.opts.json_out or self.opts.events or self.text_format)
         markdown = self.profile.ui.markdown and wants_markdown(sys.stdout, raw=self.opts.raw)
         renderer = make_renderer(sys.stdout, markdown=markdown) if streaming else None
         try:
@@ -183,9 +192,12 @@ class _InferSession:
             return ExitCode.INTERRUPTED if self.interrupted else ExitCode.INTERNAL
         if self.interrupted:
             result.status, result.reason = "cancelled", "interrupted"
+        schema_problem = self._check_schema(result)
         if self.opts.json_out:
             print(json.dumps(self._json(result), ensure_ascii=False))
-        elif self.opts.no_stream and not self.opts.events:
+        elif self.data is not None and not self.opts.events:
+            print(json.dumps(self.data, ensure_ascii=False, indent=2 if sys.stdout.isatty() else None))
+        elif (self.opts.no_stream or self.text_format) and not self.opts.events:
             sys.stdout.write(result.text + ("" if result.text.endswith("\n") else "\n"))
         sys.stdout.flush()
         if self.opts.usage:
@@ -197,7 +209,27 @@ class _InferSession:
         if self.interrupted:
             print("voicecli: interrupted; the partial answer was kept", file=sys.stderr)
             return ExitCode.INTERRUPTED
-        return self._exit_code(result)
+        code = self._exit_code(result)
+        if code == ExitCode.OK and schema_problem:
+            print(f"voicecli: the answer does not match the schema: {schema_problem}", file=sys.stderr)
+            return ExitCode.INCOMPLETE
+        return code
+
+    def _check_schema(self, result) -> str | None:
+        """With --schema: parse and validate a completed answer; the reason when it is not valid."""
+        if self.text_format is None or result.status != "completed" or result.error is not None or self.interrupted:
+            return None
+        from voicecli.schema import errors
+
+        try:
+            data = json.loads(result.text)
+        except ValueError as exc:
+            return f"it is not JSON ({exc})"
+        problems = errors(self.text_format["schema"], data)
+        if problems:
+            return "; ".join(problems)
+        self.data = data
+        return None
 
     def _exit_code(self, result) -> int:
         from voicecli.wire.errors import exit_code
@@ -239,6 +271,7 @@ class _InferSession:
             "timings": {"ttft_ms": _round(result.ttft_ms), "total_ms": _round(result.total_ms)},
             "cid": self.log.cid if self.log is not None else None,
             "error": result.error.message if result.error else None,
+            **({"data": self.data} if self.text_format is not None else {}),
         }
 
 

@@ -55,6 +55,7 @@ COMMANDS = {  # name → (arguments, help); /help prints this table and the comp
     "profile": ("NAME", "switch to another profile (the conversation is kept)"),
     "set": ("KEY VALUE", "change a setting, e.g. /set temperature 0.2 (unset: /set KEY none)"),
     "tools": ("", "the profile's tools and whether each asks before running"),
+    "schema": ("[JSON|FILE|FIELDS|off]", "answer as JSON matching a schema, e.g. /schema name, age int (off: text)"),
     "usage": ("", "tokens per turn and in total"),
     "history": ("", "the conversation so far"),
     "retry": ("", "ask again for the last answer (or re-send a message that failed)"),
@@ -213,6 +214,7 @@ class Repl:
         self._turn_task: asyncio.Task | None = None
         self._next_default = ""  # text /edit leaves in the next prompt
         self._choices: dict[str, list[str]] = {}
+        self.text_format: dict | None = None  # /schema: structured output for the next answers
         self.input = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -300,6 +302,7 @@ class Repl:
             self._start_log(self.conversation.history)
             self.conversation.log = self.log
         self._record(Entry("user", message.text))
+        self.conversation.text_format = self.text_format  # also after /clear and /retry rebuilt it
         self._turn_task = asyncio.create_task(self._stream(message))
         await asyncio.wait([self._turn_task])  # wait() does not raise if the turn was cancelled
         task, self._turn_task = self._turn_task, None
@@ -319,11 +322,16 @@ class Repl:
         self._finish_turn(result)
 
     async def _stream(self, message: Message) -> None:
+        fence = self.text_format is not None and self.markdown  # JSON answers: highlighted, not read as markdown
         try:
+            if fence:
+                self.renderer.text("```json\n")
             async with aclosing(self.conversation.send(message)) as events:
                 async for event in events:
                     self._show(event)
         finally:
+            if fence:
+                self.renderer.text("\n```\n")
             self.renderer.finish()  # also on Ctrl-C: the partial answer stays on the screen
 
     def _show(self, event: Event) -> None:
@@ -361,9 +369,21 @@ class Repl:
             self._say(f"voicecli: the response failed ({result.reason or 'no reason given'}) — /retry sends it again")
         if result.refusal:
             self._say("voicecli: the model refused to answer")
+        if self.text_format is not None and result.status == "completed" and result.error is None:
+            self._check_schema(result.text)
         self._note(usage_line(result.usage, ttft_ms=result.ttft_ms, total_ms=result.total_ms,
                               model=self.profile.model.name, transport=transport.name,
                               cost_usd=result.cost_usd, priced=True))
+
+    def _check_schema(self, text: str) -> None:
+        from voicecli.schema import errors
+
+        try:
+            problems = errors(self.text_format["schema"], json.loads(text))
+        except ValueError as exc:
+            problems = [f"it is not JSON ({exc})"]
+        if problems:
+            self._say(f"voicecli: the answer does not match the schema: {'; '.join(problems)}")
 
     def _record(self, entry: Entry) -> None:
         if self.transcript is not None:
@@ -514,6 +534,19 @@ class Repl:
             state = self.toolbox.approval_state(tool.name) if self.toolbox else tool.effective_approval
             what = shlex.join(tool.command) if tool.command else tool.python or tool.type
             self._say(f"  {tool.name:<20} {state:<8} {what}" + (f" — {tool.description}" if tool.description else ""))
+
+    async def cmd_schema(self, arg: str) -> None:
+        if arg.lower() in ("off", "none"):
+            self.text_format = None
+        elif arg:
+            from voicecli.schema import load, response_format
+
+            self.text_format = response_format(load(arg, "/schema"))
+        if self.text_format is None:
+            self._note("schema: none — answers are text")
+        else:
+            strict = "strict" if self.text_format["strict"] else "not strict"
+            self._note(f"schema ({strict}): {json.dumps(self.text_format['schema'], ensure_ascii=False)}")
 
     async def cmd_usage(self, arg: str) -> None:
         if not self.turns:
