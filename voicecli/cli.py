@@ -201,12 +201,13 @@ def talk(
 
 
 @app.command()
-def devices(debug: DebugOpt = False) -> None:
+def devices(json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+            debug: DebugOpt = False) -> None:
     """List audio input and output devices (index, name, channels, default rate)."""
     _State.debug = debug
     from voicecli.audio.devices import print_devices
 
-    print_devices()
+    print_devices(json_out)
 
 
 @app.command()
@@ -239,19 +240,20 @@ def sim(
 
 
 @profiles_app.command("list")
-def profiles_list() -> None:
+def profiles_list(json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False) -> None:
     """Table of profiles: name, source, model, transport, description."""
     from voicecli.profiles_cli import list_profiles
 
-    list_profiles()
+    list_profiles(json_out)
 
 
 @profiles_app.command("show")
-def profiles_show(name: Annotated[str, typer.Argument(metavar="NAME|PATH")]) -> None:
+def profiles_show(name: Annotated[str, typer.Argument(metavar="NAME|PATH")],
+                  json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False) -> None:
     """Resolved settings of a profile (after extends and environment), secrets redacted."""
     from voicecli.profiles_cli import show_profile
 
-    show_profile(name)
+    show_profile(name, json_out)
 
 
 @profiles_app.command("path")
@@ -349,11 +351,12 @@ def logs_path(json_out: JsonOpt = False) -> None:
 
 
 @tools_app.command("list")
-def tools_list(profile: ProfileOpt = None) -> None:
+def tools_list(profile: ProfileOpt = None,
+               json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False) -> None:
     """Each tool, its approval policy and the schema each dialect (responses, chat, realtime) receives."""
     from voicecli.tools_cli import list_tools
 
-    list_tools(Selection(profile).load_profile())
+    list_tools(Selection(profile).load_profile(), json_out)
 
 
 @tools_app.command("run")
