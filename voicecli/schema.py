@@ -91,7 +91,7 @@ def errors(schema: dict[str, Any], value: Any, *, root: str = "") -> list[str]:
     found = sorted(validator.iter_errors(value), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     out = []
     for error in found[:MAX_ERRORS]:
-        where = ".".join(str(p) for p in error.absolute_path)
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
         where = f"{root}.{where}" if root and where else (where or root)
         out.append(f"{where}: {error.message}" if where else error.message)
     if len(found) > MAX_ERRORS:
