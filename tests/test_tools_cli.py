@@ -118,7 +118,7 @@ def test_tools_run(home, profile):
     r = run_cli(home, "tools", "run", "asky", "-p", profile)  # typing the command is the approval
     assert (r.code, r.out) == (0, "asked and ran\n")
     r = run_cli(home, "tools", "run", "echo", "{}", "-p", profile)
-    assert r.code == 1 and "text: required" in r.err
+    assert r.code == 1 and "'text' is a required property" in r.err
     r = run_cli(home, "tools", "run", "nope", "-p", profile)
     assert r.code == 2 and "no local tool named 'nope'" in r.err
     r = run_cli(home, "tools", "run", "convert_units", '{"value": 0, "from_unit": "c", "to_unit": "f"}', "-p", "tools-demo")

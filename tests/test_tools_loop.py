@@ -183,7 +183,7 @@ def test_bad_input_from_the_model_becomes_results(setup, transport):
     assert not any(r.ok for r in (unknown, not_json, schema, timeout, crash))
     assert "no tool named 'no_such_tool'" in unknown.output
     assert "not valid JSON" in not_json.output
-    assert "n: expected integer, got string" in schema.output and "word: required" in schema.output
+    assert "n: 'three' is not of type 'integer'" in schema.output and "'word' is a required property" in schema.output
     assert "did not finish within 0.5 s" in timeout.output
     assert crash.output == "error: crash raised KeyError: 'no such row'"
     assert conv.last.text == "I saw the errors." and conv.last.status == "completed"

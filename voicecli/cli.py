@@ -25,6 +25,7 @@ Examples:
   voicecli chat -m gpt-5.5 -s "Be brief."         # interactive text chat
   voicecli talk --vad server                      # talk to the model; talk over it to interrupt
   voicecli profiles list                          # profiles live in ~/.config/voicecli/profiles
+  voicecli logs search "docker"                   # find an earlier conversation; `logs show ID` shows it
   voicecli sim --port 8000                        # an OpenAI-compatible simulator for offline work
 """
 
@@ -41,6 +42,8 @@ profiles_app = typer.Typer(help="List, show, create, edit and validate profiles.
 app.add_typer(profiles_app, name="profiles")
 tools_app = typer.Typer(help="List a profile's tools and run one by hand.", no_args_is_help=True)
 app.add_typer(tools_app, name="tools")
+logs_app = typer.Typer(help="List, show and search logged conversations (-n, --since, --json).")
+app.add_typer(logs_app, name="logs")
 
 
 class _State:
@@ -127,6 +130,9 @@ def infer(
     allow_tool: Annotated[Optional[list[str]], typer.Option("--allow-tool", metavar="NAME",
                                                              help="Run this 'ask' tool without asking.")] = None,
     yes: Annotated[bool, typer.Option("-y", "--yes", help="Run every 'ask' tool without asking.")] = False,
+    schema: Annotated[Optional[str], typer.Option(
+        "--schema", metavar="JSON|FILE|FIELDS",
+        help="Answer as JSON matching this schema: inline JSON, a .json file, or 'name, age int, bio: one sentence'.")] = None,
     debug: DebugOpt = False,
 ) -> None:
     """One-shot answer for scripts and pipes: the answer on stdout, everything else on stderr."""
@@ -136,7 +142,7 @@ def infer(
 
     opts = InferOptions(prompt=prompt or [], files=file or [], images=image or [], no_stream=no_stream,
                         json_out=json_out, events=events, usage=usage, raw=raw, continue_=continue_, cid=cid,
-                        no_log=no_log, allow_tools=allow_tool or [], yes=yes, debug=debug)
+                        no_log=no_log, allow_tools=allow_tool or [], yes=yes, debug=debug, schema=schema)
     raise typer.Exit(run_infer(prof, opts))
 
 
@@ -199,12 +205,13 @@ def talk(
 
 
 @app.command()
-def devices(debug: DebugOpt = False) -> None:
+def devices(json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+            debug: DebugOpt = False) -> None:
     """List audio input and output devices (index, name, channels, default rate)."""
     _State.debug = debug
     from voicecli.audio.devices import print_devices
 
-    print_devices()
+    print_devices(json_out)
 
 
 @app.command()
@@ -253,19 +260,20 @@ def sim(
 
 
 @profiles_app.command("list")
-def profiles_list() -> None:
+def profiles_list(json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False) -> None:
     """Table of profiles: name, source, model, transport, description."""
     from voicecli.profiles_cli import list_profiles
 
-    list_profiles()
+    list_profiles(json_out)
 
 
 @profiles_app.command("show")
-def profiles_show(name: Annotated[str, typer.Argument(metavar="NAME|PATH")]) -> None:
+def profiles_show(name: Annotated[str, typer.Argument(metavar="NAME|PATH")],
+                  json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False) -> None:
     """Resolved settings of a profile (after extends and environment), secrets redacted."""
     from voicecli.profiles_cli import show_profile
 
-    show_profile(name)
+    show_profile(name, json_out)
 
 
 @profiles_app.command("path")
@@ -308,15 +316,67 @@ def profiles_validate(paths: Annotated[list[str], typer.Argument(metavar="PATH|N
     validate(paths)
 
 
+# ---- logs -----------------------------------------------------------------------------------
+
+CountOpt = Annotated[int, typer.Option("-n", "--count", metavar="N", help="How many conversations (newest first).")]
+SinceOpt = Annotated[Optional[str], typer.Option(
+    "--since", metavar="AGE|DATE", help="Only conversations active since then: 30m, 2h, 3d, 1w, 2026-05-01.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="JSON on stdout.")]
+
+
+@logs_app.callback(invoke_without_command=True)
+def logs(ctx: typer.Context, n: CountOpt = 20, since: SinceOpt = None, json_out: JsonOpt = False) -> None:
+    """The latest conversations: id, time, model, first words, turns, tokens, cost."""
+    if ctx.invoked_subcommand is None:
+        from voicecli.logs import list_conversations
+
+        list_conversations(n, since, json_out)
+
+
+@logs_app.command("show")
+def logs_show(
+    cid: Annotated[Optional[str], typer.Argument(metavar="[ID]", help="A conversation id or its unique start.")] = None,
+    latest: Annotated[bool, typer.Option("-c", "--continue", help="The latest conversation (also without ID).")] = False,
+    json_out: JsonOpt = False,
+    raw: Annotated[bool, typer.Option("--raw", help="Markdown source even on a terminal.")] = False,
+) -> None:
+    """One conversation: rendered markdown on a terminal, markdown text when piped, or --json."""
+    from voicecli.logs import show_conversation
+
+    if latest and cid:
+        raise VoicecliError("give a conversation ID or -c, not both", exit_code=ExitCode.USAGE)
+    show_conversation(cid, json_out, raw)
+
+
+@logs_app.command("search")
+def logs_search(
+    text: Annotated[list[str], typer.Argument(metavar="TEXT...", help="Words to find (any case), as one phrase.")],
+    n: CountOpt = 20, since: SinceOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Conversations whose user or assistant messages contain TEXT, with the matching lines."""
+    from voicecli.logs import search_conversations
+
+    search_conversations(" ".join(text), n, since, json_out)
+
+
+@logs_app.command("path")
+def logs_path(json_out: JsonOpt = False) -> None:
+    """The folder the conversation log lives in."""
+    from voicecli.logs import print_path
+
+    print_path(json_out)
+
+
 # ---- tools ----------------------------------------------------------------------------------
 
 
 @tools_app.command("list")
-def tools_list(profile: ProfileOpt = None) -> None:
+def tools_list(profile: ProfileOpt = None,
+               json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False) -> None:
     """Each tool, its approval policy and the schema each dialect (responses, chat, realtime) receives."""
     from voicecli.tools_cli import list_tools
 
-    list_tools(Selection(profile).load_profile())
+    list_tools(Selection(profile).load_profile(), json_out)
 
 
 @tools_app.command("run")

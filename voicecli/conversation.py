@@ -39,6 +39,7 @@ class TurnResult:
     response_id: str | None = None
     error: Error | None = None
     refusal: bool = False
+    cost_usd: float | None = None  # None: the model has no known price
     started: float = field(default_factory=time.monotonic)
     first_token: float | None = None
     finished: float | None = None
@@ -71,6 +72,7 @@ class Conversation:
         self.tool_runner = tool_runner
         self.total_usage = Usage()
         self.last: TurnResult | None = None
+        self.text_format: dict | None = None  # structured output for the answers (schema.response_format)
         self._anchor: Anchor | None = None
         self._anchor_fingerprint: str | None = None
 
@@ -78,13 +80,13 @@ class Conversation:
         m = self.profile.model
         tools = [t for t in self.profile.tools] if self.tool_runner is not None else []
         return Request(model=m.name, instructions=m.instructions, items=tuple(self.history), tools=tuple(tools),
-                       settings=m.request_settings(), store=m.store)
+                       settings=m.request_settings(), store=m.store, text_format=self.text_format)
 
     @staticmethod
     def _fingerprint(req: Request) -> str:
         tools = [dataclasses.asdict(t) for t in req.tools]
-        return json.dumps([req.model, req.instructions, tools, sorted(req.settings.items()), req.store],
-                          sort_keys=True, default=str)
+        return json.dumps([req.model, req.instructions, tools, sorted(req.settings.items()), req.store,
+                           req.text_format], sort_keys=True, default=str)
 
     def add(self, item: HistoryItem) -> None:
         """Append an item said elsewhere (e.g. in a voice session) to the history and the log."""
@@ -226,6 +228,10 @@ class Conversation:
             self._append(FunctionCall(call.call_id, call.name, call.arguments))
 
     def _log_turn(self, result: TurnResult) -> None:
+        from voicecli import pricing
+
+        # priced as the turn ends, with the model and price it ran with (/model may change them later)
+        result.cost_usd = pricing.cost_usd(self.profile.model.name, result.usage, self.profile.model.price)
         if self.log is None:
             return
         u = result.usage
@@ -235,6 +241,6 @@ class Conversation:
                         "response_id": result.response_id,
                         "usage": {"input_tokens": u.input_tokens, "cached_tokens": u.cached_tokens,
                                   "output_tokens": u.output_tokens, "reasoning_tokens": u.reasoning_tokens},
-                        "ttft_ms": result.ttft_ms, "total_ms": result.total_ms,
+                        "cost_usd": result.cost_usd, "ttft_ms": result.ttft_ms, "total_ms": result.total_ms,
                         "error": result.error.message if result.error else None})
         self.log.end_turn()

@@ -46,6 +46,7 @@ class InferOptions:
     allow_tools: list[str] = field(default_factory=list)
     yes: bool = False
     debug: bool = False
+    schema: str | None = None  # --schema: inline JSON, a file, or the concise form
 
 
 def build_prompt(opts: InferOptions, stdin_data: bytes | None, limit_mib: float) -> str:
@@ -171,6 +172,11 @@ def read_stdin(limit_mib: float) -> bytes | None:
 
 def run_infer(profile: Profile, opts: InferOptions) -> int:
     setup_logging(opts.debug)
+    text_format = None
+    if opts.schema is not None:
+        from voicecli.schema import load, response_format
+
+        text_format = response_format(load(opts.schema))
     prompt = build_prompt(opts, read_stdin(profile.ui.max_input_mib), profile.ui.max_input_mib)
     images = tuple(image_url(s) for s in opts.images)
     toolbox = _toolbox(profile, opts)
@@ -182,7 +188,7 @@ def run_infer(profile: Profile, opts: InferOptions) -> int:
         history = []
         log = None if opts.no_log else convlog.ConversationLog.create(
             profile=profile.name, model=profile.model.name, transport=profile.connection.transport)
-    session = _InferSession(profile, opts, history, log, toolbox)
+    session = _InferSession(profile, opts, history, log, toolbox, text_format)
     try:
         asyncio.run(session.run(Message("user", prompt, images)))
     except KeyboardInterrupt:
@@ -213,8 +219,10 @@ def _toolbox(profile: Profile, opts: InferOptions):
 
 
 class _InferSession:
-    def __init__(self, profile: Profile, opts: InferOptions, history: list, log, toolbox=None):
+    def __init__(self, profile: Profile, opts: InferOptions, history: list, log, toolbox=None, text_format=None):
         self.profile, self.opts, self.history, self.log, self.toolbox = profile, opts, history, log, toolbox
+        self.text_format = text_format  # structured output: the answer is JSON, printed once at the end
+        self.data = None  # the parsed answer, when it matched the schema
         self.conversation = None
         self.interrupted = False
         self.signal: int | None = None  # SIGTERM / SIGHUP that ended the turn
@@ -231,7 +239,8 @@ class _InferSession:
         self.base_url = transport.base_url
         self.conversation = Conversation(self.profile, transport, history=self.history, log=self.log,
                                          tool_runner=self.toolbox.run if self.toolbox else None)
-        streaming = not (self.opts.no_stream or self.opts.json_out or self.opts.events)
+        self.conversation.text_format = self.text_format
+        streaming = not (self.opts.no_stream or self.opts.json_out or self.opts.events or self.text_format)
         markdown = self.profile.ui.markdown and wants_markdown(sys.stdout, raw=self.opts.raw)
         renderer = make_renderer(sys.stdout, markdown=markdown) if streaming else None
         task = asyncio.current_task()
@@ -279,21 +288,45 @@ class _InferSession:
             return ExitCode.INTERNAL
         if self.interrupted:
             result.status, result.reason = "cancelled", "interrupted"
+        schema_problem = self._check_schema(result)
         if self.opts.json_out:
             print(json.dumps(self._json(result), ensure_ascii=False))
-        elif self.opts.no_stream and not self.opts.events:
+        elif self.data is not None and not self.opts.events:
+            print(json.dumps(self.data, ensure_ascii=False, indent=2 if sys.stdout.isatty() else None))
+        elif (self.opts.no_stream or self.text_format) and not self.opts.events:
             sys.stdout.write(result.text + ("" if result.text.endswith("\n") else "\n"))
         sys.stdout.flush()
         if self.opts.usage:
             dim(usage_line(result.usage, ttft_ms=result.ttft_ms, total_ms=result.total_ms,
-                           model=self.profile.model.name, transport=self.conversation.transport.name) + "\n")
+                           model=self.profile.model.name, transport=self.conversation.transport.name,
+                           cost_usd=result.cost_usd, priced=True) + "\n")
         if result.refusal:
             print("voicecli: the model refused to answer", file=sys.stderr)
         if self.interrupted:
             how = f" by {signal.Signals(self.signal).name}" if self.signal else ""
             print(f"voicecli: interrupted{how}; the partial answer was kept", file=sys.stderr)
             return 128 + self.signal if self.signal else ExitCode.INTERRUPTED
-        return self._exit_code(result)
+        code = self._exit_code(result)
+        if code == ExitCode.OK and schema_problem:
+            print(f"voicecli: the answer does not match the schema: {schema_problem}", file=sys.stderr)
+            return ExitCode.INCOMPLETE
+        return code
+
+    def _check_schema(self, result) -> str | None:
+        """With --schema: parse and validate a completed answer; the reason when it is not valid."""
+        if self.text_format is None or result.status != "completed" or result.error is not None or self.interrupted:
+            return None
+        from voicecli.schema import errors
+
+        try:
+            data = json.loads(result.text)
+        except ValueError as exc:
+            return f"it is not JSON ({exc})"
+        problems = errors(self.text_format["schema"], data)
+        if problems:
+            return "; ".join(problems)
+        self.data = data
+        return None
 
     def _exit_code(self, result) -> int:
         from voicecli.wire.errors import exit_code
@@ -330,6 +363,7 @@ class _InferSession:
             "incomplete_reason": result.reason if result.status == "incomplete" else None,
             "usage": {"input_tokens": u.input_tokens, "cached_tokens": u.cached_tokens,
                       "output_tokens": u.output_tokens, "reasoning_tokens": u.reasoning_tokens},
+            "cost_usd": None if result.cost_usd is None else round(result.cost_usd, 6),
             "tool_calls": [{"call_id": c.call_id, "name": c.name, "arguments": c.arguments}
                            for c in result.tool_calls],
             "tool_results": [{"call_id": t.call_id, "name": t.name, "ok": t.ok, "output": t.output,
@@ -337,6 +371,7 @@ class _InferSession:
             "timings": {"ttft_ms": _round(result.ttft_ms), "total_ms": _round(result.total_ms)},
             "cid": self.log.cid if self.log is not None else None,
             "error": result.error.message if result.error else None,
+            **({"data": self.data} if self.text_format is not None else {}),
         }
 
 

@@ -70,10 +70,11 @@ class ModelSettings:
     store: bool = _opt(False, help="let the server store responses (previous_response_id over HTTP)")
     think_tags: str | None = _opt(choices=("auto", "keep"),
                                   help="chat transport: a leading <think> block is reasoning (auto, the default) or text (keep)")
+    price: dict | None = _opt(help="USD per 1M tokens {input, cached_input, output}; overrides the built-in price table")
 
     def request_settings(self) -> dict[str, Any]:
         """The settings that were set, by key; unset ones are left out entirely."""
-        skip = {"name", "instructions", "max_tool_rounds"}
+        skip = {"name", "instructions", "max_tool_rounds", "price"}
         out = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -334,6 +335,12 @@ def _validate_value(cls: type, section: str, key: str, value: Any, src: _Source,
         hint = f"did you mean '{close[0]}'?" if close else None
         raise ConfigError(f"{where}: {label} must be one of {', '.join(meta['choices'])}; got '{coerced}'",
                           hint=hint)
+    if cls is ModelSettings and key == "price":
+        from voicecli.pricing import price_problems
+
+        problems = price_problems(coerced)
+        if problems:
+            raise ConfigError(f"{where}: {label}: {problems[0]}", hint="e.g. price = { input = 0.5, output = 1.5 }")
     if isinstance(coerced, (int, float)) and not isinstance(coerced, bool):
         lo, hi = meta.get("lo"), meta.get("hi")
         if (lo is not None and coerced < lo) or (hi is not None and coerced > hi):

@@ -51,24 +51,44 @@ def _to_stdout_table(rows: list[list[str]], headers: list[str]) -> None:
             print("\t".join(row))
 
 
-def list_profiles() -> None:
-    rows = []
+def print_json(data: Any) -> None:
+    """`--json` output of the listing commands: indented on a terminal, one line when piped."""
+    import json
+
+    print(json.dumps(data, ensure_ascii=False, indent=2 if sys.stdout.isatty() else None))
+
+
+def list_profiles(json_out: bool = False) -> None:
+    rows, records = [], []
     for ref in profiles.discover():
         try:
             p = profiles.load(str(ref.path), env={})
             rows.append([ref.name, ref.source, p.model.name, p.connection.transport, p.description])
+            records.append({"name": ref.name, "source": ref.source, "path": str(ref.path), "model": p.model.name,
+                            "transport": p.connection.transport, "description": p.description, "error": None})
         except ConfigError as exc:
             rows.append([ref.name, ref.source, "?", "?", f"invalid: {exc.message}"])
+            records.append({"name": ref.name, "source": ref.source, "path": str(ref.path), "model": None,
+                            "transport": None, "description": None, "error": exc.message})
+    if json_out:
+        print_json(records)
+        return
     _to_stdout_table(rows, ["name", "source", "model", "transport", "description"])
 
 
-def show_profile(name: str) -> None:
+def show_profile(name: str, json_out: bool = False) -> None:
     import tomli_w
 
     p = profiles.load(name)
     where = str(p.path) if p.path else "(built-in)"
     var = p.connection.api_key_env
     key_state = "not needed" if not var or p.uses_simulator else f"{var} is {'set' if _env_has(var) else 'NOT set'}"
+    if json_out:  # the same redacted settings as the TOML form
+        needed = bool(var) and not p.uses_simulator
+        print_json({"name": p.name, "source": p.source, "path": str(p.path) if p.path else None,
+                    "api_key": {"variable": var or None, "needed": needed, "set": needed and _env_has(var)},
+                    "settings": p.as_dict(redact=True)})
+        return
     print(f"# profile '{p.name}' ({p.source}: {where})")
     print(f"# API key: {key_state}")
     print(tomli_w.dumps(p.as_dict(redact=True)), end="")

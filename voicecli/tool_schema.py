@@ -1,4 +1,4 @@
-"""Tool schemas: a small structural JSON Schema checker and the profile-time checks of `[[tools]]`.
+"""Tool schemas: a structural check of `[[tools]]` schemas when a profile loads, argument checks when a tool runs.
 
 Pure functions with no I/O, kept apart from `tools.py` (which runs tools with asyncio and
 subprocesses) so that loading a profile stays cheap.
@@ -14,7 +14,7 @@ from typing import Any
 PLACEHOLDER = re.compile(r"^\{(\w+)\}$")
 
 
-# ---- JSON Schema: a small structural checker (the subset tool schemas use) ------------------
+# ---- JSON Schema: a structural check at load time (cheap: no validator imported) -------------
 
 JSON_TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
 
@@ -59,52 +59,15 @@ def schema_problems(schema: Any, path: str = "parameters") -> list[str]:
     return out
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
-            dict: "object"}.get(type(value), type(value).__name__)
+def argument_errors(schema: dict, value: Any) -> list[str]:
+    """Where `value` breaks `schema`, one short line per problem: a full JSON Schema check (pattern,
+    lengths, formats, $ref, allOf/not …) by `jsonschema`, imported on the first tool call, not here."""
+    from voicecli.schema import errors
 
-
-def _is_type(value: Any, kind: str) -> bool:
-    actual = _json_type(value)
-    return actual == kind or (kind == "number" and actual == "integer") or \
-        (kind == "integer" and actual == "number" and float(value).is_integer())
-
-
-def argument_errors(schema: dict, value: Any, path: str = "") -> list[str]:
-    """Where `value` breaks `schema`, one short line per failing field ($ref is not followed)."""
-    where = path or "arguments"
-    for key in ("anyOf", "oneOf"):
-        if key in schema and not any(not argument_errors(s, value, path) for s in schema[key]):
-            return [f"{where}: matches none of the allowed forms"]
-    kind = schema.get("type")
-    kinds = kind if isinstance(kind, list) else [kind] if kind else []
-    if kinds and not any(_is_type(value, k) for k in kinds):
-        return [f"{where}: expected {' or '.join(kinds)}, got {_json_type(value)}"]
-    if "enum" in schema and value not in schema["enum"]:
-        return [f"{where}: must be one of {', '.join(json.dumps(v) for v in schema['enum'])}"]
-    if "const" in schema and value != schema["const"]:
-        return [f"{where}: must be {json.dumps(schema['const'])}"]
-    out = []
-    if isinstance(value, dict):
-        props = schema.get("properties", {})
-        prefix = f"{path}." if path else ""
-        out += [f"{prefix}{name}: required" for name in schema.get("required", []) if name not in value]
-        for name, item in value.items():
-            if name in props:
-                out += argument_errors(props[name], item, prefix + name)
-            elif schema.get("additionalProperties") is False:
-                out.append(f"{prefix}{name}: not a parameter of this tool")
-    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
-        for i, item in enumerate(value):
-            out += argument_errors(schema["items"], item, f"{where}[{i}]")
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        if "minimum" in schema and value < schema["minimum"]:
-            out.append(f"{where}: must be at least {schema['minimum']}")
-        if "maximum" in schema and value > schema["maximum"]:
-            out.append(f"{where}: must be at most {schema['maximum']}")
-    return out
+    try:
+        return errors(schema, value)
+    except Exception as exc:  # noqa: BLE001 -- a broken schema (bad regex, bad $ref) must not end the session
+        return [f"the tool's parameters are not a usable JSON Schema ({type(exc).__name__}: {exc})"]
 
 
 def drop_absent(schema: dict, args: dict) -> dict:

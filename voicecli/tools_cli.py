@@ -21,8 +21,13 @@ def _how(tool: ToolDef) -> str:
     return f"python: {tool.python}"
 
 
-def list_tools(profile: Profile) -> None:
+def list_tools(profile: Profile, json_out: bool = False) -> None:
     """Each tool, how it runs, its approval policy and the JSON each dialect receives (stdout)."""
+    if json_out:
+        from voicecli.profiles_cli import print_json
+
+        print_json([_tool_json(tool) for tool in profile.tools])
+        return
     if not profile.tools:
         print(f"profile '{profile.name}' defines no tools; add [[tools]] tables "
               "(try `voicecli tools list -p tools-demo`)", file=sys.stderr)
@@ -41,6 +46,21 @@ def list_tools(profile: Profile) -> None:
             except ValueError as exc:
                 spec = f"(not available: {str(exc).split(': ', 1)[-1]})"
             print(f"  {dialect + ':':10} {spec}")
+
+
+def _tool_json(tool: ToolDef) -> dict:
+    hosted = tool.type in HOSTED_TYPES
+    dialects, problems = {}, {}
+    for dialect in ("responses", "chat", "realtime"):
+        try:
+            dialects[dialect] = dialect_spec(tool, dialect)
+        except ValueError as exc:
+            dialects[dialect] = None
+            problems[dialect] = str(exc).split(": ", 1)[-1]
+    return {"name": tool.name, "type": tool.type, "description": tool.description or None,
+            "approval": None if hosted else tool.effective_approval, "timeout": None if hosted else tool.timeout,
+            "command": tool.command, "stdin": tool.stdin if tool.command else None, "python": tool.python,
+            "parameters": None if hosted else tool.parameters, "dialects": dialects, "unavailable": problems}
 
 
 def run_tool(profile: Profile, name: str, arguments: str, debug: bool = False) -> int:

@@ -60,9 +60,16 @@ def find_device(spec: str, kind: str) -> dict[str, Any]:
     raise ConfigError(f"--{kind}-device '{spec}' {what} {kind} device", hint=f"candidates: {listing}")
 
 
-def print_devices() -> None:
+def print_devices(json_out: bool = False) -> None:
     devices = query_devices()
     d_in, d_out = default_indices()
+    if json_out:
+        from voicecli.profiles_cli import print_json
+
+        print_json([{"index": d["index"], "name": d["name"], "input_channels": d["max_input_channels"],
+                     "output_channels": d["max_output_channels"], "default_samplerate": d["default_samplerate"],
+                     "default_input": d["index"] == d_in, "default_output": d["index"] == d_out} for d in devices])
+        return
     if not devices:
         print("no audio devices found", file=sys.stderr)
         return

@@ -6,7 +6,9 @@ Every protocol front of the simulator (Responses, Chat, Realtime) reduces its re
 - after tool results, it reports them: "Tool get_time returned: 12:00.";
 - when the request offers tools and the user text names one or more of them (as a word), it calls
   those, with the first JSON object in the user text as arguments (else `{}`);
-- otherwise it echoes: "You said: <last user text>".
+- otherwise it echoes: "You said: <last user text>";
+- a request for structured output (a JSON Schema) gets, instead of text, a JSON value that conforms
+  to the schema (`voicecli.sim.instance`), with the echo in its first string.
 
 A script (see `voicecli.sim.script`) can override any turn.
 """
@@ -26,6 +28,7 @@ class Turn:
     instructions: str | None = None
     wants_reasoning: bool = False
     input_chars: int = 0  # size of everything sent, for usage numbers
+    output_schema: dict | None = None  # structured output requested: answer with a conforming JSON value
 
 
 @dataclass
@@ -65,6 +68,10 @@ def plan(turn: Turn) -> Plan:
     if named:
         args = json.dumps(first_json_object(turn.user_text) or {})
         return Plan(calls=[PlannedCall(n, args) for n in named], reasoning=reasoning)
+    if turn.output_schema is not None:
+        from .instance import instance
+
+        return Plan(text=json.dumps(instance(turn.output_schema, f"{ECHO_PREFIX}{turn.user_text}")), reasoning=reasoning)
     return Plan(text=f"{ECHO_PREFIX}{turn.user_text}", reasoning=reasoning)
 
 

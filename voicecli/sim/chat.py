@@ -53,7 +53,14 @@ def to_turn(body: dict) -> brain.Turn:
         instructions="\n".join(system) or None,
         wants_reasoning=bool(effort) and effort != "none",
         input_chars=len(json.dumps(messages)),
+        output_schema=_json_schema(body.get("response_format")),
     )
+
+
+def _json_schema(fmt: Any) -> dict | None:
+    """The schema of a `response_format` of type json_schema (else None: plain text)."""
+    spec = fmt.get("json_schema") if isinstance(fmt, dict) and fmt.get("type") == "json_schema" else None
+    return spec["schema"] if isinstance(spec, dict) and isinstance(spec.get("schema"), dict) else None
 
 
 def _obfuscation() -> str:

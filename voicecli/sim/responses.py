@@ -88,7 +88,15 @@ def to_turn(body: dict, items: list[dict]) -> brain.Turn:
         instructions=instructions,
         wants_reasoning=wants_reasoning(body),
         input_chars=len(json.dumps(items)) + len(instructions or ""),
+        output_schema=_json_schema((body.get("text") or {}).get("format")),
     )
+
+
+def _json_schema(fmt: Any) -> dict | None:
+    """The schema of a `text.format` of type json_schema (else None: plain text)."""
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), dict):
+        return fmt["schema"]
+    return None
 
 
 def _output_text(output: Any) -> str:

@@ -58,6 +58,7 @@ COMMANDS = {  # name → (arguments, help); /help prints this table and the comp
     "profile": ("NAME", "switch to another profile (the conversation is kept)"),
     "set": ("KEY VALUE", "change a setting, e.g. /set temperature 0.2 (unset: /set KEY none)"),
     "tools": ("", "the profile's tools and whether each asks before running"),
+    "schema": ("[JSON|FILE|FIELDS|off]", "answer as JSON matching a schema, e.g. /schema name, age int (off: text)"),
     "usage": ("", "tokens per turn and in total"),
     "history": ("", "the conversation so far"),
     "retry": ("", "ask again for the last answer (or re-send a message that failed)"),
@@ -89,6 +90,7 @@ class TurnRecord:
     ttft_ms: float | None
     total_ms: float
     status: str
+    cost_usd: float | None = None  # None: unknown price
 
 
 def run_chat(profile: Profile, opts: ChatOptions) -> int:
@@ -220,6 +222,7 @@ class Repl:
         self.signal: int | None = None  # SIGTERM / SIGHUP: finish like Ctrl-C, then leave
         self._next_default = ""  # text /edit leaves in the next prompt
         self._choices: dict[str, list[str]] = {}
+        self.text_format: dict | None = None  # /schema: structured output for the next answers
         self.input = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -325,6 +328,7 @@ class Repl:
             self._start_log(self.conversation.history)
             self.conversation.log = self.log
         self._record(Entry("user", message.text))
+        self.conversation.text_format = self.text_format  # also after /clear and /retry rebuilt it
         self._turn_task = asyncio.create_task(self._stream(message))
         with hold_keys():  # keys typed meanwhile wait, unseen, for the next prompt
             await asyncio.wait([self._turn_task])  # wait() does not raise if the turn was cancelled
@@ -345,11 +349,16 @@ class Repl:
         self._finish_turn(result)
 
     async def _stream(self, message: Message) -> None:
+        fence = self.text_format is not None and self.markdown  # JSON answers: highlighted, not read as markdown
         try:
+            if fence:
+                self.renderer.text("```json\n")
             async with aclosing(self.conversation.send(message)) as events:
                 async for event in events:
                     self._show(event)
         finally:
+            if fence:
+                self.renderer.text("\n```\n")
             self.renderer.finish()  # also on Ctrl-C: the partial answer stays on the screen
 
     def _show(self, event: Event) -> None:
@@ -372,7 +381,7 @@ class Repl:
     def _finish_turn(self, result) -> None:
         transport = self.conversation.transport
         self.turns.append(TurnRecord(self.profile.model.name, transport.name, result.usage, result.ttft_ms,
-                                     result.total_ms, result.status))
+                                     result.total_ms, result.status, result.cost_usd))
         if result.text or result.status != "completed":
             now = time.time()
             self._record(Entry("assistant", result.text, start=now - result.total_ms / 1000, end=now,
@@ -390,8 +399,21 @@ class Repl:
             self._say(f"voicecli: the response failed ({result.reason or 'no reason given'}) — /retry sends it again")
         if result.refusal:
             self._say("voicecli: the model refused to answer")
+        if self.text_format is not None and result.status == "completed" and result.error is None:
+            self._check_schema(result.text)
         self._note(usage_line(result.usage, ttft_ms=result.ttft_ms, total_ms=result.total_ms,
-                              model=self.profile.model.name, transport=transport.name))
+                              model=self.profile.model.name, transport=transport.name,
+                              cost_usd=result.cost_usd, priced=True))
+
+    def _check_schema(self, text: str) -> None:
+        from voicecli.schema import errors
+
+        try:
+            problems = errors(self.text_format["schema"], json.loads(text))
+        except ValueError as exc:
+            problems = [f"it is not JSON ({exc})"]
+        if problems:
+            self._say(f"voicecli: the answer does not match the schema: {'; '.join(problems)}")
 
     def _record(self, entry: Entry) -> None:
         if self.transcript is not None:
@@ -526,19 +548,37 @@ class Repl:
             what = shlex.join(tool.command) if tool.command else tool.python or tool.type
             self._say(f"  {tool.name:<20} {state:<8} {what}" + (f" — {tool.description}" if tool.description else ""))
 
+    async def cmd_schema(self, arg: str) -> None:
+        if arg.lower() in ("off", "none"):
+            self.text_format = None
+        elif arg:
+            from voicecli.schema import load, response_format
+
+            self.text_format = response_format(load(arg, "/schema"))
+        if self.text_format is None:
+            self._note("schema: none — answers are text")
+        else:
+            strict = "strict" if self.text_format["strict"] else "not strict"
+            self._note(f"schema ({strict}): {json.dumps(self.text_format['schema'], ensure_ascii=False)}")
+
     async def cmd_usage(self, arg: str) -> None:
         if not self.turns:
             self._say("no turns yet")
             return
+        from voicecli.pricing import format_usd
+
         total = Usage()
         for n, t in enumerate(self.turns, 1):
             total = total + t.usage
             ttft = f"{t.ttft_ms:.0f} ms" if t.ttft_ms is not None else "–"
             self._say(f"  #{n:<3} {t.model} over {t.transport} · {t.usage.input_tokens} in "
                       f"({t.usage.cached_tokens} cached) · {t.usage.output_tokens} out · first token {ttft} · "
-                      f"{t.total_ms:.0f} ms" + ("" if t.status == "completed" else f" · {t.status}"))
+                      f"{t.total_ms:.0f} ms · {format_usd(t.cost_usd)}" + ("" if t.status == "completed" else f" · {t.status}"))
+        costs = [t.cost_usd for t in self.turns]
+        cost = None if None in costs else sum(costs)  # one unpriced turn makes the total unknown
         self._say(f"  total: {total.input_tokens} in ({total.cached_tokens} cached) · {total.output_tokens} out "
-                  f"({total.reasoning_tokens} reasoning) over {len(self.turns)} turn{'s' * (len(self.turns) != 1)}")
+                  f"({total.reasoning_tokens} reasoning) · {format_usd(cost)} "
+                  f"over {len(self.turns)} turn{'s' * (len(self.turns) != 1)}")
 
     async def cmd_history(self, arg: str) -> None:
         items = self.conversation.history

@@ -50,11 +50,18 @@ def error_hint(error: Error, base_url: str) -> str | None:
     return None
 
 
-def usage_line(usage: Usage, *, ttft_ms: float | None, total_ms: float, model: str, transport: str) -> str:
+def usage_line(usage: Usage, *, ttft_ms: float | None, total_ms: float, model: str, transport: str,
+               cost_usd: float | None = None, priced: bool = False) -> str:
+    """`priced`: end with the cost (`cost_usd`, where None means the price is unknown)."""
     ttft = f"{ttft_ms:.0f} ms" if ttft_ms is not None else "–"
-    return (f"{model} over {transport} · {usage.input_tokens} in ({usage.cached_tokens} cached) · "
+    line = (f"{model} over {transport} · {usage.input_tokens} in ({usage.cached_tokens} cached) · "
             f"{usage.output_tokens} out ({usage.reasoning_tokens} reasoning) · first token {ttft} · "
             f"total {total_ms:.0f} ms")
+    if priced:
+        from voicecli.pricing import format_usd
+
+        line += f" · {format_usd(cost_usd)}"
+    return line
 
 
 def setup_logging(debug: bool) -> None:

@@ -35,6 +35,8 @@ def build_body(req: Request, *, stream: bool, include_usage: bool = True) -> dic
     if req.tools:
         body["tools"] = [tools.to_chat(t) for t in req.tools]
     body.update(settings_fields(req.settings, has_tools=bool(req.tools)))
+    if req.text_format:
+        body["response_format"] = {"type": "json_schema", "json_schema": dict(req.text_format)}
     if stream:
         body["stream"] = True
         if include_usage:  # some compatible servers reject stream_options; the transport may retry without

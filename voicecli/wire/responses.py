@@ -49,6 +49,8 @@ def _create_fields(req: Request) -> dict[str, Any]:
     if req.tools:
         body["tools"] = [tools.to_responses(t) for t in req.tools]
     body.update(settings_fields(req.settings, has_tools=bool(req.tools)))
+    if req.text_format:  # structured output sits next to verbosity in `text`
+        body["text"] = {**body.get("text", {}), "format": {"type": "json_schema", **req.text_format}}
     body["store"] = req.store
     if req.previous_response_id:
         body["previous_response_id"] = req.previous_response_id

@@ -57,13 +57,21 @@ def forced_tool_name(choice: str | dict) -> str | None:
 
 def strict_schema(tool: ToolDef) -> dict[str, Any]:
     """The tool's parameters normalised for strict mode; ValueError naming the tool if impossible."""
-    schema = tool.parameters
-    if schema.get("type", "object") != "object" or "anyOf" in schema:
-        raise _strict_error(tool, "the parameters root must be a plain object schema")
     try:
-        return _close(copy.deepcopy(schema), "parameters")
-    except _NotStrict as exc:
+        return close_schema(tool.parameters, "parameters")
+    except ValueError as exc:
         raise _strict_error(tool, str(exc)) from None
+
+
+def close_schema(schema: dict[str, Any], path: str = "schema") -> dict[str, Any]:
+    """A copy of an object schema normalised for strict mode (tools, structured output); ValueError
+    with the reason when the schema cannot be made strict."""
+    if schema.get("type", "object") != "object" or "anyOf" in schema:
+        raise ValueError(f"the {path} root must be a plain object schema")
+    try:
+        return _close(copy.deepcopy(schema), path)
+    except _NotStrict as exc:
+        raise ValueError(str(exc)) from None
 
 
 class _NotStrict(Exception):

@@ -63,6 +63,7 @@ class Request:
     settings: Mapping[str, Any] = field(default_factory=dict)  # ModelSettings.request_settings()
     previous_response_id: str | None = None  # Responses only; `items` then holds just the new items
     store: bool = False  # the one source of `store`; settings["store"] is ignored by the builders
+    text_format: Mapping[str, Any] | None = None  # structured output: {"name", "schema", "strict"}
 
 
 def usage_from(raw: Mapping[str, Any] | None, *, input_key: str, output_key: str,
