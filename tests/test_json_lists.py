@@ -38,7 +38,7 @@ def test_profiles_show_json_redacts_like_the_toml_form(home):
     data = as_json(run_cli(home, "profiles", "show", "p", "--json", MY_KEY="sk-env-secret"))
     assert data["name"] == "p" and data["source"] == "user"
     assert data["api_key"] == {"variable": "MY_KEY", "needed": True, "set": True}
-    assert data["settings"]["connection"]["headers"] == {"Authorization": "***", "X-Team": "blue"}
+    assert data["settings"]["connection"]["headers"] == {"Authorization": "***", "X-Team": "***"}  # every header value
     assert data["settings"]["model"]["name"] == "gpt-5.5"
     raw = run_cli(home, "profiles", "show", "p", "--json", MY_KEY="sk-env-secret").out
     assert "sk-live-secret" not in raw and "sk-env-secret" not in raw
