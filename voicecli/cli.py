@@ -77,6 +77,8 @@ OptionOpt = Annotated[Optional[list[str]], typer.Option(
     "-o", "--option", metavar="KEY=VALUE",
     help="Model setting, repeatable: -o temperature=0.2 -o reasoning_effort=low -o voice.speed=1.2.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and protocol details on stderr.")]
+RequireMcpOpt = Annotated[bool, typer.Option(
+    "--require-mcp", help="Exit 3 if an [[mcp]] server of the profile cannot start (default: go on without it).")]
 
 
 @dataclass
@@ -127,6 +129,7 @@ def infer(
     allow_tool: Annotated[Optional[list[str]], typer.Option("--allow-tool", metavar="NAME",
                                                              help="Run this 'ask' tool without asking.")] = None,
     yes: Annotated[bool, typer.Option("-y", "--yes", help="Run every 'ask' tool without asking.")] = False,
+    require_mcp: RequireMcpOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """One-shot answer for scripts and pipes: the answer on stdout, everything else on stderr."""
@@ -136,7 +139,7 @@ def infer(
 
     opts = InferOptions(prompt=prompt or [], files=file or [], images=image or [], no_stream=no_stream,
                         json_out=json_out, events=events, usage=usage, raw=raw, continue_=continue_, cid=cid,
-                        no_log=no_log, allow_tools=allow_tool or [], yes=yes, debug=debug)
+                        no_log=no_log, allow_tools=allow_tool or [], yes=yes, require_mcp=require_mcp, debug=debug)
     raise typer.Exit(run_infer(prof, opts))
 
 
@@ -149,6 +152,7 @@ def chat(
     transcript: Annotated[Optional[Path], typer.Option("--transcript", metavar="PATH", help="Append every exchange to this .md or .jsonl file.")] = None,
     vi: Annotated[bool, typer.Option("--vi", help="vi key bindings.")] = False,
     raw: Annotated[bool, typer.Option("--raw", help="Plain text instead of rendered markdown.")] = False,
+    require_mcp: RequireMcpOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Interactive text chat with streaming, history and slash commands (/help)."""
@@ -156,7 +160,8 @@ def chat(
     prof = Selection(profile, model, system, transport, base_url, option or []).load_profile()
     from voicecli.ui.repl import ChatOptions, run_chat
 
-    opts = ChatOptions(continue_=continue_, cid=cid, transcript=transcript, vi=vi, raw=raw, debug=debug)
+    opts = ChatOptions(continue_=continue_, cid=cid, transcript=transcript, vi=vi, raw=raw, debug=debug,
+                       require_mcp=require_mcp)
     raise typer.Exit(run_chat(prof, opts))
 
 
@@ -175,6 +180,7 @@ def talk(
     input_wav: Annotated[Optional[Path], typer.Option("--input", metavar="FILE.wav", help="Stream a WAV file instead of the microphone.")] = None,
     output_wav: Annotated[Optional[Path], typer.Option("--output", metavar="FILE.wav", help="Record the assistant to a WAV file.")] = None,
     transcript: Annotated[Optional[Path], typer.Option("--transcript", metavar="PATH", help="Append the conversation to this .jsonl or .md file.")] = None,
+    require_mcp: RequireMcpOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Live voice conversation over the Realtime API, with barge-in."""
@@ -190,7 +196,8 @@ def talk(
     from voicecli.talk import TalkOptions, run_talk
 
     opts = TalkOptions(vad=vad, half_duplex=half_duplex, input_device=input_device, output_device=output_device,
-                       input_wav=input_wav, output_wav=output_wav, transcript=transcript, voice=voice, debug=debug)
+                       input_wav=input_wav, output_wav=output_wav, transcript=transcript, voice=voice, debug=debug,
+                       require_mcp=require_mcp)
     raise typer.Exit(run_talk(prof, opts))
 
 

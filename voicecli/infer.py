@@ -43,6 +43,7 @@ class InferOptions:
     no_log: bool = False
     allow_tools: list[str] = field(default_factory=list)
     yes: bool = False
+    require_mcp: bool = False
     debug: bool = False
 
 
@@ -120,14 +121,15 @@ def run_infer(profile: Profile, opts: InferOptions) -> int:
 
 def _toolbox(profile: Profile, opts: InferOptions):
     """The profile's tools, run without prompts: `ask` tools only when --allow-tool/--yes allow them."""
-    if not profile.tools:
+    if not profile.tools and not profile.mcp:
         if opts.allow_tools:
             raise UsageError(f"--allow-tool {opts.allow_tools[0]}: profile '{profile.name}' defines no tools")
         return None
     check_transport(profile.tools, profile.connection.transport)
     names = {t.name for t in profile.tools}
+    servers = tuple(f"{s.name}__" for s in profile.mcp)  # MCP tools are named SERVER__TOOL once listed
     for name in opts.allow_tools:
-        if name not in names:
+        if name not in names and not name.startswith(servers):
             raise UsageError(f"--allow-tool {name}: profile '{profile.name}' has no tool named '{name}'",
                              hint=f"its tools: {', '.join(sorted(names))}")
     return ToolBox.for_profile(profile, NonInteractiveApprover(opts.allow_tools, opts.yes), debug=opts.debug)
@@ -154,12 +156,16 @@ class _InferSession:
         markdown = self.profile.ui.markdown and wants_markdown(sys.stdout, raw=self.opts.raw)
         renderer = make_renderer(sys.stdout, markdown=markdown) if streaming else None
         try:
+            if self.toolbox is not None:  # MCP servers start (in parallel) before the first request
+                await self.toolbox.start(require=self.opts.require_mcp)
             async with aclosing(self.conversation.send(message)) as events:
                 async for event in events:
                     self._show(event, renderer)
         finally:
             if renderer is not None:
                 renderer.finish()
+            if self.toolbox is not None:
+                await self.toolbox.aclose()
             await transport.aclose()
             await close_shared_client()
 

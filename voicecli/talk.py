@@ -53,6 +53,7 @@ class TalkOptions:
     transcript: Path | None = None
     voice: str | None = None
     debug: bool = False
+    require_mcp: bool = False
     sim_query: dict[str, str] = field(default_factory=dict)  # tests: sim_fault / sim_max_age on the URL
 
 
@@ -180,6 +181,8 @@ class Talk:
                              data_out=sys.stdout if stdout_is_data else None)
         loop = asyncio.get_running_loop()
         try:
+            if self.toolbox is not None:  # MCP servers: their tools go into the first session.update
+                await self.toolbox.start(require=self.opts.require_mcp)
             await self._connect_first()
             if self.source is None:
                 from voicecli.audio.mic import Microphone
@@ -243,7 +246,7 @@ class Talk:
         hosted = [t.name for t in self.profile.tools if t.type != "function"]
         if hosted:
             log.warning("the Realtime API has no hosted tools; not offered in talk: %s", ", ".join(hosted))
-        if not self.functions:
+        if not self.functions and not self.profile.mcp:
             return None
         from voicecli.tools import ToolBox
 
@@ -286,6 +289,8 @@ class Talk:
             self.view.stop()
         if self.transport is not None:
             await self.transport.aclose()
+        if self.toolbox is not None:
+            await self.toolbox.aclose()
 
     # -- the session ----------------------------------------------------------------------------
 
