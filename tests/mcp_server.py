@@ -20,7 +20,7 @@ PNG = base64.b64decode(
 
 
 def build(mode: str):
-    from mcp.server.mcpserver import Image, MCPServer
+    from mcp.server.mcpserver import Context, Image, MCPServer
     from mcp.server.mcpserver.exceptions import ToolError
 
     server = MCPServer("voicecli-test", log_level="WARNING")
@@ -31,8 +31,10 @@ def build(mode: str):
         return a + b
 
     @server.tool()
-    async def slow(seconds: float) -> str:
-        """Wait, then say so."""
+    async def slow(seconds: float, mark: str = "") -> str:
+        """Wait, then say so (first creating the file `mark`, if given, so a test knows it started)."""
+        if mark:
+            open(mark, "w").close()
         await asyncio.sleep(seconds)
         return f"slept {seconds:g} s"
 
@@ -55,6 +57,12 @@ def build(mode: str):
     def pid() -> int:
         """The server's process id."""
         return os.getpid()
+
+    @server.tool()
+    def header(name: str, ctx: Context) -> str:
+        """An HTTP request header as the server received it (Streamable HTTP only)."""
+        request = ctx.request_context.request
+        return request.headers.get(name, "<none>") if request is not None else "<not http>"
 
     if mode == "badschema":
         @server.tool()

@@ -10,7 +10,8 @@ import pytest
 
 from clihelp import cli_env, run_cli
 
-HEAVY = {"httpx", "websockets", "numpy", "sounddevice", "prompt_toolkit", "openai", "aiohttp", "soxr"}
+HEAVY = {"httpx", "websockets", "numpy", "sounddevice", "prompt_toolkit", "openai", "aiohttp", "soxr", "mcp", "mcp_types",
+         "pydantic", "anyio"}
 
 
 @pytest.fixture

@@ -81,7 +81,7 @@ def run_tool(profile: Profile, name: str, arguments: str, debug: bool = False) -
     async def run() -> object:
         try:
             if server is not None and name not in names:  # start only the server that has the tool
-                await box.start(require=True, only=[server])
+                await box.start(only=[server])  # problems are printed; a missing tool is the error
                 if name not in {t.name for t in box.tools}:
                     offered = [t.name for t in box.tools if getattr(t, "server", None) == server]
                     raise UsageError(f"MCP server '{server}' has no tool offered as '{name}'",
