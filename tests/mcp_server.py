@@ -54,6 +54,11 @@ def build(mode: str):
         return os.environ.get(name, "<unset>")
 
     @server.tool()
+    def die() -> str:
+        """Ends the server process at once (a crash in the middle of a session)."""
+        os._exit(7)
+
+    @server.tool()
     def pid() -> int:
         """The server's process id."""
         return os.getpid()

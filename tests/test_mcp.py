@@ -174,6 +174,17 @@ def test_results_errors_images_and_timeouts(tmp_path, make_sim, make_profile, st
                     "[images left out: Chat Completions tool results carry text only; use -t ws or -t sse].\n", r.err
 
 
+def test_a_server_that_dies_mid_session_gives_error_results(tmp_path, sim, make_profile, stdio, tag):
+    profile = make_profile(stdio())
+    lines = "t__die\nt__add {\"a\": 1, \"b\": 1}\n/exit\n"
+    r = run_cli(tmp_path, "chat", "-p", profile, "--base-url", sim.base_url, input=lines)
+    assert r.code == 0, r.err
+    first, second = r.out.splitlines()
+    assert first == "Tool t__die returned: error: MCP server 't' has stopped (the connection closed)."
+    assert second.startswith("Tool t__add returned: error: MCP server 't'")
+    assert leftovers(tag) == []
+
+
 def _bodies(sim) -> list[dict]:
     return [e["body"] for e in list(sim.log) if isinstance(e.get("body"), dict) and "input" in e["body"]]
 

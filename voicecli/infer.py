@@ -131,7 +131,7 @@ def _toolbox(profile: Profile, opts: InferOptions):
     for name in opts.allow_tools:
         if name not in names and not name.startswith(servers):
             raise UsageError(f"--allow-tool {name}: profile '{profile.name}' has no tool named '{name}'",
-                             hint=f"its tools: {', '.join(sorted(names))}")
+                             hint=f"its tools: {', '.join(sorted(names) + [f'{p}…' for p in servers])}")
     return ToolBox.for_profile(profile, NonInteractiveApprover(opts.allow_tools, opts.yes), debug=opts.debug)
 
 

@@ -268,6 +268,10 @@ class _Server:
         except (TimeoutError, MCPError) as exc:
             if isinstance(exc, TimeoutError) or "timed out" in str(exc).lower():
                 return False, f"error: {tool.name} did not finish within {tool.timeout:g} s", ()
+            if "connection closed" in str(exc).lower():
+                tail = self._stderr_tail()
+                return False, (f"error: MCP server '{self.spec.name}' has stopped (the connection closed"
+                               + (f"; its last words: {tail}" if tail else "") + ")"), ()
             return False, f"error: MCP server '{self.spec.name}': {exc}", ()
         except Exception as exc:
             return False, f"error: MCP server '{self.spec.name}' failed: {self._why(_leaf(exc))}", ()

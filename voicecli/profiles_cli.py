@@ -193,4 +193,6 @@ def validate(names: list[str]) -> None:
     for name in names:
         p = profiles.load(name, env={})
         tools = f", {len(p.tools)} tool{'s' * (len(p.tools) != 1)}" if p.tools else ""
+        if p.mcp:
+            tools += f", {len(p.mcp)} MCP server{'s' * (len(p.mcp) != 1)}"
         print(f"ok: {p.path} ({p.model.name} over {p.connection.transport}{tools})")
