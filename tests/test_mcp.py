@@ -297,6 +297,21 @@ def test_a_signal_during_a_tool_call_leaves_no_server_behind(tmp_path, sim, make
     assert leftovers(tag) == []
 
 
+def test_sigterm_to_an_idle_chat_stops_its_servers(tmp_path, sim, make_profile, stdio, tag):
+    profile = make_profile(stdio(), stdio("u"))
+    proc = subprocess.Popen([sys.executable, "-m", "voicecli", "chat", "-p", profile, "--base-url", sim.base_url],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=cli_env(tmp_path))
+    try:
+        wait_until(lambda: len(leftovers(tag)) == 2, 60)  # both servers spawned: their stop is voicecli's job
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGTERM and b"Traceback" not in err, err
+    assert leftovers(tag) == []
+
+
 def test_a_server_that_ignores_eof_and_sigterm_is_still_stopped(tmp_path, sim, make_profile, tag):
     # a wrapper that starts the real server as a grandchild and ignores SIGTERM itself
     wrapper = tmp_path / "stubborn.py"
