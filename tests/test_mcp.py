@@ -105,6 +105,7 @@ def http_server(tag):
     finally:
         proc.terminate()
         proc.wait(10)
+        proc.stdout.close()
 
 
 def infer(home, sim, profile, *args, **env):

@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import signal
 import sys
 import tempfile
@@ -159,11 +160,8 @@ class _Server:
         self._stopping = False
         self._errlog: Any = None
 
-    @property
-    def kind(self) -> str:
-        return "stdio" if self.spec.command else "http"
-
-    def _transport(self, sdk: Any) -> Any:
+    async def _connect(self, stack: contextlib.AsyncExitStack) -> Any:
+        """The transport's (read, write) streams; everything entered on `stack`, left in reverse."""
         spec = self.spec
         if spec.command:
             from mcp.client.stdio import StdioServerParameters, stdio_client
@@ -175,7 +173,7 @@ class _Server:
             env = {k: os.path.expandvars(v) for k, v in spec.env.items()}
             self._errlog = sys.stderr if self.debug else tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
             params = StdioServerParameters(command=spec.command[0], args=spec.command[1:], env=env or None, cwd=cwd)
-            return stdio_client(params, errlog=self._errlog)
+            return await stack.enter_async_context(stdio_client(params, errlog=self._errlog))
         from mcp.client.streamable_http import streamable_http_client
 
         headers = {}
@@ -185,7 +183,9 @@ class _Server:
             if unset:  # never send the literal text; never show the value
                 raise ConfigError(f"header {key} uses ${unset.group(1)}, which is not set")
             headers[key] = expanded
-        return streamable_http_client(spec.url, http_client=_http_client(headers, spec.startup_timeout))
+        # a client we pass in is ours to close: entered first, so it is closed after the transport
+        client = await stack.enter_async_context(_http_client(headers, spec.startup_timeout))
+        return await stack.enter_async_context(streamable_http_client(spec.url, http_client=client))
 
     async def run(self, sdk: Any) -> None:
         import anyio
@@ -193,7 +193,7 @@ class _Server:
         with anyio.CancelScope() as self._scope:
             try:
                 async with contextlib.AsyncExitStack() as stack:
-                    streams = await stack.enter_async_context(self._transport(sdk))
+                    streams = await self._connect(stack)
                     session = await stack.enter_async_context(sdk.ClientSession(streams[0], streams[1]))
                     try:
                         with anyio.fail_after(self.spec.startup_timeout):
@@ -218,8 +218,7 @@ class _Server:
         if isinstance(exc, ConfigError):
             return exc.message
         if isinstance(exc, TimeoutError):
-            what = "start and list its tools"
-            return f"did not {what} within {self.spec.startup_timeout:g} s (startup_timeout)"
+            return f"did not start and list its tools within {self.spec.startup_timeout:g} s (startup_timeout)"
         if isinstance(exc, OSError) and self.spec.command:
             return f"cannot start {self.spec.command[0]}: {exc.strerror or exc}"
         text = str(exc) or type(exc).__name__
@@ -294,13 +293,15 @@ async def _list_tools(session: Any) -> list[dict]:
 
 
 def _http_client(headers: dict[str, str], connect_timeout: float) -> Any:
-    try:
-        from mcp.shared._httpx_utils import create_mcp_http_client  # what the SDK itself uses
-    except ImportError:  # pragma: no cover - a later 2.x moved it
-        return None
+    """The SDK's HTTP client (httpx2) with our headers; reads may idle for 5 minutes (SSE streams)."""
     import httpx2
 
-    return create_mcp_http_client(headers=headers, timeout=httpx2.Timeout(connect_timeout, read=300))
+    timeout = httpx2.Timeout(connect_timeout, read=300)
+    try:
+        from mcp.shared._httpx_utils import create_mcp_http_client  # what the SDK's own helpers use
+    except ImportError:  # pragma: no cover - a later 2.x moved it
+        return httpx2.AsyncClient(headers=headers, timeout=timeout)
+    return create_mcp_http_client(headers=headers, timeout=timeout)
 
 
 class McpHub:
@@ -360,9 +361,10 @@ class McpHub:
         return await server.call(tool, args)
 
     def describe(self, tool: McpTool) -> str:
-        spec = self.servers[tool.server].spec if tool.server in self.servers else None
-        where = (" ".join(spec.command or []) if spec and spec.command else spec.url if spec else "?")
-        return f"MCP server '{tool.server}' ({where}), tool {tool.remote}"
+        """Where a tool runs, for approval prompts and `tools list`."""
+        server = self.servers.get(tool.server)
+        where = "" if server is None else f" ({shlex.join(server.spec.command) if server.spec.command else server.spec.url})"
+        return f"MCP server '{tool.server}'{where}, tool {tool.remote}"
 
     async def aclose(self) -> None:
         await asyncio.gather(*(s.stop() for s in self.servers.values()), return_exceptions=True)
