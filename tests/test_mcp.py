@@ -372,6 +372,16 @@ def test_talk_offers_mcp_tools_and_calls_them_on_a_typed_line(tmp_path, sim, mak
     assert leftovers(tag) == []
 
 
+def test_talk_with_require_mcp_exits_3_for_a_bad_server(tmp_path, sim, make_profile, stdio, tag):
+    from test_talk import speech_wav
+
+    wav = speech_wav(tmp_path / "in.wav", [("silence", 0.5)])
+    r = run_cli(tmp_path, "talk", "-p", make_profile(stdio("bad", "crash")), "--base-url", sim.base_url,
+                "--input", str(wav), "--output", str(tmp_path / "o.wav"), "--require-mcp", input="")
+    assert r.code == 3 and "MCP server 'bad': exited while starting: fatal:" in r.err, r.err
+    assert "Traceback" not in r.err and leftovers(tag) == []
+
+
 # ---- the hosted (remote) MCP tool of the Responses API ------------------------------------------------
 
 
