@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # Install voicecli into ./.venv from this checkout.
 #   bash scripts/install.sh          the tool itself (+ PortAudio, the only system library it needs)
+#   bash scripts/install.sh --mcp    also the MCP SDK, for profiles with [[mcp]] servers
 #   bash scripts/install.sh --test   also what the test suite needs: PulseAudio null sinks, espeak-ng,
-#                                    sox, and the Python test dependencies (pytest, openai, pexpect)
+#                                    sox, and the Python test dependencies (pytest, openai, pexpect, mcp)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_test=0
-[ "${1:-}" = "--test" ] && want_test=1
+want_mcp=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) want_test=1 ;;
+    --mcp) want_mcp=1 ;;
+    *) echo "install.sh: unknown option $arg (use --test and/or --mcp)" >&2; exit 2 ;;
+  esac
+done
 
 apt_packages=(libportaudio2)
 if [ "$want_test" = 1 ]; then
@@ -42,7 +50,10 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+extras=()
+[ "$want_test" = 1 ] && extras+=(test mcp)
+[ "$want_mcp" = 1 ] && [ "$want_test" = 0 ] && extras+=(mcp)
 extra=""
-[ "$want_test" = 1 ] && extra="[test]"
+[ ${#extras[@]} -gt 0 ] && extra="[$(IFS=,; echo "${extras[*]}")]"
 .venv/bin/python -m pip install -q -e ".${extra}" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/voicecli --version

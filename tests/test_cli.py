@@ -10,7 +10,8 @@ import pytest
 
 from clihelp import cli_env, run_cli
 
-HEAVY = {"httpx", "websockets", "numpy", "sounddevice", "prompt_toolkit", "openai", "aiohttp", "soxr", "jsonschema"}
+HEAVY = {"httpx", "websockets", "numpy", "sounddevice", "prompt_toolkit", "openai", "aiohttp", "soxr", "jsonschema",
+         "mcp", "mcp_types", "pydantic", "anyio", "livekit"}
 
 
 @pytest.fixture

@@ -105,8 +105,8 @@ def test_recorded_streams_frame_the_same_at_any_split(path, size):
     # every recorded event is one JSON object (or Chat's [DONE]); Responses names it twice
     assert len(events) == data.count(b"data: ")
     for event in events:
-        if event.is_done:
-            continue
+        if event.is_done or (path.name.startswith("mcp_") and event.event == "ping"):
+            continue  # DeepWiki's MCP streams end with a keep-alive whose data is the bare word "ping"
         payload = event.json()
         if event.event != "message":
             assert payload["type"] == event.event

@@ -80,6 +80,8 @@ OptionOpt = Annotated[Optional[list[str]], typer.Option(
     "-o", "--option", metavar="KEY=VALUE",
     help="Model setting, repeatable: -o temperature=0.2 -o reasoning_effort=low -o voice.speed=1.2.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and protocol details on stderr.")]
+RequireMcpOpt = Annotated[bool, typer.Option(
+    "--require-mcp", help="Exit 3 if an [[mcp]] server of the profile cannot start (default: go on without it).")]
 
 
 @dataclass
@@ -133,6 +135,7 @@ def infer(
     schema: Annotated[Optional[str], typer.Option(
         "--schema", metavar="JSON|FILE|FIELDS",
         help="Answer as JSON matching this schema: inline JSON, a .json file, or 'name, age int, bio: one sentence'.")] = None,
+    require_mcp: RequireMcpOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """One-shot answer for scripts and pipes: the answer on stdout, everything else on stderr."""
@@ -142,7 +145,8 @@ def infer(
 
     opts = InferOptions(prompt=prompt or [], files=file or [], images=image or [], no_stream=no_stream,
                         json_out=json_out, events=events, usage=usage, raw=raw, continue_=continue_, cid=cid,
-                        no_log=no_log, allow_tools=allow_tool or [], yes=yes, debug=debug, schema=schema)
+                        no_log=no_log, allow_tools=allow_tool or [], yes=yes, require_mcp=require_mcp, debug=debug,
+                        schema=schema)
     raise typer.Exit(run_infer(prof, opts))
 
 
@@ -155,6 +159,7 @@ def chat(
     transcript: Annotated[Optional[Path], typer.Option("--transcript", metavar="PATH", help="Append every exchange to this .md or .jsonl file.")] = None,
     vi: Annotated[bool, typer.Option("--vi", help="vi key bindings.")] = False,
     raw: Annotated[bool, typer.Option("--raw", help="Plain text instead of rendered markdown.")] = False,
+    require_mcp: RequireMcpOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Interactive text chat with streaming, history and slash commands (/help)."""
@@ -162,7 +167,8 @@ def chat(
     prof = Selection(profile, model, system, transport, base_url, option or []).load_profile()
     from voicecli.ui.repl import ChatOptions, run_chat
 
-    opts = ChatOptions(continue_=continue_, cid=cid, transcript=transcript, vi=vi, raw=raw, debug=debug)
+    opts = ChatOptions(continue_=continue_, cid=cid, transcript=transcript, vi=vi, raw=raw, debug=debug,
+                       require_mcp=require_mcp)
     raise typer.Exit(run_chat(prof, opts))
 
 
@@ -184,6 +190,7 @@ def talk(
     continue_: Annotated[bool, typer.Option("-c", "--continue", help="Continue the latest conversation (text or voice).")] = False,
     cid: Annotated[Optional[str], typer.Option("--cid", metavar="ID", help="Continue conversation ID.")] = None,
     no_log: Annotated[bool, typer.Option("--no-log", help="Do not append to the conversation log.")] = False,
+    require_mcp: RequireMcpOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Live voice conversation over the Realtime API, with barge-in."""
@@ -200,7 +207,7 @@ def talk(
 
     opts = TalkOptions(vad=vad, half_duplex=half_duplex, input_device=input_device, output_device=output_device,
                        input_wav=input_wav, output_wav=output_wav, transcript=transcript, voice=voice,
-                       continue_=continue_, cid=cid, no_log=no_log, debug=debug)
+                       continue_=continue_, cid=cid, no_log=no_log, debug=debug, require_mcp=require_mcp)
     raise typer.Exit(run_talk(prof, opts))
 
 

@@ -189,7 +189,7 @@ class Conversation:
         events = [to_event(by_id.get(o.call_id) or ToolCall(o.call_id, o.name or "", ""), o, elapsed)
                   for o in outputs]
         for output, event in zip(outputs, events):  # into the history before anything is yielded
-            self._append(FunctionOutput(output.call_id, output.output, output.name))
+            self._append(FunctionOutput(output.call_id, output.output, output.name, output.images))
             if self.log is not None:
                 self.log.write({"type": "tool_result", "time": time.time(), "call_id": event.call_id,
                                 "name": event.name, "arguments": event.arguments, "ok": event.ok,

@@ -51,7 +51,10 @@ def item_to_json(item: HistoryItem) -> dict[str, Any]:
     if isinstance(item, FunctionCall):
         return {"kind": "function_call", "call_id": item.call_id, "name": item.name, "arguments": item.arguments}
     if isinstance(item, FunctionOutput):
-        return {"kind": "function_output", "call_id": item.call_id, "output": item.output, "name": item.name}
+        out = {"kind": "function_output", "call_id": item.call_id, "output": item.output, "name": item.name}
+        if item.images:
+            out["images"] = list(item.images)
+        return out
     return {"kind": "opaque", "dialect": item.dialect, "data": dict(item.data)}
 
 
@@ -64,7 +67,7 @@ def item_from_json(data: dict[str, Any]) -> HistoryItem | None:
     if kind == "function_call":
         return FunctionCall(data["call_id"], data["name"], data.get("arguments", "{}"))
     if kind == "function_output":
-        return FunctionOutput(data["call_id"], data.get("output", ""), data.get("name"))
+        return FunctionOutput(data["call_id"], data.get("output", ""), data.get("name"), tuple(data.get("images", ())))
     if kind == "opaque":
         return OpaqueItem(data["dialect"], data.get("data", {}))
     return None

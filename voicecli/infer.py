@@ -45,6 +45,7 @@ class InferOptions:
     no_log: bool = False
     allow_tools: list[str] = field(default_factory=list)
     yes: bool = False
+    require_mcp: bool = False
     debug: bool = False
     schema: str | None = None  # --schema: inline JSON, a file, or the concise form
 
@@ -205,16 +206,17 @@ def run_infer(profile: Profile, opts: InferOptions) -> int:
 
 def _toolbox(profile: Profile, opts: InferOptions):
     """The profile's tools, run without prompts: `ask` tools only when --allow-tool/--yes allow them."""
-    if not profile.tools:
+    if not profile.tools and not profile.mcp:
         if opts.allow_tools:
             raise UsageError(f"--allow-tool {opts.allow_tools[0]}: profile '{profile.name}' defines no tools")
         return None
     check_transport(profile.tools, profile.connection.transport)
     names = {t.name for t in profile.tools}
+    servers = tuple(f"{s.name}__" for s in profile.mcp)  # MCP tools are named SERVER__TOOL once listed
     for name in opts.allow_tools:
-        if name not in names:
+        if name not in names and not name.startswith(servers):
             raise UsageError(f"--allow-tool {name}: profile '{profile.name}' has no tool named '{name}'",
-                             hint=f"its tools: {', '.join(sorted(names))}")
+                             hint=f"its tools: {', '.join(sorted(names) + [f'{p}…' for p in servers])}")
     return ToolBox.for_profile(profile, NonInteractiveApprover(opts.allow_tools, opts.yes), debug=opts.debug)
 
 
@@ -251,6 +253,8 @@ class _InferSession:
 
         remove_handlers = on_leave_signals(leave)
         try:
+            if self.toolbox is not None:  # MCP servers start (in parallel) before the first request
+                await self.toolbox.start(require=self.opts.require_mcp)
             async with aclosing(self.conversation.send(message)) as events:
                 async for event in events:
                     self._show(event, renderer)
@@ -263,6 +267,8 @@ class _InferSession:
             remove_handlers()
             if renderer is not None:
                 renderer.finish()
+            if self.toolbox is not None:
+                await self.toolbox.aclose()
             await transport.aclose()
             await close_shared_client()
 

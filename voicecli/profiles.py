@@ -1,7 +1,7 @@
 """TOML profiles → typed, validated settings.
 
 A profile is a TOML file with `description`, `extends`, and the tables `[connection]`, `[model]`,
-`[voice]`, `[ui]` and `[[tools]]`. The dataclasses below are the one source of truth for every
+`[voice]`, `[ui]`, `[[tools]]` and `[[mcp]]` (MCP servers whose tools join `[[tools]]`). The dataclasses below are the one source of truth for every
 key: its type, default, allowed values and range drive validation, `-o KEY=VALUE`, `profiles set`
 and `profiles show`.
 
@@ -116,7 +116,7 @@ class UiSettings:
 class ToolDef:
     name: str = _opt("")
     description: str = _opt("")
-    type: str = _opt("function", choices=("function", "web_search", "file_search", "code_interpreter"))
+    type: str = _opt("function", choices=("function", "web_search", "file_search", "code_interpreter", "mcp"))
     parameters: dict = _opt(factory=lambda: {"type": "object", "properties": {}})
     strict: bool = _opt(True)
     command: list[str] | None = _opt()
@@ -134,6 +134,25 @@ class ToolDef:
         return self.approval or ("auto" if self.python else "ask")
 
 
+@dataclass
+class McpServerDef:
+    """One `[[mcp]]` table: an MCP server whose tools are offered to the model like `[[tools]]`."""
+
+    name: str = _opt("", help="short name; its tools are offered as NAME__TOOL")
+    command: list[str] | None = _opt(help="stdio server: the argv to start (no shell)")
+    env: dict[str, str] = _opt(factory=dict, help="stdio: variables added to a minimal environment; $VAR expands")
+    cwd: str | None = _opt(help="stdio: working directory (relative to the profile's folder)")
+    url: str | None = _opt(help="Streamable HTTP server: the endpoint URL")
+    headers: dict[str, str] = _opt(factory=dict, help="HTTP: request headers; ${VAR} expands, values never shown")
+    approval: str = _opt("ask", choices=("ask", "auto", "never"), help="policy for this server's tools")
+    tool_approval: dict[str, str] = _opt(factory=dict, help="per-tool overrides: { tool = \"auto\" }")
+    tools: list[str] | None = _opt(help="offer only these tools (names as the server lists them)")
+    exclude_tools: list[str] = _opt(factory=list, help="never offer these tools")
+    timeout: float = _opt(60.0, lo=0.1, hi=3600, help="seconds one tool call may take")
+    startup_timeout: float = _opt(30.0, lo=0.1, hi=600, help="seconds to start and list tools")
+    max_output_bytes: int = _opt(65536, lo=1)
+
+
 SECTIONS: dict[str, type] = {"connection": Connection, "model": ModelSettings, "voice": VoiceSettings, "ui": UiSettings}
 TOP_LEVEL = {"description": str, "extends": str}
 
@@ -149,6 +168,7 @@ class Profile:
     voice: VoiceSettings = field(default_factory=VoiceSettings)
     ui: UiSettings = field(default_factory=UiSettings)
     tools: list[ToolDef] = field(default_factory=list)
+    mcp: list[McpServerDef] = field(default_factory=list)
 
     @property
     def uses_simulator(self) -> bool:
@@ -195,6 +215,11 @@ class Profile:
             for tool in out["tools"] if redact else ():
                 if "env" in tool:
                     tool["env"] = {k: _masked_env(v) for k, v in tool["env"].items()}
+                # a hosted MCP tool's headers go to a third party: usually credentials
+                if isinstance(tool.get("options", {}).get("headers"), dict):
+                    tool["options"]["headers"] = dict.fromkeys(tool["options"]["headers"], MASK)
+        if self.mcp:
+            out["mcp"] = [_mcp_as_dict(m, redact) for m in self.mcp]
         return out
 
 
@@ -202,6 +227,15 @@ def _masked_env(value: str) -> str:
     """`***`, plus the variables a `$VAR` value is expanded from (their names are no secret)."""
     names = [a or b for a, b in re.findall(r"\$(?:(\w+)|\{(\w+)\})", value)]
     return "***" + (f" (from {', '.join('$' + n for n in names)})" if names else "")
+
+
+def _mcp_as_dict(server: McpServerDef, redact: bool) -> dict[str, Any]:
+    data = {k: v for k, v in dataclasses.asdict(server).items() if v is not None and v != {} and v != []}
+    if redact and server.headers:  # a ${VAR} reference is safe to show; a literal value may be a token
+        data["headers"] = {k: v if re.fullmatch(r"\$\{?\w+\}?", v) else "***" for k, v in server.headers.items()}
+    if redact and server.env:
+        data["env"] = {k: _masked_env(v) for k, v in server.env.items()}
+    return data
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,10 +332,11 @@ class _Source:
 
 
 def _all_key_paths() -> list[str]:
-    keys = list(TOP_LEVEL) + ["tools"]
+    keys = list(TOP_LEVEL) + ["tools", "mcp"]
     for section, cls in SECTIONS.items():
         keys += [f"{section}.{name}" for name in _field_info(cls)]
     keys += [f"tools.{name}" for name in _field_info(ToolDef)]
+    keys += [f"mcp.{name}" for name in _field_info(McpServerDef)]
     return keys
 
 
@@ -389,11 +424,48 @@ def _validate_raw(data: dict[str, Any], src: _Source, warnings: list | None = No
                 raise ConfigError(f"{src.where(None, key)}: tools must be an array of tables ([[tools]])")
             for i, tool in enumerate(value):
                 _validate_tool(tool, i, src, warnings)
+        elif key == "mcp":
+            if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+                raise ConfigError(f"{src.where(None, key)}: mcp must be an array of tables ([[mcp]])")
+            seen: set[str] = set()
+            for i, server in enumerate(value):
+                _validate_mcp(server, i, src)
+                if server["name"] in seen:
+                    raise ConfigError(f"{src.where('mcp', None, i)}: mcp[{i}]: another [[mcp]] server is "
+                                      f"already named '{server['name']}'; names must be unique")
+                seen.add(server["name"])
         else:
-            raise _unknown(key, list(TOP_LEVEL) + list(SECTIONS) + ["tools"], src, None, key)
+            raise _unknown(key, list(TOP_LEVEL) + list(SECTIONS) + ["tools", "mcp"], src, None, key)
 
 
-HOSTED_TYPES = ("web_search", "file_search", "code_interpreter")
+HOSTED_TYPES = ("web_search", "file_search", "code_interpreter", "mcp")
+MCP_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+def _validate_mcp(server: dict[str, Any], index: int, src: _Source) -> None:
+    name = server.get("name")
+    label = f"mcp[{index}]" + (f" ({name})" if isinstance(name, str) else "")
+    for k, v in server.items():
+        _validate_value(McpServerDef, "mcp", k, v, src, label=f"{label}.{k}", index=index)
+    where = src.where("mcp", None, index)
+    if not isinstance(name, str) or not MCP_NAME.match(name) or "__" in name:
+        raise ConfigError(f"{where}: {label}: name is required: letters, digits, _ and - (≤ 32, no '__'), "
+                          "e.g. name = \"fs\"")
+    if ("command" in server) == ("url" in server):
+        raise ConfigError(f"{where}: {label}: an MCP server needs exactly one of command = [...] (stdio) "
+                          "or url = \"https://…\" (Streamable HTTP)")
+    if "command" in server and not server["command"]:
+        raise ConfigError(f"{where}: {label}: command must name a program")
+    if "url" in server and not re.match(r"^https?://", server["url"]):
+        raise ConfigError(f"{where}: {label}: url must start with http:// or https://")
+    stdio_only, http_only = ("env", "cwd"), ("headers",)
+    for key in stdio_only if "url" in server else http_only:
+        if key in server:
+            raise ConfigError(f"{where}: {label}: {key} applies only to "
+                              f"{'stdio (command)' if key in stdio_only else 'HTTP (url)'} servers")
+    for tool, policy in server.get("tool_approval", {}).items():
+        if policy not in ("ask", "auto", "never"):
+            raise ConfigError(f"{where}: {label}: tool_approval.{tool} must be one of ask, auto, never; got '{policy}'")
 
 
 def _validate_tool(tool: dict[str, Any], index: int, src: _Source, warnings: list | None = None) -> None:
@@ -405,6 +477,11 @@ def _validate_tool(tool: dict[str, Any], index: int, src: _Source, warnings: lis
             continue  # hosted tool options (vector_store_ids, container, …) pass through
         _validate_value(ToolDef, "tools", k, v, src, label=f"{label}.{k}", index=index)
     where = src.where("tools", None, index)
+    if kind == "mcp":
+        missing = [k for k in ("server_label", "server_url") if not isinstance(tool.get(k), str)]
+        if missing and not isinstance(tool.get("connector_id"), str):
+            raise ConfigError(f"{where}: {label}: a hosted MCP tool needs server_label and server_url (strings)",
+                              hint="or declare a local server in [[mcp]], which works on every transport")
     if kind == "function":
         if not isinstance(name, str) or not TOOL_NAME.match(name):
             raise ConfigError(f"{where}: {label}: name is required and may hold only letters, digits, _ and - (≤ 64)")
@@ -430,12 +507,21 @@ def _validate_tool(tool: dict[str, Any], index: int, src: _Source, warnings: lis
             warnings += [(f"{at_command}: {label}: {text}", hint) for text, hint in command_warnings(tool)]
 
 
+def _expand_env(value: str) -> str:
+    return os.path.expandvars(value)
+
+
 def _tool_from_raw(raw: dict[str, Any]) -> ToolDef:
     known = _field_info(ToolDef)
     args = {k: v for k, v in raw.items() if k in known}
     extra = {k: v for k, v in raw.items() if k not in known}
     if extra:
         args["options"] = {**raw.get("options", {}), **extra}
+    if args.get("type") == "mcp":
+        args.setdefault("name", str(extra.get("server_label", "mcp")))
+        headers = args.get("options", {}).get("headers")
+        if isinstance(headers, dict):  # ${VAR} → its value; an unset one stays and is refused before sending
+            args["options"]["headers"] = {k: _expand_env(str(v)) for k, v in headers.items()}
     if args.get("type", "function") != "function" and "name" not in args:
         args["name"] = args["type"]
     if args.get("command") and "parameters" not in args:
@@ -515,6 +601,9 @@ def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
             # a child's tool replaces the parent's tool of the same name; new ones are appended
             names = {t.get("name", t.get("type")) for t in value}
             out["tools"] = [t for t in parent.get("tools", []) if t.get("name", t.get("type")) not in names] + value
+        elif key == "mcp":  # likewise for servers, by name
+            names = {t.get("name") for t in value}
+            out["mcp"] = [t for t in parent.get("mcp", []) if t.get("name") not in names] + value
         elif isinstance(value, dict) and isinstance(out.get(key), dict) and key != "parameters":
             out[key] = {**out[key], **value}
         else:
@@ -583,6 +672,7 @@ def _build(ref: ProfileRef, raw: dict[str, Any]) -> Profile:
     for section, cls in SECTIONS.items():
         setattr(profile, section, cls(**raw.get(section, {})))
     profile.tools = [_tool_from_raw(t) for t in raw.get("tools", [])]
+    profile.mcp = [McpServerDef(**m) for m in raw.get("mcp", [])]
     return profile
 
 

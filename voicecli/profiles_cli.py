@@ -215,4 +215,6 @@ def validate(names: list[str]) -> None:
         for text, hint in warnings:
             print(f"voicecli: warning: {text}\n  hint: {hint}", file=sys.stderr)
         tools = f", {len(p.tools)} tool{'s' * (len(p.tools) != 1)}" if p.tools else ""
+        if p.mcp:
+            tools += f", {len(p.mcp)} MCP server{'s' * (len(p.mcp) != 1)}"
         print(f"ok: {p.path} ({p.model.name} over {p.connection.transport}{tools})")

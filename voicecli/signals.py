@@ -9,6 +9,12 @@ import signal
 from collections.abc import Callable
 
 LEAVE_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+_leave_handlers = 0  # front ends handling SIGTERM/SIGHUP right now (others, like MCP, then stand back)
+
+
+def leave_signals_handled() -> bool:
+    """True while a front end handles SIGTERM/SIGHUP itself (and cleans up on its way out)."""
+    return _leave_handlers > 0
 
 
 def on_signal(sig: int, callback: Callable[[], None]) -> Callable[[], None]:
@@ -24,7 +30,9 @@ def on_signal(sig: int, callback: Callable[[], None]) -> Callable[[], None]:
 def on_leave_signals(callback: Callable[[int], None]) -> Callable[[], None]:
     """Call `callback(signum)` on the first SIGTERM or SIGHUP; a second one then ends the process
     at once (default action). Returns a function that removes the handlers."""
+    global _leave_handlers
     loop = asyncio.get_running_loop()
+    active = True
 
     def handler(sig: int) -> None:
         for s in LEAVE_SIGNALS:
@@ -33,8 +41,14 @@ def on_leave_signals(callback: Callable[[int], None]) -> Callable[[], None]:
 
     for sig in LEAVE_SIGNALS:
         loop.add_signal_handler(sig, handler, sig)
+    _leave_handlers += 1
 
     def remove() -> None:
+        global _leave_handlers
+        nonlocal active
+        if active:
+            active = False
+            _leave_handlers -= 1
         for sig in LEAVE_SIGNALS:
             loop.remove_signal_handler(sig)
 

@@ -29,6 +29,7 @@ from voicecli.sanitize import escape_controls
 from voicecli.signals import on_signal
 from voicecli.transcript import Entry
 from voicecli.voice.jobs import Jobs
+from voicecli.voice.session import RealtimeSession, SessionError
 
 BYTES_PER_MS = 48
 IDLE_EXIT_S = 1.0  # --input: quiet time after the file ends before talk exits
@@ -49,6 +50,7 @@ class TalkOptions:
     cid: str | None = None
     no_log: bool = False
     debug: bool = False
+    require_mcp: bool = False
 
 
 def run_talk(profile: Profile, opts: TalkOptions) -> int:
@@ -82,7 +84,8 @@ class Talk:
         self.quiet_since: float | None = None
         self.stop = asyncio.Event()
         self.stats = {"mic_to_send": [], "sent_blocks": 0}  # for bench/talk.py
-        self.session = self.turns = self.audio = self.buffer = self.transcript = self.view = self.keys = self.key_input = None
+        self.session = self.turns = self.audio = self.buffer = self.transcript = self.view = None
+        self.keys = self.key_input = self.toolbox = None
         self.jobs = Jobs(on_error=self._fail)  # pumps, and short jobs started from keys and signals
         self.fatal: VoicecliError | None = None  # why talk has to end (a reconnect failed, no device left)
 
@@ -131,16 +134,16 @@ class Talk:
             unhook()
 
     async def _start_session(self) -> None:
-        from voicecli.voice.session import RealtimeSession, SessionError
-
         runner = None
-        if any(t.type == "function" for t in self.profile.tools):
+        if any(t.type == "function" for t in self.profile.tools) or self.profile.mcp:
             from voicecli.tools import ToolBox
             from voicecli.ui import approval
 
             # the prompt shared with chat, answered by one key; the mic pauses while it is open
             approve = functools.partial(approval.approve, say=self.view.note, ask=self.keys.ask, reason=False)
-            runner = ToolBox.for_profile(self.profile, approve, debug=self.opts.debug).run
+            self.toolbox = ToolBox.for_profile(self.profile, approve, debug=self.opts.debug)
+            await self.toolbox.start(require=self.opts.require_mcp)  # MCP tools join the session.update
+            runner = self.toolbox.run
         self.session = RealtimeSession(self.profile, self.conversation, tool_runner=runner,
                                        unheard=self.turns.unfinished)
         try:
@@ -167,13 +170,13 @@ class Talk:
         self.audio.close_recording()
         if self.transcript is not None:
             self.transcript.close()
+        if self.toolbox is not None:
+            await self.toolbox.aclose()  # MCP servers stop with talk
         self.view.stop()
 
     # -- the session's events -------------------------------------------------------------------
 
     async def _pump_server(self) -> None:
-        from voicecli.voice.session import SessionError
-
         try:
             async for event in self.session.events():
                 await self.on_event(event)
@@ -284,8 +287,6 @@ class Talk:
         if self.recording:
             self.recording = False
             await self.session.clear()
-
-    # -- periodic work --------------------------------------------------------------------------
 
     async def _tick(self) -> None:
         while not self.stop.is_set():

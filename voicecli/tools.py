@@ -8,8 +8,9 @@ can crash the session: every problem becomes an error *result* the model can rea
 Command tools run as an argv (never a shell) in their own process group, so a timeout or Ctrl-C
 kills the whole group (and any process that left the group but still holds its output pipes); their
 pipes are never read past the deadline. Python tools are called in-process, in a daemon thread, so
-one that hangs or blocks ends at its timeout too. Hosted tools (web_search, …) are run by the
-server and never reach here.
+one that hangs or blocks ends at its timeout too. MCP servers' tools (`[[mcp]]`) join the box when
+`start()` brings the servers up, and are called through `voicecli.mcp`. Hosted tools (web_search,
+…) are run by the server and never reach here.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import importlib
 import inspect
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -93,8 +95,12 @@ def result_line(event: ToolResult) -> str:
 
 class ToolBox:
     def __init__(self, tools: Sequence[ToolDef], approver: Approver, *, base_dir: Path | None = None,
-                 secret_env: Iterable[str] = (), debug: bool = False):
+                 secret_env: Iterable[str] = (), debug: bool = False, mcp_servers: Sequence[Any] = (),
+                 profile: Any = None):
         self.tools = list(tools)
+        self.mcp_servers = list(mcp_servers)  # [[mcp]] tables, started by start()
+        self.mcp: Any = None  # voicecli.mcp.McpHub once started
+        self._profile = profile
         self.approver = approver
         self.base_dir = base_dir
         # the usual key variable is withheld even when a caller forgets to name it
@@ -107,7 +113,37 @@ class ToolBox:
     def for_profile(cls, profile: Any, approver: Approver, *, debug: bool = False) -> ToolBox:
         """The profile's tools; python tools import from its folder; its key variable stays secret."""
         return cls(profile.tools, approver, base_dir=profile.path.parent if profile.path else None,
-                   secret_env=(profile.connection.api_key_env,), debug=debug)
+                   secret_env=(profile.connection.api_key_env,), debug=debug,
+                   mcp_servers=getattr(profile, "mcp", ()), profile=profile)
+
+    async def start(self, *, require: bool = False, only: Iterable[str] | None = None) -> None:
+        """Start the profile's MCP servers (in parallel; `only`: just these). Their tools join this box
+        and the profile's tool list, which is what requests offer. `require`: a failure is fatal."""
+        specs = [s for s in self.mcp_servers if only is None or s.name in set(only)]
+        if any(getattr(t, "server", None) for t in self.tools):
+            return  # already running for this profile (chat's /talk): those tools call their own hub
+        if not specs or self.mcp is not None:
+            return
+        from voicecli.mcp import McpHub
+
+        self.mcp = McpHub(specs, base_dir=self.base_dir, debug=self.debug)
+        tools = await self.mcp.start(require=require, taken=[t.name for t in self.tools])
+        self.tools += tools
+        self._functions.update((t.name, t) for t in tools)
+        if self._profile is not None:
+            self._profile.tools.extend(tools)
+
+    async def aclose(self) -> None:
+        """Stop the MCP servers (no process outlives this) and take their tools back out."""
+        if self.mcp is None:
+            return
+        hub, self.mcp = self.mcp, None
+        gone = {id(t) for t in hub.tools}
+        self.tools = [t for t in self.tools if id(t) not in gone]
+        self._functions = {n: t for n, t in self._functions.items() if id(t) not in gone}
+        if self._profile is not None:
+            self._profile.tools[:] = [t for t in self._profile.tools if id(t) not in gone]
+        await hub.aclose()
 
     def approval_state(self, name: str) -> str:
         if name in self._always:
@@ -172,17 +208,25 @@ class ToolBox:
 
     async def _timed(self, tool: ToolDef, call: ToolCall, args: dict) -> ToolOutput:
         started = time.monotonic()
-        if tool.command:
+        images: tuple[str, ...] = ()
+        if getattr(tool, "server", None):
+            hub = getattr(tool, "hub", None) or self.mcp
+            if hub is None:
+                ok, text = False, f"error: the MCP server of {tool.name} is not running"
+            else:
+                ok, text, images = await hub.call(tool, args)
+        elif tool.command:
             ok, text = await self._run_command(tool, args)
         else:
             ok, text = await self._run_python(tool, args)
-        return self._output(call, ok, text, (time.monotonic() - started) * 1000)
+        return self._output(call, ok, text, (time.monotonic() - started) * 1000, images)
 
-    def _output(self, call: ToolCall, ok: bool, text: str, duration_ms: float) -> ToolOutput:
+    def _output(self, call: ToolCall, ok: bool, text: str, duration_ms: float,
+                images: tuple[str, ...] = ()) -> ToolOutput:
         # a tool that was handed the key must not echo it onward (a short value is no key)
         text = redact(text, *(s for s in map(os.environ.get, self.secret_env) if s and len(s) >= 8),
                       urls=False)
-        return ToolOutput(call.call_id, text, call.name, ok=ok, duration_ms=duration_ms, arguments=call.arguments)
+        return ToolOutput(call.call_id, text, call.name, images, ok=ok, duration_ms=duration_ms, arguments=call.arguments)
 
     async def _run_command(self, tool: ToolDef, args: dict) -> tuple[bool, str]:
         argv = command_argv(tool.command or [], args)
@@ -421,4 +465,11 @@ def check_transport(tools: Sequence[ToolDef], transport: str) -> None:
         try:
             dialect_spec(tool, DIALECT_OF[transport])
         except ValueError as exc:
-            raise ConfigError(str(exc), hint="use -t ws or -t sse, or remove the tool from the profile") from None
+            hint = "use -t ws or -t sse, or remove the tool from the profile"
+            if tool.type == "mcp":
+                hint = "use -t ws or -t sse, or run the server locally with an [[mcp]] table (every transport)"
+            raise ConfigError(str(exc), hint=hint) from None
+        for key, value in (tool.options.get("headers") or {}).items() if tool.type == "mcp" else ():
+            unset = re.search(r"\$\{?(\w+)", str(value))
+            if unset:  # never send the literal ${VAR} to a third party
+                raise ConfigError(f"tool '{tool.name}': header {key} uses ${unset.group(1)}, which is not set")

@@ -15,23 +15,26 @@ from voicecli.sanitize import escape_controls
 QUESTION = "Allow? [y] once · [a] always · [n] no: "
 
 
-def describe(tool, call) -> str:
-    """What is about to run: the tool, its arguments (pretty JSON) and the command line, if any."""
+def describe(tool, call, runs_on: str | None = None) -> str:
+    """What is about to run: the tool, its arguments (pretty JSON) and the command line or MCP
+    server, if any."""
     try:
         arguments = json.dumps(json.loads(call.arguments), indent=2, ensure_ascii=False)
     except ValueError:
         arguments = call.arguments
     arguments = escape_controls(arguments, keep="\n")  # the model wrote them: no terminal controls
     command = f"\n  runs: {shlex.join(tool.command)}" if tool.command else ""
+    if runs_on:
+        command = f"\n  runs on: {runs_on}"
     return f"The model wants to run the tool '{tool.name}' with these arguments:\n{arguments}{command}"
 
 
 async def approve(tool, call, *, say: Callable[[str], None], ask: Callable[[str], Awaitable[str | None]],
-                  reason: bool = True):
+                  reason: bool = True, runs_on: str | None = None):
     """Ask until the answer is clear; None (Ctrl-C, Ctrl-D, end of input) declines."""
     from voicecli.tools import Approval
 
-    say(describe(tool, call))
+    say(describe(tool, call, runs_on))
     while True:
         answer = await ask(QUESTION)
         if answer is None:

@@ -78,6 +78,7 @@ class ChatOptions:
     vi: bool = False
     raw: bool = False
     debug: bool = False
+    require_mcp: bool = False
 
 
 @dataclass
@@ -237,6 +238,11 @@ class Repl:
         transport = open_transport(self.profile)  # the ws transport connects at the first turn
         self.conversation = Conversation(self.profile, transport, history=self._initial_history, log=self.log,
                                          tool_runner=self._tool_runner())
+        try:
+            await self._start_mcp()
+        except BaseException:
+            await self._close()
+            raise
         interactive = sys.stdin.isatty()
         self.input = PromptInput(_make_completer(self), vi=self.opts.vi or self.profile.ui.vi_mode) \
             if interactive else LineInput()
@@ -291,6 +297,8 @@ class Repl:
     async def _close(self) -> None:
         from voicecli.transport.http import close_shared_client
 
+        if self.toolbox is not None:
+            await self.toolbox.aclose()  # MCP servers stop here: none outlives the chat
         await self.conversation.transport.aclose()
         await close_shared_client()
         if self.log is not None:
@@ -441,7 +449,7 @@ class Repl:
     # -- tools -------------------------------------------------------------------------------------
 
     def _tool_runner(self):
-        if not self.profile.tools:
+        if not self.profile.tools and not self.profile.mcp:
             return None
         if self.toolbox is None:
             from voicecli.tools import ToolBox
@@ -449,12 +457,19 @@ class Repl:
             self.toolbox = ToolBox.for_profile(self.profile, self.approve, debug=self.opts.debug)
         return self.toolbox.run
 
+    async def _start_mcp(self) -> None:
+        if self.toolbox is not None and self.toolbox.mcp_servers:
+            await self.toolbox.start(require=self.opts.require_mcp)
+
     async def approve(self, tool, call):
         """The interactive approver (ui/approval.py): y once, a always, n deny with an optional reason."""
         from voicecli.ui import approval
 
         self.renderer.finish()  # no live markdown area under the question
-        return await approval.approve(tool, call, say=self._say, ask=self.input.ask)
+        runs_on = None
+        if getattr(tool, "server", None) and self.toolbox is not None and self.toolbox.mcp is not None:
+            runs_on = self.toolbox.mcp.describe(tool)
+        return await approval.approve(tool, call, say=self._say, ask=self.input.ask, runs_on=runs_on)
 
     # -- slash commands ------------------------------------------------------------------------------
 
@@ -515,9 +530,12 @@ class Repl:
             return
         new = profiles.load(arg)
         new.api_key()  # a missing key is reported now, not at the next message
+        if self.toolbox is not None:
+            await self.toolbox.aclose()
         self.profile = self.conversation.profile = new
         self.toolbox = None
         self.conversation.tool_runner = self._tool_runner()
+        await self._start_mcp()
         await self._reopen_transport()
         self._note(f"profile: {new.name} · {new.model.name} over {self.conversation.transport.name}")
 
@@ -546,6 +564,8 @@ class Repl:
         for tool in self.profile.tools:
             state = self.toolbox.approval_state(tool.name) if self.toolbox else tool.effective_approval
             what = shlex.join(tool.command) if tool.command else tool.python or tool.type
+            if getattr(tool, "server", None):
+                what = f"MCP server {tool.server}"
             self._say(f"  {tool.name:<20} {state:<8} {what}" + (f" — {tool.description}" if tool.description else ""))
 
     async def cmd_schema(self, arg: str) -> None:

@@ -22,6 +22,8 @@ _SAME_NAME = ("temperature", "top_p", "frequency_penalty", "presence_penalty", "
 # finish reasons that mean the answer was cut short, in the Responses vocabulary
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 # an in-stream provider error that means "the answer was cut by a limit", not a failure
+# Chat tool messages carry text only: say that an image was there rather than drop it silently
+IMAGES_LEFT_OUT = "\n[images left out: Chat Completions tool results carry text only; use -t ws or -t sse]"
 _LIMIT_MESSAGE = re.compile(r"token limit|max(imum)?[ _-]?(output[ _-]?)?tokens|length limit|context (length|window)", re.I)
 
 
@@ -74,7 +76,7 @@ def messages(instructions: str | None, items: Sequence[HistoryItem]) -> list[dic
             else:
                 out.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif isinstance(item, FunctionOutput):
-            out.append({"role": "tool", "tool_call_id": item.call_id, "content": item.output})
+            out.append({"role": "tool", "tool_call_id": item.call_id, "content": item.output + IMAGES_LEFT_OUT * bool(item.images)})
     return out
 
 

@@ -92,7 +92,11 @@ def input_items(items: Sequence[HistoryItem]) -> list[dict[str, Any]]:
             out.append({"type": "function_call", "call_id": item.call_id, "name": item.name,
                         "arguments": item.arguments})
         elif isinstance(item, FunctionOutput):
-            out.append({"type": "function_call_output", "call_id": item.call_id, "output": item.output})
+            output: str | list = item.output
+            if item.images:  # the array form: the text, then each image
+                output = [{"type": "input_text", "text": item.output},
+                          *({"type": "input_image", "image_url": url} for url in item.images)]
+            out.append({"type": "function_call_output", "call_id": item.call_id, "output": output})
         elif isinstance(item, OpaqueItem) and item.dialect == "responses":
             out.append(dict(item.data))
     return out

@@ -38,6 +38,7 @@ class FunctionOutput:
     call_id: str
     output: str
     name: str | None = None  # the tool's name, for dialects/logs that want it
+    images: Sequence[str] = ()  # data: URLs an MCP tool returned; only Responses can carry them
 
 
 @dataclass(frozen=True, slots=True)
