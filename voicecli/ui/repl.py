@@ -230,31 +230,25 @@ class Repl:
 
     async def run(self) -> int:
         from voicecli.conversation import Conversation
-        from voicecli.transport import open_transport
-
+        from voicecli.signals import on_leave_signals
         from voicecli.tools import check_transport
+        from voicecli.transport import open_transport
 
         check_transport(self.profile.tools, self.profile.connection.transport)  # hosted tools need Responses
         transport = open_transport(self.profile)  # the ws transport connects at the first turn
         self.conversation = Conversation(self.profile, transport, history=self._initial_history, log=self.log,
                                          tool_runner=self._tool_runner())
-        try:
-            await self._start_mcp()
-        except BaseException:
-            await self._close()
-            raise
         interactive = sys.stdin.isatty()
         self.input = PromptInput(_make_completer(self), vi=self.opts.vi or self.profile.ui.vi_mode) \
             if interactive else LineInput()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, self._on_sigint)
-        from voicecli.signals import on_leave_signals
-
         self._main_task = asyncio.current_task()
-        remove_handlers = on_leave_signals(self._on_leave)
+        remove_handlers = on_leave_signals(self._on_leave)  # before MCP servers start: they stop on the way out
         if self.transcript is not None:
             self.transcript.session(profile=self.profile.name, model=self.profile.model.name)
         try:
+            await self._start_mcp()
             if interactive:
                 self._note(f"voicecli chat · {self.profile.model.name} over {transport.name} · "
                            "/help for commands · Ctrl-D to exit")
