@@ -91,7 +91,7 @@ async def _bytes_per_turn(base_url: str, home: Path) -> dict[str, list[int]]:
     from voicecli import profiles
     from voicecli.conversation import Conversation
     from voicecli.transport import open_transport
-    from voicecli.wire.types import Message
+    from voicecli.items import Message
 
     out = {}
     for kind in ("ws", "sse", "chat"):

@@ -22,7 +22,7 @@ from voicecli.events import (AudioDelta, Disconnected, Error, ResponseStarted, S
 from voicecli.voice.session import RealtimeSession
 from voicecli.voice.turns import AssistantItem, Turns, heard
 from voicecli.wire.realtime import RealtimeDecoder
-from voicecli.wire.types import FunctionCall, FunctionOutput, Message
+from voicecli.items import FunctionCall, FunctionOutput, Message
 
 
 class FakeTransport:

@@ -17,7 +17,7 @@ from voicecli.events import Error, ToolResult
 from voicecli.tools import Approval, NonInteractiveApprover, ToolBox
 from voicecli.transport import open_transport
 from voicecli.transport.http import close_shared_client
-from voicecli.wire.types import FunctionCall, FunctionOutput, Message
+from voicecli.items import FunctionCall, FunctionOutput, Message
 
 TRANSPORTS = ["ws", "sse", "chat"]
 PY = json.dumps(sys.executable)

@@ -14,7 +14,7 @@ from voicecli.sim.config import SimConfig
 from voicecli.sim.server import start_in_thread
 from voicecli.transport import open_transport
 from voicecli.transport.base import backoff_delay
-from voicecli.wire.types import Message
+from voicecli.items import Message
 
 
 @pytest.fixture

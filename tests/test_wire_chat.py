@@ -10,10 +10,10 @@ from openai.types.chat import completion_create_params as create_params
 from test_wire_support import SPLITS, assert_conforms, of_type, replay_sse, traffic_bytes
 
 from voicecli.events import Error, ReasoningDelta, TextDelta, ToolCall, TurnEnd, Usage
-from voicecli.profiles import ModelSettings, ToolDef
+from voicecli.profiles import ModelSettings
 from voicecli.wire import chat
 from voicecli.wire.chat import ChatDecoder
-from voicecli.wire.types import FunctionCall, FunctionOutput, Message, OpaqueItem, Request
+from voicecli.items import FunctionCall, FunctionOutput, Message, OpaqueItem, Request, ToolDef
 
 AFTER_TOOL_TEXT = ('The secrets associated with the passwords are:\n\n- "mellon": Welcome to Moria!\n'
                    '- "radiance": Life before Death')

@@ -14,7 +14,8 @@ from test_wire_support import assert_conforms, of_type, traffic_jsonl
 
 from voicecli.events import (AudioDelta, Error, SpeechStarted, SpeechStopped, TextDelta, ToolCall, Transcript,
                              TurnEnd, Usage)
-from voicecli.profiles import ToolDef, VoiceSettings
+from voicecli.profiles import VoiceSettings
+from voicecli.items import ToolDef
 from voicecli.wire import realtime
 from voicecli.wire.realtime import RealtimeDecoder
 

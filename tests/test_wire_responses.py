@@ -15,10 +15,10 @@ from test_wire_support import SPLITS, assert_conforms, conformance_problems, of_
 
 from voicecli.events import (Error, HostedToolProgress, ReasoningDelta, TextDelta, ToolCall, TurnEnd,
                              Usage)
-from voicecli.profiles import ModelSettings, ToolDef
+from voicecli.profiles import ModelSettings
 from voicecli.wire import responses
 from voicecli.wire.responses import ResponsesDecoder
-from voicecli.wire.types import FunctionCall, FunctionOutput, Message, OpaqueItem, Request
+from voicecli.items import FunctionCall, FunctionOutput, Message, OpaqueItem, Request, ToolDef
 
 # Expected values, read once from the recordings (see tests/traffic/SOURCES.md) and written down
 # here so a decoder change that loses or alters anything fails.

@@ -11,7 +11,7 @@ from openai.types.realtime.realtime_function_tool_param import RealtimeFunctionT
 from openai.types.responses.tool_param import ToolParam
 from test_wire_support import assert_conforms
 
-from voicecli.profiles import ToolDef
+from voicecli.items import ToolDef
 from voicecli.wire import tools
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}

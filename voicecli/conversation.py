@@ -20,7 +20,7 @@ from voicecli.events import Error, Event, ReasoningDelta, TextDelta, ToolCall, T
 from voicecli.profiles import Profile
 from voicecli.tools import to_event
 from voicecli.transport.base import Anchor, Transport
-from voicecli.wire.types import FunctionCall, FunctionOutput, HistoryItem, Message, OpaqueItem, Request
+from voicecli.items import FunctionCall, FunctionOutput, HistoryItem, Message, OpaqueItem, Request
 
 ToolRunner = Callable[[list[ToolCall]], Awaitable[list[FunctionOutput]]]
 

@@ -19,15 +19,13 @@ import json
 import os
 import secrets
 import time
-from pathlib import Path
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from voicecli import paths
 from voicecli.errors import ConfigError
-
-if TYPE_CHECKING:  # imported where used: `voicecli logs` reads the files without the session types
-    from voicecli.wire.types import HistoryItem
+from voicecli.items import FunctionCall, FunctionOutput, HistoryItem, Message, OpaqueItem
 
 
 def conversations_dir() -> Path:
@@ -39,8 +37,6 @@ def new_cid() -> str:
 
 
 def item_to_json(item: HistoryItem) -> dict[str, Any]:
-    from voicecli.wire.types import FunctionCall, FunctionOutput, Message
-
     if isinstance(item, Message):
         out: dict[str, Any] = {"kind": "message", "role": item.role, "text": item.text}
         if item.images:
@@ -59,8 +55,6 @@ def item_to_json(item: HistoryItem) -> dict[str, Any]:
 
 
 def item_from_json(data: dict[str, Any]) -> HistoryItem | None:
-    from voicecli.wire.types import FunctionCall, FunctionOutput, Message, OpaqueItem
-
     kind = data.get("kind")
     if kind == "message":
         return Message(data["role"], data.get("text", ""), tuple(data.get("images", ())), data.get("interrupted", False))

@@ -25,7 +25,7 @@ from voicecli.profiles import Profile
 from voicecli.tools import NonInteractiveApprover, ToolBox, check_transport, result_line
 from voicecli.ui.render import dim, make_renderer, wants_markdown
 from voicecli.ui.status import describe_error, error_hint, setup_logging, usage_line
-from voicecli.wire.types import Message
+from voicecli.items import Message
 
 MIB = 1024 * 1024
 

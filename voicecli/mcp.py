@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from voicecli.errors import ConfigError
-from voicecli.profiles import McpServerDef, ToolDef
+from voicecli.profiles import McpServerDef
+from voicecli.items import ToolDef
 from voicecli.tool_schema import schema_problems
 
 SEP = "__"  # SERVER__TOOL: unique per server, and still a valid function name

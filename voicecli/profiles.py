@@ -25,17 +25,11 @@ from typing import Any
 
 from voicecli import paths
 from voicecli.errors import ConfigError
+from voicecli.items import HOSTED_TYPES, ToolDef
+from voicecli.items import option as _opt
 
 SIM_BASE_URL = "sim"  # base_url value that means "start the built-in simulator in-process"
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-def _opt(default: Any = None, *, choices: tuple = (), lo: float | None = None, hi: float | None = None,
-         help: str = "", factory: Any = None) -> Any:
-    meta = {"choices": choices, "lo": lo, "hi": hi, "help": help}
-    if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -110,28 +104,6 @@ class UiSettings:
     vi_mode: bool = _opt(False, help="vi key bindings in chat")
     markdown: bool = _opt(True, help="render markdown on a TTY")
     max_input_mib: float = _opt(50.0, lo=0.001, hi=4096, help="largest stdin or -f file infer takes, in MiB")
-
-
-@dataclass
-class ToolDef:
-    name: str = _opt("")
-    description: str = _opt("")
-    type: str = _opt("function", choices=("function", "web_search", "file_search", "code_interpreter", "mcp"))
-    parameters: dict = _opt(factory=lambda: {"type": "object", "properties": {}})
-    strict: bool = _opt(True)
-    command: list[str] | None = _opt()
-    stdin: str = _opt("none", choices=("none", "json"))
-    python: str | None = _opt(help="package.module:function")
-    timeout: float = _opt(30.0, lo=0.1, hi=3600)
-    approval: str | None = _opt(choices=("ask", "auto", "never"), help="default: ask for command, auto for python")
-    env: dict[str, str] = _opt(factory=dict)
-    cwd: str | None = _opt()
-    max_output_bytes: int = _opt(65536, lo=1)
-    options: dict = _opt(factory=dict, help="hosted tools: passed through as-is")
-
-    @property
-    def effective_approval(self) -> str:
-        return self.approval or ("auto" if self.python else "ask")
 
 
 @dataclass
@@ -438,7 +410,6 @@ def _validate_raw(data: dict[str, Any], src: _Source, warnings: list | None = No
             raise _unknown(key, list(TOP_LEVEL) + list(SECTIONS) + ["tools", "mcp"], src, None, key)
 
 
-HOSTED_TYPES = ("web_search", "file_search", "code_interpreter", "mcp")
 MCP_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 

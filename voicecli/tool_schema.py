@@ -11,6 +11,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from voicecli.items import ToolDef
+
 PLACEHOLDER = re.compile(r"^\{(\w+)\}$")
 
 
@@ -90,7 +92,7 @@ def tool_problems(tool: dict[str, Any]) -> list[str]:
         from voicecli.wire.tools import strict_schema
 
         try:
-            strict_schema(_tool_def(name=str(tool.get("name")), parameters=params))
+            strict_schema(ToolDef(name=str(tool.get("name")), parameters=params))
         except ValueError as exc:
             out.append(str(exc).split(": ", 1)[-1])
     if "python" in tool:
@@ -166,9 +168,3 @@ def _may_start_with_dash(schema: Any) -> bool:
         low = schema.get("minimum")
         return not (isinstance(low, (int, float)) and low >= 0)
     return True
-
-
-def _tool_def(**fields: Any):
-    from voicecli.profiles import ToolDef  # lazily: profiles imports this module while loading
-
-    return ToolDef(**fields)

@@ -35,10 +35,9 @@ from typing import Any, Protocol
 
 from voicecli.errors import ConfigError
 from voicecli.events import ToolCall, ToolResult
-from voicecli.profiles import ToolDef
 from voicecli.sanitize import escape_controls, redact
 from voicecli.tool_schema import PLACEHOLDER, argument_errors, drop_absent
-from voicecli.wire.types import FunctionOutput
+from voicecli.items import FunctionOutput, ToolDef
 
 STDERR_TAIL = 2000  # bytes of a failing command's stderr sent back to the model
 

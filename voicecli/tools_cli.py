@@ -9,7 +9,8 @@ import sys
 
 from voicecli.errors import ExitCode, UsageError
 from voicecli.events import ToolCall
-from voicecli.profiles import HOSTED_TYPES, Profile, ToolDef
+from voicecli.profiles import Profile
+from voicecli.items import HOSTED_TYPES, ToolDef
 from voicecli.tools import NonInteractiveApprover, ToolBox, dialect_spec
 
 

@@ -13,7 +13,7 @@ from typing import Protocol
 from voicecli.events import Error, Event, TurnEnd
 from voicecli.sanitize import redact  # noqa: F401  (re-exported: the transports import it from here)
 from voicecli.wire.errors import MAX_RETRY_AFTER
-from voicecli.wire.types import Request
+from voicecli.items import Request
 
 log = logging.getLogger("voicecli")
 # one line per retry; `setup_logging` shows them on a terminal (else only with --debug)

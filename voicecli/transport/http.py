@@ -24,7 +24,7 @@ from voicecli.transport.base import Anchor, give_up, log, note_retry, parse_even
 from voicecli.transport.urls import endpoint_url
 from voicecli.wire import chat, errors, responses
 from voicecli.wire.sse import SSEDecoder
-from voicecli.wire.types import Request
+from voicecli.items import Request
 
 _client: httpx.AsyncClient | None = None
 _HEAD_BYTES = 512  # of a reply that is not an event stream, kept to say what it was

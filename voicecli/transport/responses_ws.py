@@ -28,7 +28,7 @@ from voicecli.transport.base import Anchor, give_up, log, note_retry, parse_even
 from voicecli.transport.http import request_headers
 from voicecli.transport.urls import endpoint_url
 from voicecli.wire import errors, responses
-from voicecli.wire.types import Request
+from voicecli.items import Request
 
 CACHE_MISS = "previous_response_not_found"
 CONNECTION_CAP = "websocket_connection_limit_reached"

@@ -35,7 +35,7 @@ from voicecli.transcript import Entry, markdown_entry, open_transcript
 from voicecli.ui.render import dim, make_renderer, wants_markdown
 from voicecli.ui.status import describe_error, error_hint, setup_logging, usage_line
 from voicecli.ui.typeahead import hold_keys
-from voicecli.wire.types import FunctionCall, FunctionOutput, HistoryItem, Message
+from voicecli.items import FunctionCall, FunctionOutput, HistoryItem, Message
 
 PROMPT = "> "
 HISTORY_FILE = "chat_history"

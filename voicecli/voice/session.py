@@ -31,7 +31,7 @@ from voicecli.transport.realtime import ConnectError, RealtimeTransport
 from voicecli.voice.jobs import Jobs
 from voicecli.wire import errors
 from voicecli.wire import realtime as rt
-from voicecli.wire.types import FunctionCall, Message
+from voicecli.items import FunctionCall, Message
 
 log = logging.getLogger("voicecli")
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from voicecli.events import Event, ReasoningDelta, TextDelta, ToolCall, TurnEnd, Usage
 from voicecli.wire import errors, tools
-from voicecli.wire.types import FunctionCall, FunctionOutput, HistoryItem, Message, Request, usage_from
+from voicecli.wire.types import usage_from
+from voicecli.items import FunctionCall, FunctionOutput, HistoryItem, Message, Request
 
 _SAME_NAME = ("temperature", "top_p", "frequency_penalty", "presence_penalty", "seed", "service_tier",
               "reasoning_effort", "verbosity")

@@ -9,14 +9,31 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from voicecli.events import (AudioDelta, Event, ResponseStarted, SpeechStarted, SpeechStopped, TextDelta, ToolCall,
                              Transcript, TurnEnd, TurnStatus)
-from voicecli.profiles import ToolDef, VoiceSettings
+from voicecli.items import ToolDef
 from voicecli.wire import errors
 from voicecli.wire import tools as tool_specs
 from voicecli.wire.types import usage_from
+
+class VoiceOptions(Protocol):
+    """What `session_update` reads (a profile's `[voice]` table fits): wire/ imports no configuration."""
+
+    output_modalities: str
+    voice: str
+    speed: float | None
+    turn_detection: str
+    vad_threshold: float | None
+    vad_prefix_padding_ms: int | None
+    vad_silence_duration_ms: int | None
+    vad_eagerness: str | None
+    transcription_model: str | None
+    transcription_language: str | None
+    noise_reduction: str | None
+    max_output_tokens: int | None
+
 
 PCM_FORMAT = {"type": "audio/pcm", "rate": 24000}  # PCM16 LE mono 24 kHz, both directions
 _STATUSES = ("completed", "incomplete", "failed", "cancelled")
@@ -28,7 +45,7 @@ _RECONNECT_CODES = ("session_expired", "websocket_connection_limit_reached")
 # Client events
 
 
-def session_update(voice: VoiceSettings, instructions: str | None, tools: Sequence[ToolDef] = (),
+def session_update(voice: VoiceOptions, instructions: str | None, tools: Sequence[ToolDef] = (),
                    tool_choice: str | dict | None = None) -> dict[str, Any]:
     """`session.update` in the GA shape; settings left unset are omitted (the server keeps its own)."""
     session: dict[str, Any] = {"type": "realtime", "output_modalities": [voice.output_modalities]}
@@ -56,7 +73,7 @@ def session_update(voice: VoiceSettings, instructions: str | None, tools: Sequen
     return {"type": "session.update", "session": session}
 
 
-def _turn_detection(voice: VoiceSettings) -> dict[str, Any] | None:
+def _turn_detection(voice: VoiceOptions) -> dict[str, Any] | None:
     """null = manual turns: the client commits the buffer and asks for a response itself."""
     if voice.turn_detection == "none":
         return None

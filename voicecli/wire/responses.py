@@ -12,7 +12,8 @@ from typing import Any
 from voicecli.events import (Event, HostedToolProgress, ReasoningDelta, TextDelta, ToolCall, TurnEnd,
                              TurnStatus)
 from voicecli.wire import errors, tools
-from voicecli.wire.types import FunctionCall, FunctionOutput, HistoryItem, Message, OpaqueItem, Request, usage_from
+from voicecli.wire.types import usage_from
+from voicecli.items import FunctionCall, FunctionOutput, HistoryItem, Message, OpaqueItem, Request
 
 # settings sent under the same name; the rest are mapped below or are not Responses settings
 _SAME_NAME = ("temperature", "top_p", "max_output_tokens", "service_tier")

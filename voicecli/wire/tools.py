@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from voicecli.profiles import HOSTED_TYPES, ToolDef
+from voicecli.items import HOSTED_TYPES, ToolDef
 
 TOOL_CHOICE_MODES = ("auto", "none", "required")
 # JSON Schema keywords strict mode rejects; a schema using them cannot be made strict
