@@ -260,7 +260,7 @@ def test_chat_approval_prompt_escapes_what_json_leaves_raw(tmp_path, make_sim):
 def test_request_headers_check_values_again_right_before_use():
     from voicecli.errors import ConfigError
     from voicecli.profiles import Connection
-    from voicecli.transport.http import request_headers
+    from voicecli.transport.base import request_headers
 
     with pytest.raises(ConfigError) as info:
         request_headers(Connection(), "sk-direct-secret\r\nX-Evil: 1")

@@ -234,8 +234,7 @@ class _InferSession:
     async def run(self, message: Message) -> None:
         from voicecli.conversation import Conversation
         from voicecli.signals import on_leave_signals
-        from voicecli.transport import open_transport
-        from voicecli.transport.http import close_shared_client
+        from voicecli.transport import close_clients, open_transport
 
         transport = open_transport(self.profile)
         self.base_url = transport.base_url
@@ -270,7 +269,7 @@ class _InferSession:
             if self.toolbox is not None:
                 await self.toolbox.aclose()
             await transport.aclose()
-            await close_shared_client()
+            await close_clients()
 
     def _show(self, event: Event, renderer) -> None:
         if self.opts.events:

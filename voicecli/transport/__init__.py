@@ -6,6 +6,7 @@ connects: the profile's base URL, or the in-process simulator for `base_url = "s
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -44,3 +45,11 @@ def open_transport(profile: "Profile") -> "Transport":
     from voicecli.transport.http import HttpStreamTransport
 
     return HttpStreamTransport(profile.connection, base_url, api_key, "responses" if kind == "sse" else "chat")
+
+
+async def close_clients() -> None:
+    """Close the process-wide HTTP client if this process made one; a `ws`-only run never imports
+    httpx at all."""
+    http = sys.modules.get("voicecli.transport.http")
+    if http is not None:
+        await http.close_shared_client()

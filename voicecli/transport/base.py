@@ -1,7 +1,9 @@
-"""What every text transport shares: the interface, the continuation anchor, the retry policy."""
+"""What every transport shares: the interface, the continuation anchor, request headers, the retry
+policy and loop."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -10,10 +12,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from voicecli import __version__
+from voicecli.errors import ConfigError
 from voicecli.events import Error, Event, TurnEnd
+from voicecli.items import Request
+from voicecli.profiles import Connection
+from voicecli.sanitize import header_value_problem
 from voicecli.sanitize import redact  # noqa: F401  (re-exported: the transports import it from here)
 from voicecli.wire.errors import MAX_RETRY_AFTER
-from voicecli.items import Request
 
 log = logging.getLogger("voicecli")
 # one line per retry; `setup_logging` shows them on a terminal (else only with --debug)
@@ -64,6 +70,42 @@ def retry_delay(failure: Error, attempt: int, max_retries: int, *, emitted: bool
     if emitted or attempt >= max_retries or not (failure.retryable or force):
         return None
     return backoff_delay(attempt, failure.retry_after)
+
+
+def request_headers(conn: Connection, api_key: str | None) -> dict[str, str]:
+    """The headers of every request and WebSocket handshake (ws, sse, chat, realtime).
+
+    Profiles and `Profile.api_key()` already refuse values with line breaks; this checks again
+    right before use, so a CR/LF can never end a header early and inject another.
+    """
+    headers = {"User-Agent": f"voicecli/{__version__}", **conn.headers}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    for name, value in headers.items():
+        problem = header_value_problem(value)
+        if problem:
+            what = "the API key" if name == "Authorization" and api_key else f"connection.headers.{name}"
+            raise ConfigError(f"{what} {problem}")
+    return headers
+
+
+class Retries:
+    """The retry bookkeeping every transport shares (and the voice session's reconnects): after a
+    failure, wait before the next attempt — saying so — or tell the caller it is final."""
+
+    def __init__(self, max_retries: int, api_key: str | None):
+        self.max_retries, self.api_key = max_retries, api_key
+        self.used = 0  # retries so far (for messages: "retried 2 times")
+
+    async def wait(self, failure: Error, *, emitted: bool = False, force: bool = False) -> bool:
+        """Sleep until the next attempt and return True; False when `failure` ends the turn."""
+        delay = retry_delay(failure, self.used, self.max_retries, emitted=emitted, force=force)
+        if delay is None:
+            return False
+        note_retry(failure, delay, self.used, self.max_retries, self.api_key)
+        self.used += 1
+        await asyncio.sleep(delay)
+        return True
 
 
 def note_retry(failure: Error, delay: float, attempt: int, max_retries: int, api_key: str | None) -> None:

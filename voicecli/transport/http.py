@@ -7,7 +7,6 @@ retrying after text was shown would show it twice.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator
@@ -15,16 +14,13 @@ from typing import Any
 
 import httpx
 
-from voicecli import __version__
-from voicecli.errors import ConfigError
 from voicecli.events import Error, Event
+from voicecli.items import Request
 from voicecli.profiles import Connection
-from voicecli.sanitize import header_value_problem
-from voicecli.transport.base import Anchor, give_up, log, note_retry, parse_event, redact, retry_delay
+from voicecli.transport.base import Anchor, Retries, give_up, log, parse_event, redact, request_headers
 from voicecli.transport.urls import endpoint_url
 from voicecli.wire import chat, errors, responses
 from voicecli.wire.sse import SSEDecoder
-from voicecli.items import Request
 
 _client: httpx.AsyncClient | None = None
 _HEAD_BYTES = 512  # of a reply that is not an event stream, kept to say what it was
@@ -40,23 +36,6 @@ def shared_client(conn: Connection) -> httpx.AsyncClient:
     return _client
 
 
-def request_headers(conn: Connection, api_key: str | None) -> dict[str, str]:
-    """The headers of every request and WebSocket handshake (ws, sse, chat, realtime).
-
-    Profiles and `Profile.api_key()` already refuse values with line breaks; this checks again
-    right before use, so a CR/LF can never end a header early and inject another.
-    """
-    headers = {"User-Agent": f"voicecli/{__version__}", **conn.headers}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    for name, value in headers.items():
-        problem = header_value_problem(value)
-        if problem:
-            what = "the API key" if name == "Authorization" and api_key else f"connection.headers.{name}"
-            raise ConfigError(f"{what} {problem}")
-    return headers
-
-
 class HttpStreamTransport:
     """`sse` (dialect "responses") or `chat` (dialect "chat")."""
 
@@ -68,7 +47,11 @@ class HttpStreamTransport:
         self.url = endpoint_url(self.base_url, "/responses" if dialect == "responses" else "/chat/completions")
         self.api_key = api_key
         self.bytes_sent = 0
-        self.retries_used = 0
+        self.retries = Retries(conn.max_retries, api_key)  # the latest turn's
+
+    @property
+    def retries_used(self) -> int:
+        return self.retries.used
 
     def _body(self, request: Request, anchor: Anchor | None) -> dict[str, Any]:
         if self.dialect == "chat":
@@ -81,8 +64,7 @@ class HttpStreamTransport:
     async def stream(self, request: Request, anchor: Anchor | None = None) -> AsyncIterator[Event]:
         client = shared_client(self.conn)
         headers = request_headers(self.conn, self.api_key)
-        self.retries_used = 0
-        attempt = 0
+        self.retries = retries = Retries(self.conn.max_retries, self.api_key)
         while True:
             body = self._body(request, anchor)
             content = json.dumps(body).encode()
@@ -111,15 +93,10 @@ class HttpStreamTransport:
                 retry_error = errors.connection_error(redact(f"connection to {self.base_url} failed: {exc}"
                                                              if str(exc) else f"connection to {self.base_url} failed",
                                                              self.api_key))
-            delay = retry_delay(retry_error, attempt, self.conn.max_retries, emitted=emitted)
-            if delay is None:
+            if not await retries.wait(retry_error, emitted=emitted):
                 for event in give_up(retry_error, self.api_key):
                     yield event
                 return
-            note_retry(retry_error, delay, attempt, self.conn.max_retries, self.api_key)
-            attempt += 1
-            self.retries_used = attempt
-            await asyncio.sleep(delay)
 
     def _timeout_message(self, exc: httpx.TimeoutException, answered: bool) -> str:
         """Name the timeout that fired: connecting, waiting for the reply, or silence mid-stream."""

@@ -18,15 +18,14 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
-from voicecli.events import Disconnected, Error, Event
+from voicecli.events import Disconnected, Event
 from voicecli.profiles import Connection
 from voicecli.transport.base import parse_event, redact
-from voicecli.transport.http import request_headers
 from voicecli.transport.urls import endpoint_url
-from voicecli.wire import errors
+from voicecli.transport.ws import close_websocket, open_websocket
 from voicecli.wire.realtime import RealtimeDecoder
 
 log = logging.getLogger("voicecli")
@@ -43,22 +42,8 @@ class RealtimeTransport:
         self._ws: ClientConnection | None = None
 
     async def connect(self) -> None:
-        """Open the socket; failures come back as one-line `VoicecliError`-ready `Error`s."""
-        try:
-            self._ws = await connect(
-                self.url, additional_headers=request_headers(self.conn, self.api_key),
-                open_timeout=self.conn.connect_timeout, max_size=None, compression=None,
-                ping_interval=20, ping_timeout=self.conn.read_timeout, close_timeout=2)
-        except InvalidStatus as exc:
-            resp = exc.response
-            raise ConnectError(errors.from_http(resp.status_code, resp.body, dict(resp.headers))) from None
-        except (asyncio.TimeoutError, TimeoutError):
-            raise ConnectError(errors.connection_error(
-                redact(f"could not open a WebSocket to {self.url} within {self.conn.connect_timeout:g} s "
-                       "(connection.connect_timeout)", self.api_key), timeout=True)) from None
-        except (InvalidHandshake, OSError) as exc:
-            raise ConnectError(errors.connection_error(
-                redact(f"cannot connect to {self.url}: {exc}", self.api_key))) from None
+        """Open the socket; a failure is a `ConnectError` carrying a neutral `Error`."""
+        self._ws = await open_websocket(self.url, self.conn, self.api_key)
 
     async def send(self, event: dict[str, Any]) -> bool:
         """Send one client event; False if the socket is gone (the event stream reports why)."""
@@ -94,14 +79,4 @@ class RealtimeTransport:
 
     async def aclose(self) -> None:
         ws, self._ws = self._ws, None
-        if ws is not None:
-            try:
-                await asyncio.wait_for(ws.close(), 2)
-            except Exception:  # closing a broken socket: nothing left to save
-                pass
-
-
-class ConnectError(Exception):
-    def __init__(self, error: Error):
-        super().__init__(error.message)
-        self.error = error
+        await close_websocket(ws)

@@ -19,16 +19,16 @@ import json
 import time
 from collections.abc import AsyncIterator
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from voicecli.events import Error, Event, TurnEnd
-from voicecli.profiles import Connection
-from voicecli.transport.base import Anchor, give_up, log, note_retry, parse_event, redact, retry_delay
-from voicecli.transport.http import request_headers
-from voicecli.transport.urls import endpoint_url
-from voicecli.wire import errors, responses
 from voicecli.items import Request
+from voicecli.profiles import Connection
+from voicecli.transport.base import Anchor, Retries, give_up, log, parse_event, redact
+from voicecli.transport.urls import endpoint_url
+from voicecli.transport.ws import ConnectError, close_websocket, open_websocket
+from voicecli.wire import errors, responses
 
 CACHE_MISS = "previous_response_not_found"
 CONNECTION_CAP = "websocket_connection_limit_reached"
@@ -43,21 +43,22 @@ class ResponsesWebSocketTransport:
         self.url = endpoint_url(base_url, "/responses", websocket=True)
         self.api_key = api_key
         self.bytes_sent = 0
-        self.retries_used = 0
+        self.retries = Retries(conn.max_retries, api_key)  # the latest turn's
         self.connections_opened = 0
         self._ws: ClientConnection | None = None
         self._opened_at = 0.0
         self._latest_response: str | None = None  # what this connection's cache holds
+
+    @property
+    def retries_used(self) -> int:
+        return self.retries.used
 
     async def _ensure_open(self) -> None:
         if self._ws is not None and time.monotonic() - self._opened_at > self.conn.ws_max_age:
             log.info("rotating the WebSocket after %.0f s", time.monotonic() - self._opened_at)
             await self._drop()
         if self._ws is None:
-            self._ws = await connect(
-                self.url, additional_headers=request_headers(self.conn, self.api_key),
-                open_timeout=self.conn.connect_timeout, max_size=None, compression=None,
-                ping_interval=20, ping_timeout=self.conn.read_timeout, close_timeout=2)
+            self._ws = await open_websocket(self.url, self.conn, self.api_key)
             self._opened_at = time.monotonic()
             self._latest_response = None
             self.connections_opened += 1
@@ -66,25 +67,16 @@ class ResponsesWebSocketTransport:
         """Close the socket. `leaving` (the turn was cancelled): send the close frame but do not
         wait for the server's reply, which a busy server sends only between events."""
         ws, self._ws, self._latest_response = self._ws, None, None
-        if ws is not None:
-            if leaving:
-                ws.close_timeout = 0  # the close frame goes out, then the connection is aborted
-            try:
-                await asyncio.wait_for(ws.close(), 2)
-            except Exception:  # closing a broken socket: nothing left to save
-                pass
+        await close_websocket(ws, leaving=leaving)
 
     async def stream(self, request: Request, anchor: Anchor | None = None) -> AsyncIterator[Event]:
-        attempt = 0
-        self.retries_used = 0
+        self.retries = retries = Retries(self.conn.max_retries, self.api_key)
         while True:
             use_anchor = anchor is not None and self._ws is not None and anchor.response_id == self._latest_response
             emitted = False
             failure: Error | None = None
-            opening = True  # a timeout now is the connect timeout, later the read timeout
             try:
                 await self._ensure_open()
-                opening = False
                 use_anchor = use_anchor and self._latest_response is not None
                 wire_request = request
                 if use_anchor:
@@ -120,34 +112,25 @@ class ResponsesWebSocketTransport:
                         return
                 if failure is None:
                     continue  # cache miss: go round again with the full history
+            except ConnectError as exc:
+                await self._drop()
+                failure = exc.error
             except (asyncio.TimeoutError, TimeoutError):
                 await self._drop()
                 failure = errors.connection_error(
-                    f"could not open a WebSocket to {self.url} within {self.conn.connect_timeout:g} s "
-                    "(connection.connect_timeout)" if opening else
                     f"no data from {self.url} for {self.conn.read_timeout:g} s (connection.read_timeout)", timeout=True)
-            except InvalidStatus as exc:
-                await self._drop()
-                resp = exc.response
-                failure = errors.from_http(resp.status_code, resp.body, dict(resp.headers))
-            except (ConnectionClosed, InvalidHandshake, OSError) as exc:
+            except (ConnectionClosed, OSError) as exc:
                 await self._drop()
                 failure = errors.connection_error(redact(f"connection to {self.url} failed: {exc}", self.api_key))
             except (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt):
                 # no cancel event exists: closing the socket stops the response
                 await asyncio.shield(self._drop(leaving=True))
                 raise
-            delay = retry_delay(failure, attempt, self.conn.max_retries, emitted=emitted,
-                                force=failure.code == CONNECTION_CAP)
-            if delay is None:
+            if not await retries.wait(failure, emitted=emitted, force=failure.code == CONNECTION_CAP):
                 for event in give_up(failure, self.api_key):
                     yield event
                 return
-            note_retry(failure, delay, attempt, self.conn.max_retries, self.api_key)
-            attempt += 1
-            self.retries_used = attempt
             anchor = None  # a new or troubled connection: replay the full context
-            await asyncio.sleep(delay)
 
     async def aclose(self) -> None:
         await self._drop()

@@ -289,12 +289,12 @@ class Repl:
             await self.turn(Message("user", line[1:] if line.startswith("//") else line))
 
     async def _close(self) -> None:
-        from voicecli.transport.http import close_shared_client
+        from voicecli.transport import close_clients
 
         if self.toolbox is not None:
             await self.toolbox.aclose()  # MCP servers stop here: none outlives the chat
         await self.conversation.transport.aclose()
-        await close_shared_client()
+        await close_clients()
         if self.log is not None:
             self.log.close()
         if self.transcript is not None:

@@ -26,8 +26,9 @@ from voicecli.events import (Disconnected, Error, Event, ResponseStarted, Speech
                              TurnEnd)
 from voicecli.profiles import Profile
 from voicecli.transport import resolve_base_url
-from voicecli.transport.base import retry_delay
-from voicecli.transport.realtime import ConnectError, RealtimeTransport
+from voicecli.transport.base import Retries
+from voicecli.transport.realtime import RealtimeTransport
+from voicecli.transport.ws import ConnectError
 from voicecli.voice.jobs import Jobs
 from voicecli.wire import errors
 from voicecli.wire import realtime as rt
@@ -203,18 +204,15 @@ class RealtimeSession:
         if old is not None:
             await old.aclose()
         self._calls = []
-        limit, attempt = max(1, self.profile.connection.max_retries), 0
+        retries = Retries(max(1, self.profile.connection.max_retries), self.api_key)
         while True:
             transport = self._new_transport()
             try:
                 await transport.connect()
                 break
             except ConnectError as exc:
-                delay = retry_delay(exc.error, attempt, limit, emitted=False)
-                if delay is None:
-                    raise SessionError(exc.error, attempt) from None
-                attempt += 1
-                await asyncio.sleep(delay)
+                if not await retries.wait(exc.error):
+                    raise SessionError(exc.error, retries.used) from None
         await self._begin(transport)
         self.reconnecting = False
 
