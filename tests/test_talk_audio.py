@@ -205,7 +205,7 @@ def test_devices_by_name_and_typed_text(audio_stack, make_sim, tmp_path):
         monitor.stop()
     assert code == 0, err
     assert "assistant: You said: hello from the keyboard" in out
-    assert "half-duplex" in err  # not a headset: the echo defence is on by default
+    assert "full-duplex with echo cancellation" in err  # the default echo defence
     assert "You said: hello from the keyboard" in tr.read_text()
 
 
@@ -359,3 +359,57 @@ def test_unplugged_devices_are_replaced_by_the_new_default_ones(own_stack, make_
     assert code == 0, err.text
     assert "assistant: You said: hello after the unplug" in out
     assert "Traceback" not in err.text
+
+
+# ---- echo cancellation: the speaker leaks into the microphone ----------------------------------------
+
+
+def leaky_stack(stack: VirtualAudio, latency_ms: int = 40) -> None:
+    """What a laptop does: the speaker's sound reaches the microphone, `latency_ms` later."""
+    pactl(stack, "load-module", "module-loopback", "source=virtual_speaker.monitor", "sink=virtual_mic_feed",
+          f"latency_msec={latency_ms}", "source_dont_move=true", "sink_dont_move=true")
+
+
+def user_turns(tr: Path) -> list[dict]:
+    return [e for e in map(json.loads, tr.read_text().splitlines()) if e.get("type") == "entry" and e["role"] == "user"]
+
+
+@pytest.mark.parametrize("aec", [True, False], ids=["aec", "no-aec"])
+def test_the_assistant_does_not_hear_itself_on_leaking_speakers(own_stack, make_sim, tmp_path, aec):
+    """One spoken question with the speaker leaking into the mic: with echo cancellation exactly one
+    user turn and the answer plays to the end; without it (the control) the assistant's own voice
+    comes back as user turns and cuts the answer. Then a real user still interrupts."""
+    pytest.importorskip("livekit.rtc")
+    leaky_stack(own_stack)
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"turns": [{"reply": LONG_REPLY}, {"reply": LONG_REPLY}]}))
+    sim = make_sim(script=script)
+    question = speech_wav(tmp_path / "q.wav", "hello there what is the weather like today")
+    tr = tmp_path / "talk.jsonl"
+    talk = TalkProcess(tmp_path, sim, "--full-duplex", "--aec" if aec else "--no-aec", "--transcript", str(tr),
+                       env=own_stack.env)
+    try:
+        talk.wait_streaming()
+        own_stack.play(question)
+        talk.wait(lambda: tr.exists() and '"assistant"' in tr.read_text(), 60, "the first answer")
+        first_answer = next(e for e in map(json.loads, tr.read_text().splitlines())
+                            if e.get("type") == "entry" and e["role"] == "assistant")
+        if aec:
+            assert len(user_turns(tr)) == 1, user_turns(tr)
+            assert not first_answer.get("interrupted"), first_answer
+            assert not talk.events("response.cancel")
+            # a user talking over the second answer still interrupts it
+            talk.line("tell me the story again")
+            talk.wait(lambda: len(talk.events("response.create")) >= 1 or talk.events("conversation.item.create"),
+                      20, "the typed question")
+            time.sleep(2.0)  # the second answer is playing (and leaking)
+            own_stack.play(speech_wav(tmp_path / "stop.wav", "stop that is enough thank you", lead_s=0.0))
+            talk.wait(lambda: talk.events("conversation.item.truncate"), 20, "the barge-in")
+        code, out, err = talk.quit()
+    finally:
+        talk.proc.kill()
+    assert code == 0, err
+    if aec:
+        assert "full-duplex with echo cancellation" in err
+    else:  # the control: without echo cancellation the answer is cut by its own echo
+        assert first_answer.get("interrupted") or len(user_turns(tr)) > 1, (first_answer, user_turns(tr))

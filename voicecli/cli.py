@@ -180,7 +180,10 @@ def talk(
     vad: Annotated[Optional[str], typer.Option("--vad", metavar="server|semantic|off",
                                                help="Turn detection; off = push-to-talk (Space).")] = None,
     half_duplex: Annotated[Optional[bool], typer.Option(
-        "--half-duplex/--full-duplex", help="Mute the mic while the assistant speaks (default: on unless a headset).")] = None,
+        "--half-duplex/--full-duplex",
+        help="Mute the mic while the assistant speaks (default: full-duplex with echo cancellation).")] = None,
+    aec: Annotated[Optional[bool], typer.Option(
+        "--aec/--no-aec", help="Echo cancellation on the mic (default: voice.echo_cancellation, on).")] = None,
     input_device: Annotated[Optional[str], typer.Option("--input-device", metavar="INDEX|NAME",
                                                         help="Microphone (see `voicecli devices`).")] = None,
     output_device: Annotated[Optional[str], typer.Option("--output-device", metavar="INDEX|NAME", help="Speaker.")] = None,
@@ -205,7 +208,7 @@ def talk(
         profiles.apply_setting(prof, "voice.model", model)
     from voicecli.talk import TalkOptions, run_talk
 
-    opts = TalkOptions(vad=vad, half_duplex=half_duplex, input_device=input_device, output_device=output_device,
+    opts = TalkOptions(vad=vad, half_duplex=half_duplex, aec=aec, input_device=input_device, output_device=output_device,
                        input_wav=input_wav, output_wav=output_wav, transcript=transcript, voice=voice,
                        continue_=continue_, cid=cid, no_log=no_log, debug=debug, require_mcp=require_mcp)
     raise typer.Exit(run_talk(prof, opts))

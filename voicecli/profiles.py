@@ -95,7 +95,10 @@ class VoiceSettings:
     max_output_tokens: int | None = _opt(lo=1, hi=4096)
     input_device: str | None = _opt(help="index or name substring")
     output_device: str | None = _opt(help="index or name substring")
-    half_duplex: bool | None = _opt(help="mute the mic while the assistant speaks (default: auto)")
+    half_duplex: bool | None = _opt(help="mute the mic while the assistant speaks (default: only without echo cancellation)")
+    echo_cancellation: bool = _opt(True, help="WebRTC echo cancellation on the mic (full-duplex on speakers)")
+    noise_suppression: bool = _opt(True, help="WebRTC noise suppression on the mic (with echo cancellation)")
+    auto_gain_control: bool = _opt(False, help="WebRTC gain control on the mic (with echo cancellation)")
     session_max_age: float = _opt(3300.0, lo=10, hi=3600, help="seconds before a Realtime session is renewed")
 
 

@@ -40,6 +40,7 @@ VAD_MODES = {"server": "server_vad", "semantic": "semantic_vad", "off": "none"}
 class TalkOptions:
     vad: str | None = None  # server | semantic | off
     half_duplex: bool | None = None
+    aec: bool | None = None  # echo cancellation (default: the profile's voice.echo_cancellation)
     input_device: str | None = None
     output_device: str | None = None
     input_wav: Path | None = None
@@ -99,8 +100,9 @@ class Talk:
 
         o = self.opts
         self.audio = AudioIO(self.voice, input_device=o.input_device, output_device=o.output_device,
-                             input_wav=o.input_wav, output_wav=o.output_wav, half_duplex=o.half_duplex)
-        self.half_duplex, self.buffer = self.audio.half_duplex, self.audio.buffer
+                             input_wav=o.input_wav, output_wav=o.output_wav, half_duplex=o.half_duplex,
+                             echo_cancellation=o.aec)
+        self.buffer = self.audio.buffer
         self.turns = Turns(self.buffer)
         if o.transcript is not None:
             from voicecli.transcript import open_transcript
@@ -121,8 +123,7 @@ class Talk:
             self.key_input.start()
             unhook = on_signal(signal.SIGINT, self.on_sigint)
             mode = "push-to-talk" if self.ptt else self.voice.turn_detection.replace("_", " ")
-            duplex = "half-duplex (mic muted while the assistant speaks)" if self.half_duplex else "full-duplex"
-            self.view.note(f"talk: {self.voice.model} · {mode} · {duplex}")
+            self.view.note(f"talk: {self.voice.model} · {mode} · {self.audio.mode}")
             for job, name in ((self._pump_mic(), "mic"), (self._pump_server(), "server"), (self._tick(), "tick")):
                 self.jobs.spawn(job, name)
             await self.stop.wait()

@@ -83,6 +83,18 @@ def print_devices(json_out: bool = False) -> None:
     _to_stdout_table(rows, ["index", "default", "name", "in", "out", "rate"])
     if sys.stdout.isatty():
         print("< default input   > default output", file=sys.stderr)
+    print(f"talk: {duplex_mode()}", file=sys.stderr)
+
+
+def duplex_mode() -> str:
+    """How `talk` keeps the assistant from hearing itself on this machine (without loading the module)."""
+    import importlib.util
+
+    if importlib.util.find_spec("livekit") is not None:
+        return ("full-duplex with echo cancellation (WebRTC audio processing; --half-duplex or "
+                "voice.echo_cancellation = false to change)")
+    return ("half-duplex unless a headset is used: echo cancellation needs the 'livekit' package "
+            "(pip install livekit)")
 
 
 HEADSET_WORDS = ("headset", "headphone", "earphone", "earbud", "airpods", "buds", "hands-free", "handsfree")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -32,6 +33,8 @@ class Microphone(DeviceStream):
         self._stream = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._resampler: Resampler | None = None
+        # echo cancellation (voicecli.audio.echo): 24 kHz in, processed out; the meter shows its output
+        self.processor: Callable[[np.ndarray], np.ndarray] | None = None
 
     def start(self) -> None:
         from voicecli.audio.devices import import_sounddevice
@@ -69,11 +72,13 @@ class Microphone(DeviceStream):
         x = np.frombuffer(raw, dtype="<i2")
         if self.channels > 1:
             x = to_mono(x, self.channels)
-        self.level = level(x)
         if self._resampler is not None:
             x = self._resampler.process(x)
-            if not x.size:
-                return  # the resampler is holding this block back: it comes out with the next ones
+        if self.processor is not None and x.size:
+            x = self.processor(x)
+        if not x.size:
+            return  # held back (resampler, 10 ms frames): it comes out with the next ones
+        self.level = level(x)
         pcm = x.astype("<i2", copy=False).tobytes()
         if self.queue.full():
             self.queue.get_nowait()

@@ -43,6 +43,8 @@ class PlaybackBuffer:
         self.last_sound = 0.0  # monotonic time real audio was last handed to the device
         # what was played, for --output; the audio thread appends, the asyncio side drains
         self.tap: collections.deque[bytes] | None = collections.deque() if record else None
+        # every block handed to the device, silence included: the echo canceller's far-end reference
+        self.reference: Callable[[np.ndarray], None] | None = None
 
     # -- asyncio side ---------------------------------------------------------------------------
 
@@ -107,6 +109,12 @@ class PlaybackBuffer:
 
     def pull(self, n: int) -> np.ndarray:
         """The next `n` samples for the device (zeros where there is nothing to play)."""
+        out = self._fill(n)
+        if self.reference is not None:
+            self.reference(out)
+        return out
+
+    def _fill(self, n: int) -> np.ndarray:
         out = np.zeros(n, dtype=np.int16)
         with self._lock:
             if self._waiting:

@@ -19,7 +19,7 @@ HANG_S = 0.3  # half-duplex: keep the mic muted this long after the assistant's 
 
 class AudioIO:
     def __init__(self, voice, *, input_device: str | None, output_device: str | None, input_wav: Path | None,
-                 output_wav: Path | None, half_duplex: bool | None):
+                 output_wav: Path | None, half_duplex: bool | None, echo_cancellation: bool | None = None):
         from voicecli.audio.devices import resolve_device
         from voicecli.audio.speaker import PlaybackBuffer
 
@@ -28,20 +28,42 @@ class AudioIO:
         in_spec, out_spec = input_device or voice.input_device, output_device or voice.output_device
         self.in_dev = resolve_device(in_spec, "input") if input_wav is None else None
         self.out_dev = resolve_device(out_spec, "output") if not headless else None
+        self.voice = voice
         half = half_duplex if half_duplex is not None else voice.half_duplex
-        if half is None:
+        aec = echo_cancellation if echo_cancellation is not None else voice.echo_cancellation
+        # echo cancellation when a real mic may hear a real speaker and the mic is not muted anyway
+        self.echo_wanted = bool(aec) and not half and input_wav is None and self.out_dev is not None
+        self.echo_problem: str | None = None  # why the canceller could not be loaded
+        if self.echo_wanted:
+            from voicecli.audio.echo import EchoUnavailable, load_module
+
+            try:
+                load_module()
+            except EchoUnavailable as exc:
+                self.echo_wanted, self.echo_problem = False, str(exc)
+        if half is None and not self.echo_wanted:
             from voicecli.audio.devices import looks_like_headset
 
             names = [d["name"] for d in (self.in_dev, self.out_dev) if d]
             half = not (names and looks_like_headset(*names))
         self.half_duplex = bool(half) and input_wav is None  # a file hears no echo
+        self.echo = None  # the EchoCanceller, once the devices are open
         self.buffer = PlaybackBuffer(prebuffer_ms=PREBUFFER_MS, record=output_wav is not None)
         self.source = self.player = self.recorder = None
         self.latencies: dict[str, float] = {}  # PortAudio's stream latencies, seconds
 
     @property
     def level(self) -> float:
+        """The microphone's level as sent (after echo cancellation): the meter shows what the model hears."""
         return self.source.level if self.source is not None else 0.0
+
+    @property
+    def mode(self) -> str:
+        """For the talk header: how the assistant is kept from hearing itself."""
+        if self.echo_wanted:
+            return "full-duplex with echo cancellation"
+        mode = "half-duplex (mic muted while the assistant speaks)" if self.half_duplex else "full-duplex"
+        return f"{mode}; {self.echo_problem}" if self.echo_problem else mode
 
     def open(self) -> None:
         from voicecli.audio.speaker import ClockSpeaker, DeviceSpeaker
@@ -63,6 +85,19 @@ class AudioIO:
             self.player = ClockSpeaker(self.buffer)
             self.player.start()
         self.latencies = {"in": getattr(self.source, "latency", 0.0), "out": getattr(self.player, "latency", 0.0)}
+        if self.echo_wanted and self.input_wav is None:
+            self._cancel_echo()
+
+    def _cancel_echo(self) -> None:
+        """The speaker's played blocks become the far-end reference; the mic's blocks are cleaned
+        before they are sent. The echo's delay hint is PortAudio's output plus input latency."""
+        from voicecli.audio.echo import EchoCanceller
+
+        v = self.voice
+        self.echo = EchoCanceller(noise_suppression=v.noise_suppression, auto_gain_control=v.auto_gain_control,
+                                  delay_ms=(self.latencies["in"] + self.latencies["out"]) * 1000)
+        self.buffer.reference = self.echo.far_end
+        self.source.processor = self.echo.process
 
     def _open_device(self, start, what: str) -> None:
         from voicecli.audio.devices import import_sounddevice
