@@ -34,8 +34,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 TURNS = 20
 SHORT = "The weather is sunny with a light breeze from the west this afternoon."
-LONG = ("Once upon a time there was a small command line tool that wanted to talk. "
-        "It listened carefully, it answered politely, and it always stopped when interrupted. ") * 2
+from talk import LONG_REPLY as LONG  # noqa: E402  (the same long answer as the talk benchmark)
 
 
 def run():
@@ -167,6 +166,7 @@ def _barge_ins(stack, work: Path) -> dict:
     import numpy as np
 
     from audio.stack import speech_wav
+    from talk import first_onset_s
     from voicecli.sim.config import SimConfig
     from voicecli.sim.server import start_in_thread
 
@@ -174,7 +174,7 @@ def _barge_ins(stack, work: Path) -> dict:
     script.write_text(json.dumps({"turns": [{"reply": LONG}, {"reply": "Okay."}] * TURNS}))
     sim = start_in_thread(SimConfig(script=script))
     stop = speech_wav(work / "stop.wav", "stop that is enough thank you", lead_s=0.0)
-    onset = _first_onset_s(stop)
+    onset = first_onset_s(stop)
     monitor = stack.monitor()
     proc, tr = _talk(stack, sim, work, "barge")
     delays, detected = [], 0
@@ -214,16 +214,6 @@ def _silent_after(monitor, t: float) -> float | None:
     frames = x[start: start + 24000 * 5]
     quiet = np.flatnonzero(np.convolve(frames != 0, np.ones(2400, dtype=int), "valid") == 0)
     return None if not quiet.size else monitor.started + (start + int(quiet[0])) / 24000
-
-
-def _first_onset_s(wav: Path) -> float:
-    import numpy as np
-
-    from voicecli.audio.wav import read_wav_24k
-
-    x = np.frombuffer(read_wav_24k(wav), dtype="<i2")
-    nonzero = np.flatnonzero(x)
-    return nonzero[0] / 24000 if nonzero.size else 0.0
 
 
 def _aec_cpu() -> float:
