@@ -90,7 +90,11 @@ def duplex_mode() -> str:
     """How `talk` keeps the assistant from hearing itself on this machine (without loading the module)."""
     import importlib.util
 
-    if importlib.util.find_spec("livekit") is not None:
+    try:  # livekit is a namespace package: look for the part that holds the module
+        found = importlib.util.find_spec("livekit.rtc") is not None
+    except (ImportError, ValueError):
+        found = False
+    if found:
         return ("full-duplex with echo cancellation (WebRTC audio processing; --half-duplex or "
                 "voice.echo_cancellation = false to change)")
     return ("half-duplex unless a headset is used: echo cancellation needs the 'livekit' package "

@@ -22,7 +22,7 @@ import numpy as np
 from voicecli.audio.pcm import RATE
 
 FRAME = RATE // 100  # 10 ms: the only frame size the module accepts
-MAX_QUEUED = 50  # far-end frames (500 ms) kept when the mic side stalls; older ones are dropped
+MAX_QUEUED = 300  # far-end frames (3 s) kept while the mic side stalls (a busy loop, a mic reopening)
 
 
 class EchoUnavailable(RuntimeError):

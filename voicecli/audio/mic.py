@@ -9,6 +9,7 @@ than the audio thread ever waiting.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 
@@ -18,6 +19,7 @@ from voicecli.audio.devices import DeviceStream
 from voicecli.audio.pcm import RATE, Resampler, level, to_mono
 
 BLOCK_MS = 20
+log = logging.getLogger("voicecli")
 
 
 class Microphone(DeviceStream):
@@ -75,7 +77,11 @@ class Microphone(DeviceStream):
         if self._resampler is not None:
             x = self._resampler.process(x)
         if self.processor is not None and x.size:
-            x = self.processor(x)
+            try:
+                x = self.processor(x)
+            except RuntimeError as exc:  # the canceller failed: send the raw mic rather than nothing
+                log.warning("echo cancellation stopped: %s", exc)
+                self.processor = None
         if not x.size:
             return  # held back (resampler, 10 ms frames): it comes out with the next ones
         self.level = level(x)

@@ -93,8 +93,9 @@ class Retries:
     """The retry bookkeeping every transport shares (and the voice session's reconnects): after a
     failure, wait before the next attempt — saying so — or tell the caller it is final."""
 
-    def __init__(self, max_retries: int, api_key: str | None):
+    def __init__(self, max_retries: int, api_key: str | None, *, quiet: bool = False):
         self.max_retries, self.api_key = max_retries, api_key
+        self.quiet = quiet  # the caller shows the retrying itself (talk's live view says "reconnecting")
         self.used = 0  # retries so far (for messages: "retried 2 times")
 
     async def wait(self, failure: Error, *, emitted: bool = False, force: bool = False) -> bool:
@@ -102,7 +103,8 @@ class Retries:
         delay = retry_delay(failure, self.used, self.max_retries, emitted=emitted, force=force)
         if delay is None:
             return False
-        note_retry(failure, delay, self.used, self.max_retries, self.api_key)
+        if not self.quiet:
+            note_retry(failure, delay, self.used, self.max_retries, self.api_key)
         self.used += 1
         await asyncio.sleep(delay)
         return True

@@ -242,13 +242,13 @@ class Repl:
         self.input = PromptInput(_make_completer(self), vi=self.opts.vi or self.profile.ui.vi_mode) \
             if interactive else LineInput()
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGINT, self._on_sigint)
         self._main_task = asyncio.current_task()
         remove_handlers = on_leave_signals(self._on_leave)  # before MCP servers start: they stop on the way out
         if self.transcript is not None:
             self.transcript.session(profile=self.profile.name, model=self.profile.model.name)
         try:
-            await self._start_mcp()
+            await self._start_mcp()  # Ctrl-C meanwhile is a KeyboardInterrupt: the finally stops them
+            loop.add_signal_handler(signal.SIGINT, self._on_sigint)
             if interactive:
                 self._note(f"voicecli chat · {self.profile.model.name} over {transport.name} · "
                            "/help for commands · Ctrl-D to exit")

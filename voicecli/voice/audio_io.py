@@ -30,6 +30,8 @@ class AudioIO:
         self.out_dev = resolve_device(out_spec, "output") if not headless else None
         self.voice = voice
         half = half_duplex if half_duplex is not None else voice.half_duplex
+        if echo_cancellation and half_duplex is None:
+            half = None  # --aec given: the profile's half-duplex gives way to it
         aec = echo_cancellation if echo_cancellation is not None else voice.echo_cancellation
         # echo cancellation when a real mic may hear a real speaker and the mic is not muted anyway
         self.echo_wanted = bool(aec) and not half and input_wav is None and self.out_dev is not None
@@ -86,7 +88,11 @@ class AudioIO:
             self.player.start()
         self.latencies = {"in": getattr(self.source, "latency", 0.0), "out": getattr(self.player, "latency", 0.0)}
         if self.echo_wanted and self.input_wav is None:
-            self._cancel_echo()
+            try:
+                self._cancel_echo()
+            except Exception as exc:  # the native module failed: the mic is muted while it speaks instead
+                self.echo_wanted, self.echo_problem, self.half_duplex = False, f"echo cancellation failed: {exc}", True
+                self.buffer.reference = self.source.processor = None
 
     def _cancel_echo(self) -> None:
         """The speaker's played blocks become the far-end reference; the mic's blocks are cleaned
@@ -120,6 +126,9 @@ class AudioIO:
 
         note(f"the {device.what} went away; trying the default {device.kind} device")
         note(f"{device.what}: {await reopen_default(device)}")
+        self.latencies = {"in": getattr(self.source, "latency", 0.0), "out": getattr(self.player, "latency", 0.0)}
+        if self.echo is not None:  # another device, another delay
+            self.echo.set_delay((self.latencies["in"] + self.latencies["out"]) * 1000)
 
     def muted(self) -> bool:
         """Half-duplex: the mic is not sent while the assistant is heard (and briefly after)."""

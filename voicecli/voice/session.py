@@ -204,7 +204,7 @@ class RealtimeSession:
         if old is not None:
             await old.aclose()
         self._calls = []
-        retries = Retries(max(1, self.profile.connection.max_retries), self.api_key)
+        retries = Retries(max(1, self.profile.connection.max_retries), self.api_key, quiet=True)
         while True:
             transport = self._new_transport()
             try:
