@@ -27,12 +27,13 @@ from voicecli.events import (Disconnected, Error, ResponseStarted, SpeechStarted
 from voicecli.profiles import Profile
 from voicecli.sanitize import escape_controls
 from voicecli.signals import on_signal
-from voicecli.transcript import Entry
+from voicecli.transcript import Entry, open_transcript
 from voicecli.voice.jobs import Jobs
 from voicecli.voice.session import RealtimeSession, SessionError
 
 BYTES_PER_MS = 48
 IDLE_EXIT_S = 1.0  # --input: quiet time after the file ends before talk exits
+DOUBLE_PRESS_S = 2.0  # even if a new answer started in between (its own echo, say)
 VAD_MODES = {"server": "server_vad", "semantic": "semantic_vad", "off": "none"}
 
 
@@ -81,7 +82,7 @@ class Talk:
         self.ptt = self.voice.turn_detection == "none"
         self.user_speaking = self.recording = self.cancel_armed = False
         self.user_text = ""
-        self.recorded_ms = 0
+        self.recorded_ms, self.last_sigint = 0, 0.0  # last_sigint: a second Ctrl-C soon after always quits
         self.quiet_since: float | None = None
         self.stop = asyncio.Event()
         self.stats = {"mic_to_send": [], "sent_blocks": 0}  # for bench/talk.py
@@ -105,8 +106,6 @@ class Talk:
         self.buffer = self.audio.buffer
         self.turns = Turns(self.buffer)
         if o.transcript is not None:
-            from voicecli.transcript import open_transcript
-
             self.transcript = open_transcript(o.transcript)
             self.transcript.session(command="talk", model=self.voice.model)
         keys = (["Space/Enter: record/send"] if self.ptt else []) + ["type + Enter: send text", "Ctrl-C: interrupt"]
@@ -276,7 +275,8 @@ class Talk:
         """First Ctrl-C cancels what is going on; a second one (or one when idle) quits."""
         if self.stop.is_set():
             return  # already on the way out
-        if (self.turns.busy or self.recording or self.user_speaking) and not self.cancel_armed:
+        again, self.last_sigint = time.monotonic() - self.last_sigint < DOUBLE_PRESS_S, time.monotonic()
+        if (self.turns.busy or self.recording or self.user_speaking) and not (self.cancel_armed or again):
             self.cancel_armed = True
             self.jobs.spawn(self._cancel_all())
             self.view.note("interrupted — Ctrl-C again to quit")

@@ -20,7 +20,7 @@ HANG_S = 0.3  # half-duplex: keep the mic muted this long after the assistant's 
 class AudioIO:
     def __init__(self, voice, *, input_device: str | None, output_device: str | None, input_wav: Path | None,
                  output_wav: Path | None, half_duplex: bool | None, echo_cancellation: bool | None = None):
-        from voicecli.audio.devices import resolve_device
+        from voicecli.audio.devices import looks_like_headset, resolve_device
         from voicecli.audio.speaker import PlaybackBuffer
 
         self.input_wav, self.output_wav = input_wav, output_wav
@@ -29,12 +29,17 @@ class AudioIO:
         self.in_dev = resolve_device(in_spec, "input") if input_wav is None else None
         self.out_dev = resolve_device(out_spec, "output") if not headless else None
         self.voice = voice
+        names = [d["name"] for d in (self.in_dev, self.out_dev) if d]
+        headset = bool(names) and looks_like_headset(*names)
         half = half_duplex if half_duplex is not None else voice.half_duplex
         if echo_cancellation and half_duplex is None:
             half = None  # --aec given: the profile's half-duplex gives way to it
         aec = echo_cancellation if echo_cancellation is not None else voice.echo_cancellation
-        # echo cancellation when a real mic may hear a real speaker and the mic is not muted anyway
-        self.echo_wanted = bool(aec) and not half and input_wav is None and self.out_dev is not None
+        # echo cancellation when a real mic may hear a real speaker and the mic is not muted anyway;
+        # not on a headset unless asked: with no echo path, AEC3 dampens the first syllables of a
+        # user talking over the answer
+        self.echo_wanted = (bool(aec) and not half and input_wav is None and self.out_dev is not None
+                            and (not headset or bool(echo_cancellation)))
         self.echo_problem: str | None = None  # why the canceller could not be loaded
         if self.echo_wanted:
             from voicecli.audio.echo import EchoUnavailable, load_module
@@ -44,10 +49,7 @@ class AudioIO:
             except EchoUnavailable as exc:
                 self.echo_wanted, self.echo_problem = False, str(exc)
         if half is None and not self.echo_wanted:
-            from voicecli.audio.devices import looks_like_headset
-
-            names = [d["name"] for d in (self.in_dev, self.out_dev) if d]
-            half = not (names and looks_like_headset(*names))
+            half = not headset
         self.half_duplex = bool(half) and input_wav is None  # a file hears no echo
         self.echo = None  # the EchoCanceller, once the devices are open
         self.buffer = PlaybackBuffer(prebuffer_ms=PREBUFFER_MS, record=output_wav is not None)
