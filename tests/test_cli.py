@@ -179,3 +179,14 @@ def test_missing_portaudio_is_one_clear_line(home, tmp_path):
     assert "libportaudio2" in r.err and "Traceback" not in r.err
     # text commands are unaffected by the missing library
     assert run_cli(home, "profiles", "list", PYTHONPATH=str(fake)).code == 0
+
+
+def test_rough_edges_are_usage_errors_that_say_where(tmp_path):
+    """`-o KEY` without `=` and `--json --events` are usage errors (exit 2); a bad VOICECLI_PROFILE
+    is named in the error."""
+    r = run_cli(tmp_path, "infer", "-p", "offline", "-o", "temperature", "hi")
+    assert r.code == 2 and "-o expects KEY=VALUE, got 'temperature'" in r.err
+    r = run_cli(tmp_path, "infer", "-p", "offline", "--json", "--events", "hi")
+    assert (r.code, r.out) == (2, "") and "--json and --events cannot be used together" in r.err
+    r = run_cli(tmp_path, "infer", "hi", VOICECLI_PROFILE="nosuch")
+    assert r.code == 3 and r.err.startswith("voicecli: VOICECLI_PROFILE=nosuch: no profile named 'nosuch'")

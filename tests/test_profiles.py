@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from voicecli import profiles
-from voicecli.errors import ConfigError, ExitCode
+from voicecli.errors import ConfigError, ExitCode, UsageError
 
 
 @pytest.fixture
@@ -102,8 +102,9 @@ def test_bad_option_value_names_the_key_and_origin(home):
     assert "between 0 and 2" in err.message
     err = error_of(profiles.parse_options, ["temperatur=1"])
     assert "did you mean 'temperature'" in err.hint
-    err = error_of(profiles.parse_options, ["novalue"])
-    assert "KEY=VALUE" in err.message
+    with pytest.raises(UsageError) as info:  # not a bad value: a badly formed flag (exit 2)
+        profiles.parse_options(["novalue"])
+    assert "KEY=VALUE" in info.value.message and info.value.exit_code == ExitCode.USAGE
 
 
 # ---- inheritance --------------------------------------------------------------------------

@@ -140,6 +140,9 @@ def infer(
 ) -> None:
     """One-shot answer for scripts and pipes: the answer on stdout, everything else on stderr."""
     _State.debug = debug
+    if json_out and events:  # two different stdout formats: a script could parse neither
+        raise VoicecliError("--json and --events cannot be used together", exit_code=ExitCode.USAGE,
+                            hint="--json prints one object at the end; --events one JSON line per event")
     prof = Selection(profile, model, system, transport, base_url, option or []).load_profile()
     from voicecli.infer import InferOptions, run_infer
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from voicecli import paths
-from voicecli.errors import ConfigError
+from voicecli.errors import ConfigError, UsageError
 from voicecli.items import HOSTED_TYPES, ToolDef
 from voicecli.items import option as _opt
 
@@ -627,8 +627,14 @@ def load(name: str | None = None, *, overrides: dict[str, Any] | None = None,
     """Load a profile by name or path and apply environment and CLI overrides (dotted keys);
     `warnings`, when given, collects (message, hint) pairs for risky but valid settings."""
     env = os.environ if env is None else env
+    from_env = not name and env.get("VOICECLI_PROFILE")
     name = name or env.get("VOICECLI_PROFILE") or "default"
-    ref = find(name)
+    try:
+        ref = find(name)
+    except ConfigError as exc:
+        if from_env:  # say where the name came from: the user may not remember setting it
+            raise ConfigError(f"VOICECLI_PROFILE={name}: {exc.message}", hint=exc.hint) from None
+        raise
     raw = _load_raw(ref, warnings=warnings)
     profile = _build(ref, raw)
     for var, key in ENV_OVERRIDES.items():
@@ -702,7 +708,7 @@ def parse_options(options: list[str]) -> dict[str, Any]:
     for item in options or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"-o expects KEY=VALUE, got '{item}'", hint="e.g. -o temperature=0.2")
+            raise UsageError(f"-o expects KEY=VALUE, got '{item}'", hint="e.g. -o temperature=0.2")
         section, name = resolve_key(key.strip())
         out[f"{section}.{name}"] = value.strip()
     return out
