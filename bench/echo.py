@@ -163,7 +163,6 @@ def _answered_turns(stack, work: Path) -> dict:
 
 def _barge_ins(stack, work: Path) -> dict:
     """(c): a spoken interruption over each of TURNS long answers."""
-    import numpy as np
 
     from audio.stack import speech_wav
     from talk import first_onset_s

@@ -15,7 +15,6 @@ before voicecli dies of it, so no server outlives voicecli.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import os
