@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import httpx
 
@@ -23,6 +23,7 @@ from voicecli.wire import chat, errors, responses
 from voicecli.wire.sse import SSEDecoder
 
 _client: httpx.AsyncClient | None = None
+T = TypeVar("T")
 _HEAD_BYTES = 512  # of a reply that is not an event stream, kept to say what it was
 
 
@@ -62,52 +63,24 @@ class HttpStreamTransport:
         return responses.build_body(request, stream=True)
 
     async def stream(self, request: Request, anchor: Anchor | None = None) -> AsyncIterator[Event]:
-        client = shared_client(self.conn)
-        headers = request_headers(self.conn, self.api_key)
-        self.retries = retries = Retries(self.conn.max_retries, self.api_key)
-        while True:
-            body = self._body(request, anchor)
-            content = json.dumps(body).encode()
-            self.bytes_sent = len(content)
-            emitted = False
-            answered = False  # the status line and headers arrived
-            retry_error: Error | None = None
-            try:
-                async with client.stream("POST", self.url, content=content,
-                                         headers={**headers, "Content-Type": "application/json"}) as resp:
-                    answered = True
-                    if resp.status_code >= 400:
-                        error = errors.from_http(resp.status_code, await resp.aread(), resp.headers)
-                        if error.code == "previous_response_not_found" and anchor is not None:
-                            anchor = None  # the stored response is gone: resend everything, once
-                            continue
-                        retry_error = error
-                    else:
-                        async for event in self._decode(resp, request):
-                            emitted = True
-                            yield event
-                        return
-            except httpx.TimeoutException as exc:
-                retry_error = errors.connection_error(self._timeout_message(exc, answered), timeout=True)
-            except (httpx.TransportError, OSError) as exc:
-                retry_error = errors.connection_error(redact(f"connection to {self.base_url} failed: {exc}"
-                                                             if str(exc) else f"connection to {self.base_url} failed",
-                                                             self.api_key))
-            if not await retries.wait(retry_error, emitted=emitted):
-                for event in give_up(retry_error, self.api_key):
-                    yield event
-                return
+        headers = {**request_headers(self.conn, self.api_key), "Content-Type": "application/json"}
+        self.retries = Retries(self.conn.max_retries, self.api_key)
+        state = {"anchor": anchor}
 
-    def _timeout_message(self, exc: httpx.TimeoutException, answered: bool) -> str:
-        """Name the timeout that fired: connecting, waiting for the reply, or silence mid-stream."""
-        if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
-            return f"could not connect to {self.base_url} within {self.conn.connect_timeout:g} s (connection.connect_timeout)"
-        if isinstance(exc, httpx.WriteTimeout):
-            return f"could not send the request to {self.base_url} within {self.conn.read_timeout:g} s (connection.read_timeout)"
-        if not answered:
-            return (f"connected, but no reply from {self.base_url} within {self.conn.read_timeout:g} s "
-                    "(connection.read_timeout)")
-        return f"no data from {self.base_url} for {self.conn.read_timeout:g} s (connection.read_timeout)"
+        def body() -> dict[str, Any]:
+            content = json.dumps(self._body(request, state["anchor"])).encode()
+            self.bytes_sent = len(content)
+            return {"content": content, "headers": headers}
+
+        def rejected(error: Error) -> bool:
+            if error.code == "previous_response_not_found" and state["anchor"] is not None:
+                state["anchor"] = None  # the stored response is gone: resend everything, once
+                return True
+            return False
+
+        async for event in post_stream(self.conn, self.base_url, self.url, self.api_key, self.retries, body,
+                                       lambda resp: self._decode(resp, request), rejected=rejected):
+            yield event
 
     async def _decode(self, resp: httpx.Response, request: Request) -> AsyncIterator[Event]:
         sse = SSEDecoder()
@@ -158,6 +131,54 @@ class HttpStreamTransport:
 
     async def aclose(self) -> None:
         pass  # the shared client is closed by `close_shared_client` at exit
+
+
+async def post_stream(conn: Connection, base_url: str, url: str, api_key: str | None, retries: Retries,
+                      body: Callable[[], dict[str, Any]], decode: Callable[[httpx.Response], AsyncIterator[T]], *,
+                      rejected: Callable[[Error], bool] | None = None) -> AsyncIterator[T | Event]:
+    """POST `body()` (httpx request arguments) to `url`; yield what `decode(response)` yields.
+
+    Connection failures, timeouts and retryable statuses are retried with `retries`, but only
+    before anything was yielded; a failure for good yields the `give_up` events (an `Error`, then
+    a failed `TurnEnd`). `rejected(error)` may ask for one more attempt at once, after changing
+    what `body()` returns. Used by the text transports and by speech-to-text / text-to-speech.
+    """
+    client = shared_client(conn)
+    while True:
+        emitted = answered = False  # answered: the status line and headers arrived
+        try:
+            async with client.stream("POST", url, **body()) as resp:
+                answered = True
+                if resp.status_code >= 400:
+                    failure = errors.from_http(resp.status_code, await resp.aread(), resp.headers)
+                    if rejected is not None and rejected(failure):
+                        continue
+                else:
+                    async for item in decode(resp):
+                        emitted = True
+                        yield item
+                    return
+        except httpx.TimeoutException as exc:
+            failure = errors.connection_error(_timeout_message(conn, base_url, exc, answered), timeout=True)
+        except (httpx.TransportError, OSError) as exc:
+            failure = errors.connection_error(redact(f"connection to {base_url} failed: {exc}" if str(exc)
+                                                     else f"connection to {base_url} failed", api_key))
+        if not await retries.wait(failure, emitted=emitted):
+            for event in give_up(failure, api_key):
+                yield event
+            return
+
+
+def _timeout_message(conn: Connection, base_url: str, exc: httpx.TimeoutException, answered: bool) -> str:
+    """Name the timeout that fired: connecting, waiting for the reply, or silence mid-stream."""
+    if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
+        return f"could not connect to {base_url} within {conn.connect_timeout:g} s (connection.connect_timeout)"
+    if isinstance(exc, httpx.WriteTimeout):
+        return f"could not send the request to {base_url} within {conn.read_timeout:g} s (connection.read_timeout)"
+    if not answered:
+        return (f"connected, but no reply from {base_url} within {conn.read_timeout:g} s "
+                "(connection.read_timeout)")
+    return f"no data from {base_url} for {conn.read_timeout:g} s (connection.read_timeout)"
 
 
 async def close_shared_client() -> None:
