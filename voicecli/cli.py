@@ -178,7 +178,11 @@ def chat(
 @app.command(epilog=EXIT_CODE_HELP)
 def talk(
     profile: ProfileOpt = None, model: ModelOpt = None, system: SystemOpt = None,
-    base_url: BaseUrlOpt = None, option: OptionOpt = None,
+    transport: TransportOpt = None, base_url: BaseUrlOpt = None, option: OptionOpt = None,
+    engine: Annotated[Optional[str], typer.Option(
+        "--engine", metavar="realtime|cascade",
+        help="Realtime API, or speech-to-text → text model (-t) → text-to-speech (default: voice.engine; "
+             "auto = cascade with -t chat).")] = None,
     voice: Annotated[Optional[str], typer.Option("--voice", metavar="NAME", help="Voice, e.g. marin, cedar, alloy.")] = None,
     vad: Annotated[Optional[str], typer.Option("--vad", metavar="server|semantic|off",
                                                help="Turn detection; off = push-to-talk (Space).")] = None,
@@ -199,21 +203,26 @@ def talk(
     require_mcp: RequireMcpOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Live voice conversation over the Realtime API, with barge-in."""
+    """Live voice conversation (Realtime API or a speech-to-text → text → speech cascade), with barge-in."""
     _State.debug = debug
     if vad is not None and vad not in ("server", "semantic", "off"):
         raise VoicecliError(f"--vad must be server, semantic or off; got '{vad}'", exit_code=ExitCode.USAGE)
-    sel = Selection(profile, None, system, None, base_url, option or [])
+    if engine is not None and engine not in ("realtime", "cascade", "auto"):
+        raise VoicecliError(f"--engine must be realtime or cascade; got '{engine}'", exit_code=ExitCode.USAGE)
+    sel = Selection(profile, None, system, transport, base_url, option or [])
     prof = sel.load_profile()
-    if model:
+    from voicecli.talk import TalkOptions, engine_for, run_talk
+
+    engine = engine_for(prof, engine)
+    if model:  # the Realtime model, or the cascade's text model
         from voicecli import profiles
 
-        profiles.apply_setting(prof, "voice.model", model)
-    from voicecli.talk import TalkOptions, run_talk
+        profiles.apply_setting(prof, "voice.model" if engine == "realtime" else "model.name", model)
 
     opts = TalkOptions(vad=vad, half_duplex=half_duplex, aec=aec, input_device=input_device, output_device=output_device,
                        input_wav=input_wav, output_wav=output_wav, transcript=transcript, voice=voice,
-                       continue_=continue_, cid=cid, no_log=no_log, debug=debug, require_mcp=require_mcp)
+                       continue_=continue_, cid=cid, no_log=no_log, debug=debug, require_mcp=require_mcp,
+                       engine=engine)
     raise typer.Exit(run_talk(prof, opts))
 
 

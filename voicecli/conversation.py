@@ -92,6 +92,25 @@ class Conversation:
         """Append an item said elsewhere (e.g. in a voice session) to the history and the log."""
         self._append(item)
 
+    def heard(self, said: str, heard: str) -> None:
+        """An answer already in the history was cut off while spoken: keep only what was heard.
+
+        Cascaded talk writes each answer when the model finishes it, before it is spoken; a
+        barge-in later replaces it with the heard part, marked interrupted (dropped if none)."""
+        from voicecli.convlog import heard_index
+
+        pairs = [(i.role, i.text) if isinstance(i, Message) else ("", "") for i in self.history]
+        at = heard_index(pairs, said)
+        if at is None or said == heard:
+            return
+        if heard:
+            self.history[at] = Message("assistant", heard, interrupted=True)
+        else:
+            del self.history[at]
+        self._anchor = None  # the server's copy still holds the whole answer: send the history next time
+        if self.log is not None:
+            self.log.write({"type": "heard", "time": time.time(), "said": said, "heard": heard})
+
     def _append(self, item: HistoryItem) -> None:
         self.history.append(item)
         if self.log is not None:

@@ -9,7 +9,9 @@ at once (`infer --cid X` in parallel, a `chat` and an `infer`) never interleave 
 
 Lines: {"type": "meta", cid, created, profile, model, transport} once, then
 {"type": "item", "item": {...}} for each history item and {"type": "turn", ...} with usage and
-timings after each model response.
+timings after each model response. A spoken answer cut off by the user (cascaded talk writes the
+answer before it is heard) is corrected by {"type": "heard", "said": TEXT, "heard": TEXT}: the last
+assistant message that said TEXT keeps only what was heard, marked interrupted (dropped if nothing).
 """
 
 from __future__ import annotations
@@ -52,6 +54,14 @@ def item_to_json(item: HistoryItem) -> dict[str, Any]:
             out["images"] = list(item.images)
         return out
     return {"kind": "opaque", "dialect": item.dialect, "data": dict(item.data)}
+
+
+def heard_index(messages: list[tuple[str, str]], said: str) -> int | None:
+    """Which of the (role, text) messages a "heard" record corrects: the last assistant one saying `said`."""
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i] == ("assistant", said):
+            return i
+    return None
 
 
 def item_from_json(data: dict[str, Any]) -> HistoryItem | None:
@@ -139,6 +149,16 @@ def _locked(file) -> Iterator[None]:
         fcntl.flock(file.fileno(), fcntl.LOCK_UN)
 
 
+def _apply_heard(items: list[HistoryItem], said: str, heard: str) -> None:
+    pairs = [(i.role, i.text) if isinstance(i, Message) else ("", "") for i in items]
+    at = heard_index(pairs, said)
+    if at is not None:
+        if heard:
+            items[at] = Message("assistant", heard, interrupted=True)
+        else:
+            del items[at]
+
+
 def latest_cid() -> str | None:
     folder = conversations_dir()
     files = sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
@@ -176,5 +196,7 @@ def open_existing(cid: str | None) -> tuple[ConversationLog, list[HistoryItem]]:
                 item = item_from_json(record.get("item", {}))
                 if item is not None:
                     items.append(item)
+            elif record.get("type") == "heard":
+                _apply_heard(items, str(record.get("said", "")), str(record.get("heard", "")))
     os.utime(path)  # continuing makes it the latest
     return ConversationLog(cid, path), items

@@ -59,6 +59,9 @@ class AudioDelta:
     pcm: bytes  # PCM16 LE mono 24 kHz
     item_id: str | None = None
     response_id: str | None = None
+    # cascade: the sentence this audio begins to speak (text-to-speech knows it; Realtime does not),
+    # so a barge-in can tell which sentences were heard
+    spoken: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

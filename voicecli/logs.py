@@ -111,6 +111,13 @@ def _add_record(conv: Conversation, line: str) -> None:
     kind = record.get("type")
     if kind == "item" and isinstance(record.get("item"), dict):
         conv.items.append({"time": record.get("time"), **record["item"]})
+    elif kind == "heard":  # a spoken answer cut off: only what was heard stays (see convlog)
+        pairs = [(i.get("role", ""), i.get("text", "")) if i.get("kind") == "message" else ("", "") for i in conv.items]
+        at = convlog.heard_index(pairs, str(record.get("said", "")))
+        if at is not None and record.get("heard"):
+            conv.items[at] = {**conv.items[at], "text": record["heard"], "interrupted": True}
+        elif at is not None:
+            del conv.items[at]
     elif kind == "turn":
         conv.turns.append(record)
     elif kind == "tool_result":

@@ -79,9 +79,12 @@ class ModelSettings:
 
 @dataclass
 class VoiceSettings:
+    engine: str = _opt("auto", choices=("auto", "realtime", "cascade"),
+                       help="talk over the Realtime API, or speech-to-text → text model → text-to-speech; "
+                            "auto: cascade when the transport is chat")
     model: str = _opt("gpt-realtime", help="Realtime model for talk")
     voice: str = _opt("marin")
-    speed: float | None = _opt(lo=0.25, hi=1.5)
+    speed: float | None = _opt(lo=0.25, hi=4.0, help="Realtime: 0.25–1.5; cascade text-to-speech: 0.25–4")
     instructions: str | None = _opt(help="overrides model.instructions in talk")
     output_modalities: str = _opt("audio", choices=("audio", "text"))
     turn_detection: str = _opt("server_vad", choices=("server_vad", "semantic_vad", "none"))
@@ -91,6 +94,13 @@ class VoiceSettings:
     vad_eagerness: str | None = _opt(choices=("low", "medium", "high", "auto"))
     transcription_model: str | None = _opt("gpt-4o-mini-transcribe", help="'' turns input transcription off")
     transcription_language: str | None = _opt()
+    transcription_prompt: str | None = _opt(help="cascade: words and spellings to expect (speech-to-text prompt)")
+    transcription_base_url: str | None = _opt(help="cascade: speech-to-text API root (default: connection.base_url)")
+    transcription_api_key_env: str | None = _opt(help="cascade: env var of its key (default: connection.api_key_env)")
+    speech_model: str = _opt("gpt-4o-mini-tts", help="cascade: text-to-speech model")
+    speech_instructions: str | None = _opt(help="cascade: how to speak (gpt-4o-mini-tts)")
+    speech_base_url: str | None = _opt(help="cascade: text-to-speech API root (default: connection.base_url)")
+    speech_api_key_env: str | None = _opt(help="cascade: env var of its key (default: connection.api_key_env)")
     noise_reduction: str | None = _opt(choices=("near_field", "far_field", "none"))
     max_output_tokens: int | None = _opt(lo=1, hi=4096)
     input_device: str | None = _opt(help="index or name substring")
@@ -149,10 +159,11 @@ class Profile:
     def uses_simulator(self) -> bool:
         return self.connection.base_url == SIM_BASE_URL
 
-    def api_key(self) -> str | None:
-        """The key from the env var the profile names; a clear error when it is missing."""
-        var = self.connection.api_key_env
-        if not var or self.uses_simulator:
+    def api_key(self, var: str | None = None, base_url: str | None = None) -> str | None:
+        """The key from the env var the profile names (or `var`, for another endpoint at `base_url`);
+        a clear error when it is missing."""
+        var = self.connection.api_key_env if var is None else var
+        if not var or (base_url or self.connection.base_url) == SIM_BASE_URL:
             return None
         value = os.environ.get(var)
         if not value:

@@ -1,11 +1,12 @@
-"""`voicecli talk`: a live voice conversation over the Realtime API, with barge-in.
+"""`voicecli talk`: a live voice conversation over the Realtime API or a cascade, with barge-in.
 
-    mic / --input WAV ──append──► RealtimeSession ──neutral events──► Talk.on_event
+    mic / --input WAV ──append──► RealtimeSession | CascadeSession ──neutral events──► Talk.on_event
                                                                       ├► Turns → PlaybackBuffer → speaker / --output WAV
                                                                       └► TalkView, transcript file, conversation log
 
 This front end only wires devices, pumps and keys to the voice session and shows what happens:
-the session (`voice/session.py`) owns the socket, reconnects, replay and tool rounds; `voice/turns.py`
+the session (`voice/session.py` for Realtime, `voice/cascade.py` for speech-to-text → any text
+model → text-to-speech) owns the connections, turn-taking, replay and tool rounds; `voice/turns.py`
 knows which answer is playing and what of it was heard; `voice/audio_io.py` the devices and files;
 `ui/keys.py` the keyboard; `ui/talk_view.py` the screen. Barge-in (the user speaks, records or
 types while the assistant talks): see `Turns.barge_in`.
@@ -53,6 +54,16 @@ class TalkOptions:
     no_log: bool = False
     debug: bool = False
     require_mcp: bool = False
+    engine: str = "realtime"  # realtime | cascade (see `engine_for`)
+
+
+def engine_for(profile: Profile, engine: str | None) -> str:
+    """`--engine`, else `voice.engine`; auto: a cascade when the text transport is Chat Completions
+    (OpenAI-compatible servers have no Realtime API)."""
+    engine = engine or profile.voice.engine
+    if engine == "auto":
+        return "cascade" if profile.connection.transport == "chat" else "realtime"
+    return engine
 
 
 def run_talk(profile: Profile, opts: TalkOptions) -> int:
@@ -66,8 +77,10 @@ def run_talk(profile: Profile, opts: TalkOptions) -> int:
     if opts.voice:
         profile.voice.voice = opts.voice
     # the same log as chat and infer: `infer -c` continues a voice conversation, `talk -c` a text one
+    cascade = opts.engine == "cascade"
     log_, history = convlog.open_for(opts.continue_, opts.cid, opts.no_log, profile=profile.name,
-                                     model=profile.voice.model, transport="realtime")
+                                     model=profile.model.name if cascade else profile.voice.model,
+                                     transport=profile.connection.transport if cascade else "realtime")
     try:
         return asyncio.run(Talk(profile, opts, Conversation(profile, None, history=history, log=log_)).run())
     finally:
@@ -107,7 +120,8 @@ class Talk:
         self.turns = Turns(self.buffer)
         if o.transcript is not None:
             self.transcript = open_transcript(o.transcript)
-            self.transcript.session(command="talk", model=self.voice.model)
+            self.transcript.session(command="talk", model=self.profile.model.name if self.opts.engine == "cascade"
+                                    else self.voice.model)
         keys = (["Space/Enter: record/send"] if self.ptt else []) + ["type + Enter: send text", "Ctrl-C: interrupt"]
         self.view = TalkView(footer=" · ".join(keys) + " · twice: quit", level=lambda: self.audio.level,
                              data_out=sys.stdout if not sys.stdout.isatty() else None)
@@ -121,8 +135,10 @@ class Talk:
             self.key_input = KeyInput(loop, self.keys.key, self.keys.line)
             self.key_input.start()
             unhook = on_signal(signal.SIGINT, self.on_sigint)
-            mode = "push-to-talk" if self.ptt else self.voice.turn_detection.replace("_", " ")
-            self.view.note(f"talk: {self.voice.model} · {mode} · {self.audio.mode}")
+            mode = ("push-to-talk" if self.ptt else "local VAD" if o.engine == "cascade"
+                    else self.voice.turn_detection.replace("_", " "))
+            what = self.session.describe() if self.opts.engine == "cascade" else self.voice.model
+            self.view.note(f"talk: {what} · {mode} · {self.audio.mode}")
             for job, name in ((self._pump_mic(), "mic"), (self._pump_server(), "server"), (self._tick(), "tick")):
                 self.jobs.spawn(job, name)
             await self.stop.wait()
@@ -144,8 +160,11 @@ class Talk:
             self.toolbox = ToolBox.for_profile(self.profile, approve, debug=self.opts.debug)
             await self.toolbox.start(require=self.opts.require_mcp)  # MCP tools join the session.update
             runner = self.toolbox.run
-        self.session = RealtimeSession(self.profile, self.conversation, tool_runner=runner,
-                                       unheard=self.turns.unfinished)
+        if self.opts.engine == "cascade":
+            from voicecli.voice.cascade import CascadeSession as Session
+        else:
+            Session = RealtimeSession
+        self.session = Session(self.profile, self.conversation, tool_runner=runner, unheard=self.turns.unfinished)
         try:
             await self.session.start()
         except SessionError as exc:
@@ -154,8 +173,9 @@ class Talk:
     def _failure(self, exc) -> VoicecliError:
         from voicecli.ui.status import describe_error, error_hint
 
-        url = self.session.base_url
-        return VoicecliError(describe_error(exc.error, url, exc.retries), hint=error_hint(exc.error, url),
+        url = exc.base_url or self.session.base_url
+        line = describe_error(exc.error, url, exc.retries)
+        return VoicecliError(f"{exc.stage} failed: {line}" if exc.stage else line, hint=error_hint(exc.error, url),
                              exit_code=exc.exit_code)
 
     async def _shutdown(self) -> None:
@@ -318,9 +338,10 @@ class Talk:
         for heard in self.turns.finished(force):
             item = heard.item
             self._said("assistant", heard.text, start=item.start, interrupted=heard.interrupted, usage=item.usage,
-                       meta={"played_ms": item.played_ms} if heard.interrupted else {})
+                       meta={"played_ms": item.played_ms} if heard.interrupted else {}, item_id=item.item_id)
 
-    def _said(self, role: str, text: str, *, start=None, interrupted=False, usage=None, meta=None) -> None:
+    def _said(self, role: str, text: str, *, start=None, interrupted=False, usage=None, meta=None,
+              item_id=None) -> None:
         """One finished utterance: on screen, in the transcript file, in the conversation (and its log)."""
         if role == "user":
             self.user_text = ""
@@ -328,8 +349,8 @@ class Talk:
                 self.view.partial("user", "")
                 return
         self.view.final(role, text, interrupted=interrupted)
-        if text:  # what was heard joins the conversation, and its log (`infer -c` continues it)
-            self.session.remember(role, text, interrupted=interrupted)
+        # what was heard joins the conversation, and its log (`infer -c` continues it)
+        self.session.remember(role, text, interrupted=interrupted, item_id=item_id)
         self._write(role, text, start=start or time.time(), interrupted=interrupted, usage=usage, meta=meta)
 
     def _write(self, role: str, text: str, *, start: float, interrupted=False, usage=None, meta=None) -> None:

@@ -35,6 +35,19 @@ def read_wav_24k(path: Path) -> bytes:
     return resample_all(mono, rate, RATE).astype("<i2").tobytes()
 
 
+def wav_bytes(pcm: bytes, rate: int = 24000) -> bytes:
+    """PCM16 mono as a WAV file in memory (what speech-to-text uploads)."""
+    import io
+
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm)
+    return out.getvalue()
+
+
 class WavSource:
     """Stands in for the microphone: the file's audio in 20 ms blocks, paced at real time.
 

@@ -40,11 +40,12 @@ QUIET_ERRORS = {"response_cancel_not_active"}  # expected races (we cancel, the 
 
 
 class SessionError(Exception):
-    """Connecting failed for good; `error` says why, after `retries` retries."""
+    """Connecting (or, in a cascade, a `stage` at `base_url`) failed for good; `error` says why,
+    after `retries` retries."""
 
-    def __init__(self, error: Error, retries: int = 0):
+    def __init__(self, error: Error, retries: int = 0, *, stage: str | None = None, base_url: str | None = None):
         super().__init__(error.message)
-        self.error, self.retries = error, retries
+        self.error, self.retries, self.stage, self.base_url = error, retries, stage, base_url
         self.exit_code = errors.exit_code(error)
 
 
@@ -125,9 +126,10 @@ class RealtimeSession:
             await self.transport.aclose()
         self._queue.put_nowait(None)
 
-    def remember(self, role: str, text: str, *, interrupted: bool = False) -> None:
+    def remember(self, role: str, text: str, *, interrupted: bool = False, item_id: str | None = None) -> None:
         """A finished utterance (what was heard, for the assistant) joins the conversation and its log."""
-        self.conversation.add(Message(role, text, interrupted=interrupted))
+        if text:
+            self.conversation.add(Message(role, text, interrupted=interrupted))
 
     # -- typed commands -------------------------------------------------------------------------
 

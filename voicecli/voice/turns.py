@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from voicecli.events import AudioDelta, ResponseStarted, TextDelta, Transcript, TurnEnd, Usage
@@ -50,6 +50,7 @@ class AssistantItem:
     played_ms: int | None = None  # where it was cut, when interrupted
     truncated: bool = False
     usage: Usage | None = None
+    sentences: list[tuple[int, str]] = field(default_factory=list)  # (audio byte where it starts, text)
 
     @property
     def said(self) -> str:
@@ -124,6 +125,8 @@ class Turns:
         if event.response_id in self.cancelled or not event.item_id:
             return  # late audio of a cancelled response
         item = self._item(event.item_id, event.response_id)
+        if event.spoken is not None:
+            item.sentences.append((item.received, event.spoken))
         item.received += len(event.pcm)
         if self.turn.first_audio is None:
             self.turn.first_audio, self.turn.item = self.clock(), event.item_id
@@ -224,7 +227,8 @@ class Turns:
             if item.interrupted or (force and pending):
                 item.interrupted = True
                 played = item.played_ms if item.played_ms is not None else self.played_ms(item.item_id)
-                text = heard(text, played, item.received // BYTES_PER_MS)
+                text = (heard_sentences(item.sentences, played * BYTES_PER_MS, item.received) if item.sentences
+                        else heard(text, played, item.received // BYTES_PER_MS))
             text = text.strip()
             if text or item.interrupted:
                 out.append(Heard(item, text, item.interrupted))
@@ -257,3 +261,18 @@ def heard(text: str, played_ms: int, received_ms: int) -> str:
     keep = int(len(text) * played_ms / received_ms)
     head = text[:keep]
     return head.rsplit(" ", 1)[0] if " " in head and keep < len(text) else head
+
+
+def heard_sentences(sentences: list[tuple[int, str]], played: int, received: int) -> str:
+    """What was heard of an answer spoken sentence by sentence (cascade): every sentence played to
+    its end, then the heard share of the one that was cut. Offsets in audio bytes."""
+    out = []
+    for i, (start, text) in enumerate(sentences):
+        end = sentences[i + 1][0] if i + 1 < len(sentences) else received
+        if played >= end:
+            out.append(text)
+            continue
+        if played > start:
+            out.append(heard(text, (played - start) // BYTES_PER_MS, (end - start) // BYTES_PER_MS))
+        break
+    return "".join(out)

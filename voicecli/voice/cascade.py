@@ -1,0 +1,340 @@
+"""`CascadeSession`: a voice conversation with any text model — speech-to-text → the text model →
+text-to-speech — behind the same interface and neutral events as `RealtimeSession`.
+
+    mic audio ──► LocalVad ──utterance──► /audio/transcriptions ──words──► Conversation.send (ws | sse | chat)
+                                                                           │ text deltas, tools, usage
+    speaker ◄── AudioDelta (per sentence) ◄── /audio/speech (pcm) ◄── Sentences ◄┘
+
+Turn-taking happens here, on the client: the local voice-activity detector says when the user
+starts (`SpeechStarted`: the front end stops the speaker and cancels, as with Realtime) and stops
+(`SpeechStopped`), and the utterance goes to speech-to-text. Words said across a pause while the
+previous utterance was being transcribed make one turn. The answer goes through the shared
+`Conversation` (history, tools with approval, the conversation log, usage) and is spoken sentence by
+sentence while the model still writes; each sentence's first audio carries its text, so a barge-in
+knows what was heard (`Turns`), and `remember` then corrects the history to that.
+
+A stage that fails for good (after the transport's retries) ends `events()` with a `SessionError`
+naming the stage: "speech-to-text", "text model" or "text-to-speech".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+
+from voicecli.conversation import Conversation, ToolRunner
+from voicecli.errors import ExitCode, VoicecliError
+from voicecli.events import (AudioDelta, Error, Event, ResponseStarted, SpeechStarted, SpeechStopped, TextDelta, ToolCall,
+                             ToolResult, Transcript, TurnEnd, Usage)
+from voicecli.items import Message
+from voicecli.profiles import SIM_BASE_URL, Profile
+from voicecli.voice.jobs import Jobs
+from voicecli.voice.sentences import Chunk, Sentences
+from voicecli.voice.session import SessionError
+
+log = logging.getLogger("voicecli")
+
+TTS_AHEAD = 2  # sentences synthesised at once: the next one is ready when the current one ends
+
+
+class StageFailed(Exception):
+    def __init__(self, stage: str, error: Error, base_url: str):
+        super().__init__(error.message)
+        self.stage, self.error, self.base_url = stage, error, base_url
+
+
+class CascadeSession:
+    def __init__(self, profile: Profile, conversation: Conversation, *, tool_runner: ToolRunner | None = None,
+                 vad=None, clock: Callable[[], float] = time.monotonic, **_ignored):
+        from voicecli.transport import resolve_base_url
+
+        self.profile, self.voice, self.conversation = profile, profile.voice, conversation
+        self.base_url = resolve_base_url(profile)
+        self.stt_url = self._endpoint(self.voice.transcription_base_url)
+        self.tts_url = self._endpoint(self.voice.speech_base_url)
+        self.conversation.tool_runner = tool_runner
+        self.ptt = self.voice.turn_detection == "none"
+        self._vad = vad
+        self.clock = clock
+        self.reconnecting = False  # no connection to lose between turns (the ws transport reconnects itself)
+        self._queue: asyncio.Queue[Event | Exception | None] = asyncio.Queue()
+        self._inbox: asyncio.Queue[tuple[str, object]] = asyncio.Queue()  # ("audio", pcm) | ("text", str)
+        self._jobs = Jobs()
+        self._answer: asyncio.Task | None = None
+        self._answers = itertools.count(1)
+        self._said: dict[str, str] = {}  # item id → the text the model wrote (in the history as is)
+        self._segmenter = None  # cuts the mic audio into utterances (voice-activity detection)
+        self._recording = bytearray()  # push-to-talk
+        self._pending = ""  # words of an utterance that the user went on from
+
+    def _endpoint(self, base_url: str | None) -> str:
+        from voicecli.transport import resolve_base_url
+        from voicecli.transport.urls import check_base_url
+
+        if not base_url or base_url == self.profile.connection.base_url:
+            return self.base_url
+        if base_url == SIM_BASE_URL:
+            return resolve_base_url(_with_base(self.profile, base_url))
+        check_base_url(base_url)
+        return base_url.rstrip("/")
+
+    def describe(self) -> str:
+        m = self.profile.model
+        return (f"{self.voice.transcription_model} → {m.name} over {self.profile.connection.transport} → "
+                f"{self.voice.speech_model}")
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        from voicecli.transport import open_transport
+        from voicecli.transport.audio import AudioClient
+
+        p, v = self.profile, self.voice
+        if not v.transcription_model:
+            from voicecli.errors import ConfigError
+
+            raise ConfigError("cascaded talk needs a speech-to-text model; voice.transcription_model is empty")
+        self.conversation.transport = open_transport(p)  # checks the text model's key now, not at the first turn
+        stt_key = p.api_key(v.transcription_api_key_env, v.transcription_base_url)
+        tts_key = p.api_key(v.speech_api_key_env, v.speech_base_url)
+        self.stt = AudioClient(p.connection, self.stt_url, stt_key)
+        self.tts = AudioClient(p.connection, self.tts_url, tts_key)
+        if not self.ptt:
+            from voicecli.audio.vad import LocalVad, Segmenter
+
+            self._segmenter = Segmenter(self._vad or LocalVad(
+                threshold=v.vad_threshold if v.vad_threshold is not None else 0.5,
+                silence_ms=v.vad_silence_duration_ms if v.vad_silence_duration_ms is not None else 500,
+                prefix_ms=v.vad_prefix_padding_ms if v.vad_prefix_padding_ms is not None else 300))
+        self._jobs.spawn(self._work(), "cascade")
+
+    async def events(self) -> AsyncIterator[Event]:
+        while True:
+            event = await self._queue.get()
+            if event is None:
+                return
+            if isinstance(event, Exception):
+                raise event
+            yield event
+
+    @property
+    def tools_running(self) -> bool:
+        return False  # tools run inside an answer, which keeps the turn busy
+
+    def due_for_renewal(self) -> bool:
+        return False
+
+    def renew(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        await self._jobs.cancel()
+        if self._answer is not None:
+            self._answer.cancel()
+            await asyncio.gather(self._answer, return_exceptions=True)
+        transport = self.conversation.transport
+        if transport is not None:
+            await transport.aclose()
+        self._queue.put_nowait(None)
+
+    def remember(self, role: str, text: str, *, interrupted: bool = False, item_id: str | None = None) -> None:
+        """The conversation already holds what was said; an answer cut off while spoken keeps only what was heard."""
+        said = self._said.pop(item_id, None) if item_id else None
+        if role == "assistant" and interrupted and said is not None:
+            self.conversation.heard(said, text)
+
+    # -- typed commands -------------------------------------------------------------------------
+
+    async def append_audio(self, pcm: bytes) -> bool:
+        if self.ptt:
+            self._recording += pcm
+            return True
+        for event in self._segmenter.feed(pcm):
+            if event.kind == "start":
+                self._put(SpeechStarted(event.ms))
+            else:
+                self._put(SpeechStopped(event.ms))
+                utterance = self._segmenter.take()
+                if utterance is not None:
+                    self._inbox.put_nowait(("audio", utterance.pcm))
+        return True
+
+    async def commit(self) -> None:
+        """Push-to-talk: the recording is the user's turn."""
+        pcm, self._recording = bytes(self._recording), bytearray()
+        self._inbox.put_nowait(("audio", pcm))
+
+    async def clear(self) -> None:
+        self._recording = bytearray()
+
+    async def say(self, text: str) -> None:
+        self._inbox.put_nowait(("text", text))
+
+    async def cancel(self) -> None:
+        """Stop the answer in progress: the text stream and every text-to-speech request."""
+        task = self._answer
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)  # the history is settled when this returns
+
+    async def truncate(self, item_id: str, audio_end_ms: int) -> None:
+        pass  # no server-side copy of the audio; `remember` corrects the history to what was heard
+
+    def _put(self, event: Event | Exception) -> None:
+        self._queue.put_nowait(event)
+
+    # -- turns ----------------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        """One user turn at a time: transcribe, then answer (the answer can be cancelled alone)."""
+        try:
+            while True:
+                kind, data = await self._inbox.get()
+                if kind == "audio":
+                    text = await self._transcribe(data)
+                    if self._segmenter is not None and self._segmenter.vad.speaking:
+                        self._pending = f"{self._pending} {text}".strip()  # the user went on: one turn
+                        continue
+                    text, self._pending = f"{self._pending} {text}".strip(), ""
+                    self._put(Transcript("user", text, final=True))
+                    if not text:
+                        continue
+                self._answer = asyncio.get_running_loop().create_task(self._respond(str(data) if kind == "text"
+                                                                                    else text))
+                await asyncio.gather(self._answer, return_exceptions=True)
+                if self._answer.done() and not self._answer.cancelled() and self._answer.exception():
+                    raise self._answer.exception()
+        except StageFailed as exc:
+            self._put(SessionError(exc.error, stage=exc.stage, base_url=exc.base_url))
+        except VoicecliError as exc:  # e.g. a key that went bad: talk ends with it
+            self._put(exc)
+        except Exception as exc:  # a bug must end talk, not leave it listening to nothing
+            log.debug("cascade failed", exc_info=True)
+            self._put(VoicecliError(f"internal error in the voice cascade: {exc!r}", exit_code=ExitCode.INTERNAL))
+
+    async def _transcribe(self, pcm: bytes) -> str:
+        from voicecli.audio.wav import wav_bytes
+
+        v = self.voice
+        async for event in self.stt.transcribe(wav_bytes(pcm), model=v.transcription_model,
+                                               language=v.transcription_language, prompt=v.transcription_prompt):
+            if isinstance(event, Error):
+                raise StageFailed("speech-to-text", event, self.stt_url)
+            if event.final:
+                return event.text
+            self._put(event)
+        return ""
+
+    async def _respond(self, text: str) -> None:
+        n = next(self._answers)
+        part = 1
+        rid, item = f"cascade_resp_{n}", f"cascade_item_{n}_{part}"
+        self._put(ResponseStarted(rid))
+        speech = Speech(self, rid)
+        sentences = Sentences()
+        status, reason, usage, failure = "cancelled", "interrupted", Usage(), None
+        try:
+            async with aclosing(self.conversation.send(Message("user", text))) as stream:
+                async for event in stream:
+                    speech.check()
+                    if isinstance(event, TextDelta):
+                        self._said[item] = self._said.get(item, "") + event.text
+                        self._put(TextDelta(event.text, item))
+                        for chunk in sentences.feed(event.text):
+                            speech.add(item, chunk)
+                    elif isinstance(event, (ToolCall, ToolResult)):
+                        self._put(event)
+                        if isinstance(event, ToolResult):  # the follow-up is a new message
+                            for chunk in sentences.flush():
+                                speech.add(item, chunk)
+                            part += 1
+                            item = f"cascade_item_{n}_{part}"
+                    elif isinstance(event, Usage):
+                        usage = usage + event
+                    elif isinstance(event, Error):
+                        failure = event
+                    elif isinstance(event, TurnEnd):
+                        status, reason = event.status, event.reason
+                        if status == "failed" and failure is not None:
+                            raise StageFailed("text model", failure, self.base_url)
+            if failure is not None:  # not fatal (e.g. stopped after max_tool_rounds): shown
+                self._put(failure)
+            for chunk in sentences.flush():
+                speech.add(item, chunk)
+            await speech.finish()
+        except BaseException:
+            status, reason = ("cancelled", "interrupted") if status != "failed" else (status, reason)
+            speech.cancel()
+            raise
+        finally:
+            self._put(usage)
+            self._put(TurnEnd(status, rid, reason))
+
+
+class Speech:
+    """Sentences → text-to-speech requests (`TTS_AHEAD` at once) → `AudioDelta`s, in order."""
+
+    def __init__(self, session: CascadeSession, response_id: str):
+        self.session, self.response_id = session, response_id
+        self.parts: asyncio.Queue[tuple[str, Chunk, asyncio.Queue] | None] = asyncio.Queue()
+        self.slots = asyncio.Semaphore(TTS_AHEAD)
+        self.fetches: list[asyncio.Task] = []
+        self.player = asyncio.get_running_loop().create_task(self._play())
+
+    def add(self, item_id: str, chunk: Chunk) -> None:
+        audio: asyncio.Queue = asyncio.Queue()
+        if chunk.spoken:
+            self.fetches.append(asyncio.get_running_loop().create_task(self._fetch(chunk.spoken, audio)))
+        else:
+            audio.put_nowait(None)  # nothing to say (a code block): it still counts as heard once reached
+        self.parts.put_nowait((item_id, chunk, audio))
+
+    async def _fetch(self, text: str, audio: asyncio.Queue) -> None:
+        v, s = self.session.voice, self.session
+        async with self.slots:
+            try:
+                async for piece in s.tts.speak(text, model=v.speech_model, voice=v.voice,
+                                               instructions=v.speech_instructions, speed=v.speed):
+                    audio.put_nowait(piece)
+                    if isinstance(piece, Error):
+                        return
+            finally:
+                audio.put_nowait(None)
+
+    async def _play(self) -> None:
+        while (part := await self.parts.get()) is not None:
+            item_id, chunk, audio = part
+            spoken: str | None = chunk.text
+            while (piece := await audio.get()) is not None:
+                if isinstance(piece, Error):
+                    raise StageFailed("text-to-speech", piece, self.session.tts_url)
+                self.session._put(AudioDelta(piece, item_id, self.response_id, spoken))
+                spoken = None
+            if spoken is not None:
+                self.session._put(AudioDelta(b"", item_id, self.response_id, spoken))
+
+    def check(self) -> None:
+        """Raise now if text-to-speech already failed (rather than after the model's whole answer)."""
+        if self.player.done() and not self.player.cancelled() and self.player.exception():
+            raise self.player.exception()
+
+    async def finish(self) -> None:
+        self.parts.put_nowait(None)
+        await self.player
+
+    def cancel(self) -> None:
+        for task in [*self.fetches, self.player]:
+            task.cancel()
+
+
+def _with_base(profile: Profile, base_url: str) -> Profile:
+    import copy
+
+    clone = copy.copy(profile)
+    clone.connection = copy.copy(profile.connection)
+    clone.connection.base_url = base_url
+    return clone
