@@ -211,9 +211,9 @@ def talk(
         raise VoicecliError(f"--engine must be realtime or cascade; got '{engine}'", exit_code=ExitCode.USAGE)
     sel = Selection(profile, None, system, transport, base_url, option or [])
     prof = sel.load_profile()
-    from voicecli.talk import TalkOptions, engine_for, run_talk
+    from voicecli.talk import TalkOptions, run_talk
 
-    engine = engine_for(prof, engine)
+    engine = prof.talk_engine(engine)
     if model:  # the Realtime model, or the cascade's text model
         from voicecli import profiles
 

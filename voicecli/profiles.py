@@ -159,6 +159,14 @@ class Profile:
     def uses_simulator(self) -> bool:
         return self.connection.base_url == SIM_BASE_URL
 
+    def talk_engine(self, engine: str | None = None) -> str:
+        """`talk --engine`, else `voice.engine`; auto: a cascade when the text transport is Chat
+        Completions (OpenAI-compatible servers have no Realtime API)."""
+        engine = engine or self.voice.engine
+        if engine == "auto":
+            return "cascade" if self.connection.transport == "chat" else "realtime"
+        return engine
+
     def api_key(self, var: str | None = None, base_url: str | None = None) -> str | None:
         """The key from the env var the profile names (or `var`, for another endpoint at `base_url`);
         a clear error when it is missing."""

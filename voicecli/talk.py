@@ -30,7 +30,8 @@ from voicecli.sanitize import escape_controls
 from voicecli.signals import on_signal
 from voicecli.transcript import Entry, open_transcript
 from voicecli.voice.jobs import Jobs
-from voicecli.voice.session import RealtimeSession, SessionError
+from voicecli.voice import session_class
+from voicecli.voice.session import SessionError
 
 BYTES_PER_MS = 48
 IDLE_EXIT_S = 1.0  # --input: quiet time after the file ends before talk exits
@@ -54,16 +55,7 @@ class TalkOptions:
     no_log: bool = False
     debug: bool = False
     require_mcp: bool = False
-    engine: str = "realtime"  # realtime | cascade (see `engine_for`)
-
-
-def engine_for(profile: Profile, engine: str | None) -> str:
-    """`--engine`, else `voice.engine`; auto: a cascade when the text transport is Chat Completions
-    (OpenAI-compatible servers have no Realtime API)."""
-    engine = engine or profile.voice.engine
-    if engine == "auto":
-        return "cascade" if profile.connection.transport == "chat" else "realtime"
-    return engine
+    engine: str = "realtime"  # realtime | cascade (see `Profile.talk_engine`)
 
 
 def run_talk(profile: Profile, opts: TalkOptions) -> int:
@@ -77,15 +69,21 @@ def run_talk(profile: Profile, opts: TalkOptions) -> int:
     if opts.voice:
         profile.voice.voice = opts.voice
     # the same log as chat and infer: `infer -c` continues a voice conversation, `talk -c` a text one
-    cascade = opts.engine == "cascade"
     log_, history = convlog.open_for(opts.continue_, opts.cid, opts.no_log, profile=profile.name,
-                                     model=profile.model.name if cascade else profile.voice.model,
-                                     transport=profile.connection.transport if cascade else "realtime")
+                                     model=_model(profile, opts), transport=_transport(profile, opts))
     try:
         return asyncio.run(Talk(profile, opts, Conversation(profile, None, history=history, log=log_)).run())
     finally:
         if log_ is not None:
             log_.close()
+
+
+def _model(profile: Profile, opts: TalkOptions) -> str:
+    return profile.model.name if opts.engine == "cascade" else profile.voice.model
+
+
+def _transport(profile: Profile, opts: TalkOptions) -> str:
+    return profile.connection.transport if opts.engine == "cascade" else "realtime"
 
 
 class Talk:
@@ -120,8 +118,7 @@ class Talk:
         self.turns = Turns(self.buffer)
         if o.transcript is not None:
             self.transcript = open_transcript(o.transcript)
-            self.transcript.session(command="talk", model=self.profile.model.name if self.opts.engine == "cascade"
-                                    else self.voice.model)
+            self.transcript.session(command="talk", model=_model(self.profile, o))
         keys = (["Space/Enter: record/send"] if self.ptt else []) + ["type + Enter: send text", "Ctrl-C: interrupt"]
         self.view = TalkView(footer=" · ".join(keys) + " · twice: quit", level=lambda: self.audio.level,
                              data_out=sys.stdout if not sys.stdout.isatty() else None)
@@ -135,10 +132,7 @@ class Talk:
             self.key_input = KeyInput(loop, self.keys.key, self.keys.line)
             self.key_input.start()
             unhook = on_signal(signal.SIGINT, self.on_sigint)
-            mode = ("push-to-talk" if self.ptt else "local VAD" if o.engine == "cascade"
-                    else self.voice.turn_detection.replace("_", " "))
-            what = self.session.describe() if self.opts.engine == "cascade" else self.voice.model
-            self.view.note(f"talk: {what} · {mode} · {self.audio.mode}")
+            self.view.note(f"talk: {self.session.describe()} · {self.audio.mode}")
             for job, name in ((self._pump_mic(), "mic"), (self._pump_server(), "server"), (self._tick(), "tick")):
                 self.jobs.spawn(job, name)
             await self.stop.wait()
@@ -160,11 +154,8 @@ class Talk:
             self.toolbox = ToolBox.for_profile(self.profile, approve, debug=self.opts.debug)
             await self.toolbox.start(require=self.opts.require_mcp)  # MCP tools join the session.update
             runner = self.toolbox.run
-        if self.opts.engine == "cascade":
-            from voicecli.voice.cascade import CascadeSession as Session
-        else:
-            Session = RealtimeSession
-        self.session = Session(self.profile, self.conversation, tool_runner=runner, unheard=self.turns.unfinished)
+        self.session = session_class(self.opts.engine)(self.profile, self.conversation, tool_runner=runner,
+                                                       unheard=self.turns.unfinished)
         try:
             await self.session.start()
         except SessionError as exc:
@@ -340,8 +331,7 @@ class Talk:
             self._said("assistant", heard.text, start=item.start, interrupted=heard.interrupted, usage=item.usage,
                        meta={"played_ms": item.played_ms} if heard.interrupted else {}, item_id=item.item_id)
 
-    def _said(self, role: str, text: str, *, start=None, interrupted=False, usage=None, meta=None,
-              item_id=None) -> None:
+    def _said(self, role: str, text: str, *, start=None, interrupted=False, usage=None, meta=None, item_id=None):
         """One finished utterance: on screen, in the transcript file, in the conversation (and its log)."""
         if role == "user":
             self.user_text = ""

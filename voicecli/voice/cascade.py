@@ -85,7 +85,7 @@ class CascadeSession:
     def describe(self) -> str:
         m = self.profile.model
         return (f"{self.voice.transcription_model} → {m.name} over {self.profile.connection.transport} → "
-                f"{self.voice.speech_model}")
+                f"{self.voice.speech_model} · {'push-to-talk' if self.ptt else 'local VAD'}")
 
     # -- lifecycle ------------------------------------------------------------------------------
 

@@ -79,6 +79,10 @@ class RealtimeSession:
         self._planned = False  # we closed the socket to renew the session
         self._closing = False
 
+    def describe(self) -> str:
+        mode = self.voice.turn_detection
+        return f"{self.voice.model} · {'push-to-talk' if mode == 'none' else mode.replace('_', ' ')}"
+
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
