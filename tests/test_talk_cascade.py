@@ -1,0 +1,253 @@
+"""`voicecli talk --engine cascade` end to end as a subprocess against the simulator, headless
+(`--input/--output` WAV): local VAD → `/audio/transcriptions` → the text model on chat, sse and ws →
+`/audio/speech`, with tools, typed lines, push-to-talk, barge-in and failing stages.
+
+User speech is the simulator's own synthetic voice (espeak-ng): the local detector (Silero) hears
+only real voices."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from clihelp import cli_env, run_cli
+from voicecli.sim import speech
+
+pytestmark = pytest.mark.skipif(not speech.espeak_available(), reason="needs espeak-ng (the VAD hears real voices)")
+
+
+def voice_wav(path: Path, *parts: str | float) -> Path:
+    """A WAV of spoken sentences (str) and silences (float seconds), in the simulator's voice."""
+    pcm = b"".join(speech.silence(p) if isinstance(p, float) else speech.synthesize(p) for p in parts)
+    speech.write_wav(path, pcm)
+    return path
+
+
+def entries(path: Path) -> list[dict]:
+    return [e for e in map(json.loads, path.read_text().splitlines()) if e.get("type") == "entry"]
+
+
+def transcriptions(sim) -> list[dict]:
+    return [e for e in list(sim.log) if e.get("endpoint") == "/v1/audio/transcriptions" and e["kind"] == "audio"]
+
+
+def spoken(sim) -> list[str]:
+    """The text of every text-to-speech request, in order."""
+    return [e["body"]["input"] for e in list(sim.log) if e.get("endpoint") == "/v1/audio/speech" and "body" in e]
+
+
+def chat_requests(sim) -> list[dict]:
+    return [e for e in list(sim.log) if e.get("endpoint") == "/v1/chat/completions" and "body" in e]
+
+
+def talk(home: Path, sim, *args: str, timeout: float = 90, input: str | None = None, **env: str):
+    return run_cli(home, "talk", "-p", "offline", "--base-url", sim.base_url, "--engine", "cascade", *args,
+                   timeout=timeout, input=input, **env)
+
+
+@pytest.mark.parametrize("transport", ["chat", "sse", "ws"])
+def test_spoken_question_is_transcribed_answered_and_spoken(tmp_path, sim, transport):
+    wav = voice_wav(tmp_path / "q.wav", 0.4, "What is the weather like today?", 1.5)
+    out, tr = tmp_path / "out.wav", tmp_path / "t.jsonl"
+    r = talk(tmp_path, sim, "-t", transport, "--input", str(wav), "--output", str(out), "--transcript", str(tr))
+    assert r.code == 0, r.err
+    said = entries(tr)
+    assert [e["role"] for e in said] == ["user", "assistant"]
+    assert said[1]["text"] == f"You said: {said[0]['text']}"
+    assert r.out.splitlines() == [f"user: {said[0]['text']}", f"assistant: {said[1]['text']}"]
+    assert f"sim-1 over {transport}" in r.err and "local VAD" in r.err
+    [stt] = transcriptions(sim)
+    assert stt["form"]["model"] == "sim-transcribe" and "stream" not in stt["form"]  # not a streaming model
+    assert stt["file"]["content_type"] == "audio/wav"
+    # one sentence, spoken as it was synthesised: the output file is the simulator's voice of the answer
+    assert speech.read_wav(out.read_bytes()) == speech.synthesize(said[1]["text"])
+
+
+def test_the_answer_goes_to_the_text_model_with_the_history(tmp_path, sim):
+    wav = voice_wav(tmp_path / "q.wav", 0.3, "Hello there.", 2.5)
+    r = talk(tmp_path, sim, "-t", "chat", "-m", "sim-2", "--input", str(wav), "--output", str(tmp_path / "o.wav"),
+             input="and a typed line\n")
+    assert r.code == 0, r.err
+    bodies = [e["body"] for e in chat_requests(sim)]
+    assert bodies and all(b["model"] == "sim-2" for b in bodies)  # -m is the text model in a cascade
+    last = bodies[-1]["messages"]
+    assert [m["role"] for m in last if m["role"] != "system"][-1] == "user"
+    # the conversation log holds the voice turns: `infer -c` continues them
+    r2 = run_cli(tmp_path, "infer", "-p", "offline", "--base-url", sim.base_url, "-t", "chat", "-c", "and now?")
+    assert r2.code == 0, r2.err
+    sent = chat_requests(sim)[-1]["body"]["messages"]
+    texts = [m["content"] for m in sent if m["role"] in ("user", "assistant")]
+    assert "and a typed line" in texts and texts[-1] == "and now?"
+    assert len(texts) == 5
+
+
+def test_streaming_transcription_models_stream(tmp_path, sim):
+    wav = voice_wav(tmp_path / "q.wav", 0.3, "Tell me a joke.", 1.5)
+    r = talk(tmp_path, sim, "-t", "chat", "-o", "voice.transcription_model=gpt-4o-mini-transcribe",
+             "-o", "voice.transcription_language=en", "-o", "voice.transcription_prompt=jokes",
+             "--input", str(wav), "--output", str(tmp_path / "o.wav"))
+    assert r.code == 0, r.err
+    [stt] = transcriptions(sim)
+    assert stt["form"]["stream"] == "true" and stt["form"]["language"] == "en" and stt["form"]["prompt"] == "jokes"
+    assert r.out.splitlines()[0].startswith("user: ") and len(r.out.splitlines()) == 2
+
+
+def test_auto_engine_is_a_cascade_on_chat(tmp_path, sim):
+    wav = voice_wav(tmp_path / "q.wav", 0.3)
+    r = run_cli(tmp_path, "talk", "-p", "offline", "--base-url", sim.base_url, "-t", "chat", "--input", str(wav),
+                "--output", str(tmp_path / "o.wav"), input="hi\n")
+    assert r.code == 0, r.err
+    assert "over chat" in r.err and not any(e.get("endpoint") == "/v1/realtime" for e in sim.log)
+    assert r.out.splitlines() == ["user: hi", "assistant: You said: hi"]
+
+
+def test_bad_engine_is_a_usage_error(tmp_path, sim):
+    r = talk(tmp_path, sim, "--engine", "pipeline")
+    assert r.code == 2 and "--engine must be realtime or cascade" in r.err
+
+
+def _script(tmp_path: Path, *replies: str) -> Path:
+    path = tmp_path / "script.json"
+    path.write_text(json.dumps({"turns": [{"reply": r} for r in replies]}))
+    return path
+
+
+LONG = ("The first sentence is short. The second sentence takes a good while longer to say out loud. "
+        "The third sentence keeps going for quite some time, so that nobody hears it to the end. "
+        "The fourth sentence is never reached.")
+
+
+def test_barge_in_keeps_only_what_was_heard(tmp_path, make_sim):
+    sim = make_sim(script=_script(tmp_path, LONG))
+    first = speech.synthesize("Tell me a story.")
+    # the second question starts while the answer is being spoken (about 2.5 s into it)
+    wav = voice_wav(tmp_path / "q.wav", 0.3, "Tell me a story.", 3.5, "Stop please.", 3.0)
+    tr = tmp_path / "t.jsonl"
+    r = talk(tmp_path, sim, "-t", "chat", "--input", str(wav), "--output", str(tmp_path / "o.wav"),
+             "--transcript", str(tr))
+    assert r.code == 0, r.err
+    said = entries(tr)
+    assert [e["role"] for e in said] == ["user", "assistant", "user", "assistant"], said
+    heard = said[1]
+    assert heard.get("interrupted") and heard["played_ms"] > 0
+    assert LONG.startswith(heard["text"]) and "The first sentence is short." in heard["text"]
+    assert "fourth" not in heard["text"]
+    assert spoken(sim)[:2] == ["The first sentence is short.", "The second sentence takes a good while longer to say out loud."]
+    # the next request carries the heard part, not the whole answer
+    second = chat_requests(sim)[-1]["body"]["messages"]
+    assistant = [m["content"] for m in second if m["role"] == "assistant"]
+    assert assistant == [heard["text"]]
+    # and so does the conversation log, for `-c`
+    r2 = run_cli(tmp_path, "logs", "show", "-c", "--json")
+    assert r2.code == 0, r2.err
+    items = json.loads(r2.out)["items"]
+    answers = [i for i in items if i.get("role") == "assistant"]
+    assert answers[0]["text"] == heard["text"] and answers[0].get("interrupted")
+    assert len(first) > 0
+
+
+def test_tool_call_with_approval(tmp_path, sim):
+    prof = tmp_path / "tools.toml"
+    prof.write_text('extends = "offline"\n[connection]\ntransport = "chat"\n[voice]\nengine = "cascade"\n'
+                    '[[tools]]\nname = "get_weather"\ndescription = "Weather now"\n'
+                    'command = ["echo", "sunny and 21 C"]\napproval = "ask"\n')
+    wav = voice_wav(tmp_path / "q.wav", 1.0)
+    tr = tmp_path / "t.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "voicecli", "talk", "-p", str(prof), "--base-url", sim.base_url,
+                             "--input", str(wav), "--output", str(tmp_path / "o.wav"), "--transcript", str(tr)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=cli_env(tmp_path))
+    asked, err_lines = threading.Event(), []
+
+    def read_stderr():
+        for line in proc.stderr:
+            err_lines.append(line)
+            if "run the tool 'get_weather'" in line:
+                asked.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        proc.stdin.write("what does get_weather say\n")
+        proc.stdin.flush()
+        assert asked.wait(30), "".join(err_lines)
+        proc.stdin.write("y\n")
+        proc.stdin.flush()
+        out = proc.stdout.read()
+        proc.wait(60)
+    finally:
+        proc.kill()
+    reader.join(5)
+    assert proc.returncode == 0, "".join(err_lines)
+    bodies = [e["body"] for e in chat_requests(sim)]
+    assert [t["function"]["name"] for t in bodies[0]["tools"]] == ["get_weather"]
+    tool_msgs = [m for m in bodies[-1]["messages"] if m["role"] == "tool"]
+    assert tool_msgs and "sunny and 21 C" in tool_msgs[0]["content"]
+    assert "assistant: Tool get_weather returned:" in out and "sunny and 21 C" in out
+    assert any(e["role"] == "tool" for e in entries(tr))
+
+
+def test_push_to_talk_transcribes_the_recording(tmp_path, sim):
+    wav = voice_wav(tmp_path / "q.wav", "Good morning to you.", 4.0)
+    proc = subprocess.Popen([sys.executable, "-m", "voicecli", "talk", "-p", "offline", "--base-url", sim.base_url,
+                             "--engine", "cascade", "-t", "chat", "--vad", "off", "--input", str(wav),
+                             "--output", str(tmp_path / "o.wav")],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=cli_env(tmp_path))
+    try:
+        time.sleep(0.3)
+        proc.stdin.write("\n")  # start recording
+        proc.stdin.flush()
+        time.sleep(2.5)
+        proc.stdin.write("\n")  # stop: the recording is the turn
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "push-to-talk" in err
+    [stt] = transcriptions(sim)
+    assert stt["file"]["bytes"] > 48 * 1000  # over a second of audio
+    lines = out.splitlines()
+    assert len(lines) == 2 and lines[1] == f"assistant: You said: {lines[0].removeprefix('user: ')}"
+
+
+@pytest.mark.parametrize("stage, setting", [("speech-to-text", "transcription_base_url"),
+                                            ("text-to-speech", "speech_base_url")])
+def test_a_failing_stage_is_named_and_the_conversation_kept(tmp_path, sim, stage, setting):
+    import socket
+
+    with socket.socket() as s:  # a port with nobody listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ask_first = "hello first\n" if stage == "speech-to-text" else None
+    wav = voice_wav(tmp_path / "q.wav", 1.5, "What time is it?", 2.0)
+    r = talk(tmp_path, sim, "-t", "chat", "-o", f"voice.{setting}=http://127.0.0.1:{port}/v1",
+             "-o", "connection.max_retries=0", "--input", str(wav), "--output", str(tmp_path / "o.wav"),
+             input=ask_first)
+    assert r.code == 6, r.err  # network, as documented
+    errors = [line for line in r.err.splitlines() if "failed" in line]
+    assert len(errors) == 1 and errors[0].startswith(f"voicecli: {stage} failed:"), r.err
+    assert f"127.0.0.1:{port}" in errors[0] and "Traceback" not in r.err
+    if ask_first:  # what was said before the failure is in the log
+        shown = run_cli(tmp_path, "logs", "show", "-c", "--json")
+        texts = [i.get("text") for i in json.loads(shown.out)["items"]]
+        assert texts[:2] == ["hello first", "You said: hello first"]
+
+
+def test_reasoning_is_never_spoken(tmp_path, make_sim):
+    sim = make_sim(think=True)
+    out = tmp_path / "o.wav"
+    r = talk(tmp_path, sim, "-t", "chat", "--input", str(voice_wav(tmp_path / "q.wav", 0.5)), "--output", str(out),
+             input="think about it\n")
+    assert r.code == 0, r.err
+    answer = r.out.splitlines()[-1].removeprefix("assistant: ")
+    assert answer == "You said: think about it"
+    assert spoken(sim) == [answer]  # the answer, never the <think> block
+    assert speech.read_wav(out.read_bytes()) == speech.synthesize(answer)
