@@ -5,6 +5,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import httpx
 import numpy as np
@@ -14,6 +18,7 @@ from openai import OpenAI
 from openai.types.audio import Transcription, TranscriptionTextDeltaEvent, TranscriptionTextDoneEvent
 from pydantic import BaseModel
 
+from clihelp import cli_env, sim_speech
 from voicecli.sim import speech, vad
 from voicecli.sim.config import SimConfig
 from voicecli.sim.server import start_in_thread
@@ -190,3 +195,105 @@ def test_vad_timing_and_threshold():
     assert vad.EnergyVad(threshold=0.5).feed(quiet) == []  # below -40 dBFS is not speech
     assert vad.EnergyVad(threshold=0.0).feed(quiet)[0].kind == "start"
     assert vad.describe_speech(speech.silence(1)) == ""
+
+
+# -- exact transcripts of its own speech (the phrasebook) --------------------------------------------
+
+SAID = "Please book a table for two at seven tonight."
+OTHER = "Please cook a meal for four at eleven today."  # about as long
+
+
+def _upload(pcm: bytes, rate: int = 16000) -> bytes:
+    """What a cascade client sends: its recording (silence around the speech) as a WAV, here at 16 kHz."""
+    x = speech.samples(speech.silence(0.3) + pcm + speech.silence(0.5))
+    return speech.wav_bytes(speech.to_int16(speech.resample(x, speech.RATE, rate)), rate=rate)
+
+
+needs_espeak = pytest.mark.skipif(not speech.espeak_available(), reason="espeak-ng not installed")
+
+
+@needs_espeak
+def test_its_own_speech_transcribes_to_the_exact_words(api, sim):
+    said = sim_speech(sim.base_url, SAID, api_key=KEY)  # the user's words, made by the simulator
+    other = sim_speech(sim.base_url, OTHER, api_key=KEY)
+    result = api.audio.transcriptions.create(model="gpt-4o-transcribe", file=("turn.wav", _upload(said), "audio/wav"))
+    assert result.text == SAID
+    assert api.audio.transcriptions.create(model="whisper-1", file=("t.wav", _upload(other)), response_format="text").strip() == OTHER
+    verbose = api.audio.transcriptions.create(model="whisper-1", file=("t.wav", _upload(said, 24000)), response_format="verbose_json")
+    assert verbose.text == SAID and verbose.segments[0].text == f" {SAID}"
+    events = list(api.audio.transcriptions.create(model="gpt-4o-mini-transcribe", file=("t.wav", _upload(other)), stream=True))
+    assert "".join(e.delta for e in events[:-1]) == events[-1].text == OTHER
+    unknown = speech.speech_like(1.2)  # speech it never said still reads as a description
+    assert api.audio.transcriptions.create(model="gpt-4o-transcribe", file=("t.wav", _upload(unknown))).text.startswith("[speech ")
+
+
+@needs_espeak
+def test_phrases_given_at_start_are_known_without_a_speech_request(make_sim):
+    sim = make_sim(phrases=(SAID,))
+    client = OpenAI(base_url=sim.base_url, api_key="k", max_retries=0)
+    heard = client.audio.transcriptions.create(model="gpt-4o-transcribe", file=("t.wav", _upload(speech.synthesize(SAID))))
+    assert heard.text == SAID
+
+
+@needs_espeak
+def test_sim_cli_phrase_option(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "voicecli", "sim", "--port", "0", "--phrase", SAID, "--phrase", OTHER],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(tmp_path))  # fmt: skip
+    try:
+        url = proc.stdout.readline().strip()
+        r = httpx.post(f"{url}/audio/transcriptions", files={"file": ("t.wav", _upload(speech.synthesize(OTHER)))},
+                       data={"model": "gpt-4o-transcribe"}, timeout=30)  # fmt: skip
+        assert r.json()["text"] == OTHER
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=10)
+    assert proc.returncode == 0
+
+
+# -- the shapes of the recorded real traffic ---------------------------------------------------------
+
+
+def _keys(obj):
+    """The nested key structure of a JSON value (what a client relies on), values left out."""
+    if isinstance(obj, dict):
+        return {k: _keys(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_keys(obj[0])] if obj else []
+    return type(obj).__name__ if not isinstance(obj, (int, float)) or isinstance(obj, bool) else "number"
+
+
+def test_transcription_shapes_match_recorded_traffic(sim, traffic_dir):
+    headers = {"Authorization": f"Bearer {KEY}"}
+    files = {"file": ("t.wav", _wav(1.0), "audio/wav")}
+    recorded = (traffic_dir / "stt_sse_gpt4o_mini_01.sse").read_text()
+    r = httpx.post(f"{sim.base_url}/audio/transcriptions", headers=headers, files=files,
+                   data={"model": "gpt-4o-mini-transcribe", "stream": "true"})  # fmt: skip
+    assert r.headers["content-type"] == "text/event-stream; charset=utf-8"  # as recorded
+    ours, real = [line for line in r.text.splitlines() if line], [line for line in recorded.splitlines() if line]
+    assert ours[-1] == real[-1] == "data: [DONE]"
+    ours_events, real_events = sse_events(r.text[: r.text.rindex("data: [DONE]")]), sse_events(recorded[: recorded.rindex("data: [DONE]")])
+    assert {e["type"] for e in ours_events[:-1]} == {e["type"] for e in real_events[:-1]} == {"transcript.text.delta"}
+    assert all(_keys(e) == _keys(real_events[0]) for e in ours_events[:-1])
+    assert set(ours_events[-1]) == set(real_events[-1]) and set(ours_events[-1]["usage"]) == set(real_events[-1]["usage"])
+    for name in ("stt_json_whisper_01", "stt_verbose_json_whisper_01"):
+        real = json.loads((traffic_dir / f"{name}.json").read_text())
+        fmt = "verbose_json" if "verbose" in name else "json"
+        ours = httpx.post(f"{sim.base_url}/audio/transcriptions", headers=headers, files=files,
+                          data={"model": "whisper-1", "response_format": fmt}).json()  # fmt: skip
+        assert _keys(ours) == _keys(real), name
+
+
+def test_speech_shapes_match_recorded_traffic(sim, traffic_dir):
+    headers = {"Authorization": f"Bearer {KEY}"}
+    for name, ctype in (("tts_pcm_01", "audio/pcm"), ("tts_wav_01", "audio/wav")):
+        request = json.loads((traffic_dir / f"{name}.request.json").read_text())
+        meta = json.loads((traffic_dir / f"{name}.meta.json").read_text())
+        r = httpx.post(f"{sim.base_url}/audio/speech", headers=headers, json=request)
+        assert r.headers["content-type"] == meta["response"]["headers"]["Content-Type"] == ctype
+        assert r.headers["transfer-encoding"] == meta["response"]["headers"]["Transfer-Encoding"] == "chunked"
+        real = (traffic_dir / f"{name}.{name[4:7]}").read_bytes()
+        if ctype == "audio/wav":  # same format fields (the real one streams with 0xFFFFFFFF sizes)
+            assert r.content[:4] == real[:4] and r.content[8:36] == real[8:36] and r.content[36:40] == real[36:40]
+            assert speech.read_wav(real)[:4800] == real[44:4844]  # our reader copes with the real header
+        else:
+            assert len(r.content) % 2 == 0 and 0.5 < speech.pcm_ms(r.content) / speech.pcm_ms(real) < 2

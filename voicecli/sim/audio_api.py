@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import wave
 from typing import Any, Callable
 
@@ -140,7 +141,7 @@ async def handle_transcriptions(request: web.Request) -> web.StreamResponse:
     out_tokens = brain.count_tokens(text)
     audio_tokens = max(1, int(seconds * 10))
     if model == "whisper-1":
-        usage = {"type": "duration", "seconds": round(seconds, 2)}
+        usage = {"type": "duration", "seconds": math.ceil(seconds)}  # whole seconds, as recorded
     else:
         usage = {"type": "tokens", "input_tokens": audio_tokens, "output_tokens": out_tokens,
                  "total_tokens": audio_tokens + out_tokens, "input_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens}}  # fmt: skip
@@ -158,11 +159,13 @@ async def handle_transcriptions(request: web.Request) -> web.StreamResponse:
         cue = f"{_timestamp(0, sep)} --> {_timestamp(seconds, sep)}\n{text}\n"
         reply = web.Response(text=f"1\n{cue}\n" if fmt == "srt" else f"WEBVTT\n\n{cue}\n", content_type="text/plain")
     elif fmt == "verbose_json":
-        segment = {"id": 0, "seek": 0, "start": 0.0, "end": round(seconds, 2), "text": text, "tokens": [],
+        # as recorded: the segment text starts with a space, tokens are ids between two timestamp tokens
+        tokens = [50364, *range(1000, 1000 + out_tokens), 50364 + int(seconds * 50)]
+        segment = {"id": 0, "seek": 0, "start": 0.0, "end": round(seconds, 2), "text": f" {text}", "tokens": tokens,
                    "temperature": 0.0, "avg_logprob": 0.0, "compression_ratio": 1.0, "no_speech_prob": 0.0}  # fmt: skip
         reply = web.json_response({"task": "transcribe", "language": str(form.get("language") or "english"),
                                    "duration": round(seconds, 2), "text": text, "segments": [segment],
-                                   "usage": {"type": "duration", "seconds": round(seconds, 2)}})  # fmt: skip
+                                   "usage": {"type": "duration", "seconds": math.ceil(seconds)}})  # fmt: skip
     else:
         reply = web.json_response({"text": text, "usage": usage})
     return await _answer(request, reply, fault, latency)
