@@ -39,9 +39,9 @@ from aiohttp import web
 
 from . import brain, speech
 from .faults import MALFORMED, Fault, SseSink, midstream_error, play
+from .phrasebook import transcribe
 from .server import put
 from .validate import ApiError, invalid_value, missing, parse_json
-from .vad import describe_speech
 
 TRANSCRIBE_FORMATS = ["json", "text", "srt", "verbose_json", "vtt"]
 SPEECH_FORMATS = ["mp3", "opus", "aac", "flac", "wav", "pcm"]
@@ -109,8 +109,7 @@ def _transcript(sim: Any, data: bytes) -> tuple[str, float]:
         except (ValueError, EOFError, wave.Error):
             raise ApiError(400, "The audio file could not be decoded or its format is not supported.", "file",
                            "invalid_value") from None  # fmt: skip
-        text = sim.phrases.recognise(pcm)
-        return (text if text is not None else describe_speech(pcm)), speech.pcm_ms(pcm) / 1000
+        return transcribe(sim.phrases, pcm), speech.pcm_ms(pcm) / 1000
     return f"[audio {len(data)} bytes]", 0.0
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import speech
+from .vad import describe_speech
 
 RATE = speech.RATE
 HOP = RATE // 100  # 10 ms
@@ -177,3 +178,10 @@ class Phrasebook:
         if len(ranked) > 1 and ranked[1][0] - ranked[0][0] < MARGIN_DB:
             return None
         return next(iter(ranked[0][1]))
+
+
+def transcribe(book: Phrasebook | None, pcm: bytes) -> str:
+    """What the simulator hears in `pcm`: the exact text when it is its own speech (per `book`),
+    else `vad.describe_speech` ("[speech 1.23 s]", "" for silence)."""
+    text = book.recognise(pcm) if book is not None else None
+    return text if text is not None else describe_speech(pcm)
