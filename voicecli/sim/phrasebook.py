@@ -6,19 +6,21 @@ Realtime answers, `voicecli sim --phrase`) and, given an upload, finds the one w
 so a test that plays the simulator's speech into a client gets the exact words back.
 
 The fingerprint is a log spectrogram: 25 ms frames every 10 ms, 16 bands from 150 Hz to 4 kHz
-(what survives a trip through 16 kHz, a high-pass filter or a noise suppressor), each band
-clamped 40 dB under its loudest point so background noise and silence look alike. Matching:
-1. only texts whose voiced length (frames within 35 dB of the loudest) is within
-   `max(200 ms, 15 %)` of the upload's are candidates: silence added or trimmed around the
-   speech does not count, a different sentence usually does;
-2. the voiced part of the candidate slides over the upload (±400 ms) to the best correlation;
-3. after removing the overall gain difference, the *worst* 50 ms window (each allowed ±20 ms of
-   slack) gives the score: its mean absolute difference in dB. One differing word is enough to
-   push it up, while gain, resampling, a little noise and WebRTC's echo canceller / noise
-   suppressor keep the same words under ~3.7 dB (minimal pairs such as "Hello there, friend." /
-   "Hello there, Fred." stay above ~5.4 dB; see tests/test_sim_phrasebook.py).
-A match needs a score under `ACCEPT_DB` and, when another candidate is close, a lead of at least
-`MARGIN_DB` over it; otherwise the caller falls back to its "[speech N s]" description.
+(what survives a trip through 16 kHz, a high-pass filter or a noise suppressor), clamped 40 dB
+under the clip's loudest band so background noise and silence look alike. Matching one phrase:
+1. its voiced part (frames within 35 dB of the loudest) slides over the whole upload to the best
+   normalised correlation, so any silence added or trimmed around it does not matter;
+2. after removing the overall gain difference, the *worst* 50 ms window (each allowed ±20 ms of
+   slack) gives the distance: its mean absolute difference in dB. One differing word is enough
+   to push it up, while gain, resampling, a little noise and WebRTC's echo canceller / noise
+   suppressor keep the same words near or under ~3 dB (pairs that differ by one word, such as
+   "Hello there, friend." / "Hello there, Fred.", stay above ~5.4 dB; tests/test_sim_phrasebook.py);
+3. sound within 20 dB of the phrase's peak outside the matched stretch means the upload holds
+   more speech than the phrase (a longer sentence that starts the same way): no match.
+An upload whose voiced span is clearly shorter than a phrase's is not compared with it. A match
+needs a distance under `ACCEPT_DB` and a lead of `MARGIN_DB` over the next phrase; texts with
+the same waveform (the tone voice) cannot be told apart and never match. Otherwise the caller
+falls back to its "[speech N s]" description.
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ def _best_lag(t: np.ndarray, u: np.ndarray) -> int:
     c1 = np.concatenate([[0.0], np.cumsum(u.sum(axis=1))])
     c2 = np.concatenate([[0.0], np.cumsum((u * u).sum(axis=1))])
     s1, s2 = c1[n:] - c1[:-n], c2[n:] - c2[:-n]
-    spread = np.sqrt(np.maximum(s2 - s1 * s1 / count, 1e-9) * (t * t).sum())
+    spread = np.sqrt(np.maximum(s2 - s1 * s1 / count, 1e-3 * count) * (t * t).sum())  # floor: flat padding
     return int(np.argmax(num / spread))
 
 
