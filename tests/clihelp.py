@@ -33,3 +33,16 @@ def run_cli(home: Path, *args: str, input: str | None = None, timeout: float = 6
         stdin=None if input is not None else subprocess.DEVNULL,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def sim_speech(sim_url: str, text: str, *, wav: bool = False, api_key: str | None = None) -> bytes:
+    """The simulator's speech for `text` (POST /v1/audio/speech): raw 24 kHz PCM16 mono, or a WAV.
+    The simulator remembers the text, so its transcription of this audio is exactly `text` —
+    the user's words for cascade tests. `sim_url` is the base URL (…/v1)."""
+    import httpx
+
+    body = {"model": "gpt-4o-mini-tts", "voice": "alloy", "input": text, "response_format": "wav" if wav else "pcm"}
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    reply = httpx.post(f"{sim_url.rstrip('/')}/audio/speech", json=body, headers=headers, timeout=60)
+    reply.raise_for_status()
+    return reply.content

@@ -37,7 +37,7 @@ def test_version_and_help(home):
               "--continue", "--cid", "--transcript", "--vi", "--raw"]),
     ("talk", ["--profile", "--model", "--system", "--base-url", "--option", "--debug", "--vad",
               "--half-duplex", "--input-device", "--output-device", "--input", "--output", "--transcript"]),
-    ("sim", ["--port", "--host", "--api-key", "--script"]),
+    ("sim", ["--port", "--host", "--api-key", "--script", "--phrase"]),
 ])
 def test_each_command_documents_its_flags(home, command, flags):
     r = run_cli(home, command, "--help")

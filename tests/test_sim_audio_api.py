@@ -5,6 +5,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import httpx
 import numpy as np
@@ -14,6 +18,7 @@ from openai import OpenAI
 from openai.types.audio import Transcription, TranscriptionTextDeltaEvent, TranscriptionTextDoneEvent
 from pydantic import BaseModel
 
+from clihelp import cli_env, sim_speech
 from voicecli.sim import speech, vad
 from voicecli.sim.config import SimConfig
 from voicecli.sim.server import start_in_thread
@@ -42,7 +47,7 @@ def no_extras(model: BaseModel) -> None:
 
 
 def sse_events(body: str) -> list[dict]:
-    return [json.loads(line[6:]) for line in body.splitlines() if line.startswith("data: ")]
+    return [json.loads(line[6:]) for line in body.splitlines() if line.startswith("data: ") and line != "data: [DONE]"]
 
 
 # -- /v1/audio/speech ------------------------------------------------------------------------------
@@ -190,3 +195,239 @@ def test_vad_timing_and_threshold():
     assert vad.EnergyVad(threshold=0.5).feed(quiet) == []  # below -40 dBFS is not speech
     assert vad.EnergyVad(threshold=0.0).feed(quiet)[0].kind == "start"
     assert vad.describe_speech(speech.silence(1)) == ""
+
+
+# -- exact transcripts of its own speech (the phrasebook) --------------------------------------------
+
+SAID = "Please book a table for two at seven tonight."
+OTHER = "Please cook a meal for four at eleven today."  # about as long
+
+
+def _upload(pcm: bytes, rate: int = 16000) -> bytes:
+    """What a cascade client sends: its recording (silence around the speech) as a WAV, here at 16 kHz."""
+    x = speech.samples(speech.silence(0.3) + pcm + speech.silence(0.5))
+    return speech.wav_bytes(speech.to_int16(speech.resample(x, speech.RATE, rate)), rate=rate)
+
+
+needs_espeak = pytest.mark.skipif(not speech.espeak_available(), reason="espeak-ng not installed")
+
+
+@needs_espeak
+def test_its_own_speech_transcribes_to_the_exact_words(api, sim):
+    said = sim_speech(sim.base_url, SAID, api_key=KEY)  # the user's words, made by the simulator
+    other = sim_speech(sim.base_url, OTHER, api_key=KEY)
+    result = api.audio.transcriptions.create(model="gpt-4o-transcribe", file=("turn.wav", _upload(said), "audio/wav"))
+    assert result.text == SAID
+    assert api.audio.transcriptions.create(model="whisper-1", file=("t.wav", _upload(other)), response_format="text").strip() == OTHER
+    verbose = api.audio.transcriptions.create(model="whisper-1", file=("t.wav", _upload(said, 24000)), response_format="verbose_json")
+    assert verbose.text == SAID and verbose.segments[0].text == f" {SAID}"
+    events = list(api.audio.transcriptions.create(model="gpt-4o-mini-transcribe", file=("t.wav", _upload(other)), stream=True))
+    assert "".join(e.delta for e in events[:-1]) == events[-1].text == OTHER
+    unknown = speech.speech_like(1.2)  # speech it never said still reads as a description
+    assert api.audio.transcriptions.create(model="gpt-4o-transcribe", file=("t.wav", _upload(unknown))).text.startswith("[speech ")
+
+
+@needs_espeak
+def test_phrases_given_at_start_are_known_without_a_speech_request(make_sim):
+    sim = make_sim(phrases=(SAID,))
+    client = OpenAI(base_url=sim.base_url, api_key="k", max_retries=0)
+    heard = client.audio.transcriptions.create(model="gpt-4o-transcribe", file=("t.wav", _upload(speech.synthesize(SAID))))
+    assert heard.text == SAID
+
+
+@needs_espeak
+def test_sim_cli_phrase_option(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "voicecli", "sim", "--port", "0", "--phrase", SAID, "--phrase", OTHER],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(tmp_path))  # fmt: skip
+    try:
+        url = proc.stdout.readline().strip()
+        r = httpx.post(f"{url}/audio/transcriptions", files={"file": ("t.wav", _upload(speech.synthesize(OTHER)))},
+                       data={"model": "gpt-4o-transcribe"}, timeout=30)  # fmt: skip
+        assert r.json()["text"] == OTHER
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=10)
+    assert proc.returncode == 0
+
+
+# -- the shapes of the recorded real traffic ---------------------------------------------------------
+
+
+def _keys(obj):
+    """The nested key structure of a JSON value (what a client relies on), values left out."""
+    if isinstance(obj, dict):
+        return {k: _keys(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_keys(obj[0])] if obj else []
+    return type(obj).__name__ if not isinstance(obj, (int, float)) or isinstance(obj, bool) else "number"
+
+
+def test_transcription_shapes_match_recorded_traffic(sim, traffic_dir):
+    headers = {"Authorization": f"Bearer {KEY}"}
+    files = {"file": ("t.wav", _wav(1.0), "audio/wav")}
+    recorded = (traffic_dir / "stt_sse_gpt4o_mini_01.sse").read_text()
+    r = httpx.post(f"{sim.base_url}/audio/transcriptions", headers=headers, files=files,
+                   data={"model": "gpt-4o-mini-transcribe", "stream": "true"})  # fmt: skip
+    assert r.headers["content-type"] == "text/event-stream; charset=utf-8"  # as recorded
+    ours, real = [line for line in r.text.splitlines() if line], [line for line in recorded.splitlines() if line]
+    assert ours[-1] == real[-1] == "data: [DONE]"
+    ours_events, real_events = sse_events(r.text[: r.text.rindex("data: [DONE]")]), sse_events(recorded[: recorded.rindex("data: [DONE]")])
+    assert {e["type"] for e in ours_events[:-1]} == {e["type"] for e in real_events[:-1]} == {"transcript.text.delta"}
+    assert all(_keys(e) == _keys(real_events[0]) for e in ours_events[:-1])
+    assert set(ours_events[-1]) == set(real_events[-1]) and set(ours_events[-1]["usage"]) == set(real_events[-1]["usage"])
+    for name in ("stt_json_whisper_01", "stt_verbose_json_whisper_01"):
+        real = json.loads((traffic_dir / f"{name}.json").read_text())
+        fmt = "verbose_json" if "verbose" in name else "json"
+        ours = httpx.post(f"{sim.base_url}/audio/transcriptions", headers=headers, files=files,
+                          data={"model": "whisper-1", "response_format": fmt}).json()  # fmt: skip
+        assert _keys(ours) == _keys(real), name
+
+
+def test_speech_shapes_match_recorded_traffic(sim, traffic_dir):
+    headers = {"Authorization": f"Bearer {KEY}"}
+    for name, ctype in (("tts_pcm_01", "audio/pcm"), ("tts_wav_01", "audio/wav")):
+        request = json.loads((traffic_dir / f"{name}.request.json").read_text())
+        meta = json.loads((traffic_dir / f"{name}.meta.json").read_text())
+        r = httpx.post(f"{sim.base_url}/audio/speech", headers=headers, json=request)
+        assert r.headers["content-type"] == meta["response"]["headers"]["Content-Type"] == ctype
+        assert r.headers["transfer-encoding"] == meta["response"]["headers"]["Transfer-Encoding"] == "chunked"
+        real = (traffic_dir / f"{name}.{name[4:7]}").read_bytes()
+        if ctype == "audio/wav":  # same format fields (the real one streams with 0xFFFFFFFF sizes)
+            assert r.content[:4] == real[:4] and r.content[8:36] == real[8:36] and r.content[36:40] == real[36:40]
+            assert speech.read_wav(real)[:4800] == real[44:4844]  # our reader copes with the real header
+        else:
+            assert len(r.content) % 2 == 0 and 0.5 < speech.pcm_ms(r.content) / speech.pcm_ms(real) < 2
+
+
+# -- faults and latencies (x-sim-fault, sim config) --------------------------------------------------
+
+
+def _post_stt(sim, fault: str | None = None, stream: bool = True, model: str = "gpt-4o-mini-transcribe", **kw):
+    headers = {"Authorization": f"Bearer {KEY}", **({"x-sim-fault": fault} if fault else {})}
+    data = {"model": model, **({"stream": "true"} if stream else {})}
+    return httpx.post(f"{sim.base_url}/audio/transcriptions", headers=headers, files={"file": ("t.wav", _wav(1.0))},
+                      data=data, timeout=30, **kw)  # fmt: skip
+
+
+def _post_tts(sim, fault: str | None = None, **body):
+    headers = {"Authorization": f"Bearer {KEY}", **({"x-sim-fault": fault} if fault else {})}
+    request = {"model": "gpt-4o-mini-tts", "voice": "alloy", "input": "One two three four five six seven.",
+               "response_format": "pcm", **body}  # fmt: skip
+    return httpx.post(f"{sim.base_url}/audio/speech", headers=headers, json=request, timeout=30)
+
+
+def _until_cut(response_cm) -> tuple[bytes, Exception | None]:
+    """Read a streamed body until it ends or breaks: (what arrived, the error or None)."""
+    got = bytearray()
+    with response_cm as r:
+        try:
+            for chunk in r.iter_raw():
+                got += chunk
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            return bytes(got), exc
+    return bytes(got), None
+
+
+@pytest.mark.parametrize("endpoint", ["stt", "tts"])
+def test_refusing_faults_on_both_audio_endpoints(sim, endpoint):
+    post = _post_stt if endpoint == "stt" else _post_tts
+    r = post(sim, f"status=503; retry_after=1; times=1; code=x{endpoint}")
+    assert r.status_code == 503 and r.headers["retry-after"] == "1" and r.json()["error"]["type"] == "server_error"
+    assert post(sim, f"status=503; retry_after=1; times=1; code=x{endpoint}").status_code == 200  # the retry passes
+    r = post(sim, "quota")
+    assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota"
+    r = post(sim, "status=429; retry_after_ms=250")
+    assert r.status_code == 429 and r.headers["retry-after-ms"] == "250"
+
+
+def test_transcription_stream_faults(sim, api):
+    full = sse_events(_post_stt(sim).text.replace("data: [DONE]", ""))
+    assert len(full) >= 3
+    body, err = _until_cut(httpx.stream("POST", f"{sim.base_url}/audio/transcriptions", timeout=30,
+                                        headers={"Authorization": f"Bearer {KEY}", "x-sim-fault": "drop=2"},
+                                        files={"file": ("t.wav", _wav(1.0))}, data={"model": "gpt-4o-mini-transcribe", "stream": "true"}))  # fmt: skip
+    assert len(sse_events(body.decode())) == 2 and "[DONE]" not in body.decode()
+    events = sse_events(_post_stt(sim, "error=flat; after=1").text)
+    assert [e["type"] for e in events] == ["transcript.text.delta", "error"] and events[1]["code"] == "server_error"
+    events = sse_events(_post_stt(sim, "error=nested; after=1").text)
+    assert events[-1]["type"] == "error" and events[-1]["error"]["code"] == "rate_limit_exceeded"
+    with pytest.raises(openai.APIError, match="Rate limit reached"):  # the SDK raises the nested shape
+        list(OpenAI(base_url=sim.base_url, api_key=KEY, max_retries=0, default_headers={"x-sim-fault": "error=nested"})
+             .audio.transcriptions.create(model="gpt-4o-mini-transcribe", file=("t.wav", _wav(1.0)), stream=True))  # fmt: skip
+    text = _post_stt(sim, "malformed=1").text
+    frames = [f for f in text.split("\n\n") if f]
+    assert frames[1].startswith("data: {") and frames[1].endswith(":")  # cut-off JSON, then the stream goes on
+    assert sse_events("\n".join(frames[:1] + frames[2:]))[-1]["type"] == "transcript.text.done"
+    events = sse_events(_post_stt(sim, "unknown=1").text)
+    assert events[1]["type"] == "transcript.sim_unknown" and events[-1]["type"] == "transcript.text.done"
+    events = sse_events(_post_stt(sim, "stall=0.2; after=1; delta_delay=0.01").text)
+    assert events[-1]["type"] == "transcript.text.done"  # only late (timing is in the latency test)
+
+
+def test_one_piece_transcription_faults(sim):
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        _post_stt(sim, "drop=0", stream=False)
+    r = _post_stt(sim, "error=flat", stream=False)
+    assert r.status_code == 500 and r.json()["error"]["type"] == "server_error"
+    r = _post_stt(sim, "malformed=0", stream=False)
+    assert r.status_code == 200
+    with pytest.raises(ValueError):
+        r.json()
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):  # whisper-1 ignores stream: one piece, cut
+        _post_stt(sim, "drop=0", stream=True, model="whisper-1")
+    r = _post_stt(sim, "unknown=1; failed", stream=False, model="whisper-1")
+    assert r.status_code == 500  # failed: an error answer; unknown does nothing here
+
+
+def test_speech_stream_faults(sim):
+    whole = _post_tts(sim).content
+    piece = 4800
+    body, err = _until_cut(httpx.stream("POST", f"{sim.base_url}/audio/speech", timeout=30,
+                                        headers={"Authorization": f"Bearer {KEY}", "x-sim-fault": "drop=3"},
+                                        json={"model": "gpt-4o-mini-tts", "voice": "alloy", "response_format": "pcm",
+                                              "input": "One two three four five six seven."}))  # fmt: skip
+    assert err is not None and body == whole[: 3 * piece]  # cut after three 100 ms pieces, no clean end
+    body, err = _until_cut(httpx.stream("POST", f"{sim.base_url}/audio/speech", timeout=30,
+                                        headers={"Authorization": f"Bearer {KEY}", "x-sim-fault": "error=flat; after=2"},
+                                        json={"model": "gpt-4o-mini-tts", "voice": "alloy", "response_format": "pcm",
+                                              "input": "One two three four five six seven."}))  # fmt: skip
+    assert err is not None and body == whole[: 2 * piece]  # raw audio cannot carry an error event: cut
+    assert _post_tts(sim, "malformed=1; unknown=2").content == whole  # nothing to break in raw audio
+    events = sse_events(_post_tts(sim, "error=nested; after=2", stream_format="sse").text)
+    assert [e["type"] for e in events] == ["speech.audio.delta"] * 2 + ["error"]
+    events = sse_events(_post_tts(sim, "unknown=1", stream_format="sse").text)
+    assert events[1]["type"] == "transcript.sim_unknown" and events[-1]["type"] == "speech.audio.done"
+
+
+def _first_byte_after(send) -> float:
+    start = time.monotonic()
+    with send() as r:
+        next(r.iter_raw())
+    return time.monotonic() - start
+
+
+def test_latencies_from_the_fault_header_and_the_config(make_sim):
+    slow = make_sim(latency=0.3)
+    fast = make_sim()
+    files = {"file": ("t.wav", _wav(1.0))}
+
+    def stt(sim, fault=""):
+        return httpx.stream("POST", f"{sim.base_url}/audio/transcriptions", files=files, timeout=30,
+                            data={"model": "gpt-4o-mini-transcribe", "stream": "true"}, headers={"x-sim-fault": fault})  # fmt: skip
+
+    def tts(sim, fault=""):
+        return httpx.stream("POST", f"{sim.base_url}/audio/speech", headers={"x-sim-fault": fault}, timeout=30,
+                            json={"model": "gpt-4o-mini-tts", "voice": "a", "input": "Hello there.", "response_format": "pcm"})  # fmt: skip
+
+    # lower bounds only: the first byte never leaves before the configured latency
+    assert _first_byte_after(lambda: stt(slow)) >= 0.3
+    assert _first_byte_after(lambda: tts(slow)) >= 0.3
+    assert _first_byte_after(lambda: stt(fast, "latency=0.25")) >= 0.25
+    assert _first_byte_after(lambda: tts(fast, "latency=0.25")) >= 0.25
+    start = time.monotonic()
+    with tts(fast, "delta_delay=0.05") as r:
+        pieces = sum(1 for _ in r.iter_raw())
+    assert pieces >= 3 and time.monotonic() - start >= 0.05 * 2
+    start = time.monotonic()
+    assert sse_events(_post_stt(fast, "stall=0.3; after=1").text)[-1]["type"] == "transcript.text.done"
+    assert time.monotonic() - start >= 0.3

@@ -598,3 +598,25 @@ def test_semantic_vad_is_treated_like_server_vad(sim):
             assert of_type(got, "response.output_text.done")[0]["text"] == "You said: [speech 0.70 s]"
 
     run(main())
+
+
+@pytest.mark.skipif(not speech.espeak_available(), reason="espeak-ng not installed")
+def test_its_own_speech_heard_back_is_understood_exactly(sim):
+    """Speech the simulator made (an answer's audio, or /v1/audio/speech) reads as its exact words."""
+
+    async def main():
+        async with client(sim).realtime.connect(model="gpt-realtime") as conn:
+            await until(conn, "session.created")
+            await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": None}}})
+            await until(conn, "session.updated")
+            answer = audio_of(await _audio_reply(conn, "Good morning to everyone here."))
+            assert answer == speech.synthesize("You said: Good morning to everyone here.")
+            await append_pcm(conn, speech.silence(0.3) + answer + speech.silence(0.5))  # its echo, say
+            await conn.input_audio_buffer.commit()
+            await until(conn, "conversation.item.done")
+            await conn.response.create()
+            done = await until(conn, "response.done")
+            said = of_type(done, "response.output_audio_transcript.done")[0]["transcript"]
+            assert said == "You said: You said: Good morning to everyone here."
+
+    run(main())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -16,5 +16,6 @@ class SimConfig:
     delta_delay: float = 0.0  # seconds between streamed deltas
     ws_max_age: float = 3600.0  # Responses WebSocket lifetime before websocket_connection_limit_reached
     realtime_max_age: float = 3600.0  # Realtime session lifetime before session_expired
-    realtime_speed: float = 1.0
-    think: bool = False  # Chat: stream the reasoning as a leading <think>…</think> block in `content`  # Realtime output audio is streamed at this multiple of real time
+    realtime_speed: float = 1.0  # Realtime output audio is streamed at this multiple of real time
+    think: bool = False  # Chat: stream the reasoning as a leading <think>…</think> block in `content`
+    phrases: tuple[str, ...] = field(default_factory=tuple)  # known to the phrasebook from the start

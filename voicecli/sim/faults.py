@@ -28,6 +28,11 @@ Keys (every one optional; combine freely):
 | `think` | Chat streams: reasoning as a leading `<think>…</think>` block in `content`, tags split across chunks (as Qwen3 / DeepSeek-R1 on a server without a reasoning parser); also `voicecli sim --think` |
 | `after=N` | where `close`/`stall`/`error` strike (default 2 events) |
 | `times=N` | only the first N requests carrying this exact spec are hit; later ones pass, so a client's retry succeeds. Counted per distinct spec across the whole simulator. |
+
+The audio endpoints (`/v1/audio/transcriptions`, `/v1/audio/speech`) apply these keys as
+described in `voicecli.sim.audio_api`. A raw audio body has no events, so `malformed` and
+`unknown` do nothing there and `error` cuts it like `drop`. `failed`, `incomplete` and `think`
+do not apply to audio.
 """
 
 from __future__ import annotations

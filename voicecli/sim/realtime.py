@@ -6,7 +6,8 @@ sessions in tests/traffic/realtime_ws_*) on real audio:
 - input audio (PCM16 24 kHz mono) goes through an energy VAD (`voicecli.sim.vad`) when
   `turn_detection` is `server_vad` or `semantic_vad` (treated alike);
 - the simulator cannot recognise speech: an audio turn's "transcript" is
-  `vad.describe_speech(audio)` ("[speech 1.23 s]"), unless the script fixes it;
+  `vad.describe_speech(audio)` ("[speech 1.23 s]"), unless the script fixes it or the audio is
+  speech the simulator made itself (`voicecli.sim.phrasebook`: then it is the exact text);
 - what the assistant says comes from `voicecli.sim.brain.plan()` on the last user text;
 - its voice is a real waveform (`voicecli.sim.speech.synthesize`), streamed in 50 ms
   `response.output_audio.delta` chunks paced at `SimConfig.realtime_speed` × real time
@@ -56,7 +57,8 @@ from aiohttp import WSMsgType, web
 
 from . import brain, faults, speech
 from .faults import Fault
-from .vad import EnergyVad, describe_speech
+from .phrasebook import transcribe
+from .vad import EnergyVad
 
 log = logging.getLogger(__name__)
 
@@ -436,13 +438,17 @@ class RealtimeConnection:
         if self.vad:
             self.vad.reset()
 
+    def _hear(self, pcm: bytes | bytearray) -> str:
+        """The user's words: exact for speech this simulator made, else "[speech N s]"."""
+        return transcribe(getattr(self.sim, "phrases", None), bytes(pcm))
+
     async def _commit_audio(self, item_id: str, pcm: bytes, transcript: str | None = None) -> None:
         prev = self.items[-1]["id"] if self.items else None
         item = {"id": item_id, "type": "message", "status": "completed", "role": "user",
                 "content": [{"type": "input_audio", "transcript": None}]}  # fmt: skip
         self.items.append(item)
         self.audio[item_id] = bytearray(pcm)
-        self.user_text[item_id] = transcript if transcript is not None else describe_speech(pcm)
+        self.user_text[item_id] = transcript if transcript is not None else self._hear(pcm)
         await self.send({"type": "input_audio_buffer.committed", "previous_item_id": prev, "item_id": item_id})
         await self.send({"type": "conversation.item.added", "previous_item_id": prev, "item": copy.deepcopy(item)})
         await self.send({"type": "conversation.item.done", "previous_item_id": prev, "item": copy.deepcopy(item)})
@@ -529,7 +535,7 @@ class RealtimeConnection:
         if audio is not None:
             self.audio[item["id"]] = bytearray(audio)
             if item["role"] == "user":
-                self.user_text[item["id"]] = describe_speech(audio)
+                self.user_text[item["id"]] = self._hear(audio)
         prev = self.items[index - 1]["id"] if index else None
         await self.send({"type": "conversation.item.added", "previous_item_id": prev, "item": copy.deepcopy(item)})
         await self.send({"type": "conversation.item.done", "previous_item_id": prev, "item": copy.deepcopy(item)})
@@ -858,6 +864,8 @@ class RealtimeConnection:
         ids = {"response_id": r.id, "item_id": item["id"], "output_index": ctx.index, "content_index": 0}
         await self.send({"type": "response.content_part.added", **ids, "part": {"type": "audio", "transcript": ""}}, r)
         pcm = speech.synthesize(text) if text else b""
+        if text and getattr(self.sim, "phrases", None) is not None:
+            self.sim.phrases.add(text)  # so a transcription of this answer (its echo, say) is exact
         audio = self.audio.setdefault(item["id"], bytearray())
         # Each transcript piece is due when the audio reaches its share of the text.
         pieces, due, pos = brain.split_deltas(text) if text else [], [], 0

@@ -91,6 +91,7 @@ class Simulator:
         self.script: Script | None = Script.load(self.config.script) if self.config.script else None
         self.faults = FaultCounter()
         self.stored: dict[str, dict] = {}  # responses created with store=true: id -> {"input", "output"}
+        self._phrases: Any = None  # voicecli.sim.phrasebook.Phrasebook, made on first use (numpy)
         self.base_url: str | None = None
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
@@ -124,6 +125,17 @@ class Simulator:
     def take_fault(self, spec: Fault | None) -> Fault | None:
         """Count one use of a fault with `times=N`; None once it is spent."""
         return self.faults.take(spec)
+
+    @property
+    def phrases(self) -> Any:
+        """What this simulator has said (a `Phrasebook`), so it can transcribe that speech exactly."""
+        if self._phrases is None:
+            from .phrasebook import Phrasebook
+
+            self._phrases = Phrasebook()
+            for text in self.config.phrases:
+                self._phrases.add(text)
+        return self._phrases
 
     def track(self, ws: web.WebSocketResponse) -> None:
         """Register an open WebSocket so stop() can close it."""
