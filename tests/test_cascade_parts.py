@@ -1,0 +1,218 @@
+"""The cascade's parts on their own: sentence chunking of streamed text, what of a sentence-by-sentence
+answer was heard, and the speech-to-text / text-to-speech client against recorded real replies
+(tests/traffic, served by a local HTTP server in the chunkings a network produces)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from voicecli.events import Error, Transcript
+from voicecli.profiles import Connection
+from voicecli.transport.audio import AudioClient, streams_transcript
+from voicecli.voice.sentences import Sentences, speakable
+from voicecli.voice.turns import BYTES_PER_MS, heard_sentences
+
+TRAFFIC = Path(__file__).parent / "traffic"
+
+
+# -- sentences ------------------------------------------------------------------------------------
+
+ANSWER = ("Sure. Dr. Smith said e.g. 3.14 is close to pi! Here is **bold** and [a link](https://x.org). "
+          "Done?\n\n- item one\n- item two\n\nCode:\n```py\nprint(1). x\n```\nAfter the code. Tail")
+
+
+def chunks(text: str, step: int) -> list:
+    s = Sentences()
+    out = []
+    for i in range(0, len(text), step):
+        out += s.feed(text[i: i + step])
+    return out + s.flush()
+
+
+@pytest.mark.parametrize("step", [1, 2, 7, 1000])
+def test_sentences_do_not_depend_on_how_the_text_arrives(step):
+    got = chunks(ANSWER, step)
+    assert "".join(c.text for c in got) == ANSWER  # nothing lost or doubled
+    said = [c.spoken for c in got if c.spoken]
+    assert said == ["Sure.", "Dr. Smith said e.g. 3.14 is close to pi!", "Here is bold and a link.", "Done?",
+                    "item one", "item two", "Code:", "After the code.", "Tail"]
+
+
+def test_a_code_block_is_shown_but_never_spoken_even_unclosed():
+    got = chunks("Look:\n```\nrm -rf x. y\n", 3)
+    assert [c.spoken for c in got] == ["Look:", ""]
+    assert "".join(c.text for c in got) == "Look:\n```\nrm -rf x. y\n"
+
+
+def test_a_run_on_is_cut_at_a_comma_or_a_space():
+    text = "word, " * 80
+    got = chunks(text, 5)
+    assert all(len(c.text) <= 300 for c in got) and len(got) >= 2
+    assert all(c.text.endswith(", ") for c in got[:-1])
+
+
+def test_a_sentence_waits_for_the_space_after_its_period():
+    s = Sentences()
+    assert s.feed("It costs 3.") == []  # "3." may be "3.14"
+    assert [c.spoken for c in s.feed("14 dollars. Next")] == ["It costs 3.14 dollars."]
+
+
+def test_speakable_drops_markdown_marks():
+    assert speakable("## Title") == "Title"
+    assert speakable("> quoted `code` and ~~gone~~ __under__") == "quoted code and gone under"
+    assert speakable("| a | b |") == "a b"
+    assert speakable("---") == ""
+
+
+# -- what was heard -------------------------------------------------------------------------------
+
+def _bytes(ms: int) -> int:
+    return ms * BYTES_PER_MS
+
+
+SENTENCES = [(0, "One two three. "), (_bytes(1000), "Four five six seven. "), (_bytes(3000), "Eight nine.")]
+
+
+@pytest.mark.parametrize("played_ms, heard", [
+    (0, ""),
+    (999, "One two"),  # 99.9 % of the first sentence: its last word is not counted as heard
+    (1000, "One two three. "),  # exactly to its end
+    (2000, "One two three. Four five"),  # half of the second
+    (3000, "One two three. Four five six seven. "),
+    (3500, "One two three. Four five six seven. Eight nine."),  # the last one played to the end
+])
+def test_heard_counts_whole_sentences_then_a_share_of_the_cut_one(played_ms, heard):
+    assert heard_sentences(SENTENCES, _bytes(played_ms), _bytes(3500)) == heard
+
+
+def test_a_silent_sentence_is_heard_once_the_voice_passed_it():
+    parts = [(0, "Look: "), (_bytes(500), "```x```\n"), (_bytes(500), "After.")]
+    assert heard_sentences(parts, _bytes(600), _bytes(1500)) == "Look: ```x```\n"
+    assert heard_sentences(parts, _bytes(100), _bytes(1500)) == ""
+
+
+# -- the speech client against recorded replies ----------------------------------------------------
+
+async def _serve(handler) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    app.router.add_route("POST", "/v1/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    return runner, f"http://127.0.0.1:{port}/v1"
+
+
+def _streamed(body: bytes, content_type: str, piece: int, seen: list | None = None):
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if seen is not None:
+            seen.append({"path": request.path, "form": dict(await request.post()) if request.content_type.startswith(
+                "multipart/") else None, "json": await request.json() if request.content_type == "application/json"
+                         else None})
+        resp = web.StreamResponse(headers={"Content-Type": content_type})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for i in range(0, len(body), piece):
+            await resp.write(body[i: i + piece])
+            await asyncio.sleep(0)
+        await resp.write_eof()
+        return resp
+    return handler
+
+
+def _run(handler, call):
+    async def main():
+        from voicecli.transport.http import close_shared_client
+
+        runner, url = await _serve(handler)
+        try:
+            return await call(AudioClient(Connection(max_retries=0), url, "sk-test"))
+        finally:
+            await close_shared_client()
+            await runner.cleanup()
+    return asyncio.run(main())
+
+
+async def _all(agen) -> list:
+    return [x async for x in agen]
+
+
+@pytest.mark.parametrize("piece", [1, 7, 100000])
+def test_streamed_transcript_from_a_recorded_reply(piece):
+    body = (TRAFFIC / "stt_sse_gpt4o_mini_01.sse").read_bytes()  # CRLF framing, 8 deltas, done, [DONE]
+    seen: list = []
+    events = _run(_streamed(body, "text/event-stream", piece, seen),
+                  lambda c: _all(c.transcribe(b"RIFF....WAVE", model="gpt-4o-mini-transcribe", language="en")))
+    done = [json.loads(line[5:]) for line in body.decode().splitlines() if '"transcript.text.done"' in line][0]
+    assert events[-1] == Transcript("user", done["text"].strip(), final=True)
+    assert "".join(e.text for e in events[:-1]) == done["text"]
+    assert seen[0]["form"]["stream"] == "true" and seen[0]["form"]["language"] == "en"
+    assert seen[0]["form"]["model"] == "gpt-4o-mini-transcribe"
+
+
+@pytest.mark.parametrize("name", ["stt_json_whisper_01.json", "stt_verbose_json_whisper_01.json"])
+def test_plain_json_transcripts_from_recorded_replies(name):
+    body = (TRAFFIC / name).read_bytes()
+    seen: list = []
+    events = _run(_streamed(body, "application/json", 5, seen),
+                  lambda c: _all(c.transcribe(b"RIFF....WAVE", model="whisper-1")))
+    assert events == [Transcript("user", json.loads(body)["text"].strip(), final=True)]
+    assert "stream" not in seen[0]["form"]  # whisper-1 does not stream
+
+
+def test_a_streaming_request_answered_with_json_still_works():
+    events = _run(_streamed(b'{"text": " hi there "}', "application/json", 3),
+                  lambda c: _all(c.transcribe(b"x", model="gpt-4o-transcribe")))
+    assert events == [Transcript("user", "hi there", final=True)]
+
+
+def test_a_transcript_stream_cut_before_done_is_an_error():
+    body = b'data: {"type":"transcript.text.delta","delta":"Hel"}\n\n'
+    events = _run(_streamed(body, "text/event-stream", 4), lambda c: _all(c.transcribe(b"x", model="gpt-4o-transcribe")))
+    assert isinstance(events[-1], Error) and "before transcript.text.done" in events[-1].message
+
+
+@pytest.mark.parametrize("piece", [1, 3, 4095, 100000])
+def test_speech_pcm_from_a_recorded_reply_arrives_whole(piece):
+    body = (TRAFFIC / "tts_pcm_01.pcm").read_bytes()
+    seen: list = []
+    pieces = _run(_streamed(body, "audio/pcm", piece, seen),
+                  lambda c: _all(c.speak("Hello, world!", model="gpt-4o-mini-tts", voice="alloy", speed=1.25)))
+    assert all(isinstance(p, bytes) and len(p) % 2 == 0 for p in pieces)
+    assert b"".join(pieces) == body
+    assert seen[0]["json"] == {"model": "gpt-4o-mini-tts", "input": "Hello, world!", "voice": "alloy",
+                               "response_format": "pcm", "speed": 1.25}
+
+
+@pytest.mark.parametrize("piece", [1, 13, 100000])
+def test_a_streamed_wav_is_unwrapped_despite_its_0xffffffff_sizes(piece):
+    body = (TRAFFIC / "tts_wav_01.wav").read_bytes()
+    assert body[4:8] == b"\xff\xff\xff\xff"
+    pieces = _run(_streamed(body, "audio/wav", piece), lambda c: _all(c.speak("x", model="m", voice="v")))
+    assert b"".join(pieces) == body[44:]
+
+
+def test_a_speech_error_reply_is_an_error_event():
+    async def handler(request):
+        return web.json_response({"error": {"message": "Invalid voice 'zzz'", "type": "invalid_request_error",
+                                            "param": "voice", "code": None}}, status=400)
+    pieces = _run(handler, lambda c: _all(c.speak("x", model="m", voice="zzz")))
+    assert len(pieces) == 1 and isinstance(pieces[0], Error)
+    assert pieces[0].status == 400 and "Invalid voice" in pieces[0].message
+
+
+def test_a_200_that_is_not_audio_is_named():
+    pieces = _run(_streamed(b"<html>proxy login</html>", "text/html", 100), lambda c: _all(c.speak("x", model="m", voice="v")))
+    assert isinstance(pieces[0], Error) and "text/html" in pieces[0].message
+
+
+def test_which_models_stream_their_transcripts():
+    assert streams_transcript("gpt-4o-mini-transcribe") and streams_transcript("gpt-4o-transcribe")
+    assert not streams_transcript("whisper-1") and not streams_transcript("Systran/faster-whisper-small")
+    assert not streams_transcript("gpt-4o-transcribe-diarize")
