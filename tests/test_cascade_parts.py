@@ -80,7 +80,8 @@ SENTENCES = [(0, "One two three. "), (_bytes(1000), "Four five six seven. "), (_
 
 @pytest.mark.parametrize("played_ms, heard", [
     (0, ""),
-    (999, "One two"),  # 99.9 % of the first sentence: its last word is not counted as heard
+    (999, "One two three."),  # 99.9 % of the first sentence: cut after its last word
+    (900, "One two"),  # cut inside "three.": not heard whole
     (1000, "One two three. "),  # exactly to its end
     (2000, "One two three. Four five"),  # half of the second
     (3000, "One two three. Four five six seven. "),

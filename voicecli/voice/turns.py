@@ -260,7 +260,9 @@ def heard(text: str, played_ms: int, received_ms: int) -> str:
         return text
     keep = int(len(text) * played_ms / received_ms)
     head = text[:keep]
-    return head.rsplit(" ", 1)[0] if " " in head and keep < len(text) else head
+    if keep < len(text) and not text[keep].isspace():  # cut inside a word: it was not heard whole
+        head = head.rsplit(" ", 1)[0] if " " in head else ""
+    return head
 
 
 def heard_sentences(sentences: list[tuple[int, str]], played: int, received: int) -> str:
