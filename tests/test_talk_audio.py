@@ -414,3 +414,99 @@ def test_the_assistant_does_not_hear_itself_on_leaking_speakers(own_stack, make_
         assert "full-duplex with echo cancellation" in err
     else:  # the control: without echo cancellation the answer is cut by its own echo
         assert first_answer.get("interrupted") or len(user_turns(tr)) > 1, (first_answer, user_turns(tr))
+
+
+# -- the cascade engine, live -------------------------------------------------------------------------
+
+CASCADE = ("--engine", "cascade", "-t", "chat")
+
+
+def sim_voice_wav(path: Path, sim, text: str, *, lead_s: float = 0.3, tail_s: float = 0.8) -> Path:
+    """The simulator's own voice for `text` (so its transcription is exact), padded with silence."""
+    from clihelp import sim_speech
+
+    speech.write_wav(path, speech.silence(lead_s) + sim_speech(sim.base_url, text) + speech.silence(tail_s))
+    return path
+
+
+def cascade_said(talk: TalkProcess) -> list[dict]:
+    return [e["body"] for e in list(talk.sim.log) if e.get("endpoint") == "/v1/chat/completions" and "body" in e]
+
+
+def test_cascade_round_trip_through_the_virtual_devices(audio_stack, make_sim, tmp_path):
+    """Through the echo canceller (on by default): the words arrive exactly. Its noise suppressor is off
+    here: it reshapes some sentences beyond what the simulator's phrasebook still recognises."""
+    sim = make_sim()
+    wav = sim_voice_wav(tmp_path / "q.wav", sim, "What is the weather like in Paris today?")
+    tr = tmp_path / "talk.jsonl"
+    monitor = audio_stack.monitor()
+    talk = TalkProcess(tmp_path, sim, *CASCADE, "-o", "voice.noise_suppression=false", "--transcript", str(tr),
+                       env=audio_stack.env)
+    err = StderrLines(talk.proc)
+    try:
+        talk.wait(lambda: err.has("local VAD"), 30, "talk to start")
+        time.sleep(0.5)
+        audio_stack.play(wav)
+        talk.wait(lambda: tr.exists() and '"assistant"' in tr.read_text(), 40, "the assistant's answer")
+        time.sleep(3.0)  # let it be spoken
+        code, out, _ = talk.quit()
+    finally:
+        talk.proc.kill()
+        samples = monitor.stop()
+    assert code == 0, err.text
+    said = [(e["role"], e["text"]) for e in map(json.loads, tr.read_text().splitlines()) if e.get("type") == "entry"]
+    assert said == [("user", "What is the weather like in Paris today?"),
+                    ("assistant", "You said: What is the weather like in Paris today?")]
+    reply = np.frombuffer(speech.synthesize(said[1][1]), dtype="<i2")
+    lead = int(np.flatnonzero(reply)[0])
+    start = find_exact(samples, reply[lead:])
+    assert start is not None, "the assistant's voice is not on the speaker monitor"
+    found, _ = gapless_match(samples, start, reply[lead:])
+    assert found >= 0.95 * (reply.size - lead)
+
+
+def test_cascade_barge_in_stops_the_voice_and_keeps_what_was_heard(audio_stack, make_sim, tmp_path):
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"turns": [{"reply": LONG_REPLY}]}))
+    sim = make_sim(script=script)
+    first = sim_voice_wav(tmp_path / "first.wav", sim, "Please tell me a long story.")
+    second = sim_voice_wav(tmp_path / "second.wav", sim, "Stop, that is enough.", lead_s=0.0)
+    tr = tmp_path / "talk.jsonl"
+    monitor = audio_stack.monitor()
+    talk = TalkProcess(tmp_path, sim, *CASCADE, "--full-duplex", "--no-aec", "--transcript", str(tr), env=audio_stack.env)
+    err = StderrLines(talk.proc)
+    try:
+        talk.wait(lambda: err.has("local VAD"), 30, "talk to start")
+        time.sleep(0.5)
+        audio_stack.play(first)
+        assert monitor.wait_for_sound(30, ms=2500), "the assistant never got going"
+        interrupt_at = time.time()
+        audio_stack.play(second)
+        talk.wait(lambda: tr.exists() and tr.read_text().count('"assistant"') >= 2, 40, "the second answer")
+        code, out, _ = talk.quit()
+    finally:
+        talk.proc.kill()
+        samples = monitor.stop()
+    assert code == 0, err.text
+    said = [e for e in map(json.loads, tr.read_text().splitlines()) if e.get("type") == "entry"]
+    assert [e["text"] for e in said if e["role"] == "user"] == ["Please tell me a long story.", "Stop, that is enough."]
+    cut = next(e for e in said if e["role"] == "assistant")
+    assert cut["interrupted"] is True and LONG_REPLY.startswith(cut["text"]) and len(cut["text"]) < len(LONG_REPLY) / 2
+    assert len(cut["text"].split()) >= 5  # 2.5 s of it were heard before the user spoke
+    # the second request carries what was heard, not the whole story
+    assistant = [m["content"] for m in cascade_said(talk)[-1]["messages"] if m["role"] == "assistant"]
+    assert assistant == [cut["text"]]
+    # the story's voice stopped soon after the user spoke: find where its sentences stop on the monitor
+    spoken = [s.strip() + " " for s in LONG_REPLY.replace(". ", ".\n").splitlines() if s.strip()]
+    stop_index = 0
+    for sentence in spoken:
+        reply = np.frombuffer(speech.synthesize(sentence.strip()), dtype="<i2")
+        lead = int(np.flatnonzero(reply)[0])
+        start = find_exact(samples, reply[lead:])
+        if start is None:
+            break
+        found, stop_index = gapless_match(samples, start, reply[lead:])
+        if found < reply.size - lead:
+            break
+    assert stop_index, "the story is not on the monitor"
+    assert monitor.started + stop_index / 24000 - interrupt_at < 1.5

@@ -25,6 +25,7 @@ import numpy as np
 from voicecli.audio.pcm import Resampler
 from voicecli.errors import ConfigError
 
+TAIL_MS = 300  # of silence kept after an utterance: speech recognisers (and the sim's) want its fade-out
 _HYSTERESIS = 0.15  # Silero's VADIterator: speech ends below threshold - 0.15
 
 
@@ -231,8 +232,9 @@ class Segmenter:
             if ev.kind == "start":
                 self._open = max(0, self._sample(ev.ms - self.vad.prefix_ms))
                 self._open_ms = ev.ms
-            elif self._open is not None:
-                self._done.append((self._open, self._sample(ev.ms), self._open_ms, ev.ms))
+            elif self._open is not None:  # with a little of the silence after it, as a recogniser expects
+                end = self._sample(ev.ms + min(TAIL_MS, self.vad.silence_ms))
+                self._done.append((self._open, end, self._open_ms, ev.ms))
                 self._open = None
 
     def _slice(self, first: int, end: int) -> bytes:
