@@ -166,7 +166,7 @@ def test_the_last_ms_of_a_stream_are_handled(tmp_path):
     total_ms = len(x) // 48
     vad = LocalVad()
     events = vad.feed(x)
-    assert kinds(events) == ["start"] and vad.speaking
+    assert kinds(events) == ["start"] and vad.speaking and vad.position_ms == total_ms
     end = vad.finish()
     assert kinds(end) == ["stop"] and total_ms - 100 <= end[0].ms <= total_ms
     assert not vad.speaking

