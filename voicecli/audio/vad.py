@@ -26,7 +26,8 @@ from voicecli.audio.pcm import Resampler
 from voicecli.errors import ConfigError
 
 TAIL_MS = 300  # of silence kept after an utterance: speech recognisers (and the sim's) want its fade-out
-_HYSTERESIS = 0.15  # Silero's VADIterator: speech ends below threshold - 0.15
+_HYSTERESIS = 0.15
+_RUN_GAP_MS = 300  # a pause this long ends a candidate that has not yet become speech  # Silero's VADIterator: speech ends below threshold - 0.15
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,8 @@ class LocalVad:
         self._fed_samples = 0  # samples fed, at `rate`
         self._prob = 0.0
         self._speaking = False
-        self._run_start: int | None = None  # voiced run (not yet a start): its first frame
+        self._run_start: int | None = None  # candidate (not yet a start): its first frame
+        self._run_voiced = self._run_gap = 0  # ms of speech in the candidate, and of the pause since
         self._last_voiced_end = 0  # ms
         self._silent_ms = 0
 
@@ -151,12 +153,20 @@ class LocalVad:
         self._frames += 1
         end = begin + self._frame_ms
         if not self._speaking:
-            if p < self.threshold:
-                self._run_start = None
-                return []
+            # a candidate: speech begins at `threshold`, survives short dips (a short word, then a
+            # comma's pause: "Stop, that is enough"), and starts once it holds `min_speech_ms` of speech
             if self._run_start is None:
-                self._run_start = begin
-            if end - self._run_start < self.min_speech_ms:
+                if p < self.threshold:
+                    return []
+                self._run_start, self._run_voiced, self._run_gap = begin, 0, 0
+            if p >= max(0.0, self.threshold - _HYSTERESIS):
+                self._run_voiced, self._run_gap = self._run_voiced + self._frame_ms, 0
+            else:
+                self._run_gap += self._frame_ms
+                if self._run_gap >= min(_RUN_GAP_MS, self.silence_ms):
+                    self._run_start = None  # a click or a cough: nothing to start
+                return []
+            if self._run_voiced < self.min_speech_ms:
                 return []
             self._speaking, self._silent_ms, self._last_voiced_end = True, 0, end
             return [VadEvent("start", self._run_start)]

@@ -154,12 +154,14 @@ class CascadeSession:
             self._recording += pcm
             return True
         for event in self._segmenter.feed(pcm):
+            log.debug("vad: speech %s at %d ms (fed %d ms)", event.kind, event.ms, self._segmenter.vad.position_ms)
             if event.kind == "start":
                 self._put(SpeechStarted(event.ms))
             else:
                 self._put(SpeechStopped(event.ms))
                 utterance = self._segmenter.take()
                 if utterance is not None:
+                    log.debug("vad: utterance of %d ms for speech-to-text", len(utterance.pcm) // 48)
                     self._inbox.put_nowait(("audio", utterance.pcm))
         return True
 
