@@ -221,6 +221,7 @@ def test_its_own_speech_transcribes_to_the_exact_words(api, sim):
     assert api.audio.transcriptions.create(model="whisper-1", file=("t.wav", _upload(other)), response_format="text").strip() == OTHER
     verbose = api.audio.transcriptions.create(model="whisper-1", file=("t.wav", _upload(said, 24000)), response_format="verbose_json")
     assert verbose.text == SAID and verbose.segments[0].text == f" {SAID}"
+    assert set(verbose.model_extra) == {"task"}  # the SDK does not model it; the real API sends it (recorded)
     events = list(api.audio.transcriptions.create(model="gpt-4o-mini-transcribe", file=("t.wav", _upload(other)), stream=True))
     assert "".join(e.delta for e in events[:-1]) == events[-1].text == OTHER
     unknown = speech.speech_like(1.2)  # speech it never said still reads as a description

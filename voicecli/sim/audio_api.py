@@ -217,7 +217,7 @@ async def handle_speech(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, f"stream_format 'sse' is not supported for model '{model}'.", "stream_format",
                        "unsupported_value")  # fmt: skip
     pcm = speech.synthesize(text)
-    sim.phrases.add(text)
+    sim.phrases.add(text, pcm)
     pieces = [pcm[i : i + SPEECH_CHUNK] for i in range(0, len(pcm), SPEECH_CHUNK)]
     fault = request.get("fault")
     latency, delay = _delays(sim, fault)

@@ -143,11 +143,14 @@ class Phrasebook:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def add(self, text: str) -> None:
-        """Remember `text` as spoken (its audio is `speech.synthesize(text)`, made when needed)."""
+    def add(self, text: str, pcm: bytes | None = None) -> None:
+        """Remember `text` as spoken: its audio is `pcm` when given (`speech.synthesize(text)`),
+        else made when first needed."""
         if not text.strip():
             return
         entry = self._entries.pop(text, None) or _Entry(text)
+        if pcm is not None and not entry.sound:
+            entry.sound, entry.print = hashlib.sha1(pcm).digest(), fingerprint(pcm)
         self._entries[text] = entry
         while len(self._entries) > self.limit:
             self._entries.popitem(last=False)
