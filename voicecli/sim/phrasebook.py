@@ -167,7 +167,7 @@ class Phrasebook:
         if upload is None or not self._entries:
             return None
         scored: dict[bytes, tuple[float, set[str]]] = {}  # by waveform: texts that sound the same
-        for entry in self._entries.values():
+        for entry in list(self._entries.values()):  # a copy: adds may come while this runs in a thread
             audio, known = self._print(entry)
             if known is None:
                 continue
