@@ -397,7 +397,7 @@ def test_speech_stream_faults(sim):
     events = sse_events(_post_tts(sim, "error=nested; after=2", stream_format="sse").text)
     assert [e["type"] for e in events] == ["speech.audio.delta"] * 2 + ["error"]
     events = sse_events(_post_tts(sim, "unknown=1", stream_format="sse").text)
-    assert events[1]["type"] == "transcript.sim_unknown" and events[-1]["type"] == "speech.audio.done"
+    assert events[1]["type"] == "speech.sim_unknown" and events[-1]["type"] == "speech.audio.done"
 
 
 def _first_byte_after(send) -> float:
