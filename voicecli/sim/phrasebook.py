@@ -17,6 +17,7 @@ under the clip's loudest band so background noise and silence look alike. Matchi
    "Hello there, friend." / "Hello there, Fred.", stay above ~5.4 dB; tests/test_sim_phrasebook.py);
 3. sound within 20 dB of the phrase's peak outside the matched stretch means the upload holds
    more speech than the phrase (a longer sentence that starts the same way): no match.
+Another voice mixed in louder than about -25 dB (an echo nobody cancelled) also ends in no match.
 An upload whose voiced span is clearly shorter than a phrase's is not compared with it. A match
 needs a distance under `ACCEPT_DB` and a lead of `MARGIN_DB` over the next phrase; texts with
 the same waveform (the tone voice) cannot be told apart and never match. Otherwise the caller
