@@ -20,10 +20,11 @@ time, so a benchmark can subtract it exactly); `delta_delay` separates the strea
 refuse the request as everywhere. In streams `drop`, `close` (like drop), `stall`, `after`,
 `malformed`, `unknown` and `error=flat|nested` (`{"type":"error",…}` flat, or with an `error`
 object, which the SDK raises as an APIError) act per event; a raw audio body has no events to
-break or add, so `malformed`/`unknown` do nothing there and `error` cuts it like `drop`. A
-non-streamed transcription: `drop`/`close` cut the connection, `error`/`failed` give a 500,
-`stall` waits, `malformed` sends cut-off JSON. `failed`, `incomplete`, `think` have no meaning
-for audio and do nothing.
+break or add, so `malformed`/`unknown` do nothing there and `error` cuts it like `drop`.
+`failed` ends a stream with a flat error event instead of its terminal event (`done`; raw audio:
+cut before the last piece). A non-streamed transcription: `drop`/`close` cut the connection,
+`error`/`failed` give a 500, `stall` waits, `malformed` sends cut-off JSON. `incomplete` and
+`think` have no meaning for audio and do nothing.
 """
 
 from __future__ import annotations
@@ -79,10 +80,13 @@ class _BodySink(SseSink):
 
 
 async def _stream(request: web.Request, headers: dict, frames: list, render: Callable[[Any], Any],
-                  fault: Fault | None, latency: float, delay: float, family: str = "") -> web.StreamResponse:
+                  fault: Fault | None, latency: float, delay: float, family: str = "", tail: int = 1) -> web.StreamResponse:
     """Send `frames` after the latency, with the stream faults applied: SSE events of `family`
-    ("transcript", "speech"), or raw body pieces when `family` is empty."""
+    ("transcript", "speech"), or raw body pieces when `family` is empty. `failed` replaces the
+    last `tail` frames (the terminal events) with an error."""
     raw = not family
+    if fault is not None and fault.failed and fault.error is None:
+        fault = fault.merged(Fault(error="flat", after=max(0, len(frames) - tail)))
     resp = web.StreamResponse(headers=headers)
     if raw:
         resp.enable_chunked_encoding()
@@ -145,7 +149,7 @@ async def handle_transcriptions(request: web.Request) -> web.StreamResponse:
         events: list = [{"type": "transcript.text.delta", "delta": piece} for piece in (brain.split_deltas(text) if text else [])]
         events += [{"type": "transcript.text.done", "text": text, "usage": usage}, "[DONE]"]
         headers = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-store"}
-        return await _stream(request, headers, events, _sse, fault, latency, delay, "transcript")
+        return await _stream(request, headers, events, _sse, fault, latency, delay, "transcript", tail=2)
     if fmt == "text":
         reply = web.Response(text=text + "\n", content_type="text/plain")
     elif fmt in ("srt", "vtt"):
