@@ -221,6 +221,7 @@ def test_its_own_speech_transcribes_to_the_exact_words(api, sim):
     assert api.audio.transcriptions.create(model="whisper-1", file=("t.wav", _upload(other)), response_format="text").strip() == OTHER
     verbose = api.audio.transcriptions.create(model="whisper-1", file=("t.wav", _upload(said, 24000)), response_format="verbose_json")
     assert verbose.text == SAID and verbose.segments[0].text == f" {SAID}"
+    assert set(verbose.model_extra) == {"task"}  # the SDK does not model it; the real API sends it (recorded)
     events = list(api.audio.transcriptions.create(model="gpt-4o-mini-transcribe", file=("t.wav", _upload(other)), stream=True))
     assert "".join(e.delta for e in events[:-1]) == events[-1].text == OTHER
     unknown = speech.speech_like(1.2)  # speech it never said still reads as a description
@@ -362,6 +363,12 @@ def test_transcription_stream_faults(sim, api):
     assert events[1]["type"] == "transcript.sim_unknown" and events[-1]["type"] == "transcript.text.done"
     events = sse_events(_post_stt(sim, "stall=0.2; after=1; delta_delay=0.01").text)
     assert events[-1]["type"] == "transcript.text.done"  # only late (timing is in the latency test)
+    events = sse_events(_post_stt(sim, "failed").text)
+    assert events[-1]["type"] == "error" and {e["type"] for e in events[:-1]} == {"transcript.text.delta"}
+    body, err = _until_cut(httpx.stream("POST", f"{sim.base_url}/audio/transcriptions", timeout=30,
+                                        headers={"Authorization": f"Bearer {KEY}", "x-sim-fault": "close=1011; after=1"},
+                                        files={"file": ("t.wav", _wav(1.0))}, data={"model": "gpt-4o-mini-transcribe", "stream": "true"}))  # fmt: skip
+    assert err is not None and len(sse_events(body.decode())) == 1  # an HTTP stream has no close code: cut
 
 
 def test_one_piece_transcription_faults(sim):
@@ -395,8 +402,15 @@ def test_speech_stream_faults(sim):
     assert _post_tts(sim, "malformed=1; unknown=2").content == whole  # nothing to break in raw audio
     events = sse_events(_post_tts(sim, "error=nested; after=2", stream_format="sse").text)
     assert [e["type"] for e in events] == ["speech.audio.delta"] * 2 + ["error"]
+    events = sse_events(_post_tts(sim, "failed", stream_format="sse").text)
+    assert events[-1]["type"] == "error" and len(events) == len(whole) // piece + (len(whole) % piece > 0) + 1
+    body, err = _until_cut(httpx.stream("POST", f"{sim.base_url}/audio/speech", timeout=30,
+                                        headers={"Authorization": f"Bearer {KEY}", "x-sim-fault": "failed"},
+                                        json={"model": "gpt-4o-mini-tts", "voice": "alloy", "response_format": "pcm",
+                                              "input": "One two three four five six seven."}))  # fmt: skip
+    assert err is not None and whole.startswith(body) and len(body) < len(whole)  # the last piece never comes
     events = sse_events(_post_tts(sim, "unknown=1", stream_format="sse").text)
-    assert events[1]["type"] == "transcript.sim_unknown" and events[-1]["type"] == "speech.audio.done"
+    assert events[1]["type"] == "speech.sim_unknown" and events[-1]["type"] == "speech.audio.done"
 
 
 def _first_byte_after(send) -> float:
@@ -431,3 +445,6 @@ def test_latencies_from_the_fault_header_and_the_config(make_sim):
     start = time.monotonic()
     assert sse_events(_post_stt(fast, "stall=0.3; after=1").text)[-1]["type"] == "transcript.text.done"
     assert time.monotonic() - start >= 0.3
+    start = time.monotonic()
+    events = sse_events(_post_stt(fast, "delta_delay=0.05").text)
+    assert time.monotonic() - start >= 0.05 * (len(events) - 1)

@@ -42,6 +42,12 @@ def echo_canceller(x: np.ndarray) -> np.ndarray:
     return np.concatenate([aec.process(mic[i : i + 480]) for i in range(0, mic.size, 480)]).astype(float) / 32768
 
 
+def other_voice(n: int) -> np.ndarray:
+    """Another sentence (an echo of the assistant, say), as long as needed."""
+    x = speech.samples(speech.synthesize("Once upon a time there was a tool that wanted to talk to everyone."))
+    return np.tile(x, n // x.size + 1)[:n]
+
+
 def through_16k(x: np.ndarray) -> np.ndarray:
     """24 kHz → a 16 kHz WAV (as a client resampling for an STT server) → read back at 24 kHz."""
     wav = speech.wav_bytes(speech.to_int16(speech.resample(x, RATE, 16000)), rate=16000)
@@ -57,6 +63,7 @@ DEGRADE = {
     "24k-16k-24k": lambda x, rng: through_16k(pad(x, 0.3, 0.3)),
     "noise (-50 dBFS)": lambda x, rng: pad(x, 0.4, 0.6) + rng.normal(0, 0.003, pad(x, 0.4, 0.6).size),
     "all of it": lambda x, rng: client_cut(through_16k(pad(0.3 * x, 0.7, 1.2) + rng.normal(0, 0.002, pad(x, 0.7, 1.2).size))),
+    "faint other voice (-30 dB)": lambda x, rng: pad(x, 0.3, 0.5) + 0.03 * other_voice(pad(x, 0.3, 0.5).size),
     "echo canceller": lambda x, rng: echo_canceller(pad(x, 0.3, 0.5) + rng.normal(0, 0.002, pad(x, 0.3, 0.5).size)),
 }  # fmt: skip
 

@@ -20,10 +20,11 @@ time, so a benchmark can subtract it exactly); `delta_delay` separates the strea
 refuse the request as everywhere. In streams `drop`, `close` (like drop), `stall`, `after`,
 `malformed`, `unknown` and `error=flat|nested` (`{"type":"error",…}` flat, or with an `error`
 object, which the SDK raises as an APIError) act per event; a raw audio body has no events to
-break or add, so `malformed`/`unknown` do nothing there and `error` cuts it like `drop`. A
-non-streamed transcription: `drop`/`close` cut the connection, `error`/`failed` give a 500,
-`stall` waits, `malformed` sends cut-off JSON. `failed`, `incomplete`, `think` have no meaning
-for audio and do nothing.
+break or add, so `malformed`/`unknown` do nothing there and `error` cuts it like `drop`.
+`failed` ends a stream with a flat error event instead of its terminal event (`done`; raw audio:
+cut before the last piece). A non-streamed transcription: `drop`/`close` cut the connection,
+`error`/`failed` give a 500, `stall` waits, `malformed` sends cut-off JSON. `incomplete` and
+`think` have no meaning for audio and do nothing.
 """
 
 from __future__ import annotations
@@ -40,24 +41,17 @@ from aiohttp import web
 from . import brain, speech
 from .faults import MALFORMED, Fault, SseSink, midstream_error, play
 from .phrasebook import transcribe
+from .responses import _delays
 from .server import put
 from .validate import ApiError, invalid_value, missing, parse_json
 
 TRANSCRIBE_FORMATS = ["json", "text", "srt", "verbose_json", "vtt"]
 SPEECH_FORMATS = ["mp3", "opus", "aac", "flac", "wav", "pcm"]
 SPEECH_CHUNK = 4800  # 100 ms of PCM per streamed piece
-UNKNOWN_AUDIO_EVENT = "transcript.sim_unknown"
 
 
 def _sse(event: dict | str) -> str:
     return f"data: {event if isinstance(event, str) else json.dumps(event)}\n\n"
-
-
-def _delays(sim: Any, fault: Fault | None) -> tuple[float, float]:
-    f = fault or Fault()
-    latency = f.latency if f.latency is not None else sim.config.latency
-    delay = f.delta_delay if f.delta_delay is not None else sim.config.delta_delay
-    return latency, delay
 
 
 async def _wait_latency(request: web.Request, latency: float) -> None:
@@ -67,12 +61,12 @@ async def _wait_latency(request: web.Request, latency: float) -> None:
         await asyncio.sleep(latency - spent)
 
 
-def _inject(kind: str, fault: Fault) -> list[str]:
+def _inject(kind: str, fault: Fault, prefix: str) -> list[str]:
     """Frames for the SSE stream faults: a cut-off event, an unknown event, a mid-stream error."""
     if kind == "malformed":
         return [_sse(MALFORMED)]
-    if kind == "unknown":
-        return [_sse({"type": UNKNOWN_AUDIO_EVENT, "note": "simulated unknown event"})]
+    if kind == "unknown":  # e.g. "transcript.sim_unknown": a type of the stream's family the client cannot know
+        return [_sse({"type": f"{prefix}.sim_unknown", "note": "simulated unknown event"})]
     if fault.error == "nested":
         return [_sse({"type": "error", "error": midstream_error(fault, True)})]
     return [_sse({"type": "error", **midstream_error(fault, False)})]
@@ -86,8 +80,13 @@ class _BodySink(SseSink):
 
 
 async def _stream(request: web.Request, headers: dict, frames: list, render: Callable[[Any], Any],
-                  fault: Fault | None, latency: float, delay: float, raw: bool = False) -> web.StreamResponse:
-    """Send `frames` after the latency, with the stream faults applied."""
+                  fault: Fault | None, latency: float, delay: float, family: str = "", tail: int = 1) -> web.StreamResponse:
+    """Send `frames` after the latency, with the stream faults applied: SSE events of `family`
+    ("transcript", "speech"), or raw body pieces when `family` is empty. `failed` replaces the
+    last `tail` frames (the terminal events) with an error."""
+    raw = not family
+    if fault is not None and fault.failed and fault.error is None:
+        fault = fault.merged(Fault(error="flat", after=max(0, len(frames) - tail)))
     resp = web.StreamResponse(headers=headers)
     if raw:
         resp.enable_chunked_encoding()
@@ -95,13 +94,13 @@ async def _stream(request: web.Request, headers: dict, frames: list, render: Cal
     await resp.prepare(request)
     if raw and fault is not None and fault.error is not None:  # no error frame fits in raw audio: cut it
         fault = fault.merged(Fault(drop=fault.after))
-    inject = (lambda kind, f: []) if raw else _inject
+    inject = (lambda kind, f: []) if raw else (lambda kind, f: _inject(kind, f, family))
     if await play((_BodySink if raw else SseSink)(resp, request), frames, render, fault, delay, inject):
         await resp.write_eof()
     return resp
 
 
-def _transcript(sim: Any, data: bytes) -> tuple[str, float]:
+def _transcript(book: Any, data: bytes) -> tuple[str, float]:
     """(deterministic transcript, audio seconds) of an uploaded file."""
     if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
         try:
@@ -109,7 +108,7 @@ def _transcript(sim: Any, data: bytes) -> tuple[str, float]:
         except (ValueError, EOFError, wave.Error):
             raise ApiError(400, "The audio file could not be decoded or its format is not supported.", "file",
                            "invalid_value") from None  # fmt: skip
-        return transcribe(sim.phrases, pcm), speech.pcm_ms(pcm) / 1000
+        return transcribe(book, pcm), speech.pcm_ms(pcm) / 1000
     return f"[audio {len(data)} bytes]", 0.0
 
 
@@ -136,7 +135,7 @@ async def handle_transcriptions(request: web.Request) -> web.StreamResponse:
     model, fmt = str(form["model"]), str(form.get("response_format") or "json")
     if fmt not in TRANSCRIBE_FORMATS:
         raise invalid_value("response_format", fmt, TRANSCRIBE_FORMATS)
-    text, seconds = _transcript(sim, data)
+    text, seconds = await asyncio.to_thread(_transcript, sim.phrases, data)  # recognition: ~1 ms per known phrase
     out_tokens = brain.count_tokens(text)
     audio_tokens = max(1, int(seconds * 10))
     if model == "whisper-1":
@@ -150,7 +149,7 @@ async def handle_transcriptions(request: web.Request) -> web.StreamResponse:
         events: list = [{"type": "transcript.text.delta", "delta": piece} for piece in (brain.split_deltas(text) if text else [])]
         events += [{"type": "transcript.text.done", "text": text, "usage": usage}, "[DONE]"]
         headers = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-store"}
-        return await _stream(request, headers, events, _sse, fault, latency, delay)
+        return await _stream(request, headers, events, _sse, fault, latency, delay, "transcript", tail=2)
     if fmt == "text":
         reply = web.Response(text=text + "\n", content_type="text/plain")
     elif fmt in ("srt", "vtt"):
@@ -217,7 +216,7 @@ async def handle_speech(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, f"stream_format 'sse' is not supported for model '{model}'.", "stream_format",
                        "unsupported_value")  # fmt: skip
     pcm = speech.synthesize(text)
-    sim.phrases.add(text)
+    sim.phrases.add(text, pcm)
     pieces = [pcm[i : i + SPEECH_CHUNK] for i in range(0, len(pcm), SPEECH_CHUNK)]
     fault = request.get("fault")
     latency, delay = _delays(sim, fault)
@@ -229,8 +228,8 @@ async def handle_speech(request: web.Request) -> web.StreamResponse:
                   for i in range(0, len(audio), SPEECH_CHUNK)]  # fmt: skip
         events.append({"type": "speech.audio.done", "usage": usage})
         headers = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
-        return await _stream(request, headers, events, _sse, fault, latency, delay)
+        return await _stream(request, headers, events, _sse, fault, latency, delay, "speech")
     if fmt == "wav":  # the 44-byte header rides with the first 100 ms
         pieces[0] = speech.wav_bytes(pcm)[:44] + pieces[0]
     headers = {"Content-Type": "audio/wav" if fmt == "wav" else "audio/pcm"}
-    return await _stream(request, headers, pieces, lambda piece: piece, fault, latency, delay, raw=True)
+    return await _stream(request, headers, pieces, lambda piece: piece, fault, latency, delay)

@@ -31,8 +31,8 @@ Keys (every one optional; combine freely):
 
 The audio endpoints (`/v1/audio/transcriptions`, `/v1/audio/speech`) apply these keys as
 described in `voicecli.sim.audio_api`. A raw audio body has no events, so `malformed` and
-`unknown` do nothing there and `error` cuts it like `drop`. `failed`, `incomplete` and `think`
-do not apply to audio.
+`unknown` do nothing there and `error` cuts it like `drop`; `failed` ends a stream with an
+error instead of its terminal event. `incomplete` and `think` do not apply to audio.
 """
 
 from __future__ import annotations

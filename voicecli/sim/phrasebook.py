@@ -17,6 +17,7 @@ under the clip's loudest band so background noise and silence look alike. Matchi
    "Hello there, friend." / "Hello there, Fred.", stay above ~5.4 dB; tests/test_sim_phrasebook.py);
 3. sound within 20 dB of the phrase's peak outside the matched stretch means the upload holds
    more speech than the phrase (a longer sentence that starts the same way): no match.
+Another voice mixed in louder than about -25 dB (an echo nobody cancelled) also ends in no match.
 An upload whose voiced span is clearly shorter than a phrase's is not compared with it. A match
 needs a distance under `ACCEPT_DB` and a lead of `MARGIN_DB` over the next phrase; texts with
 the same waveform (the tone voice) cannot be told apart and never match. Otherwise the caller
@@ -143,11 +144,14 @@ class Phrasebook:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def add(self, text: str) -> None:
-        """Remember `text` as spoken (its audio is `speech.synthesize(text)`, made when needed)."""
+    def add(self, text: str, pcm: bytes | None = None) -> None:
+        """Remember `text` as spoken: its audio is `pcm` when given (`speech.synthesize(text)`),
+        else made when first needed."""
         if not text.strip():
             return
         entry = self._entries.pop(text, None) or _Entry(text)
+        if pcm is not None and not entry.sound:
+            entry.sound, entry.print = hashlib.sha1(pcm).digest(), fingerprint(pcm)
         self._entries[text] = entry
         while len(self._entries) > self.limit:
             self._entries.popitem(last=False)
@@ -164,7 +168,7 @@ class Phrasebook:
         if upload is None or not self._entries:
             return None
         scored: dict[bytes, tuple[float, set[str]]] = {}  # by waveform: texts that sound the same
-        for entry in self._entries.values():
+        for entry in list(self._entries.values()):  # a copy: adds may come while this runs in a thread
             audio, known = self._print(entry)
             if known is None:
                 continue

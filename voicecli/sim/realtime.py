@@ -865,7 +865,7 @@ class RealtimeConnection:
         await self.send({"type": "response.content_part.added", **ids, "part": {"type": "audio", "transcript": ""}}, r)
         pcm = speech.synthesize(text) if text else b""
         if text and getattr(self.sim, "phrases", None) is not None:
-            self.sim.phrases.add(text)  # so a transcription of this answer (its echo, say) is exact
+            self.sim.phrases.add(text, pcm)  # so a transcription of this answer (its echo, say) is exact
         audio = self.audio.setdefault(item["id"], bytearray())
         # Each transcript piece is due when the audio reaches its share of the text.
         pieces, due, pos = brain.split_deltas(text) if text else [], [], 0

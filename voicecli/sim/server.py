@@ -13,7 +13,8 @@ or, from synchronous code (tests, the offline profile):
 Routes: `POST /v1/responses` (+ `GET` WebSocket mode), `POST /v1/chat/completions`,
 `GET /v1/realtime` (WebSocket), `POST /v1/audio/transcriptions`, `POST /v1/audio/speech`,
 and for tests in another process `GET /_sim/log` (recorded requests and client events as
-JSON) and `POST /_sim/reset` (clear the log and the fault counters, rewind the script).
+JSON) and `POST /_sim/reset` (clear the log and the fault counters, rewind the script; the
+phrasebook of what it has said stays).
 
 Every response carries `x-request-id`; with `config.api_key` set, a request (or WebSocket
 upgrade) without the right `Authorization: Bearer` gets the real 401 (`/_sim/*` needs no key).
