@@ -43,14 +43,18 @@ class TurnResult:
     started: float = field(default_factory=time.monotonic)
     first_token: float | None = None
     finished: float | None = None
+    paused: float = 0.0  # seconds spent waiting for the user (an approval prompt): not the model's time
+    paused_before_first: float = 0.0
 
     @property
     def ttft_ms(self) -> float | None:
-        return None if self.first_token is None else (self.first_token - self.started) * 1000
+        if self.first_token is None:
+            return None
+        return (self.first_token - self.started - self.paused_before_first) * 1000
 
     @property
     def total_ms(self) -> float:
-        return ((self.finished or time.monotonic()) - self.started) * 1000
+        return ((self.finished or time.monotonic()) - self.started - self.paused) * 1000
 
 
 @dataclass
@@ -118,6 +122,7 @@ class Conversation:
                         if isinstance(event, TextDelta):
                             if result.first_token is None:
                                 result.first_token = time.monotonic()
+                                result.paused_before_first = result.paused
                             text.append(event.text)
                             result.refusal = result.refusal or event.refusal
                         elif isinstance(event, ReasoningDelta):

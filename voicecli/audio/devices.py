@@ -56,8 +56,8 @@ def find_device(spec: str, kind: str) -> dict[str, Any]:
     if len(match) == 1:
         return match[0]
     listing = "; ".join(f"{d['index']}: {d['name']}" for d in (match or devices))
-    what = "matches several" if match else "matches no"
-    raise ConfigError(f"--{kind}-device '{spec}' {what} {kind} device", hint=f"candidates: {listing}")
+    what = f"matches several {kind} devices" if match else f"matches no {kind} device"
+    raise ConfigError(f"--{kind}-device '{spec}' {what}", hint=f"candidates: {listing}")
 
 
 def print_devices(json_out: bool = False) -> None:

@@ -65,7 +65,7 @@ COMMANDS = {  # name → (arguments, help); /help prints this table and the comp
     "save": ("PATH", "write the conversation to PATH (.md or .json)"),
     "copy": ("", "copy the last answer to the clipboard"),
     "edit": ("[TEXT]", "write the next message in $EDITOR"),
-    "talk": ("", "switch to a voice conversation"),
+    "talk": ("", "continue by voice (devices: /set voice.input_device, voice.output_device); Ctrl-D comes back"),
 }
 ALIASES = {"quit": "exit", "q": "exit", "?": "help", "new": "clear"}
 
@@ -225,6 +225,7 @@ class Repl:
         self._choices: dict[str, list[str]] = {}
         self.text_format: dict | None = None  # /schema: structured output for the next answers
         self.input = None
+        self._reasoning = None  # the WordWrap of a reasoning summary being shown
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -359,15 +360,25 @@ class Repl:
                 async for event in events:
                     self._show(event)
         finally:
+            self._end_reasoning()
             if fence:
                 self.renderer.text("\n```\n")
             self.renderer.finish()  # also on Ctrl-C: the partial answer stays on the screen
 
     def _show(self, event: Event) -> None:
+        if isinstance(event, ReasoningDelta):
+            if self._reasoning is None:  # on a terminal: wrapped between words, not cut at the edge
+                from voicecli.ui.wrap import WordWrap
+
+                self._reasoning = WordWrap() if sys.stderr.isatty() else None
+            if self._reasoning is not None:
+                self._reasoning.text(event.text)
+            else:
+                dim(event.text)
+            return
+        self._end_reasoning()
         if isinstance(event, TextDelta):
             self.renderer.text(event.text)
-        elif isinstance(event, ReasoningDelta):
-            dim(event.text)
         elif isinstance(event, ToolCall):
             self.renderer.finish()
             self._note(escape_controls(f"→ {event.name} {event.arguments}"))
@@ -380,13 +391,19 @@ class Repl:
             self._record(Entry("tool", event.output, meta={"name": event.name, "arguments": event.arguments,
                                                            "ok": event.ok}))
 
+    def _end_reasoning(self) -> None:
+        """The answer (or a tool call) starts on its own line after a reasoning summary."""
+        if self._reasoning is not None:
+            self._reasoning.finish()
+            self._reasoning = None
+
     def _finish_turn(self, result) -> None:
         transport = self.conversation.transport
         self.turns.append(TurnRecord(self.profile.model.name, transport.name, result.usage, result.ttft_ms,
                                      result.total_ms, result.status, result.cost_usd))
         if result.text or result.status != "completed":
             now = time.time()
-            self._record(Entry("assistant", result.text, start=now - result.total_ms / 1000, end=now,
+            self._record(Entry("assistant", result.text, start=now - result.total_ms / 1000 - result.paused, end=now,
                                interrupted=result.status in ("cancelled", "incomplete"), usage=result.usage,
                                meta={"model": self.profile.model.name}))
         if result.error is not None:
@@ -463,7 +480,12 @@ class Repl:
         runs_on = None
         if getattr(tool, "server", None) and self.toolbox is not None and self.toolbox.mcp is not None:
             runs_on = self.toolbox.mcp.describe(tool)
-        return await approval.approve(tool, call, say=self._say, ask=self.input.ask, runs_on=runs_on)
+        asked, result = time.monotonic(), self.conversation.last
+        try:
+            return await approval.approve(tool, call, say=self._say, ask=self.input.ask, runs_on=runs_on)
+        finally:  # the user's time at the prompt is not the model's: keep it out of the footer's times
+            if result is not None:
+                result.paused += time.monotonic() - asked
 
     # -- slash commands ------------------------------------------------------------------------------
 
@@ -479,7 +501,7 @@ class Repl:
         try:
             return await handler(arg)
         except VoicecliError as exc:  # a bad /set value, an unknown profile: say so, stay in the REPL
-            self._say(f"voicecli: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
+            self._say(f"voicecli: {exc.message}" + (f"\n  hint: {exc.hint}" if exc.hint else ""))
             return None
 
     async def cmd_help(self, arg: str) -> None:
@@ -684,16 +706,20 @@ class Repl:
             self.conversation.log = self.log
         before = len(self.conversation.history)
         talk = Talk(self.profile, TalkOptions(debug=self.opts.debug), self.conversation)  # replayed, then added to
-        self._note("talk: speak, or type a line · Ctrl-D (or Ctrl-C twice) comes back to chat")
+        self._note("talk: speak, or type a line · Ctrl-C stops the answer · Ctrl-D (or Ctrl-C twice) comes "
+                   "back to chat")
         loop = asyncio.get_running_loop()
         try:
             await talk.run()
+        except VoicecliError as exc:  # talk's flags cannot be given to /talk: name the settings instead
+            raise VoicecliError(_talk_flags_to_settings(exc.message), exit_code=exc.exit_code,
+                                hint=_talk_flags_to_settings(exc.hint)) from None
         finally:
             loop.add_signal_handler(signal.SIGINT, self._on_sigint)  # talk had taken Ctrl-C over
         said = [m for m in self.conversation.history[before:] if isinstance(m, Message)]
         for m in said:
             self._record(Entry(m.role, m.text, meta={"via": "talk"}))
-        self._note(f"back in chat · {len(said)} spoken messages added to the conversation")
+        self._note(f"back in chat · {len(said)} spoken message{'s' * (len(said) != 1)} added to the conversation")
 
     # -- completion data ---------------------------------------------------------------------------
 
@@ -722,6 +748,21 @@ class Repl:
                     self._note("[interrupted]")
             elif isinstance(item, FunctionCall):
                 self._note(escape_controls(f"→ {item.name} {item.arguments}"))
+
+
+DEVICE_SETTINGS = "/set voice.input_device NAME or /set voice.output_device NAME (`voicecli devices` lists them)"
+
+
+def _talk_flags_to_settings(text: str | None) -> str | None:
+    """A talk error as chat's /talk should say it: the device flags become the voice.* settings that
+    /set changes, and the WAV-file alternatives (talk --input/--output), which chat lacks, a pointer to them."""
+    if not text or "--" not in text:
+        return text
+    if "FILE.wav" in text or "--input-device/--output-device" in text:
+        head = text.split(", or ")[0].split("; or ")[0]
+        return f"{head.rstrip(',;')}; in chat, choose devices with {DEVICE_SETTINGS}" if "--" not in head \
+            else f"choose devices with {DEVICE_SETTINGS}"
+    return text.replace("--input-device", "voice.input_device").replace("--output-device", "voice.output_device")
 
 
 def _choices_for(command: str, profile: Profile) -> list[str]:

@@ -1,0 +1,105 @@
+"""Issue 14's everyday rough edges: clean error lines in chat, the approval wait outside "first
+token", chat's /talk help, word-wrapped reasoning, `-c` continuing with the conversation's own
+profile, model and base URL. The real CLI against the simulator (a pty where a terminal matters)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from clihelp import run_cli
+
+
+@pytest.fixture
+def home(tmp_path):
+    (tmp_path / "profiles").mkdir()
+    return tmp_path
+
+
+def test_chat_errors_have_no_internal_prefixes(home, sim):
+    lines = "/set temprature 1\n/set temperature warm\n/set connection.transprt x\n/model\n/profile nosuch\n"
+    r = run_cli(home, "chat", "-p", "offline", "--base-url", sim.base_url, input=lines)
+    assert r.code == 0, r.err
+    assert "<settings>" not in r.err and "command line" not in r.err
+    err = r.err.splitlines()
+    assert "voicecli: unknown key 'model.temprature'" in err
+    assert "  hint: did you mean 'temperature'?" in err
+    assert "voicecli: model.temperature must be a number, got string 'warm'" in err
+    assert "voicecli: unknown key 'connection.transprt'" in err
+    assert any(line.startswith("voicecli: no profile named 'nosuch'") for line in err)
+    assert any(line.startswith("  hint: known profiles:") for line in err)  # the hint on its own line
+
+
+def test_option_errors_name_the_option(home):
+    r = run_cli(home, "infer", "-p", "offline", "-o", "temprature=1", "hi")
+    assert r.code == 3 and "<settings>" not in r.err
+    assert "voicecli: -o temprature=1: unknown key 'model.temprature'" in r.err
+
+
+def test_chat_first_token_excludes_the_wait_at_the_approval_prompt(tmp_path, sim):
+    import re
+    import time
+
+    from test_chat import Chat, plain
+
+    profile = tmp_path / "tooly.toml"
+    profile.write_text(
+        'extends = "offline"\n'
+        '[[tools]]\nname = "shout"\ndescription = "Echo a word"\ncommand = ["echo", "{word}"]\napproval = "ask"\n'
+        'parameters = { type = "object", properties = { word = { type = "string" } }, required = ["word"] }\n')
+    chat = Chat(tmp_path / "home", sim.base_url, "-p", str(profile))
+    chat.child.send('please shout {"word": "hello"}\r')
+    assert "run the tool 'shout'" in plain(chat.prompt())
+    time.sleep(3)  # the user reads the arguments before answering
+    out = chat.ask("y")
+    assert "Tool shout returned: hello" in out
+    ttft, total = map(int, re.search(r"first token (\d+) ms · total (\d+) ms", out).groups())
+    assert ttft < 3000 and total < 3000, out  # the model's time, not the user's
+    assert chat.exit() == 0
+
+
+def test_talk_errors_in_chat_name_chat_settings_not_talk_flags(home, sim):
+    """`/talk` takes no flags: its errors point at what chat can change (/set voice.…)."""
+    lines = "/set voice.input_device nosuch\n/talk\nhello\n"
+    r = run_cli(home, "chat", "-p", "offline", "--base-url", sim.base_url, input=lines,
+                PULSE_SERVER="unix:/nonexistent/pulse")
+    assert r.code == 0, r.err
+    assert "no audio input device found" in r.err
+    assert "--input" not in r.err and "--output" not in r.err, r.err
+    assert "/set voice.input_device" in r.err
+    assert "You said: hello" in r.out  # chat goes on
+
+
+def test_an_unclear_device_name_says_devices(monkeypatch):
+    from voicecli.audio import devices
+    from voicecli.errors import ConfigError
+
+    listing = [{"name": "usb mic", "max_input_channels": 1, "max_output_channels": 0, "index": 0},
+               {"name": "usb cam mic", "max_input_channels": 1, "max_output_channels": 0, "index": 1}]
+    monkeypatch.setattr(devices, "query_devices", lambda: listing)
+    with pytest.raises(ConfigError) as exc:
+        devices.find_device("usb", "input")
+    assert exc.value.message == "--input-device 'usb' matches several input devices"
+
+
+def test_chat_reasoning_summaries_wrap_between_words(tmp_path, sim):
+    """On a 40-column terminal a long reasoning summary breaks lines between words (the terminal
+    itself would cut words at the edge), and the answer starts on its own line."""
+    from test_chat import Chat, plain
+
+    words = "alphabetical brilliantly considerate dandelions everywhere fantastically gorgeous"
+    chat = Chat(tmp_path / "home", sim.base_url, "-o", "reasoning_effort=low", "-o", "reasoning_summary=auto",
+                size=(40, 40))
+    out = chat.ask(words)
+    lines = [line for line in plain(out).split("\n")]
+    start = next(i for i, line in enumerate(lines) if line.startswith("Considering:"))
+    summary = []
+    for line in lines[start:]:
+        if line.startswith("You said"):
+            break
+        assert len(line) <= 40, lines
+        summary.append(line)
+    assert len(summary) >= 2  # it did wrap
+    assert " ".join(summary).split() == ("Considering: " + words[:80]).split()  # no word split or lost (the sim quotes 80 characters)
+    assert chat.exit() == 0
