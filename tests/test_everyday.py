@@ -103,3 +103,48 @@ def test_chat_reasoning_summaries_wrap_between_words(tmp_path, sim):
     assert len(summary) >= 2  # it did wrap
     assert " ".join(summary).split() == ("Considering: " + words[:80]).split()  # no word split or lost (the sim quotes 80 characters)
     assert chat.exit() == 0
+
+
+def _requests(sim) -> list[dict]:
+    return [e for e in sim.log if isinstance(e.get("body"), dict) and "input" in e["body"]
+            or isinstance(e.get("event"), dict) and "input" in e["event"]]
+
+
+def test_continue_uses_the_conversations_profile_model_and_base_url(home, sim):
+    """`infer -c` after `infer -p offline --base-url URL -m M -t sse` goes back to the same place;
+    flags given with -c override what the conversation ran with."""
+    r = run_cli(home, "infer", "-p", "offline", "--base-url", sim.base_url, "-m", "sim-x", "-t", "sse",
+                "remember pineapple")
+    assert r.code == 0, r.err
+    log = next((home / "conversations").glob("*.jsonl"))
+    meta = json.loads(log.read_text().splitlines()[0])
+    assert meta["profile"] == "offline" and meta["base_url"] == sim.base_url and meta["model"] == "sim-x"
+    r = run_cli(home, "infer", "-c", "--json", "and again")  # no -p, -m, -t, --base-url
+    assert r.code == 0, r.err
+    out = json.loads(r.out)
+    assert (out["model"], out["transport"]) == ("sim-x", "sse")
+    assert "pineapple" in json.dumps(_requests(sim)[-1])
+    r = run_cli(home, "infer", "--cid", log.stem, "-m", "sim-y", "--json", "third")  # a flag wins
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["model"] == "sim-y"
+    r = run_cli(home, "chat", "-c", input="fourth\n")  # chat too
+    assert r.code == 0, r.err
+    assert "You said: fourth" in r.out
+    body = json.dumps(_requests(sim)[-1])
+    assert "pineapple" in body and "third" in body and '"sim-y"' in body  # the last model it ran with
+
+
+def test_continue_after_a_model_switch_in_chat(home, sim):
+    r = run_cli(home, "chat", "-p", "offline", "--base-url", sim.base_url, input="one\n/model sim-z\ntwo\n")
+    assert r.code == 0, r.err
+    r = run_cli(home, "infer", "-c", "--json", "three")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["model"] == "sim-z"
+
+
+def test_a_password_in_the_base_url_is_not_logged(home, sim):
+    url = sim.base_url.replace("http://", "http://user:s3cret-pw@")
+    r = run_cli(home, "infer", "-p", "offline", "--base-url", url, "hi")
+    assert r.code == 0, r.err
+    log = next((home / "conversations").glob("*.jsonl")).read_text()
+    assert "s3cret-pw" not in log

@@ -239,9 +239,11 @@ class Conversation:
         result.cost_usd = pricing.cost_usd(self.profile.model.name, result.usage, self.profile.model.price)
         if self.log is None:
             return
+        from voicecli.convlog import where
+
         u = result.usage
-        self.log.write({"type": "turn", "time": time.time(), "model": self.profile.model.name,
-                        "transport": self.transport.name if self.transport else "realtime",
+        self.log.write({"type": "turn", "time": time.time(),
+                        **where(self.profile, self.transport.name if self.transport else "realtime"),
                         "status": result.status, "reason": result.reason,
                         "response_id": result.response_id,
                         "usage": {"input_tokens": u.input_tokens, "cached_tokens": u.cached_tokens,

@@ -187,8 +187,7 @@ def run_infer(profile: Profile, opts: InferOptions) -> int:
             log = None
     else:
         history = []
-        log = None if opts.no_log else convlog.ConversationLog.create(
-            profile=profile.name, model=profile.model.name, transport=profile.connection.transport)
+        log = None if opts.no_log else convlog.ConversationLog.create(**convlog.where(profile))
     session = _InferSession(profile, opts, history, log, toolbox, text_format)
     try:
         asyncio.run(session.run(Message("user", prompt, images)))

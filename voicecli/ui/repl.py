@@ -439,8 +439,7 @@ class Repl:
             self.transcript.write(entry)
 
     def _start_log(self, items: list[HistoryItem]) -> None:
-        self.log = convlog.ConversationLog.create(profile=self.profile.name, model=self.profile.model.name,
-                                                  transport=self.profile.connection.transport)
+        self.log = convlog.ConversationLog.create(**convlog.where(self.profile))
         for item in items:
             self.log.add_item(item)
 
