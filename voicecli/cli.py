@@ -145,7 +145,8 @@ def infer(
     prompt: Annotated[Optional[list[str]], typer.Argument(metavar="PROMPT...", help="The prompt; stdin, if piped, comes first.")] = None,
     profile: ProfileOpt = None, model: ModelOpt = None, system: SystemOpt = None,
     transport: TransportOpt = None, base_url: BaseUrlOpt = None, option: OptionOpt = None,
-    file: Annotated[Optional[list[Path]], typer.Option("-f", "--file", metavar="PATH", help="Attach a text file (repeatable).")] = None,
+    file: Annotated[Optional[list[str]], typer.Option(
+        "-f", "--file", metavar="PATH|URL", help="Attach a text file or an http(s) web page or file (repeatable).")] = None,
     image: Annotated[Optional[list[str]], typer.Option("--image", metavar="PATH|URL", help="Attach an image.")] = None,
     no_stream: Annotated[bool, typer.Option("--no-stream", help="Print the answer once, at the end.")] = False,
     raw: Annotated[bool, typer.Option("--raw", help="Plain text even on a terminal (no markdown).")] = False,

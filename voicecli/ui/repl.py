@@ -65,6 +65,7 @@ COMMANDS = {  # name → (arguments, help); /help prints this table and the comp
     "save": ("PATH", "write the conversation to PATH (.md or .json)"),
     "copy": ("", "copy the last answer to the clipboard"),
     "edit": ("[TEXT]", "write the next message in $EDITOR"),
+    "file": ("[PATH|URL]", "attach a file, image or web page to your next message (alone: list them)"),
     "talk": ("", "continue by voice (devices: /set voice.input_device, voice.output_device); Ctrl-D comes back"),
 }
 ALIASES = {"quit": "exit", "q": "exit", "?": "help", "new": "clear"}
@@ -226,6 +227,7 @@ class Repl:
         self.text_format: dict | None = None  # /schema: structured output for the next answers
         self.input = None
         self._reasoning = None  # the WordWrap of a reasoning summary being shown
+        self._attachments: list[tuple[str, str | None, str | None]] = []  # /file: (label, text, image URL)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -287,7 +289,7 @@ class Repl:
                 if await self.command(line) == "exit":
                     return
                 continue
-            await self.turn(Message("user", line[1:] if line.startswith("//") else line))
+            await self.turn(self._attach(line[1:] if line.startswith("//") else line))
 
     async def _close(self) -> None:
         from voicecli.transport import close_clients
@@ -515,6 +517,7 @@ class Repl:
 
     async def cmd_clear(self, arg: str) -> None:
         self._rebuild([])
+        self._attachments.clear()
         self._note("new conversation")
 
     async def cmd_system(self, arg: str) -> None:
@@ -695,6 +698,51 @@ class Repl:
             self._next_default = text  # shown in the next prompt: Enter sends it
         else:
             self._note("/edit: empty message, nothing to send")
+
+    async def cmd_file(self, arg: str) -> None:
+        """Attach a file, image or web page to the next message: read now (errors now), sent with it."""
+        if not arg:
+            if not self._attachments:
+                self._say("no attachments: /file PATH|URL attaches one to your next message")
+            for label, text, image in self._attachments:
+                self._say(f"  {label}" + (" (image)" if image else f" ({len(text or '')} characters)"))
+            return
+        from voicecli import infer
+        from voicecli.webpage import is_url
+
+        spec = arg.strip().strip("'\"")
+        limit = self.profile.ui.max_input_mib
+        if is_url(spec):
+            page = await asyncio.to_thread(infer.fetch_page, spec, limit, self.profile.connection)
+            data, name, kind = page.data, page.url, infer.image_type(page.data)
+        else:
+            path = Path(spec).expanduser()
+            data, name = infer._read_file(path, limit), str(path)
+            kind = infer.image_type(data)
+        if kind is not None and len(data) <= limit * infer.MIB:
+            import base64
+
+            url = f"data:{kind[1]};base64,{base64.b64encode(data).decode('ascii')}"
+            self._attachments.append((f"{kind[0]} image `{name}`", None, url))
+        elif is_url(spec):
+            label, text = infer.page_text(page, spec, limit)
+            self._attachments.append((label, text, None))
+        else:
+            self._attachments.append((f"File `{Path(name).name}`", infer.decode_text(data, name, limit), None))
+        label, text, image = self._attachments[-1]
+        size = "an image" if image else f"{len(text or '')} characters"
+        self._note(f"attached {label} ({size}); it goes with your next message")
+
+    def _attach(self, text: str) -> Message:
+        """The next message, with what /file attached (as `infer -f` puts files in the prompt)."""
+        if not self._attachments:
+            return Message("user", text)
+        from voicecli.infer import attachment_block
+
+        blocks = [attachment_block(label, body) for label, body, _ in self._attachments if body is not None]
+        images = tuple(image for _, _, image in self._attachments if image is not None)
+        self._attachments.clear()
+        return Message("user", "\n\n".join([*blocks, text]), images)
 
     async def cmd_talk(self, arg: str) -> None:
         """Continue this conversation by voice; what is said comes back into the chat."""
