@@ -72,3 +72,25 @@ def test_an_unclear_pulse_name_lists_the_candidates(audio_stack, tmp_path):  # n
     assert r.code == 3, r.err
     assert "--output-device 'virtual' matches several output devices" in r.err
     assert "virtual_speaker" in r.err and "virtual_mic_feed" in r.err
+
+
+def test_a_later_default_device_undoes_the_route(audio_stack, monkeypatch):  # noqa: F811
+    """chat's second /talk with no device named goes to the defaults again, not the last named one."""
+    from voicecli.audio import devices
+
+    monkeypatch.delenv("PULSE_SOURCE", raising=False)
+    monkeypatch.setenv("PULSE_SINK", "users_own_choice")
+    for key, value in audio_stack.env.items():
+        monkeypatch.setenv(key, value)
+    # PortAudio's list as the ALSA plugin shows it (PortAudio in this process may predate the daemon)
+    pulse_dev = {"index": 0, "name": "pulse", "max_input_channels": 32, "max_output_channels": 32}
+    monkeypatch.setattr(devices, "query_devices", lambda: [pulse_dev])
+    monkeypatch.setattr(devices, "default_indices", lambda: (0, 0))
+    assert devices.find_device("virtual_speaker.monitor", "input")["pulse"] == "virtual_speaker.monitor"
+    assert devices.find_device("virtual_mic_feed", "output")["pulse"] == "virtual_mic_feed"
+    import os
+
+    assert os.environ["PULSE_SOURCE"] == "virtual_speaker.monitor" and os.environ["PULSE_SINK"] == "virtual_mic_feed"
+    devices.resolve_device(None, "input")
+    devices.find_device("pulse", "output")
+    assert "PULSE_SOURCE" not in os.environ and os.environ["PULSE_SINK"] == "users_own_choice"

@@ -54,6 +54,7 @@ def find_device(spec: str, kind: str) -> dict[str, Any]:
         exact = [d for d in match if d["name"].lower() == spec.lower()]
         match = exact or match
     if len(match) == 1:
+        _unroute(kind)
         return match[0]
     via, listed = _sound_server(devices)
     if not match and via is not None and not spec.strip().isdigit():
@@ -72,6 +73,12 @@ def find_device(spec: str, kind: str) -> dict[str, Any]:
         listing += "".join(f"; {d['name']}" for d in listed if d["kind"] == want and not d["monitor"])
     what = f"matches several {kind} devices" if match else f"matches no {kind} device"
     raise ConfigError(f"--{kind}-device '{spec}' {what}", hint=f"candidates: {listing}")
+
+
+def _unroute(kind: str) -> None:
+    pulse = sys.modules.get("voicecli.audio.pulse")
+    if pulse is not None:  # only if a PulseAudio device was chosen before
+        pulse.unroute(kind)
 
 
 def _sound_server(devices: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
@@ -158,6 +165,7 @@ def resolve_device(spec: str | None, kind: str) -> dict[str, Any]:
     """The device `--input-device`/`--output-device` names, else the default one (exit 3 if none)."""
     if spec:
         return find_device(spec, kind)
+    _unroute(kind)
     d_in, d_out = default_indices()
     index = d_in if kind == "input" else d_out
     channels = "max_input_channels" if kind == "input" else "max_output_channels"

@@ -103,6 +103,26 @@ def matches(spec: str, kind: str, listed: list[dict[str, Any]]) -> list[dict[str
     return [d for d in pool if not d["monitor"] and (s in d["name"].lower() or s in d["description"].lower())]
 
 
+_ORIGINAL: dict[str, str | None] = {}  # the user's own PULSE_SOURCE/PULSE_SINK, before route() changed them
+
+
+def _variable(kind: str) -> str:
+    return "PULSE_SOURCE" if kind in ("source", "input") else "PULSE_SINK"
+
+
 def route(device: dict[str, Any]) -> None:
     """Streams opened from now on through the ALSA pulse plugin go to this source or sink."""
-    os.environ["PULSE_SOURCE" if device["kind"] == "source" else "PULSE_SINK"] = device["name"]
+    var = _variable(device["kind"])
+    _ORIGINAL.setdefault(var, os.environ.get(var))
+    os.environ[var] = device["name"]
+
+
+def unroute(kind: str) -> None:
+    """Undo route() for "input"/"output" (a later device chosen otherwise, e.g. chat's second /talk)."""
+    var = _variable(kind)
+    if var in _ORIGINAL:
+        value = _ORIGINAL.pop(var)
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
