@@ -28,6 +28,8 @@ ROUTES = {  # path → (status, content type, body, extra headers)
     "/data.json": (200, "application/json", b'{"answer": 42}', {}),
     "/latin1.txt": (200, "text/plain; charset=iso-8859-1", "na\xefve caf\xe9".encode("latin-1"), {}),
     "/readme.md": (200, "text/markdown", b"# Title\n\nSome *markdown*.\n", {}),
+    "/old.html": (200, "text/html", '<html><head><meta charset="windows-1252"></head><p>d\xe9j\xe0 vu</p>'
+                  .encode("cp1252"), {}),
     "/untyped": (200, "", b"no content type but text\n", {}),
     "/image.bin": (200, "application/octet-stream", PNG, {}),
     "/doc.pdf": (200, "application/pdf", b"%PDF-1.7 binary", {}),
@@ -112,7 +114,7 @@ def test_a_web_page_becomes_readable_text(home, sim, web):
 
 @pytest.mark.parametrize("path, expected", [("/notes.txt", "plain notes here"), ("/data.json", '{"answer": 42}'),
                                             ("/latin1.txt", "naïve café"), ("/readme.md", "Some *markdown*."),
-                                            ("/untyped", "no content type but text"), ("/moved", "plain notes here")])
+                                            ("/untyped", "no content type but text"), ("/old.html", "déjà vu"), ("/moved", "plain notes here")])
 def test_text_json_markdown_and_charsets(home, sim, web, path, expected):
     r = infer(home, sim, "-f", f"{web}{path}", "-f", f"{web}/notes.txt", "go")
     assert r.code == 0, r.err

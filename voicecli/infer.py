@@ -110,7 +110,13 @@ def page_text(page, url: str, limit_mib: float) -> tuple[str, str]:
             raise UsageError(f"cannot attach {url}: it is {what}, not text"
                              + ("" if looks == "it looks like text" else f" ({looks})"),
                              hint="-f takes web pages and text, JSON, XML or Markdown files")
-    charset = (page.charset or "utf-8").lower()
+    charset = page.charset
+    if charset is None and is_html(page):  # <meta charset=…> when the server did not say
+        import re
+
+        meta = re.search(rb"<meta[^>]+charset=[\"']?([\w.:-]+)", data[:4096], re.I)
+        charset = meta.group(1).decode("ascii") if meta else None
+    charset = (charset or "utf-8").lower()
     if charset in ("utf-8", "utf8", "us-ascii", "ascii") or image_type(data) is not None:
         text = decode_text(data, url, limit_mib)
     else:
