@@ -106,7 +106,7 @@ class VoiceSettings:
 class UiSettings:
     vi_mode: bool = _opt(False, help="vi key bindings in chat")
     markdown: bool = _opt(True, help="render markdown on a TTY")
-    max_input_mib: float = _opt(50.0, lo=0.001, hi=4096, help="largest stdin or -f file infer takes, in MiB")
+    max_input_mib: float = _opt(50.0, lo=0.001, hi=4096, help="largest stdin, -f file or page (and chat /file) taken, in MiB")
 
 
 @dataclass
