@@ -148,3 +148,24 @@ def test_a_password_in_the_base_url_is_not_logged(home, sim):
     assert r.code == 0, r.err
     log = next((home / "conversations").glob("*.jsonl")).read_text()
     assert "s3cret-pw" not in log
+
+
+def test_infer_reasoning_wraps_between_words_on_a_terminal(tmp_path, sim):
+    import sys
+
+    import pexpect
+
+    from clihelp import cli_env
+    from test_chat import plain
+
+    words = "alphabetical brilliantly considerate dandelions everywhere fantastically gorgeous"
+    child = pexpect.spawn(sys.executable, ["-m", "voicecli", "infer", "-p", "offline", "--base-url", sim.base_url,
+                                           "-o", "reasoning_effort=low", "-o", "reasoning_summary=auto", "--raw", words],
+                          env={**cli_env(tmp_path), "TERM": "xterm-256color"}, dimensions=(40, 40),
+                          encoding="utf-8", timeout=60)
+    child.expect(pexpect.EOF)
+    lines = plain(child.before).split("\n")
+    start = next(i for i, line in enumerate(lines) if line.startswith("Considering:"))
+    end = next(i for i, line in enumerate(lines) if line.startswith("You said"))
+    assert end - start >= 2 and all(len(line) <= 40 for line in lines[start:end]), lines
+    assert " ".join(lines[start:end]).split() == ("Considering: " + words[:80]).split()

@@ -285,6 +285,7 @@ class _InferSession:
         self.signal: int | None = None  # SIGTERM / SIGHUP that ended the turn
         self.base_url = ""
         self.show_reasoning = sys.stderr.isatty() and not (opts.json_out or opts.events)
+        self.reasoning = None  # the WordWrap of a reasoning summary being shown
 
     async def run(self, message: Message) -> None:
         from voicecli.conversation import Conversation
@@ -319,6 +320,7 @@ class _InferSession:
             self.interrupted = True
         finally:
             remove_handlers()
+            self._end_reasoning()
             if renderer is not None:
                 renderer.finish()
             if self.toolbox is not None:
@@ -330,14 +332,26 @@ class _InferSession:
         if self.opts.events:
             sys.stdout.write(json.dumps(to_json(event), ensure_ascii=False) + "\n")
             sys.stdout.flush()
-        elif isinstance(event, TextDelta) and renderer is not None:
+        elif isinstance(event, ReasoningDelta):
+            if self.show_reasoning:
+                if self.reasoning is None:  # wrapped between words, not cut at the window's edge
+                    from voicecli.ui.wrap import WordWrap
+
+                    self.reasoning = WordWrap()
+                self.reasoning.text(event.text)
+            return
+        self._end_reasoning()
+        if isinstance(event, TextDelta) and renderer is not None:
             renderer.text(event.text)
-        elif isinstance(event, ReasoningDelta) and self.show_reasoning:
-            dim(event.text)
         elif isinstance(event, HostedToolProgress) and not self.opts.json_out:
             dim(f"[{event.tool}: {event.status}]\n")
         if isinstance(event, ToolResult):  # on stderr in every mode: a human should see what ran
             dim(result_line(event) + "\n")
+
+    def _end_reasoning(self) -> None:
+        if self.reasoning is not None:  # what follows starts on its own line
+            self.reasoning.finish()
+            self.reasoning = None
 
     def report(self) -> int:
         """Print what the mode asks for after the stream; return the exit code."""
