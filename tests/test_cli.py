@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tomllib
@@ -190,3 +191,56 @@ def test_rough_edges_are_usage_errors_that_say_where(tmp_path):
     assert (r.code, r.out) == (2, "") and "--json and --events cannot be used together" in r.err
     r = run_cli(tmp_path, "infer", "hi", VOICECLI_PROFILE="nosuch")
     assert r.code == 3 and r.err.startswith("voicecli: VOICECLI_PROFILE=nosuch: no profile named 'nosuch'")
+
+
+def _uncomment_samples(text: str) -> str:
+    """What a user does with the starter file: uncomment its commented TOML lines."""
+    out = []
+    for line in text.splitlines():
+        body = line[2:] if line.startswith("# ") else line
+        out.append(body if re.match(r"^(\[|[A-Za-z_]+ = )", body) else line)
+    return "\n".join(out) + "\n"
+
+
+def test_profiles_set_after_new_edits_the_commented_sample_tables(home):
+    """`profiles new` writes commented sample tables; `set` must fill those, not add a second
+    `[model]` at the end that breaks the file once the sample is uncommented."""
+    assert run_cli(home, "profiles", "new", "work").code == 0
+    path = home / "profiles" / "work.toml"
+    for key, value in (("model.temperature", "0.3"), ("voice.voice", "cedar"), ("model.max_output_tokens", "500"),
+                       ("ui.markdown", "false"), ("connection.transport", "sse")):
+        r = run_cli(home, "profiles", "set", "work", key, value)
+        assert r.code == 0, r.err
+    text = path.read_text()
+    assert text.count("[model]") == 1 and text.count("[voice]") == 1 and text.count("[connection]") == 1
+    assert "temperature = 0.3" in text and "# temperature = 0.7" not in text  # the sample line became the value
+    assert "# Reference: README.md" in text and '# instructions = "Be brief."' in text  # comments kept
+    data = tomllib.loads(text)
+    assert data["model"] == {"temperature": 0.3, "max_output_tokens": 500}  # typed: float, int
+    assert data["voice"] == {"voice": "cedar"} and data["ui"] == {"markdown": False} and text.endswith("\n")
+    assert data["connection"] == {"transport": "sse"}
+    # the key sits under its own header, before the next commented sample table
+    lines = text.splitlines()
+    assert lines.index("[model]") < lines.index("temperature = 0.3") < lines.index("[voice]")
+    whole = tomllib.loads(_uncomment_samples(text))  # uncommenting the rest of the sample still parses
+    assert whole["model"]["temperature"] == 0.3 and whole["model"]["name"] == "gpt-5.5"
+    assert whole["voice"]["voice"] == "cedar" and whole["connection"]["transport"] == "sse"
+    assert run_cli(home, "profiles", "validate", "work").code == 0
+
+
+def test_profiles_set_keeps_comments_with_dotted_and_multiline_layouts(home):
+    path = home / "profiles" / "odd.toml"
+    path.write_text('# my notes\nmodel.name = "m"   # dotted\n\n[connection]\n# the headers\n'
+                    'headers = { X-A = "1" }\n\n[[tools]]\nname = "clock"  # keep me\ncommand = [\n  "date",\n]\n')
+    r = run_cli(home, "profiles", "set", str(path), "model.name", "other")
+    assert r.code == 0, r.err
+    r = run_cli(home, "profiles", "set", str(path), "connection.headers", '{ X-Team = "blue" }')
+    assert r.code == 0, r.err
+    text = path.read_text()
+    for comment in ("# my notes", "# dotted", "# the headers", "# keep me"):
+        assert comment in text
+    data = tomllib.loads(text)
+    assert data["model"]["name"] == "other" and data["connection"]["headers"] == {"X-Team": "blue"}
+    assert data["tools"][0]["command"] == ["date"]
+    r = run_cli(home, "profiles", "set", str(path), "model.temprature", "1")
+    assert r.code == 3 and "did you mean 'temperature'" in r.err

@@ -80,6 +80,6 @@ def test_devices_json(home, tmp_path):
     data = as_json(run_cli(home, "devices", "--json", PYTHONPATH=str(fake)))
     assert data == [
         {"index": 0, "name": "Mic", "input_channels": 1, "output_channels": 0, "default_samplerate": 48000.0,
-         "default_input": True, "default_output": False},
+         "default_input": True, "default_output": False, "api": "portaudio"},
         {"index": 1, "name": "Speakers", "input_channels": 0, "output_channels": 2, "default_samplerate": 44100.0,
-         "default_input": False, "default_output": True}]
+         "default_input": False, "default_output": True, "api": "portaudio"}]

@@ -210,7 +210,7 @@ def test_devices_by_name_and_typed_text(audio_stack, make_sim, tmp_path):
     assert "You said: hello from the keyboard" in tr.read_text()
 
 
-@pytest.mark.parametrize("spec, message", [("u", "matches several input device"),
+@pytest.mark.parametrize("spec, message", [("u", "matches several input devices"),
                                            ("no-such-mic", "matches no input device")])
 def test_unclear_device_names_list_the_candidates(audio_stack, tmp_path, spec, message):
     from clihelp import run_cli

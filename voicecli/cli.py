@@ -95,20 +95,46 @@ class Selection:
     base_url: str | None = None
     options: list[str] = field(default_factory=list)
 
-    def load_profile(self):
+    def load_profile(self, resume: str | None = None, *, text: bool = True):
+        """`resume`: the conversation -c ("" = the latest) or --cid continues. Unless flags say
+        otherwise it continues with the profile, base URL and (`text`) model and transport it ran with."""
         from voicecli import profiles
 
         if self.transport and self.transport not in ("ws", "sse", "chat"):
             raise VoicecliError(f"--transport must be ws, sse or chat; got '{self.transport}'",
                                 exit_code=ExitCode.USAGE)
         overrides = profiles.parse_options(self.options)
-        overrides.update({
-            "model.name": self.model,
-            "model.instructions": self.system,
-            "connection.transport": self.transport,
-            "connection.base_url": self.base_url,
-        })
-        return profiles.load(self.profile, overrides=overrides)
+        for key, value in (("model.name", self.model), ("model.instructions", self.system),
+                           ("connection.transport", self.transport), ("connection.base_url", self.base_url)):
+            if value is not None:
+                overrides[key] = value
+        name = self.profile
+        if resume is not None:
+            name = self._resumed(resume, overrides, text)
+        return profiles.load(name, overrides=overrides)
+
+    def _resumed(self, cid: str, overrides: dict, text: bool) -> str | None:
+        from voicecli import convlog, profiles
+
+        was = convlog.ran_with(cid or None)
+        name = self.profile
+        if name is None and was.get("profile"):
+            try:
+                profiles.find(was["profile"])
+                name = was["profile"]
+            except VoicecliError:  # deleted or renamed since: the usual default, said once
+                print(f"voicecli: warning: the conversation's profile '{was['profile']}' is gone; "
+                      "using the default one", file=sys.stderr)
+        if name is None or name != was.get("profile"):
+            return name  # another profile was asked for: its own model and base URL
+        keys = {"connection.base_url": "base_url"}
+        if text:
+            keys.update({"model.name": "model", "connection.transport": "transport"})
+        for key, field_ in keys.items():
+            value = was.get(field_)
+            if value and key not in overrides:
+                overrides[key] = value
+        return name
 
 
 # ---- text and voice -------------------------------------------------------------------------
@@ -119,7 +145,8 @@ def infer(
     prompt: Annotated[Optional[list[str]], typer.Argument(metavar="PROMPT...", help="The prompt; stdin, if piped, comes first.")] = None,
     profile: ProfileOpt = None, model: ModelOpt = None, system: SystemOpt = None,
     transport: TransportOpt = None, base_url: BaseUrlOpt = None, option: OptionOpt = None,
-    file: Annotated[Optional[list[Path]], typer.Option("-f", "--file", metavar="PATH", help="Attach a text file (repeatable).")] = None,
+    file: Annotated[Optional[list[str]], typer.Option(
+        "-f", "--file", metavar="PATH|URL", help="Attach a text file or an http(s) web page or file (repeatable).")] = None,
     image: Annotated[Optional[list[str]], typer.Option("--image", metavar="PATH|URL", help="Attach an image.")] = None,
     no_stream: Annotated[bool, typer.Option("--no-stream", help="Print the answer once, at the end.")] = False,
     raw: Annotated[bool, typer.Option("--raw", help="Plain text even on a terminal (no markdown).")] = False,
@@ -143,7 +170,8 @@ def infer(
     if json_out and events:  # two different stdout formats: a script could parse neither
         raise VoicecliError("--json and --events cannot be used together", exit_code=ExitCode.USAGE,
                             hint="--json prints one object at the end; --events one JSON line per event")
-    prof = Selection(profile, model, system, transport, base_url, option or []).load_profile()
+    resume = (cid or "") if continue_ or cid else None
+    prof = Selection(profile, model, system, transport, base_url, option or []).load_profile(resume)
     from voicecli.infer import InferOptions, run_infer
 
     opts = InferOptions(prompt=prompt or [], files=file or [], images=image or [], no_stream=no_stream,
@@ -167,7 +195,8 @@ def chat(
 ) -> None:
     """Interactive text chat with streaming, history and slash commands (/help)."""
     _State.debug = debug
-    prof = Selection(profile, model, system, transport, base_url, option or []).load_profile()
+    resume = (cid or "") if continue_ or cid else None
+    prof = Selection(profile, model, system, transport, base_url, option or []).load_profile(resume)
     from voicecli.ui.repl import ChatOptions, run_chat
 
     opts = ChatOptions(continue_=continue_, cid=cid, transcript=transcript, vi=vi, raw=raw, debug=debug,
@@ -210,7 +239,8 @@ def talk(
     if engine is not None and engine not in ("realtime", "cascade", "auto"):
         raise VoicecliError(f"--engine must be realtime or cascade; got '{engine}'", exit_code=ExitCode.USAGE)
     sel = Selection(profile, None, system, transport, base_url, option or [])
-    prof = sel.load_profile()
+    # continuing: the conversation's profile and base URL (its text model is no voice model)
+    prof = sel.load_profile((cid or "") if continue_ or cid else None, text=False)
     from voicecli.talk import TalkOptions, run_talk
 
     engine = prof.talk_engine(engine)

@@ -43,14 +43,18 @@ class TurnResult:
     started: float = field(default_factory=time.monotonic)
     first_token: float | None = None
     finished: float | None = None
+    paused: float = 0.0  # seconds spent waiting for the user (an approval prompt): not the model's time
+    paused_before_first: float = 0.0
 
     @property
     def ttft_ms(self) -> float | None:
-        return None if self.first_token is None else (self.first_token - self.started) * 1000
+        if self.first_token is None:
+            return None
+        return (self.first_token - self.started - self.paused_before_first) * 1000
 
     @property
     def total_ms(self) -> float:
-        return ((self.finished or time.monotonic()) - self.started) * 1000
+        return ((self.finished or time.monotonic()) - self.started - self.paused) * 1000
 
 
 @dataclass
@@ -137,6 +141,7 @@ class Conversation:
                         if isinstance(event, TextDelta):
                             if result.first_token is None:
                                 result.first_token = time.monotonic()
+                                result.paused_before_first = result.paused
                             text.append(event.text)
                             result.refusal = result.refusal or event.refusal
                         elif isinstance(event, ReasoningDelta):
@@ -253,9 +258,11 @@ class Conversation:
         result.cost_usd = pricing.cost_usd(self.profile.model.name, result.usage, self.profile.model.price)
         if self.log is None:
             return
+        from voicecli.convlog import where
+
         u = result.usage
-        self.log.write({"type": "turn", "time": time.time(), "model": self.profile.model.name,
-                        "transport": self.transport.name if self.transport else "realtime",
+        self.log.write({"type": "turn", "time": time.time(),
+                        **where(self.profile, self.transport.name if self.transport else "realtime"),
                         "status": result.status, "reason": result.reason,
                         "response_id": result.response_id,
                         "usage": {"input_tokens": u.input_tokens, "cached_tokens": u.cached_tokens,

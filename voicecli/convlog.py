@@ -7,11 +7,13 @@ also when it is interrupted — under an exclusive `flock`, so runs continuing t
 at once (`infer --cid X` in parallel, a `chat` and an `infer`) never interleave their turns; a crash
 (SIGKILL) loses the turn in progress. `-c` picks the most recently written file; `--cid ID` one.
 
-Lines: {"type": "meta", cid, created, profile, model, transport} once, then
-{"type": "item", "item": {...}} for each history item and {"type": "turn", ...} with usage and
-timings after each model response. A spoken answer cut off by the user (cascaded talk writes the
-answer before it is heard) is corrected by {"type": "heard", "said": TEXT, "heard": TEXT}: the last
-assistant message that said TEXT keeps only what was heard, marked interrupted (dropped if nothing).
+Lines: {"type": "meta", cid, created, profile, model, transport, base_url} once (`profile_path`
+for a profile given as a file; `base_url` without a password, and never a key), then
+{"type": "item", "item": {...}} for each history item and {"type": "turn", ...} with the profile,
+model, transport and base URL it ran with, usage and timings after each model response. A spoken
+answer cut off by the user (cascaded talk writes the answer before it is heard) is corrected by
+{"type": "heard", "said": TEXT, "heard": TEXT}: the last assistant message that said TEXT keeps
+only what was heard, marked interrupted (dropped if nothing).
 """
 
 from __future__ import annotations
@@ -36,6 +38,50 @@ def conversations_dir() -> Path:
 
 def new_cid() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+TEXT_TRANSPORTS = ("ws", "sse", "chat")
+
+
+def where(profile, transport: str | None = None) -> dict[str, Any]:
+    """What a conversation runs with, for its log records: so `-c` can go back to it."""
+    out: dict[str, Any] = {"profile": profile.name}
+    if profile.source == "path" and profile.path is not None:
+        out["profile_path"] = str(profile.path)
+    out["model"] = profile.model.name
+    out["transport"] = transport or profile.connection.transport
+    url = profile.connection.base_url
+    if not profile.uses_simulator and "@" not in url:  # a URL with user:password@ stays out of the log
+        out["base_url"] = url
+    return out
+
+
+def ran_with(cid: str | None) -> dict[str, str]:
+    """The profile (name or file), model, transport and base URL conversation `cid` (else the
+    latest) last ran with, as far as its log says; {} when there is no such conversation.
+    Model and transport only from text turns: a voice turn's model is a Realtime one."""
+    cid = cid or latest_cid()
+    path = conversations_dir() / f"{cid}.jsonl" if cid and all(c.isalnum() or c in "-_" for c in cid) else None
+    out: dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8") as f:  # type: ignore[arg-type]
+            for line in f:
+                if not line.startswith(('{"type": "meta"', '{"type": "turn"')):
+                    continue  # items may be large (images): only these records are parsed
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if record.get("profile"):
+                    out["profile"] = record.get("profile_path") or record["profile"]
+                    out.pop("base_url", None)
+                if record.get("base_url"):
+                    out["base_url"] = record["base_url"]
+                if record.get("transport") in TEXT_TRANSPORTS and record.get("model"):
+                    out["model"], out["transport"] = record["model"], record["transport"]
+    except (OSError, TypeError):
+        return {}
+    return out
 
 
 def item_to_json(item: HistoryItem) -> dict[str, Any]:

@@ -33,7 +33,7 @@ MIB = 1024 * 1024
 @dataclass
 class InferOptions:
     prompt: list[str] = field(default_factory=list)
-    files: list[Path] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # -f: paths and http(s) URLs
     images: list[str] = field(default_factory=list)
     no_stream: bool = False
     json_out: bool = False
@@ -50,17 +50,18 @@ class InferOptions:
     schema: str | None = None  # --schema: inline JSON, a file, or the concise form
 
 
-def build_prompt(opts: InferOptions, stdin_data: bytes | None, limit_mib: float) -> str:
-    """stdin text, a blank line, attached files, then the prompt from the arguments."""
+def build_prompt(opts: InferOptions, stdin_data: bytes | None, limit_mib: float, connection=None) -> str:
+    """stdin text, a blank line, attached files, then the prompt from the arguments.
+    `connection`: the profile's timeouts for `-f URL`."""
     stdin_text = decode_text(stdin_data, "stdin", limit_mib) if stdin_data is not None else ""
     parts, given = [], bool(stdin_data or opts.files or opts.prompt)
     if stdin_text.strip():
         parts.append(stdin_text.rstrip("\n"))
     blank = not parts
-    for path in opts.files:
-        content = decode_text(_read_file(path, limit_mib), str(path), limit_mib)
+    for spec in opts.files:
+        label, content = attachment_text(str(spec), limit_mib, connection)
         blank = blank and not content.strip()
-        parts.append(f"File `{path.name}`:\n\n```\n{content.rstrip()}\n```")
+        parts.append(attachment_block(label, content))
     words = " ".join(opts.prompt)
     if words.strip():
         parts.append(words)
@@ -71,6 +72,61 @@ def build_prompt(opts: InferOptions, stdin_data: bytes | None, limit_mib: float)
         raise UsageError("the prompt is empty: the arguments, stdin and files hold only whitespace",
                          hint='voicecli infer "hello"')
     return "\n\n".join(parts)
+
+
+def attachment_block(label: str, content: str) -> str:
+    """How an attached file or page appears in the prompt."""
+    return f"{label}:\n\n```\n{content.rstrip()}\n```"
+
+
+def attachment_text(spec: str, limit_mib: float, connection=None) -> tuple[str, str]:
+    """(label, text) of a `-f` file or http(s) URL (a web page becomes readable text)."""
+    from voicecli.webpage import is_url
+
+    if not is_url(spec):
+        path = Path(spec).expanduser()
+        return f"File `{path.name}`", decode_text(_read_file(path, limit_mib), str(path), limit_mib)
+    page = fetch_page(spec, limit_mib, connection)
+    return page_text(page, spec, limit_mib)
+
+
+def fetch_page(url: str, limit_mib: float, connection=None):
+    from voicecli.webpage import fetch
+
+    return fetch(url, limit_mib=limit_mib, what=f"cannot attach {url}",
+                 connect_timeout=connection.connect_timeout if connection else 10.0,
+                 read_timeout=connection.read_timeout if connection else 60.0)
+
+
+def page_text(page, url: str, limit_mib: float) -> tuple[str, str]:
+    """A fetched page as prompt text: its content type checked, HTML made readable, its charset honoured."""
+    from voicecli.webpage import html_to_text, is_html, is_text_type
+
+    data = page.data
+    if len(data) <= _limit_bytes(limit_mib) and image_type(data) is None:
+        looks = _looks_like(data[:4096])
+        if not is_text_type(page.content_type) or (not page.content_type and looks != "it looks like text"):
+            what = page.content_type or "not text"
+            raise UsageError(f"cannot attach {url}: it is {what}, not text"
+                             + ("" if looks == "it looks like text" else f" ({looks})"),
+                             hint="-f takes web pages and text, JSON, XML or Markdown files")
+    charset = page.charset
+    if charset is None and is_html(page):  # <meta charset=…> when the server did not say
+        import re
+
+        meta = re.search(rb"<meta[^>]+charset=[\"']?([\w.:-]+)", data[:4096], re.I)
+        charset = meta.group(1).decode("ascii") if meta else None
+    charset = (charset or "utf-8").lower()
+    if charset in ("utf-8", "utf8", "us-ascii", "ascii") or image_type(data) is not None:
+        text = decode_text(data, url, limit_mib)
+    else:
+        try:
+            text = data.decode(charset, errors="replace")
+        except LookupError:  # a charset Python does not know: read it as UTF-8
+            text = decode_text(data, url, limit_mib)
+    if is_html(page):
+        return f"Web page `{page.url}`", html_to_text(text)
+    return f"File `{page.url}`", text
 
 
 def _limit_bytes(limit_mib: float) -> int:
@@ -178,7 +234,7 @@ def run_infer(profile: Profile, opts: InferOptions) -> int:
         from voicecli.schema import load, response_format
 
         text_format = response_format(load(opts.schema))
-    prompt = build_prompt(opts, read_stdin(profile.ui.max_input_mib), profile.ui.max_input_mib)
+    prompt = build_prompt(opts, read_stdin(profile.ui.max_input_mib), profile.ui.max_input_mib, profile.connection)
     images = tuple(image_url(s) for s in opts.images)
     toolbox = _toolbox(profile, opts)
     if opts.continue_ or opts.cid:
@@ -187,8 +243,7 @@ def run_infer(profile: Profile, opts: InferOptions) -> int:
             log = None
     else:
         history = []
-        log = None if opts.no_log else convlog.ConversationLog.create(
-            profile=profile.name, model=profile.model.name, transport=profile.connection.transport)
+        log = None if opts.no_log else convlog.ConversationLog.create(**convlog.where(profile))
     session = _InferSession(profile, opts, history, log, toolbox, text_format)
     try:
         asyncio.run(session.run(Message("user", prompt, images)))
@@ -230,6 +285,7 @@ class _InferSession:
         self.signal: int | None = None  # SIGTERM / SIGHUP that ended the turn
         self.base_url = ""
         self.show_reasoning = sys.stderr.isatty() and not (opts.json_out or opts.events)
+        self.reasoning = None  # the WordWrap of a reasoning summary being shown
 
     async def run(self, message: Message) -> None:
         from voicecli.conversation import Conversation
@@ -264,6 +320,7 @@ class _InferSession:
             self.interrupted = True
         finally:
             remove_handlers()
+            self._end_reasoning()
             if renderer is not None:
                 renderer.finish()
             if self.toolbox is not None:
@@ -275,14 +332,26 @@ class _InferSession:
         if self.opts.events:
             sys.stdout.write(json.dumps(to_json(event), ensure_ascii=False) + "\n")
             sys.stdout.flush()
-        elif isinstance(event, TextDelta) and renderer is not None:
+        elif isinstance(event, ReasoningDelta):
+            if self.show_reasoning:
+                if self.reasoning is None:  # wrapped between words, not cut at the window's edge
+                    from voicecli.ui.wrap import WordWrap
+
+                    self.reasoning = WordWrap()
+                self.reasoning.text(event.text)
+            return
+        self._end_reasoning()
+        if isinstance(event, TextDelta) and renderer is not None:
             renderer.text(event.text)
-        elif isinstance(event, ReasoningDelta) and self.show_reasoning:
-            dim(event.text)
         elif isinstance(event, HostedToolProgress) and not self.opts.json_out:
             dim(f"[{event.tool}: {event.status}]\n")
         if isinstance(event, ToolResult):  # on stderr in every mode: a human should see what ran
             dim(result_line(event) + "\n")
+
+    def _end_reasoning(self) -> None:
+        if self.reasoning is not None:  # what follows starts on its own line
+            self.reasoning.finish()
+            self.reasoning = None
 
     def report(self) -> int:
         """Print what the mode asks for after the stream; return the exit code."""

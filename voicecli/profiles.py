@@ -116,7 +116,7 @@ class VoiceSettings:
 class UiSettings:
     vi_mode: bool = _opt(False, help="vi key bindings in chat")
     markdown: bool = _opt(True, help="render markdown on a TTY")
-    max_input_mib: float = _opt(50.0, lo=0.001, hi=4096, help="largest stdin or -f file infer takes, in MiB")
+    max_input_mib: float = _opt(50.0, lo=0.001, hi=4096, help="largest stdin, -f file or page (and chat /file) taken, in MiB")
 
 
 @dataclass
@@ -678,8 +678,20 @@ def _build(ref: ProfileRef, raw: dict[str, Any]) -> Profile:
 MODEL_ALIASES = {"model": "model.name", "system": "model.instructions"}
 
 
-def resolve_key(key: str) -> tuple[str, str]:
+def _from(exc: ConfigError, origin: str | None) -> ConfigError:
+    """A setting's error as its user typed it: `ORIGIN: …`, or the bare text (chat's /set)."""
+    return ConfigError(exc.message.replace("<settings>: ", f"{origin}: " if origin else "", 1), hint=exc.hint)
+
+
+def resolve_key(key: str, *, origin: str | None = None) -> tuple[str, str]:
     """'temperature' → ('model', 'temperature'); 'voice.speed' → ('voice', 'speed')."""
+    try:
+        return _resolve_key(key)
+    except ConfigError as exc:
+        raise _from(exc, origin) from None
+
+
+def _resolve_key(key: str) -> tuple[str, str]:
     key = MODEL_ALIASES.get(key, key)
     section, _, name = key.rpartition(".")
     section = section or "model"
@@ -700,8 +712,9 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def apply_setting(profile: Profile, key: str, value: Any, *, origin: str = "command line") -> None:
-    section, name = resolve_key(key)
+def apply_setting(profile: Profile, key: str, value: Any, *, origin: str | None = None) -> None:
+    """Set one setting, checked; errors start with `origin:` when given (a file, `-o …`)."""
+    section, name = resolve_key(key, origin=origin)
     cls = SECTIONS[section]
     if isinstance(value, str):
         tp = _field_info(cls).get(name, (str, None))[0]
@@ -717,7 +730,7 @@ def apply_setting(profile: Profile, key: str, value: Any, *, origin: str = "comm
     try:
         coerced = _validate_value(cls, section, name, value, src)
     except ConfigError as exc:
-        raise ConfigError(exc.message.replace("<settings>: ", f"{origin}: "), hint=exc.hint) from None
+        raise _from(exc, origin) from None
     setattr(getattr(profile, section), name, coerced)
 
 
@@ -728,6 +741,6 @@ def parse_options(options: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"-o expects KEY=VALUE, got '{item}'", hint="e.g. -o temperature=0.2")
-        section, name = resolve_key(key.strip())
+        section, name = resolve_key(key.strip(), origin=f"-o {item}")
         out[f"{section}.{name}"] = value.strip()
     return out

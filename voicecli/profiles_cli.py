@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import sys
-import tomllib
 from typing import Any
 
 from voicecli import paths, profiles
@@ -126,14 +125,10 @@ def set_key(name: str, key: str, raw_value: str) -> None:
         raise ConfigError(f"'{ref.name}' is a built-in profile and cannot be changed",
                           hint=f"make your own first: voicecli profiles new {ref.name} --from {ref.name}")
     section, field_name, value = _typed_value(key, raw_value)
-    data, text = profiles.read_toml(ref.path)
-    new_text = _edit_in_place(text, section, field_name, value)
-    if new_text is None or _lookup(_parse_or_none(new_text), section, field_name) != value:
-        import tomli_w  # the file's layout defeats a line edit: rewrite it whole (comments are lost)
-
-        table = data if section is None else data.setdefault(section, {})
-        table[field_name] = value
-        new_text = tomli_w.dumps(data)
+    _, text = profiles.read_toml(ref.path)  # also reports invalid TOML with file:line:column
+    new_text = _edit(text, section, field_name, value)
+    if not new_text.endswith("\n"):
+        new_text += "\n"
     paths.write_private(ref.path, new_text)
     try:
         profiles.load(str(ref.path), env={})
@@ -162,50 +157,87 @@ def _render(value: Any) -> str:
     return tomli_w.dumps({"v": value}).strip()[len("v = "):]
 
 
-def _edit_in_place(text: str, section: str | None, key: str, value: Any) -> str | None:
-    """Change one `key = value` line, keeping every other line (and comment) as it was."""
-    lines = text.splitlines(keepends=True)
-    header = re.compile(r"^\s*\[")
-    key_line = re.compile(rf"^\s*{re.escape(key)}\s*=")
-    new_line = f"{key} = {_render(value)}\n"
-    start, end = 0, len(lines)  # the span of the target table
-    if section is not None:
-        starts = [i for i, ln in enumerate(lines) if re.match(rf"^\s*\[\s*{re.escape(section)}\s*\]", ln)]
-        if not starts:
-            tail = "" if not text or text.endswith("\n") else "\n"
-            return f"{text}{tail}\n[{section}]\n{new_line}"
-        start = starts[0] + 1
-    for i in range(start, len(lines)):
-        if header.match(lines[i]):
-            end = i
+_COMMENTED_HEADER = r"^[ \t]*#[ \t]*\[[ \t]*{}[ \t]*\][ \t]*(#.*)?$"
+_COMMENTED_KEY = re.compile(r"^\s*#\s*([A-Za-z0-9_-]+)\s*=")
+_ANY_COMMENTED_HEADER = re.compile(r"^\s*#\s*\[")
+
+
+def _edit(text: str, section: str | None, key: str, value: Any) -> str:
+    """The file with `key` set in `section`, every other line and comment kept (tomlkit).
+
+    A table that exists only as a commented sample (`# [model]`, as `profiles new` writes) is
+    uncommented in place, and the key takes the place of its commented sample line, so uncommenting
+    the rest of the sample later never makes a second table or a duplicate key."""
+    import tomlkit
+
+    doc = tomlkit.parse(text)
+    if section is not None and section not in doc:
+        pattern = re.compile(_COMMENTED_HEADER.format(re.escape(section)), re.M)
+        uncommented = pattern.sub(f"[{section}]", text, count=1)
+        if uncommented != text:
+            try:
+                candidate = tomlkit.parse(uncommented)
+            except tomlkit.exceptions.ParseError:  # the "comment" was inside a multi-line string
+                candidate = None
+            if candidate is not None and isinstance(candidate.get(section), tomlkit.items.Table):
+                doc = candidate
+        if section not in doc:
+            doc.add(section, tomlkit.table())
+    table = doc if section is None else doc[section]
+    if value is None:  # "none": back to the inherited value
+        table.pop(key, None)
+        return tomlkit.dumps(doc)
+    item = _toml_item(value)
+    if key in table:
+        table[key] = item  # in place: position and layout kept
+        return tomlkit.dumps(doc)
+    container = table if section is None else table.value
+    index = _insert_index(container.body, key, top=section is None)
+    if index is None or index >= len(container.body):
+        table[key] = item
+    else:
+        k, v = container.body[index]
+        replaced = _COMMENTED_KEY.match(v.as_string()) if k is None else None
+        if replaced and replaced.group(1) == key:
+            del container.body[index]  # the commented sample of this key gives way to the real one
+        container._insert_at(index, key, item)
+    return tomlkit.dumps(doc)
+
+
+def _insert_index(body: list, key: str, *, top: bool) -> int | None:
+    """Where a new key goes in a table's items: on its commented sample line, else after the last
+    real key (before trailing comments, which may be the next commented sample table), else first in a
+    table; None leaves it to tomlkit (the top level of a file without top-level keys)."""
+    import tomlkit
+
+    last_key, sample = None, None
+    for i, (k, v) in enumerate(body):
+        if isinstance(v, (tomlkit.items.Table, tomlkit.items.AoT)):
             break
-    for i in range(start, end):
-        if key_line.match(lines[i]):
-            if lines[i].rstrip().endswith(("[", "{", '"""', "'''")):
-                return None  # a multi-line value: leave it to the full rewrite
-            lines[i] = new_line
-            return "".join(lines)
-    insert = end
-    while insert > start and not lines[insert - 1].strip():
-        insert -= 1
-    if insert > 0 and not lines[insert - 1].endswith("\n"):
-        lines[insert - 1] += "\n"
-    lines.insert(insert, new_line)
-    return "".join(lines)
+        if k is not None:
+            last_key = i
+            continue
+        line = v.as_string()
+        if _ANY_COMMENTED_HEADER.match(line):
+            break  # the rest belongs to a commented sample of another table
+        found = _COMMENTED_KEY.match(line)
+        if found and found.group(1) == key and sample is None:
+            sample = i
+    if sample is not None:
+        return sample
+    if last_key is not None:
+        return last_key + 1
+    return None if top else 0
 
 
-def _parse_or_none(text: str) -> dict | None:
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError:
-        return None
+def _toml_item(value: Any):
+    import tomlkit
 
-
-def _lookup(data: dict | None, section: str | None, key: str) -> Any:
-    if data is None:
-        return object()
-    table = data if section is None else data.get(section, {})
-    return table.get(key, object()) if isinstance(table, dict) else object()
+    if isinstance(value, dict):  # one line, as typed: { X-Team = "blue" }
+        table = tomlkit.inline_table()
+        table.update(value)
+        return table
+    return tomlkit.item(value)
 
 
 def validate(names: list[str]) -> None:

@@ -54,21 +54,65 @@ def find_device(spec: str, kind: str) -> dict[str, Any]:
         exact = [d for d in match if d["name"].lower() == spec.lower()]
         match = exact or match
     if len(match) == 1:
+        _unroute(kind)
         return match[0]
+    via, listed = _sound_server(devices)
+    if not match and via is not None and not spec.strip().isdigit():
+        from voicecli.audio import pulse
+
+        found = pulse.matches(spec, kind, listed)
+        if len(found) == 1:  # a PulseAudio/PipeWire source or sink: opened through the plugin
+            pulse.route(found[0])
+            return dict(via, name=found[0]["description"], pulse=found[0]["name"])
+        if found:
+            names = "; ".join(d["name"] for d in found)
+            raise ConfigError(f"--{kind}-device '{spec}' matches several {kind} devices", hint=f"candidates: {names}")
     listing = "; ".join(f"{d['index']}: {d['name']}" for d in (match or devices))
-    what = "matches several" if match else "matches no"
-    raise ConfigError(f"--{kind}-device '{spec}' {what} {kind} device", hint=f"candidates: {listing}")
+    if not match and listed:
+        want = "source" if kind == "input" else "sink"
+        listing += "".join(f"; {d['name']}" for d in listed if d["kind"] == want and not d["monitor"])
+    what = f"matches several {kind} devices" if match else f"matches no {kind} device"
+    raise ConfigError(f"--{kind}-device '{spec}' {what}", hint=f"candidates: {listing}")
+
+
+def _unroute(kind: str) -> None:
+    pulse = sys.modules.get("voicecli.audio.pulse")
+    if pulse is not None:  # only if a PulseAudio device was chosen before
+        pulse.unroute(kind)
+
+
+def _sound_server(devices: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The PortAudio device that leads to PulseAudio/PipeWire (ALSA's `pulse` plugin, else `default`)
+    and the server's sources and sinks; (None, []) when there is no such route or no pactl."""
+    via = next((d for d in devices if d["name"] == "pulse"), None) or \
+        next((d for d in devices if d["name"] == "default"), None)
+    if via is None:
+        return None, []
+    from voicecli.audio import pulse
+
+    listed = pulse.devices()
+    return (via, listed) if listed else (None, [])
 
 
 def print_devices(json_out: bool = False) -> None:
+    """PortAudio's devices, then — when PortAudio reaches PulseAudio/PipeWire through ALSA's plugin
+    (its `pulse`/`default` devices claim 32 channels each way) — the server's real sources and sinks."""
     devices = query_devices()
     d_in, d_out = default_indices()
+    via, listed = _sound_server(devices)
     if json_out:
         from voicecli.profiles_cli import print_json
 
         print_json([{"index": d["index"], "name": d["name"], "input_channels": d["max_input_channels"],
                      "output_channels": d["max_output_channels"], "default_samplerate": d["default_samplerate"],
-                     "default_input": d["index"] == d_in, "default_output": d["index"] == d_out} for d in devices])
+                     "default_input": d["index"] == d_in, "default_output": d["index"] == d_out, "api": "portaudio"}
+                    for d in devices] +
+                   [{"index": None, "name": p["name"], "description": p["description"],
+                     "input_channels": p["channels"] if p["kind"] == "source" else 0,
+                     "output_channels": p["channels"] if p["kind"] == "sink" else 0,
+                     "default_samplerate": p["rate"], "default_input": p["kind"] == "source" and p["default"],
+                     "default_output": p["kind"] == "sink" and p["default"], "api": "pulse", "kind": p["kind"],
+                     "monitor": p["monitor"]} for p in listed])
         return
     if not devices:
         print("no audio devices found", file=sys.stderr)
@@ -76,13 +120,26 @@ def print_devices(json_out: bool = False) -> None:
     rows = []
     for d in devices:
         marks = ("<" if d["index"] == d_in else " ") + (">" if d["index"] == d_out else " ")
+        about = "sound server (PulseAudio/PipeWire)" if via is not None and d["name"] in ("pulse", "default") else ""
         rows.append([str(d["index"]), marks, d["name"], str(d["max_input_channels"]),
-                     str(d["max_output_channels"]), f"{d['default_samplerate']:.0f}"])
+                     str(d["max_output_channels"]), f"{d['default_samplerate']:.0f}", about])
+    shown = [p for p in listed if not p["monitor"]]
+    for p in sorted(shown, key=lambda p: (p["kind"] != "source", not p["default"])):
+        source = p["kind"] == "source"
+        marks = ("<" if source and p["default"] else " ") + (">" if not source and p["default"] else " ")
+        channels = str(p["channels"] or "?")
+        rows.append(["-", marks, p["name"], channels if source else "0", "0" if source else channels,
+                     str(p["rate"] or "?"), f"{p['description']} ({'microphone' if source else 'speaker'})"])
     from voicecli.profiles_cli import _to_stdout_table
 
-    _to_stdout_table(rows, ["index", "default", "name", "in", "out", "rate"])
+    _to_stdout_table(rows, ["index", "default", "name", "in", "out", "rate", "about"])
     if sys.stdout.isatty():
         print("< default input   > default output", file=sys.stderr)
+    if shown:
+        monitors = len(listed) - len(shown)
+        print("PulseAudio/PipeWire devices (index -) are chosen by name: talk --input-device NAME / "
+              "--output-device NAME" + (f"; {monitors} monitor source{'s' * (monitors != 1)} not shown "
+                                        "(--json lists them)" if monitors else ""), file=sys.stderr)
     print(f"talk: {duplex_mode()}", file=sys.stderr)
 
 
@@ -108,6 +165,7 @@ def resolve_device(spec: str | None, kind: str) -> dict[str, Any]:
     """The device `--input-device`/`--output-device` names, else the default one (exit 3 if none)."""
     if spec:
         return find_device(spec, kind)
+    _unroute(kind)
     d_in, d_out = default_indices()
     index = d_in if kind == "input" else d_out
     channels = "max_input_channels" if kind == "input" else "max_output_channels"

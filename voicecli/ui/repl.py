@@ -65,7 +65,8 @@ COMMANDS = {  # name → (arguments, help); /help prints this table and the comp
     "save": ("PATH", "write the conversation to PATH (.md or .json)"),
     "copy": ("", "copy the last answer to the clipboard"),
     "edit": ("[TEXT]", "write the next message in $EDITOR"),
-    "talk": ("", "switch to a voice conversation"),
+    "file": ("[PATH|URL]", "attach a file, image or web page to your next message (alone: list them)"),
+    "talk": ("", "continue by voice (devices: /set voice.input_device, voice.output_device); Ctrl-D comes back"),
 }
 ALIASES = {"quit": "exit", "q": "exit", "?": "help", "new": "clear"}
 
@@ -225,6 +226,8 @@ class Repl:
         self._choices: dict[str, list[str]] = {}
         self.text_format: dict | None = None  # /schema: structured output for the next answers
         self.input = None
+        self._reasoning = None  # the WordWrap of a reasoning summary being shown
+        self._attachments: list[tuple[str, str | None, str | None]] = []  # /file: (label, text, image URL)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -286,7 +289,7 @@ class Repl:
                 if await self.command(line) == "exit":
                     return
                 continue
-            await self.turn(Message("user", line[1:] if line.startswith("//") else line))
+            await self.turn(self._attach(line[1:] if line.startswith("//") else line))
 
     async def _close(self) -> None:
         from voicecli.transport import close_clients
@@ -359,15 +362,25 @@ class Repl:
                 async for event in events:
                     self._show(event)
         finally:
+            self._end_reasoning()
             if fence:
                 self.renderer.text("\n```\n")
             self.renderer.finish()  # also on Ctrl-C: the partial answer stays on the screen
 
     def _show(self, event: Event) -> None:
+        if isinstance(event, ReasoningDelta):
+            if self._reasoning is None:  # on a terminal: wrapped between words, not cut at the edge
+                from voicecli.ui.wrap import WordWrap
+
+                self._reasoning = WordWrap() if sys.stderr.isatty() else None
+            if self._reasoning is not None:
+                self._reasoning.text(event.text)
+            else:
+                dim(event.text)
+            return
+        self._end_reasoning()
         if isinstance(event, TextDelta):
             self.renderer.text(event.text)
-        elif isinstance(event, ReasoningDelta):
-            dim(event.text)
         elif isinstance(event, ToolCall):
             self.renderer.finish()
             self._note(escape_controls(f"→ {event.name} {event.arguments}"))
@@ -380,13 +393,19 @@ class Repl:
             self._record(Entry("tool", event.output, meta={"name": event.name, "arguments": event.arguments,
                                                            "ok": event.ok}))
 
+    def _end_reasoning(self) -> None:
+        """The answer (or a tool call) starts on its own line after a reasoning summary."""
+        if self._reasoning is not None:
+            self._reasoning.finish()
+            self._reasoning = None
+
     def _finish_turn(self, result) -> None:
         transport = self.conversation.transport
         self.turns.append(TurnRecord(self.profile.model.name, transport.name, result.usage, result.ttft_ms,
                                      result.total_ms, result.status, result.cost_usd))
         if result.text or result.status != "completed":
             now = time.time()
-            self._record(Entry("assistant", result.text, start=now - result.total_ms / 1000, end=now,
+            self._record(Entry("assistant", result.text, start=now - result.total_ms / 1000 - result.paused, end=now,
                                interrupted=result.status in ("cancelled", "incomplete"), usage=result.usage,
                                meta={"model": self.profile.model.name}))
         if result.error is not None:
@@ -422,8 +441,7 @@ class Repl:
             self.transcript.write(entry)
 
     def _start_log(self, items: list[HistoryItem]) -> None:
-        self.log = convlog.ConversationLog.create(profile=self.profile.name, model=self.profile.model.name,
-                                                  transport=self.profile.connection.transport)
+        self.log = convlog.ConversationLog.create(**convlog.where(self.profile))
         for item in items:
             self.log.add_item(item)
 
@@ -463,7 +481,12 @@ class Repl:
         runs_on = None
         if getattr(tool, "server", None) and self.toolbox is not None and self.toolbox.mcp is not None:
             runs_on = self.toolbox.mcp.describe(tool)
-        return await approval.approve(tool, call, say=self._say, ask=self.input.ask, runs_on=runs_on)
+        asked, result = time.monotonic(), self.conversation.last
+        try:
+            return await approval.approve(tool, call, say=self._say, ask=self.input.ask, runs_on=runs_on)
+        finally:  # the user's time at the prompt is not the model's: keep it out of the footer's times
+            if result is not None:
+                result.paused += time.monotonic() - asked
 
     # -- slash commands ------------------------------------------------------------------------------
 
@@ -479,7 +502,7 @@ class Repl:
         try:
             return await handler(arg)
         except VoicecliError as exc:  # a bad /set value, an unknown profile: say so, stay in the REPL
-            self._say(f"voicecli: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
+            self._say(f"voicecli: {exc.message}" + (f"\n  hint: {exc.hint}" if exc.hint else ""))
             return None
 
     async def cmd_help(self, arg: str) -> None:
@@ -494,6 +517,7 @@ class Repl:
 
     async def cmd_clear(self, arg: str) -> None:
         self._rebuild([])
+        self._attachments.clear()
         self._note("new conversation")
 
     async def cmd_system(self, arg: str) -> None:
@@ -675,6 +699,51 @@ class Repl:
         else:
             self._note("/edit: empty message, nothing to send")
 
+    async def cmd_file(self, arg: str) -> None:
+        """Attach a file, image or web page to the next message: read now (errors now), sent with it."""
+        if not arg:
+            if not self._attachments:
+                self._say("no attachments: /file PATH|URL attaches one to your next message")
+            for label, text, image in self._attachments:
+                self._say(f"  {label}" + (" (image)" if image else f" ({len(text or '')} characters)"))
+            return
+        from voicecli import infer
+        from voicecli.webpage import is_url
+
+        spec = arg.strip().strip("'\"")
+        limit = self.profile.ui.max_input_mib
+        if is_url(spec):
+            page = await asyncio.to_thread(infer.fetch_page, spec, limit, self.profile.connection)
+            data, name, kind = page.data, page.url, infer.image_type(page.data)
+        else:
+            path = Path(spec).expanduser()
+            data, name = infer._read_file(path, limit), str(path)
+            kind = infer.image_type(data)
+        if kind is not None and len(data) <= limit * infer.MIB:
+            import base64
+
+            url = f"data:{kind[1]};base64,{base64.b64encode(data).decode('ascii')}"
+            self._attachments.append((f"{kind[0]} image `{name}`", None, url))
+        elif is_url(spec):
+            label, text = infer.page_text(page, spec, limit)
+            self._attachments.append((label, text, None))
+        else:
+            self._attachments.append((f"File `{Path(name).name}`", infer.decode_text(data, name, limit), None))
+        label, text, image = self._attachments[-1]
+        size = "an image" if image else f"{len(text or '')} characters"
+        self._note(f"attached {label} ({size}); it goes with your next message")
+
+    def _attach(self, text: str) -> Message:
+        """The next message, with what /file attached (as `infer -f` puts files in the prompt)."""
+        if not self._attachments:
+            return Message("user", text)
+        from voicecli.infer import attachment_block
+
+        blocks = [attachment_block(label, body) for label, body, _ in self._attachments if body is not None]
+        images = tuple(image for _, _, image in self._attachments if image is not None)
+        self._attachments.clear()
+        return Message("user", "\n\n".join([*blocks, text]), images)
+
     async def cmd_talk(self, arg: str) -> None:
         """Continue this conversation by voice; what is said comes back into the chat."""
         from voicecli.talk import Talk, TalkOptions
@@ -684,16 +753,20 @@ class Repl:
             self.conversation.log = self.log
         before = len(self.conversation.history)
         talk = Talk(self.profile, TalkOptions(debug=self.opts.debug), self.conversation)  # replayed, then added to
-        self._note("talk: speak, or type a line · Ctrl-D (or Ctrl-C twice) comes back to chat")
+        self._note("talk: speak, or type a line · Ctrl-C stops the answer · Ctrl-D (or Ctrl-C twice) comes "
+                   "back to chat")
         loop = asyncio.get_running_loop()
         try:
             await talk.run()
+        except VoicecliError as exc:  # talk's flags cannot be given to /talk: name the settings instead
+            raise VoicecliError(_talk_flags_to_settings(exc.message), exit_code=exc.exit_code,
+                                hint=_talk_flags_to_settings(exc.hint)) from None
         finally:
             loop.add_signal_handler(signal.SIGINT, self._on_sigint)  # talk had taken Ctrl-C over
         said = [m for m in self.conversation.history[before:] if isinstance(m, Message)]
         for m in said:
             self._record(Entry(m.role, m.text, meta={"via": "talk"}))
-        self._note(f"back in chat · {len(said)} spoken messages added to the conversation")
+        self._note(f"back in chat · {len(said)} spoken message{'s' * (len(said) != 1)} added to the conversation")
 
     # -- completion data ---------------------------------------------------------------------------
 
@@ -722,6 +795,21 @@ class Repl:
                     self._note("[interrupted]")
             elif isinstance(item, FunctionCall):
                 self._note(escape_controls(f"→ {item.name} {item.arguments}"))
+
+
+DEVICE_SETTINGS = "/set voice.input_device NAME or /set voice.output_device NAME (`voicecli devices` lists them)"
+
+
+def _talk_flags_to_settings(text: str | None) -> str | None:
+    """A talk error as chat's /talk should say it: the device flags become the voice.* settings that
+    /set changes, and the WAV-file alternatives (talk --input/--output), which chat lacks, a pointer to them."""
+    if not text or "--" not in text:
+        return text
+    if "FILE.wav" in text or "--input-device/--output-device" in text:
+        head = text.split(", or ")[0].split("; or ")[0]
+        return f"{head.rstrip(',;')}; in chat, choose devices with {DEVICE_SETTINGS}" if "--" not in head \
+            else f"choose devices with {DEVICE_SETTINGS}"
+    return text.replace("--input-device", "voice.input_device").replace("--output-device", "voice.output_device")
 
 
 def _choices_for(command: str, profile: Profile) -> list[str]:

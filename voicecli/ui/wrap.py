@@ -1,0 +1,79 @@
+"""Word-wrapped streaming of secondary text (reasoning summaries) on a terminal.
+
+Reasoning arrives a few characters at a time and goes to stderr dim, outside the markdown renderer;
+left to the terminal, a long summary is cut at the window's edge in the middle of words. This
+holds back each word until it is complete and breaks the line before a word that would not fit.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import IO, Callable
+
+from voicecli.ui.render import dim
+
+
+def _cells(text: str) -> int:
+    if text.isascii():
+        return len(text)
+    from rich.cells import cell_len
+
+    return cell_len(text)
+
+
+class WordWrap:
+    def __init__(self, stream: IO[str] | None = None, *, write: Callable[[str], None] | None = None,
+                 width: int | None = None):
+        self.stream = stream or sys.stderr
+        self.write = write or (lambda text: dim(text, self.stream))
+        self.width = width
+        self.col = 0  # cells on the current row
+        self.word = ""  # the word being received, not shown yet
+        self.spaces = ""  # spaces after the last shown word: dropped at a line break
+
+    def _columns(self) -> int:
+        if self.width:
+            return self.width
+        try:
+            return max(20, os.get_terminal_size(self.stream.fileno()).columns)
+        except (AttributeError, ValueError, OSError):
+            return 80
+
+    def text(self, delta: str) -> None:
+        out: list[str] = []
+        for ch in delta:
+            if ch == "\n":
+                self._word(out)
+                out.append("\n")
+                self.col, self.spaces = 0, ""
+            elif ch in " \t":
+                self._word(out)
+                self.spaces += " "
+            else:
+                self.word += ch
+        if out:
+            self.write("".join(out))
+
+    def _word(self, out: list[str]) -> None:
+        if not self.word:
+            return
+        word, self.word = self.word, ""
+        width, room = _cells(word), self._columns()
+        spaces = self.spaces if self.col else ""
+        if self.col and self.col + len(spaces) + width > room:
+            out.append("\n")  # the word goes whole to the next row
+            self.col, spaces = 0, ""
+        out.append(spaces + word)
+        self.spaces = ""
+        self.col = (self.col + len(spaces) + width) % room if width > room else self.col + len(spaces) + width
+
+    def finish(self) -> None:
+        """Show the last word and end the row, so what follows starts on its own line."""
+        out: list[str] = []
+        self._word(out)
+        if self.col:
+            out.append("\n")
+        self.col, self.spaces = 0, ""
+        if out:
+            self.write("".join(out))
