@@ -33,6 +33,7 @@ from voicecli.profiles import Profile
 from voicecli.sanitize import escape_controls
 from voicecli.transcript import Entry, markdown_entry, open_transcript
 from voicecli.ui.render import dim, make_renderer, wants_markdown
+from voicecli.ui.spinner import Spinner
 from voicecli.ui.status import describe_error, error_hint, setup_logging, usage_line
 from voicecli.ui.typeahead import hold_keys
 from voicecli.items import FunctionCall, FunctionOutput, HistoryItem, Message
@@ -352,13 +353,19 @@ class Repl:
 
     async def _stream(self, message: Message) -> None:
         fence = self.text_format is not None and self.markdown  # JSON answers: highlighted, not read as markdown
+        spinner = Spinner()  # until the first token (and each tool follow-up's); erased before any output
         try:
             if fence:
-                self.renderer.text("```json\n")
+                self.renderer.text("```json\n")  # the opening fence prints nothing
+            spinner.start()
             async with aclosing(self.conversation.send(message)) as events:
                 async for event in events:
+                    spinner.stop()
                     self._show(event)
+                    if isinstance(event, ToolResult):
+                        spinner.start()
         finally:
+            spinner.stop()
             if fence:
                 self.renderer.text("\n```\n")
             self.renderer.finish()  # also on Ctrl-C: the partial answer stays on the screen
