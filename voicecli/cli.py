@@ -227,6 +227,18 @@ def devices(json_out: Annotated[bool, typer.Option("--json", help="JSON on stdou
     print_devices(json_out)
 
 
+@app.command(epilog=EXIT_CODE_HELP)
+def models(profile: ProfileOpt = None, base_url: BaseUrlOpt = None, option: OptionOpt = None,
+           json_out: Annotated[bool, typer.Option("--json", help="The server's model objects as JSON.")] = False,
+           debug: DebugOpt = False) -> None:
+    """The models the profile's server offers (GET /models): a table on a terminal, ids when piped."""
+    _State.debug = debug
+    prof = Selection(profile, base_url=base_url, options=option or []).load_profile()
+    from voicecli.models import list_models
+
+    raise typer.Exit(list_models(prof, json_out))
+
+
 @app.command()
 def sim(
     host: Annotated[str, typer.Option("--host", metavar="ADDR", help="Interface to listen on.")] = "127.0.0.1",

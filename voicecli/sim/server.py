@@ -12,7 +12,7 @@ or, from synchronous code (tests, the offline profile):
 
 Routes: `POST /v1/responses` (+ `GET` WebSocket mode), `POST /v1/chat/completions`,
 `GET /v1/realtime` (WebSocket), `POST /v1/audio/transcriptions`, `POST /v1/audio/speech`,
-and for tests in another process `GET /_sim/log` (recorded requests and client events as
+`GET /v1/models` (+ `/v1/models/{id}`), and for tests in another process `GET /_sim/log` (recorded requests and client events as
 JSON) and `POST /_sim/reset` (clear the log and the fault counters, rewind the script).
 
 Every response carries `x-request-id`; with `config.api_key` set, a request (or WebSocket
@@ -168,6 +168,8 @@ class Simulator:
         r.add_get("/v1/realtime", _realtime)
         r.add_post("/v1/audio/transcriptions", _transcriptions)
         r.add_post("/v1/audio/speech", _speech)
+        r.add_get("/v1/models", _models)
+        r.add_get("/v1/models/{model}", _model)
         r.add_get("/_sim/log", _sim_log)
         r.add_post("/_sim/reset", _sim_reset)
         return app
@@ -310,6 +312,18 @@ async def _speech(request: web.Request) -> web.StreamResponse:
     except ModuleNotFoundError:
         return _missing_front(request, "audio")
     return await audio_api.handle_speech(request)
+
+
+async def _models(request: web.Request) -> web.StreamResponse:
+    from . import models
+
+    return await models.handle_list(request)
+
+
+async def _model(request: web.Request) -> web.StreamResponse:
+    from . import models
+
+    return await models.handle_one(request)
 
 
 async def _sim_log(request: web.Request) -> web.Response:
