@@ -557,6 +557,7 @@ class Repl:
         new = open_transport(self.profile)
         await self.conversation.transport.aclose()
         self.conversation.transport = new
+        self._choices.pop("model", None)  # another base URL may offer other models
 
     async def cmd_tools(self, arg: str) -> None:
         if not self.profile.tools:
@@ -732,20 +733,14 @@ class Repl:
 
 
 def _choices_for(command: str, profile: Profile) -> list[str]:
-    """Completion candidates, computed once: model names and profile names from the profiles."""
+    """Completion candidates, computed once: profile names; model names from the profiles and the
+    server's list as `voicecli models` cached it (no network call)."""
     if command == "set":
         keys = [f"{s}.{n}" for s in ("model", "connection", "ui") for n in profiles._field_info(profiles.SECTIONS[s])]
         return keys + [k.split(".", 1)[1] for k in keys if k.startswith("model.")]
-    refs = profiles.discover()
-    if command == "profile":
-        return [r.name for r in refs]
-    models = {profile.model.name}
-    for ref in refs:
-        try:
-            models.add(profiles.read_toml(ref.path)[0].get("model", {}).get("name", ""))
-        except VoicecliError:
-            continue
-    return sorted(m for m in models if m)
+    from voicecli.completion import model_names, profile_names
+
+    return profile_names() if command == "profile" else model_names(profile)
 
 
 def _history_line(item: HistoryItem) -> str:
