@@ -772,8 +772,10 @@ def _highlight(line: str, lexer) -> str:
     escapes only where the style changes)."""
     if lexer is None:
         return line
+    from voicecli.ui.fastlex import tokens
+
     parts, cur = [], ("", "")
-    for _, ttype, value in lexer.get_tokens_unprocessed(line + "\n"):
+    for _, ttype, value in tokens(lexer, line + "\n"):
         value = value.rstrip("\n")
         if value:
             style = _STYLES.get(ttype) or _token_style(ttype)
