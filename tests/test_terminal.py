@@ -4,6 +4,7 @@ but plain text under TERM=dumb. Real pseudo-terminals, with stderr on a pty of i
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import sys
@@ -192,3 +193,19 @@ def test_dumb_terminal_gets_no_escape_codes_from_talk(tmp_path, sim):
     assert code == 0, err
     assert "assistant: You said" in err  # plain transcript lines
     assert "\x1b" not in err and "\x1b" not in out, repr(err + out)
+
+
+def test_infer_spins_again_while_a_tool_rounds_follow_up_is_on_its_way(tmp_path, sim):
+    profile = tmp_path / "p.toml"
+    profile.write_text('extends = "offline"\n[[tools]]\nname = "echo"\n'
+                       f'command = [{json.dumps(sys.executable)}, "-c", "print(42)"]\napproval = "auto"\n'
+                       '[tools.parameters]\ntype = "object"\n')
+    t = Term(tmp_path, "infer", "-p", str(profile), "--base-url", sim.base_url, "-t", "sse",
+             "-o", 'connection.headers={ x-sim-fault = "latency=2.2" }', 'use echo {}')
+    out, err, code = t.wait()
+    assert code == 0, err
+    # spinning (with seconds) until the tool call, its result line, spinning again until the answer
+    frame = f"\\r[{FRAMES}]( \\d+s)?"
+    spin = f"({frame})*\\r[{FRAMES}] 2s({frame})*\\r +\\r"  # frames, two seconds shown, then erased
+    assert re.fullmatch(f"{spin}(\x1b\\[2m)?tool echo [^\\n]*\\n(\x1b\\[0m)?{spin}", err), repr(err)
+    assert ANSI.sub("", out).replace("\r", "") == "Tool echo returned: 42.\n"

@@ -261,8 +261,8 @@ class _InferSession:
                 async for event in events:
                     spinner.stop()  # erased before anything is printed
                     self._show(event, renderer)
-                    if isinstance(event, ToolResult):  # the follow-up request is on its way
-                        spinner.start()
+                    if isinstance(event, (ToolResult, HostedToolProgress)):  # waiting again: a follow-up,
+                        spinner.start()  # or the server's own tool (web search…) at work
         except asyncio.CancelledError:
             if self.signal is None:
                 raise

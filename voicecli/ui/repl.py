@@ -362,7 +362,7 @@ class Repl:
                 async for event in events:
                     spinner.stop()
                     self._show(event)
-                    if isinstance(event, ToolResult):
+                    if isinstance(event, (ToolResult, HostedToolProgress)):  # waiting again
                         spinner.start()
         finally:
             spinner.stop()
