@@ -69,6 +69,12 @@ def run() -> Section:
                              + ", ".join(f"{k} {r:.2f}×" for k, r in ratios.items())
                              + (f" (MISSES it on {', '.join(missed)})." if missed else " (meets it)."))
 
+        phases = _import_phases(env)
+        section.notes.append("(a) where `infer -t ws` goes before its first byte is sent, CPU medians of 5 fresh processes: "
+                             + ", ".join(f"{name} {ms(t)}" for name, t in phases.items())
+                             + f" — {ms(sum(phases.values()))} of imports and command building, against "
+                             f"{ms(timings['voicecli infer -t ws'])} wall for the whole run; sse and chat add httpx, "
+                             "httpcore, h11 and anyio instead of websockets.")
         sizes = asyncio.run(_bytes_per_turn(sim.base_url, home))
         for kind, per_turn in sizes.items():
             picks = ", ".join(f"t{n}: {per_turn[n - 1]} B" for n in (1, 2, 10, 20, 30))
@@ -86,6 +92,32 @@ def run() -> Section:
             section.rows.append([f"(c) client CPU per streamed delta, `{kind}` (stdout a pipe)",
                                  f"{per_delta * 1e6:.0f} µs", ""])
     return section
+
+
+PHASES = """
+import time
+t0 = time.process_time()
+import voicecli.cli as cli
+t1 = time.process_time()
+import typer.main
+typer.main.get_command(cli.app)
+t2 = time.process_time()
+import asyncio
+t3 = time.process_time()
+import websockets.asyncio.client
+t4 = time.process_time()
+import voicecli.infer, voicecli.conversation, voicecli.transport.responses_ws
+t5 = time.process_time()
+print(t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)
+"""
+
+
+def _import_phases(env: dict, runs: int = 5) -> dict[str, float]:
+    """CPU seconds of each start-up phase of `infer -t ws`, each a median over fresh processes."""
+    names = ["typer and voicecli.cli", "typer's command tree", "asyncio", "websockets", "voicecli's infer path"]
+    samples = [subprocess.run([sys.executable, "-c", PHASES], capture_output=True, text=True, check=True,
+                              env={**os.environ, **env}).stdout.split() for _ in range(runs)]
+    return {name: sorted(float(s[i]) for s in samples)[runs // 2] for i, name in enumerate(names)}
 
 
 async def _bytes_per_turn(base_url: str, home: Path) -> dict[str, list[int]]:

@@ -249,7 +249,7 @@ def models(profile: ProfileOpt = None, base_url: BaseUrlOpt = None, option: Opti
     prof = Selection(profile, base_url=base_url, options=option or []).load_profile()
     from voicecli.models import list_models
 
-    raise typer.Exit(list_models(prof, json_out))
+    raise typer.Exit(list_models(prof, json_out, debug))
 
 
 @app.command()

@@ -80,10 +80,10 @@ async def fetch(profile: Profile) -> list[dict]:
                         exit_code=exit_code(error))
 
 
-def list_models(profile: Profile, json_out: bool) -> int:
+def list_models(profile: Profile, json_out: bool, debug: bool = False) -> int:
     from voicecli.ui.status import setup_logging
 
-    setup_logging(False)  # retries are announced on a terminal, as in infer
+    setup_logging(debug)  # retries are announced on a terminal, as in infer
     models = asyncio.run(fetch(profile))
     write_cache(_key(profile), [m["id"] for m in models])
     if json_out:
