@@ -98,6 +98,8 @@ def _item(op, av):
 
 def first_chars(rex):
     """ASCII codes a match of compiled `rex` can start with, or None: any (also empty)."""
+    if not isinstance(rex, re.Pattern) or not isinstance(rex.pattern, str):
+        return None
     if len(rex.pattern) > _LONG and not rex.pattern.startswith("["):  # parsing costs more than trying it
         return None
     try:
@@ -125,7 +127,10 @@ class _Tables(dict):
         rules = self.tokendefs[state]
         firsts = []
         for rule in rules:
-            rex = rule[0].__self__
+            rex = getattr(rule[0], "__self__", None)  # the compiled pattern behind `pattern.match`
+            if rex is None:  # not what pygments builds today: try the rule everywhere
+                firsts.append(None)
+                continue
             if rex not in _FIRST:
                 _FIRST[rex] = first_chars(rex)
             firsts.append(_FIRST[rex])
