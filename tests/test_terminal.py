@@ -149,12 +149,26 @@ def test_chat_spins_until_the_first_token(tmp_path, sim):
     t.child.expect_exact("\x1b[?2004h")
     t.child.send("hello\r")
     t.child.expect("You said: hello")
-    assert SPIN.search(t.err) and "2s" in t.err and t.err.endswith("\r"), repr(t.err)
     t.child.expect_exact("\x1b[?2004h")
     t.child.sendcontrol("d")
     _, err, code = t.wait()
     assert code == 0
     assert re.search(f"[{FRAMES}] 2s\\r +\\r(\x1b\\[2m)?sim-1 over ws .* total ", err), repr(err)  # erased first
+
+
+def test_chat_erases_the_spinner_before_the_answer_on_a_shared_terminal(tmp_path, sim):
+    child = pexpect.spawn(sys.executable, ["-m", "voicecli", "chat", *_slow(sim.base_url, 0.6)],
+                          env={**cli_env(tmp_path), "TERM": "xterm-256color", "PROMPT_TOOLKIT_NO_CPR": "1"},
+                          dimensions=(40, 120), encoding="utf-8", timeout=TIMEOUT)
+    child.expect_exact("\x1b[?2004h")
+    child.send("hello\r")
+    child.expect_exact("\x1b[?2004l")  # the prompt is done with the line
+    child.expect("You said: hello")
+    waited = ANSI.sub("", child.before)
+    assert re.fullmatch(f"(\\r?\\n)?(\\r[{FRAMES}])+\\r +\\r", waited), repr(child.before)  # only the spinner, erased
+    child.expect_exact("\x1b[?2004h")
+    child.sendcontrol("d")
+    child.expect(pexpect.EOF)
 
 
 # -- TERM=dumb: plain text on stderr ---------------------------------------------------------------
