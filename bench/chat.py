@@ -75,7 +75,7 @@ def pty_stream():
         drain.wait(timeout=10)
 
 
-def _time(fns: dict, runs: int = 7) -> dict[str, tuple[float, float]]:
+def _time(fns: dict, runs: int = 11) -> dict[str, tuple[float, float]]:
     """Median CPU time (this process: user + system) and median wall time of each function.
 
     The functions take turns, run after run (after one warm-up round), so a neighbour's load on
@@ -151,7 +151,7 @@ def run() -> Section:
 
     section = Section(
         name="chat", title="chat: streaming render cost and time to the first prompt",
-        intro=f"(a) CPU time of this process (user + system, median of 7 interleaved runs; wall time beside it) to stream a "
+        intro=f"(a) CPU time of this process (user + system, median of 11 interleaved runs; wall time beside it) to stream a "
               f"{TOKENS:,}-token markdown answer (headings, paragraphs, lists, links, quotes, tables, Python code) "
               f"in 1-token deltas to a real pseudo-terminal ({COLUMNS}×{LINES}, a line-buffered stream flushed per "
               "delta, drained by a separate `cat` process), raw and through the markdown renderer. Secondary rows: "
@@ -189,8 +189,9 @@ def run() -> Section:
     section.notes.append(f"(a) linear: doubling the answer costs {md2 / md1:.2f}× "
                          f"({'meets' if md2 / md1 <= 2.1 else 'MISSES'} the ≤ 2× target, 5 % noise allowed).")
     section.notes.append(f"(a) where the time goes: one write per delta, like raw (≈ {ms(raw1)}); pygments lexing the "
-                         f"code lines ({ms(lex)}, ≈ {lex / raw1:.1f}× raw by itself: its Python lexer costs ~100 µs a "
-                         f"line); the rest is the renderer's own Python work ({ms(max(0.0, sio_md - lex))}). Into a "
+                         f"code lines ({ms(lex)}, ≈ {lex / raw1:.1f}× raw by itself, {lex / len(code) * 1e6:.0f} µs a line "
+                         "with the first-character dispatch of voicecli/ui/fastlex.py; pygments' own loop takes about 3× "
+                         f"that); the rest is the renderer's own Python work ({ms(max(0.0, sio_md - lex))}). Into a "
                          "StringIO (no system calls at all) raw costs next to nothing, so that ratio says little.")
     home = tempfile.mkdtemp(prefix="voicecli-bench-chat-")
     with start_in_thread(SimConfig()) as sim:

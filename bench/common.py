@@ -15,6 +15,15 @@ VENV_BIN = Path(sys.executable).parent
 THROWAWAY = ROOT / ".bench-venvs"  # git-ignored
 
 
+def compile_bytecode() -> None:
+    """Compile voicecli's modules to bytecode, as installing the wheel does. A source checkout run
+    with PYTHONDONTWRITEBYTECODE=1 (as on these machines) would otherwise compile every module
+    from source in every process, while the libraries it is compared with have their .pyc files."""
+    import compileall
+
+    compileall.compile_dir(str(ROOT / "voicecli"), quiet=1)
+
+
 @dataclass
 class Section:
     name: str  # module name, used as the section marker
@@ -43,6 +52,21 @@ def time_command(argv: list[str], runs: int = 15, warmup: int = 2, env: dict | N
         if i >= warmup:
             samples.append(time.perf_counter() - start)
     return statistics.median(samples)
+
+
+def time_commands(commands: dict[str, list[str]], runs: int = 10, warmup: int = 2,
+                  env: dict | None = None) -> dict[str, float]:
+    """Median wall time of each command, in seconds; the commands take turns, run after run, so
+    a neighbour's load on a shared machine hits them alike and their ratios stay meaningful."""
+    env = {**os.environ, **(env or {})}
+    samples: dict[str, list[float]] = {name: [] for name in commands}
+    for i in range(warmup + runs):
+        for name, argv in commands.items():
+            start = time.perf_counter()
+            subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=True)
+            if i >= warmup:
+                samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(got) for name, got in samples.items()}
 
 
 def throwaway_venv(name: str, packages: list[str]) -> Path | None:

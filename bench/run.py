@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from common import Section  # noqa: E402
+from common import Section, compile_bytecode  # noqa: E402
 
 OUT = ROOT / "BENCHMARKS.md"
 HEADER = """# Benchmarks
@@ -32,6 +32,7 @@ noisy: compare the ratios measured side by side in one run, not absolute times a
 def main(argv: list[str]) -> int:
     names = argv or sorted(p.stem for p in HERE.glob("*.py") if p.stem not in ("run", "common"))
     sections = _read_existing()
+    compile_bytecode()  # timings of fresh processes assume an installed package's .pyc files
     for name in names:
         print(f"== {name}", file=sys.stderr, flush=True)
         section: Section = importlib.import_module(name).run()

@@ -169,6 +169,21 @@ def test_version_and_help_import_no_heavy_module(home, args):
     assert not imported & HEAVY, imported & HEAVY
 
 
+@pytest.mark.parametrize("transport", ["ws", "sse", "chat"])
+def test_infer_imports_only_what_its_transport_needs(home, sim, transport):
+    """ws never imports httpx; sse/chat import httpx but not its command-line client (rich, click,
+    pygments: ~100 ms); no answer piped to a file needs the markdown renderer's highlighter."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "voicecli", "infer", "-p", "offline",
+                           "--base-url", sim.base_url, "-t", transport, "hi"],
+                          capture_output=True, text=True, env=cli_env(home))
+    assert proc.returncode == 0, proc.stderr
+    tops = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in proc.stderr.splitlines()
+            if line.startswith("import time:")}
+    assert ("httpx" in tops) == (transport != "ws")
+    unwanted = tops & {"rich", "click", "pygments", "numpy", "prompt_toolkit", "openai"}
+    assert not unwanted, unwanted
+
+
 def test_missing_portaudio_is_one_clear_line(home, tmp_path):
     fake = tmp_path / "fakes"
     fake.mkdir()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import socket
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 
 from clihelp import cli_env, run_cli
 from voicecli.transport.urls import endpoint_url
+from voicecli.ui.spinner import FRAMES
 
 TRANSPORTS = ["ws", "sse", "chat"]
 SECRET = "sk-servers-test-0123456789abcdef"
@@ -295,7 +297,10 @@ def test_on_a_terminal_each_retry_is_announced(tmp_path, silent, transport):
             err += chunk
     finally:
         os.close(master)
-    lines = err.decode().replace("\r\n", "\n").splitlines()
+    # the waiting spinner turns meanwhile, and is erased before each line
+    text = re.sub(f"\r[{FRAMES}]( \\d+s)?", "", err.decode().replace("\r\n", "\n"))
+    assert re.search("\r +\rvoicecli: ", text), repr(text)
+    lines = re.sub("\r +\r", "", text).splitlines()
     assert proc.returncode == 6, lines
     assert lines[0].startswith(f"voicecli: {expected_timeout(silent, transport)}; retrying in ")
     assert lines[0].endswith(" s (1 of 1)")

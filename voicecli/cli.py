@@ -64,15 +64,28 @@ def _root(
     pass
 
 
+# ---- shell completion of values (voicecli/completion.py, imported on a Tab press only) ----------
+
+
+def _completer(kind: str):
+    def complete(ctx: typer.Context, incomplete: str):
+        from voicecli.completion import complete
+
+        return complete(kind, ctx.params, incomplete)
+
+    return complete
+
+
 # ---- flags shared by chat, talk and infer --------------------------------------------------
 
 ProfileOpt = Annotated[Optional[str], typer.Option(
-    "-p", "--profile", metavar="NAME|PATH",
+    "-p", "--profile", metavar="NAME|PATH", autocompletion=_completer("profile"),
     help="Profile name or TOML file (default: $VOICECLI_PROFILE, else 'default').")]
-ModelOpt = Annotated[Optional[str], typer.Option("-m", "--model", metavar="MODEL", help="Model name (env VOICECLI_MODEL).")]
+ModelOpt = Annotated[Optional[str], typer.Option("-m", "--model", metavar="MODEL", autocompletion=_completer("model"),
+                                                 help="Model name (env VOICECLI_MODEL).")]
 SystemOpt = Annotated[Optional[str], typer.Option("-s", "--system", metavar="TEXT", help="System instructions.")]
 TransportOpt = Annotated[Optional[str], typer.Option(
-    "-t", "--transport", metavar="ws|sse|chat",
+    "-t", "--transport", metavar="ws|sse|chat", autocompletion=_completer("transport"),
     help="ws: Responses over WebSocket · sse: Responses over HTTP · chat: Chat Completions (env VOICECLI_TRANSPORT).")]
 BaseUrlOpt = Annotated[Optional[str], typer.Option(
     "--base-url", metavar="URL", help="API root, e.g. http://localhost:11434/v1 (env OPENAI_BASE_URL).")]
@@ -213,7 +226,7 @@ def talk(
         help="Realtime API, or speech-to-text → text model (-t) → text-to-speech (default: voice.engine; "
              "auto = cascade with -t chat).")] = None,
     voice: Annotated[Optional[str], typer.Option("--voice", metavar="NAME", help="Voice, e.g. marin, cedar, alloy.")] = None,
-    vad: Annotated[Optional[str], typer.Option("--vad", metavar="server|semantic|off",
+    vad: Annotated[Optional[str], typer.Option("--vad", metavar="server|semantic|off", autocompletion=_completer("vad"),
                                                help="Turn detection; off = push-to-talk (Space).")] = None,
     half_duplex: Annotated[Optional[bool], typer.Option(
         "--half-duplex/--full-duplex",
@@ -264,6 +277,18 @@ def devices(json_out: Annotated[bool, typer.Option("--json", help="JSON on stdou
     from voicecli.audio.devices import print_devices
 
     print_devices(json_out)
+
+
+@app.command(epilog=EXIT_CODE_HELP)
+def models(profile: ProfileOpt = None, base_url: BaseUrlOpt = None, option: OptionOpt = None,
+           json_out: Annotated[bool, typer.Option("--json", help="The server's model objects as JSON.")] = False,
+           debug: DebugOpt = False) -> None:
+    """The models the profile's server offers (GET /models): a table on a terminal, ids when piped."""
+    _State.debug = debug
+    prof = Selection(profile, base_url=base_url, options=option or []).load_profile()
+    from voicecli.models import list_models
+
+    raise typer.Exit(list_models(prof, json_out, debug))
 
 
 @app.command()
@@ -320,8 +345,11 @@ def profiles_list(json_out: Annotated[bool, typer.Option("--json", help="JSON on
     list_profiles(json_out)
 
 
+ProfileArg = Annotated[str, typer.Argument(metavar="NAME|PATH", autocompletion=_completer("profile"))]
+
+
 @profiles_app.command("show")
-def profiles_show(name: Annotated[str, typer.Argument(metavar="NAME|PATH")],
+def profiles_show(name: ProfileArg,
                   json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False) -> None:
     """Resolved settings of a profile (after extends and environment), secrets redacted."""
     from voicecli.profiles_cli import show_profile
@@ -330,7 +358,7 @@ def profiles_show(name: Annotated[str, typer.Argument(metavar="NAME|PATH")],
 
 
 @profiles_app.command("path")
-def profiles_path(name: Annotated[Optional[str], typer.Argument(metavar="[NAME]")] = None) -> None:
+def profiles_path(name: Annotated[Optional[str], typer.Argument(metavar="[NAME]", autocompletion=_completer("profile"))] = None) -> None:
     """Where user profiles live, or the file behind NAME."""
     from voicecli.profiles_cli import profile_path
 
@@ -340,7 +368,8 @@ def profiles_path(name: Annotated[Optional[str], typer.Argument(metavar="[NAME]"
 @profiles_app.command("new")
 def profiles_new(
     name: str,
-    base: Annotated[str, typer.Option("--from", metavar="BASE", help="Profile to extend.")] = "default",
+    base: Annotated[str, typer.Option("--from", metavar="BASE", help="Profile to extend.",
+                                      autocompletion=_completer("profile"))] = "default",
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing profile.")] = False,
 ) -> None:
     """Create a user profile that extends another."""
@@ -351,8 +380,9 @@ def profiles_new(
 
 @profiles_app.command("set")
 def profiles_set(
-    name: Annotated[str, typer.Argument(metavar="NAME|PATH")],
-    key: Annotated[str, typer.Argument(help="Dotted key, e.g. model.temperature or voice.voice.")],
+    name: ProfileArg,
+    key: Annotated[str, typer.Argument(help="Dotted key, e.g. model.temperature or voice.voice.",
+                                       autocompletion=_completer("key"))],
     value: Annotated[str, typer.Argument(help="TOML value: 0.2, true, \"text\", [..]; bare words are strings.")],
 ) -> None:
     """Set one key in a user profile (the rest of the file, comments included, is kept)."""
@@ -362,7 +392,8 @@ def profiles_set(
 
 
 @profiles_app.command("validate")
-def profiles_validate(paths: Annotated[list[str], typer.Argument(metavar="PATH|NAME...")]) -> None:
+def profiles_validate(paths: Annotated[list[str], typer.Argument(metavar="PATH|NAME...",
+                                                                 autocompletion=_completer("profile"))]) -> None:
     """Check profiles; prints one line per profile, warnings on stderr, exits 3 at the first error."""
     from voicecli.profiles_cli import validate
 

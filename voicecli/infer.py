@@ -24,6 +24,7 @@ from voicecli.events import Error, Event, HostedToolProgress, ReasoningDelta, Te
 from voicecli.profiles import Profile
 from voicecli.tools import NonInteractiveApprover, ToolBox, check_transport, result_line
 from voicecli.ui.render import dim, make_renderer, wants_markdown
+from voicecli.ui.spinner import Spinner
 from voicecli.ui.status import describe_error, error_hint, setup_logging, usage_line
 from voicecli.items import Message
 
@@ -307,18 +308,24 @@ class _InferSession:
             task.cancel()
 
         remove_handlers = on_leave_signals(leave)
+        spinner = Spinner()  # on a terminal's stderr only: scripts never see it
         try:
             if self.toolbox is not None:  # MCP servers start (in parallel) before the first request
                 await self.toolbox.start(require=self.opts.require_mcp)
+            spinner.start()
             async with aclosing(self.conversation.send(message)) as events:
                 async for event in events:
+                    spinner.stop()  # erased before anything is printed
                     self._show(event, renderer)
+                    if isinstance(event, (ToolResult, HostedToolProgress)):  # waiting again: a follow-up,
+                        spinner.start()  # or the server's own tool (web search…) at work
         except asyncio.CancelledError:
             if self.signal is None:
                 raise
             task.uncancel()
             self.interrupted = True
         finally:
+            spinner.stop()
             remove_handlers()
             self._end_reasoning()
             if renderer is not None:

@@ -1,4 +1,4 @@
-"""Where user state lives. `VOICECLI_HOME` relocates all of it (profiles, history, logs).
+"""Where user state lives. `VOICECLI_HOME` relocates all of it (profiles, history, logs, cache).
 
 User state is private: every folder voicecli creates is 0700 and every file it writes there
 (conversation logs, transcripts, profiles, input history, recordings) is 0600, whatever the
@@ -37,6 +37,16 @@ def data_dir() -> Path:
     from platformdirs import user_data_path
 
     return user_data_path(APP)
+
+
+def cache_dir() -> Path:
+    """Things voicecli can fetch again (the model lists of `voicecli models`)."""
+    home = _home()
+    if home is not None:
+        return home / "cache"
+    from platformdirs import user_cache_path
+
+    return user_cache_path(APP)
 
 
 def user_profiles_dir() -> Path:
@@ -80,7 +90,7 @@ def _ours(folder: Path) -> bool:
     home = _home()
     if home is not None:
         return home in folder.parents  # inside VOICECLI_HOME, not the folder the user chose
-    roots = {config_dir(), data_dir()}
+    roots = {config_dir(), data_dir(), cache_dir()}
     return any(folder == root or root in folder.parents for root in roots)
 
 

@@ -12,9 +12,9 @@ or, from synchronous code (tests, the offline profile):
 
 Routes: `POST /v1/responses` (+ `GET` WebSocket mode), `POST /v1/chat/completions`,
 `GET /v1/realtime` (WebSocket), `POST /v1/audio/transcriptions`, `POST /v1/audio/speech`,
-and for tests in another process `GET /_sim/log` (recorded requests and client events as
-JSON) and `POST /_sim/reset` (clear the log and the fault counters, rewind the script; the
-phrasebook of what it has said stays).
+`GET /v1/models` (+ `/v1/models/{id}`), and for tests in another process `GET /_sim/log` (recorded
+requests and client events as JSON) and `POST /_sim/reset` (clear the log and the fault counters,
+rewind the script; the phrasebook of what it has said stays).
 
 Every response carries `x-request-id`; with `config.api_key` set, a request (or WebSocket
 upgrade) without the right `Authorization: Bearer` gets the real 401 (`/_sim/*` needs no key).
@@ -181,6 +181,8 @@ class Simulator:
         r.add_get("/v1/realtime", _realtime)
         r.add_post("/v1/audio/transcriptions", _transcriptions)
         r.add_post("/v1/audio/speech", _speech)
+        r.add_get("/v1/models", _models)
+        r.add_get("/v1/models/{model}", _model)
         r.add_get("/_sim/log", _sim_log)
         r.add_post("/_sim/reset", _sim_reset)
         return app
@@ -323,6 +325,18 @@ async def _speech(request: web.Request) -> web.StreamResponse:
     except ModuleNotFoundError:
         return _missing_front(request, "audio")
     return await audio_api.handle_speech(request)
+
+
+async def _models(request: web.Request) -> web.StreamResponse:
+    from . import models
+
+    return await models.handle_list(request)
+
+
+async def _model(request: web.Request) -> web.StreamResponse:
+    from . import models
+
+    return await models.handle_one(request)
 
 
 async def _sim_log(request: web.Request) -> web.Response:

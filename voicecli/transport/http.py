@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
+import types
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
-import httpx
+# `import httpx` also imports its command-line client (httpx._main), which loads rich, click and
+# pygments whenever they are installed — as they are with voicecli: ~100 ms per run for nothing.
+# An empty stand-in makes httpx fall back to its "CLI not installed" stub.
+sys.modules.setdefault("httpx._main", types.ModuleType("httpx._main"))
+import httpx  # noqa: E402
 
 from voicecli.events import Error, Event
 from voicecli.items import Request
@@ -158,27 +164,58 @@ async def post_stream(conn: Connection, base_url: str, url: str, api_key: str | 
                         emitted = True
                         yield item
                     return
-        except httpx.TimeoutException as exc:
-            failure = errors.connection_error(_timeout_message(conn, base_url, exc, answered), timeout=True)
         except (httpx.TransportError, OSError) as exc:
-            failure = errors.connection_error(redact(f"connection to {base_url} failed: {exc}" if str(exc)
-                                                     else f"connection to {base_url} failed", api_key))
+            failure = _failure(exc, conn, base_url, api_key, answered)
         if not await retries.wait(failure, emitted=emitted):
             for event in give_up(failure, api_key):
                 yield event
             return
 
 
-def _timeout_message(conn: Connection, base_url: str, exc: httpx.TimeoutException, answered: bool) -> str:
-    """Name the timeout that fired: connecting, waiting for the reply, or silence mid-stream."""
+def _failure(exc: Exception, conn: Connection, base_url: str, api_key: str | None, answered: bool) -> Error:
+    """The retryable error for an exception from httpx; a timeout names the one that fired:
+    connecting, waiting for the reply, or silence mid-stream."""
+    if not isinstance(exc, httpx.TimeoutException):
+        return errors.connection_error(redact(f"connection to {base_url} failed: {exc}" if str(exc)
+                                              else f"connection to {base_url} failed", api_key))
     if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
-        return f"could not connect to {base_url} within {conn.connect_timeout:g} s (connection.connect_timeout)"
-    if isinstance(exc, httpx.WriteTimeout):
-        return f"could not send the request to {base_url} within {conn.read_timeout:g} s (connection.read_timeout)"
-    if not answered:
-        return (f"connected, but no reply from {base_url} within {conn.read_timeout:g} s "
-                "(connection.read_timeout)")
-    return f"no data from {base_url} for {conn.read_timeout:g} s (connection.read_timeout)"
+        message = f"could not connect to {base_url} within {conn.connect_timeout:g} s (connection.connect_timeout)"
+    elif isinstance(exc, httpx.WriteTimeout):
+        message = f"could not send the request to {base_url} within {conn.read_timeout:g} s (connection.read_timeout)"
+    elif not answered:
+        message = f"connected, but no reply from {base_url} within {conn.read_timeout:g} s (connection.read_timeout)"
+    else:
+        message = f"no data from {base_url} for {conn.read_timeout:g} s (connection.read_timeout)"
+    return errors.connection_error(message, timeout=True)
+
+
+async def get_json(conn: Connection, base_url: str, api_key: str | None, path: str,
+                   retries: Retries | None = None) -> tuple[Any, Error | None]:
+    """`GET {base_url}{path}` with the profile's headers, timeouts and retries, as the streams do:
+    (the decoded JSON, None), or (None, the error) once retrying is over (`retries.used` says how
+    often it tried again)."""
+    client = shared_client(conn)
+    url = endpoint_url(base_url.rstrip("/"), path)
+    headers = request_headers(conn, api_key)
+    retries = retries or Retries(conn.max_retries, api_key)
+    while True:
+        answered = False
+        try:
+            resp = await client.get(url, headers=headers)
+            answered = True
+            if resp.status_code >= 400:
+                failure = errors.from_http(resp.status_code, resp.content, resp.headers)
+            else:
+                try:
+                    return resp.json(), None
+                except ValueError:
+                    return None, Error("protocol", f"expected JSON from {url} but got: "
+                                       f"{resp.text[:120].strip() or 'an empty body'}",
+                                       request_id=resp.headers.get("x-request-id"))
+        except (httpx.TransportError, OSError) as exc:
+            failure = _failure(exc, conn, base_url, api_key, answered)
+        if not await retries.wait(failure):
+            return None, dataclasses.replace(failure, message=redact(failure.message, api_key))
 
 
 async def close_shared_client() -> None:

@@ -52,8 +52,21 @@ class Renderer(Protocol):
     def finish(self) -> None: ...
 
 
+def is_terminal(stream: IO[str]) -> bool:
+    """A terminal that takes escape codes (cursor moves, erasing): not a pipe, not TERM=dumb."""
+    try:
+        return stream.isatty() and os.environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
+
+
+def wants_colour(stream: IO[str]) -> bool:
+    """Colour and styles: a terminal that takes escape codes, unless NO_COLOR is set."""
+    return is_terminal(stream) and not os.environ.get("NO_COLOR")
+
+
 def wants_markdown(stream: IO[str], *, raw: bool = False) -> bool:
-    return not raw and stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+    return not raw and wants_colour(stream)
 
 
 def make_renderer(stream: IO[str] | None = None, *, markdown: bool | None = None) -> Renderer:
@@ -759,8 +772,10 @@ def _highlight(line: str, lexer) -> str:
     escapes only where the style changes)."""
     if lexer is None:
         return line
+    from voicecli.ui.fastlex import tokens
+
     parts, cur = [], ("", "")
-    for _, ttype, value in lexer.get_tokens_unprocessed(line + "\n"):
+    for _, ttype, value in tokens(lexer, line + "\n"):
         value = value.rstrip("\n")
         if value:
             style = _STYLES.get(ttype) or _token_style(ttype)
@@ -774,7 +789,7 @@ def _highlight(line: str, lexer) -> str:
 def dim(text: str, stream: IO[str] | None = None) -> None:
     """Secondary information (reasoning, footers) on stderr, dim on a terminal."""
     stream = stream or sys.stderr
-    if stream.isatty() and not os.environ.get("NO_COLOR"):
+    if wants_colour(stream):
         stream.write(f"\x1b[2m{text}\x1b[0m")
     else:
         stream.write(text)

@@ -33,6 +33,7 @@ from voicecli.profiles import Profile
 from voicecli.sanitize import escape_controls
 from voicecli.transcript import Entry, markdown_entry, open_transcript
 from voicecli.ui.render import dim, make_renderer, wants_markdown
+from voicecli.ui.spinner import Spinner
 from voicecli.ui.status import describe_error, error_hint, setup_logging, usage_line
 from voicecli.ui.typeahead import hold_keys
 from voicecli.items import FunctionCall, FunctionOutput, HistoryItem, Message
@@ -355,13 +356,19 @@ class Repl:
 
     async def _stream(self, message: Message) -> None:
         fence = self.text_format is not None and self.markdown  # JSON answers: highlighted, not read as markdown
+        spinner = Spinner()  # until the first token (and each tool follow-up's); erased before any output
         try:
             if fence:
-                self.renderer.text("```json\n")
+                self.renderer.text("```json\n")  # the opening fence prints nothing
+            spinner.start()
             async with aclosing(self.conversation.send(message)) as events:
                 async for event in events:
+                    spinner.stop()
                     self._show(event)
+                    if isinstance(event, (ToolResult, HostedToolProgress)):  # waiting again
+                        spinner.start()
         finally:
+            spinner.stop()
             self._end_reasoning()
             if fence:
                 self.renderer.text("\n```\n")
@@ -574,6 +581,7 @@ class Repl:
         new = open_transport(self.profile)
         await self.conversation.transport.aclose()
         self.conversation.transport = new
+        self._choices.pop("model", None)  # another base URL may offer other models
 
     async def cmd_tools(self, arg: str) -> None:
         if not self.profile.tools:
@@ -813,20 +821,14 @@ def _talk_flags_to_settings(text: str | None) -> str | None:
 
 
 def _choices_for(command: str, profile: Profile) -> list[str]:
-    """Completion candidates, computed once: model names and profile names from the profiles."""
+    """Completion candidates, computed once: profile names; model names from the profiles and the
+    server's list as `voicecli models` cached it (no network call)."""
     if command == "set":
         keys = [f"{s}.{n}" for s in ("model", "connection", "ui") for n in profiles._field_info(profiles.SECTIONS[s])]
         return keys + [k.split(".", 1)[1] for k in keys if k.startswith("model.")]
-    refs = profiles.discover()
-    if command == "profile":
-        return [r.name for r in refs]
-    models = {profile.model.name}
-    for ref in refs:
-        try:
-            models.add(profiles.read_toml(ref.path)[0].get("model", {}).get("name", ""))
-        except VoicecliError:
-            continue
-    return sorted(m for m in models if m)
+    from voicecli.completion import model_names, profile_names
+
+    return profile_names() if command == "profile" else model_names(profile)
 
 
 def _history_line(item: HistoryItem) -> str:

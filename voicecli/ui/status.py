@@ -64,12 +64,20 @@ def usage_line(usage: Usage, *, ttft_ms: float | None, total_ms: float, model: s
     return line
 
 
+class _Handler(logging.StreamHandler):
+    def emit(self, record: logging.LogRecord) -> None:
+        spinner = sys.modules.get("voicecli.ui.spinner")  # a waiting indicator is erased first
+        if spinner is not None:
+            spinner.clear_line()
+        super().emit(record)
+
+
 def setup_logging(debug: bool) -> None:
     """Library notes (retries, skipped events) go to stderr: warnings always, details with --debug."""
     logger = logging.getLogger("voicecli")
     if logger.handlers:
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Handler(sys.stderr)
     handler.setFormatter(logging.Formatter("voicecli: %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if debug else logging.WARNING)

@@ -2,7 +2,7 @@
 
 On a terminal (stdout, or stderr when stdout is piped) a rich `Live` region at the bottom holds
 the live transcripts, the state line with the meter, and a footer with the keys and the text
-being typed; finished lines scroll above it. Without a terminal it degrades to plain lines on
+being typed; finished lines scroll above it. Without a terminal (or with TERM=dumb) it degrades to plain lines on
 stderr. When stdout is not a terminal it carries only the final transcript, as `user: …` and
 `assistant: …` lines, for pipes.
 """
@@ -45,7 +45,9 @@ class TalkView:
         self.level = level or (lambda: 0.0)
         self.data_out = data_out  # stdout when it is not a terminal: final lines only
         self.file = console_file or (sys.stdout if sys.stdout.isatty() else sys.stderr)
-        self.live_mode = self.file.isatty()
+        from voicecli.ui.render import is_terminal
+
+        self.live_mode = is_terminal(self.file)  # TERM=dumb: plain lines, no cursor codes
         self.state = "connecting"
         self.partials: dict[str, str] = {}  # role → text in progress
         self.typed = ""
