@@ -251,3 +251,13 @@ def test_reasoning_is_never_spoken(tmp_path, make_sim):
     assert answer == "You said: think about it"
     assert spoken(sim) == [answer]  # the answer, never the <think> block
     assert speech.read_wav(out.read_bytes()) == speech.synthesize(answer)
+
+
+def test_talk_waits_for_a_slow_transcription_before_exiting(tmp_path, make_sim):
+    """--input: the file ends while speech-to-text still works on the last words; talk must not take
+    that for a quiet moment and exit before the answer."""
+    sim = make_sim(latency=3.0)  # every endpoint: longer than talk's 1 s of quiet before it exits
+    wav = voice_wav(tmp_path / "q.wav", sim, 0.3, "Are you still there?", 0.3)
+    r = talk(tmp_path, sim, "-t", "chat", "--input", str(wav), "--output", str(tmp_path / "o.wav"), timeout=120)
+    assert r.code == 0, r.err
+    assert r.out.splitlines() == ["user: Are you still there?", "assistant: You said: Are you still there?"]

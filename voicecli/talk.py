@@ -319,7 +319,7 @@ class Talk:
     def _state(self) -> str:
         for state, on in (("reconnecting", self.session.reconnecting), ("approval", self.keys.asking),
                           ("speaking", self.buffer.active), ("recording", self.recording),
-                          ("user", self.user_speaking), ("thinking", self.turns.in_progress)):
+                          ("user", self.user_speaking), ("thinking", self.turns.in_progress or self.session.busy)):
             if on:
                 return state
         return "idle" if self.ptt else "muted" if self.audio.muted() else "listening"
@@ -349,7 +349,7 @@ class Talk:
 
     def _idle(self) -> bool:
         return not (self.turns.busy or self.user_speaking or self.recording or self.keys.asking
-                    or self.session.reconnecting or self.session.tools_running or self.turns.order)
+                    or self.session.reconnecting or self.session.busy or self.turns.order)
 
     def _check_input_done(self) -> None:
         """--input: exit once the file was sent and everything has been quiet for a moment."""

@@ -70,6 +70,7 @@ class CascadeSession:
         self._segmenter = None  # cuts the mic audio into utterances (voice-activity detection)
         self._recording = bytearray()  # push-to-talk
         self._pending = ""  # words of an utterance that the user went on from
+        self._working = False  # the worker is on a turn
 
     def _endpoint(self, base_url: str | None) -> str:
         from voicecli.transport import resolve_base_url
@@ -122,8 +123,9 @@ class CascadeSession:
             yield event
 
     @property
-    def tools_running(self) -> bool:
-        return False  # tools run inside an answer, which keeps the turn busy
+    def busy(self) -> bool:
+        """A turn is on its way: an utterance waiting or being transcribed, or an answer (and its tools)."""
+        return self._working or not self._inbox.empty()
 
     def due_for_renewal(self) -> bool:
         return False
@@ -195,7 +197,9 @@ class CascadeSession:
         """One user turn at a time: transcribe, then answer (the answer can be cancelled alone)."""
         try:
             while True:
+                self._working = False
                 kind, data = await self._inbox.get()
+                self._working = True
                 if kind == "audio":
                     text = await self._transcribe(data)
                     if self._segmenter is not None and self._segmenter.vad.speaking:

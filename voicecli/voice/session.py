@@ -105,7 +105,8 @@ class RealtimeSession:
             yield event
 
     @property
-    def tools_running(self) -> bool:
+    def busy(self) -> bool:
+        """Tool rounds (or closing a socket) in progress."""
         return bool(self._jobs)
 
     def due_for_renewal(self) -> bool:
