@@ -393,3 +393,31 @@ def test_a_silent_talk_leaves_no_conversation_behind(tmp_path, sim):
     assert r.code == 0, r.err
     r = run_cli(tmp_path, "infer", "-p", "offline", "--base-url", sim.base_url, "-c", "hello")
     assert r.code != 0 and "no earlier conversation" in r.err  # not an empty voice conversation
+
+
+def test_each_answer_and_the_session_are_priced_with_audio_rates(tmp_path, sim):
+    from voicecli import pricing
+    from voicecli.events import Usage
+
+    wav = speech_wav(tmp_path / "in.wav", [("silence", 0.3), ("speech", 1.2), ("silence", 0.5)])
+    tr = tmp_path / "t.jsonl"
+    r = talk(tmp_path, sim, "-m", "gpt-realtime", "--input", str(wav), "--output", str(tmp_path / "o.wav"),
+             "--transcript", str(tr))
+    assert r.code == 0, r.err
+    [answer] = [e for e in entries(tr) if e["role"] == "assistant"]
+    u = answer["usage"]
+    assert u["audio_input_tokens"] > 0 and u["audio_output_tokens"] > 0  # the sim's Realtime usage has audio
+    usage = Usage(u["input_tokens"], u["output_tokens"], u["cached_tokens"], u["reasoning_tokens"],
+                  u["audio_input_tokens"], u["audio_output_tokens"], u.get("audio_cached_tokens", 0))
+    expected = pricing.cost_usd("gpt-realtime", usage)
+    text_only = pricing.cost_usd("gpt-realtime", Usage(usage.input_tokens, usage.output_tokens))
+    assert answer["cost_usd"] == pytest.approx(expected) and expected > text_only  # audio costs more
+    assert (f"talk: 1 answer · {usage.input_tokens} tokens in (0 cached, {usage.audio_input_tokens} audio) · "
+            f"{usage.output_tokens} out · {pricing.format_usd(expected)}") in r.err
+
+
+def test_an_unknown_voice_model_has_an_unknown_price(tmp_path, sim):
+    r = talk(tmp_path, sim, "--input", str(speech_wav(tmp_path / "in.wav", [("silence", 0.3)])),
+             "--output", str(tmp_path / "o.wav"), input="hi\n")
+    assert r.code == 0, r.err
+    assert "talk: 1 answer" in r.err and "unknown price" in r.err

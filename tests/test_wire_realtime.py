@@ -48,7 +48,7 @@ def test_speech_to_speech_turn_with_vad():
     # the recording keeps only the first 44 base64 characters of each chunk (33 bytes)
     assert all(len(a.pcm) == 33 for a in audio)
     assert audio[0].pcm == base64.b64decode("//8AAAYAAAD8/wMAAAAAAP7/AgAFAAAAAQD9/wUAAAAA")
-    assert of_type(events, Usage) == [Usage(41, 164, 0, 0)]
+    assert of_type(events, Usage) == [Usage(41, 164, 0, 0, 27, 136)]  # with the audio part, priced apart
     end = events[-1]
     assert (end.status, end.response_id, end.reason) == ("completed", response_id, None)
     assert end.output_items == ()  # no wire dicts leave the decoder
@@ -60,7 +60,7 @@ def test_text_in_audio_out():
     assert transcript(events, "assistant") == ("Hi there!", ["Hi there!"])
     assert transcript(events, "user") == ("", [])
     assert len(of_type(events, AudioDelta)) == 4
-    assert of_type(events, Usage) == [Usage(16, 24, 0, 0)]
+    assert of_type(events, Usage) == [Usage(16, 24, 0, 0, 0, 15)]
     [end] = of_type(events, TurnEnd)
     assert (end.status, end.response_id, end.reason) == ("completed", "resp_E6U0utdfn8rQdwHYPNrmv", None)
 

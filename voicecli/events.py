@@ -90,6 +90,10 @@ class Usage:
     output_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    # Realtime: the audio part of the counts above (priced higher); 0 for text
+    audio_input_tokens: int = 0
+    audio_output_tokens: int = 0
+    audio_cached_tokens: int = 0
 
     def __add__(self, other: "Usage") -> "Usage":
         return Usage(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
@@ -147,6 +151,8 @@ def to_json(event: Event) -> dict[str, Any]:
     name = type(event).__name__
     kind = "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
     data = asdict(event)
+    if isinstance(event, Usage):  # text usage keeps its four fields
+        data = {k: v for k, v in data.items() if v or not k.startswith("audio_")}
     if isinstance(event, AudioDelta):
         data["pcm"] = base64.b64encode(event.pcm).decode("ascii")
     return {"type": kind, **data}

@@ -87,7 +87,9 @@ def cost_usd(model: str, usage: Any, override: Mapping[str, Any] | None = None) 
     if price is None:
         return None
     return price.cost(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-                      cached_tokens=usage.cached_tokens)
+                      cached_tokens=usage.cached_tokens, audio_input_tokens=getattr(usage, "audio_input_tokens", 0),
+                      audio_output_tokens=getattr(usage, "audio_output_tokens", 0),
+                      audio_cached_tokens=getattr(usage, "audio_cached_tokens", 0))
 
 
 def format_usd(cost: float | None) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from voicecli.errors import VoicecliError
 from voicecli.events import (Disconnected, Error, ResponseStarted, SpeechStarted, SpeechStopped, ToolCall, ToolResult,
-                             Transcript, TurnEnd)
+                             Transcript, TurnEnd, Usage)
 from voicecli.profiles import Profile
 from voicecli.sanitize import escape_controls
 from voicecli.signals import on_signal
@@ -101,6 +101,7 @@ class Talk:
         self.keys = self.key_input = self.toolbox = None
         self.jobs = Jobs(on_error=self._fail)  # pumps, and short jobs started from keys and signals
         self.fatal: VoicecliError | None = None  # why talk has to end (a reconnect failed, no device left)
+        self.spent, self.answers = Usage(), 0  # the session's tokens and answers, for the closing line
 
     # -- setup and teardown -------------------------------------------------------------------
 
@@ -184,6 +185,8 @@ class Talk:
         if self.toolbox is not None:
             await self.toolbox.aclose()  # MCP servers stop with talk
         self.view.stop()
+        if self.answers:
+            print(f"voicecli: talk: {self._spending(self.spent, self.answers)}", file=sys.stderr)
 
     # -- the session's events -------------------------------------------------------------------
 
@@ -222,6 +225,8 @@ class Talk:
             self._write("tool", event.output, start=time.time(), meta={"call_id": event.call_id, "name": event.name})
         elif isinstance(event, ResponseStarted):
             self.cancel_armed = False
+        elif isinstance(event, Usage):
+            self.spent, self.answers = self.spent + event, self.answers + 1
         elif isinstance(event, TurnEnd):
             if event.status in ("failed", "incomplete") and event.reason:
                 self.view.note(f"the response ended {event.status} ({event.reason})")
@@ -328,8 +333,11 @@ class Talk:
         """Write each answer once its response is over and its audio played (or was cut)."""
         for heard in self.turns.finished(force):
             item = heard.item
+            meta = {"played_ms": item.played_ms} if heard.interrupted else {}
+            if item.usage is not None:  # the cost of the response this answer was part of
+                meta["cost_usd"] = self._cost(item.usage)
             self._said("assistant", heard.text, start=item.start, interrupted=heard.interrupted, usage=item.usage,
-                       meta={"played_ms": item.played_ms} if heard.interrupted else {}, item_id=item.item_id)
+                       meta=meta, item_id=item.item_id)
 
     def _said(self, role: str, text: str, *, start=None, interrupted=False, usage=None, meta=None, item_id=None):
         """One finished utterance: on screen, in the transcript file, in the conversation (and its log)."""
@@ -346,6 +354,22 @@ class Talk:
     def _write(self, role: str, text: str, *, start: float, interrupted=False, usage=None, meta=None) -> None:
         if self.transcript is not None:
             self.transcript.write(Entry(role, text, start, time.time(), interrupted, usage, meta or {}))
+
+    def _cost(self, usage: Usage) -> float | None:
+        """Dollars for `usage` on the model that answered (None: unknown price). A cascade's speech-to-text
+        and text-to-speech are not priced: their servers report no usage we could trust for it."""
+        from voicecli import pricing
+
+        price = self.profile.model.price if self.opts.engine == "cascade" else None
+        return pricing.cost_usd(_model(self.profile, self.opts), usage, price)
+
+    def _spending(self, usage: Usage, answers: int) -> str:
+        from voicecli.pricing import format_usd
+
+        speech = " (text model; speech not priced)" if self.opts.engine == "cascade" else ""
+        audio = f", {usage.audio_input_tokens} audio" if usage.audio_input_tokens else ""
+        return (f"{answers} answer{'s' * (answers != 1)} · {usage.input_tokens} tokens in ({usage.cached_tokens} "
+                f"cached{audio}) · {usage.output_tokens} out · {format_usd(self._cost(usage))}{speech}")
 
     def _idle(self) -> bool:
         return not (self.turns.busy or self.user_speaking or self.recording or self.keys.asking

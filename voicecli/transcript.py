@@ -45,6 +45,8 @@ class Entry:
             u = self.usage
             out["usage"] = {"input_tokens": u.input_tokens, "cached_tokens": u.cached_tokens,
                             "output_tokens": u.output_tokens, "reasoning_tokens": u.reasoning_tokens}
+            out["usage"].update({k: getattr(u, k) for k in ("audio_input_tokens", "audio_cached_tokens",
+                                                            "audio_output_tokens") if getattr(u, k, 0)})
         return {**out, **self.meta}
 
 

@@ -13,6 +13,10 @@ def usage_from(raw: Mapping[str, Any] | None, *, input_key: str, output_key: str
     """Token usage in any dialect's spelling (they differ only in key names) → neutral Usage."""
     if not raw:
         return None
-    cached = (raw.get(input_details) or {}).get("cached_tokens") or 0
-    reasoning = (raw.get(output_details) or {}).get("reasoning_tokens") or 0
-    return Usage(raw.get(input_key) or 0, raw.get(output_key) or 0, cached, reasoning)
+    details_in, details_out = raw.get(input_details) or {}, raw.get(output_details) or {}
+    cached = details_in.get("cached_tokens") or 0
+    reasoning = details_out.get("reasoning_tokens") or 0
+    # Realtime (and Chat audio models): how much of it was audio, priced apart
+    audio_cached = (details_in.get("cached_tokens_details") or {}).get("audio_tokens") or 0
+    return Usage(raw.get(input_key) or 0, raw.get(output_key) or 0, cached, reasoning,
+                 details_in.get("audio_tokens") or 0, details_out.get("audio_tokens") or 0, audio_cached)
