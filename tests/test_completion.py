@@ -14,7 +14,7 @@ import pexpect
 from clihelp import cli_env, run_cli
 
 VOICECLI = Path(sys.executable).parent / "voicecli"  # the console script: completion keys on its name
-BUILTIN_PROFILES = ["compatible", "default", "offline", "sse", "tools-demo"]
+BUILTIN_PROFILES = ["cascade", "compatible", "default", "local-voice", "offline", "sse", "tools-demo"]
 
 
 def complete(home, line: str, **env) -> list[str]:
@@ -37,13 +37,14 @@ def test_profile_names_for_p_and_the_profiles_commands(tmp_path):
     assert complete(tmp_path, "voicecli models -p s") == ["sse"]
     assert complete(tmp_path, "voicecli profiles show t") == ["tools-demo"]
     assert complete(tmp_path, "voicecli profiles set w") == ["work"]
-    assert complete(tmp_path, "voicecli profiles new mine --from c") == ["compatible"]
+    assert complete(tmp_path, "voicecli profiles new mine --from co") == ["compatible"]
 
 
 def test_transport_vad_and_setting_keys(tmp_path):
     assert complete(tmp_path, "voicecli infer -t ") == ["ws", "sse", "chat"]
     assert complete(tmp_path, "voicecli chat --transport s") == ["sse"]
     assert complete(tmp_path, "voicecli talk --vad ") == ["server", "semantic", "off"]
+    assert complete(tmp_path, "voicecli talk --engine ") == ["realtime", "cascade"]
     keys = complete(tmp_path, "voicecli profiles set default voice.v")
     assert "voice.voice" in keys and all(k.startswith("voice.v") for k in keys)
 

@@ -94,3 +94,11 @@ def test_a_later_default_device_undoes_the_route(audio_stack, monkeypatch):  # n
     devices.resolve_device(None, "input")
     devices.find_device("pulse", "output")
     assert "PULSE_SOURCE" not in os.environ and os.environ["PULSE_SINK"] == "users_own_choice"
+
+
+def test_device_names_complete_from_the_sound_server(audio_stack, tmp_path):  # noqa: F811
+    from test_completion import complete
+
+    assert complete(tmp_path, "voicecli talk --input-device virtual_", **audio_stack.env) == ["virtual_mic"]
+    sinks = complete(tmp_path, "voicecli talk --output-device virtual_", **audio_stack.env)
+    assert sorted(sinks) == ["virtual_mic_feed", "virtual_speaker"]  # sinks; never a monitor source

@@ -222,7 +222,7 @@ def talk(
     profile: ProfileOpt = None, model: ModelOpt = None, system: SystemOpt = None,
     transport: TransportOpt = None, base_url: BaseUrlOpt = None, option: OptionOpt = None,
     engine: Annotated[Optional[str], typer.Option(
-        "--engine", metavar="realtime|cascade",
+        "--engine", metavar="realtime|cascade", autocompletion=_completer("engine"),
         help="Realtime API, or speech-to-text → text model (-t) → text-to-speech (default: voice.engine; "
              "auto = cascade with -t chat).")] = None,
     voice: Annotated[Optional[str], typer.Option("--voice", metavar="NAME", help="Voice, e.g. marin, cedar, alloy.")] = None,
@@ -233,9 +233,9 @@ def talk(
         help="Mute the mic while the assistant speaks (default: full-duplex with echo cancellation).")] = None,
     aec: Annotated[Optional[bool], typer.Option(
         "--aec/--no-aec", help="Echo cancellation on the mic (default: voice.echo_cancellation, on).")] = None,
-    input_device: Annotated[Optional[str], typer.Option("--input-device", metavar="INDEX|NAME",
+    input_device: Annotated[Optional[str], typer.Option("--input-device", metavar="INDEX|NAME", autocompletion=_completer("source"),
                                                         help="Microphone (see `voicecli devices`).")] = None,
-    output_device: Annotated[Optional[str], typer.Option("--output-device", metavar="INDEX|NAME", help="Speaker.")] = None,
+    output_device: Annotated[Optional[str], typer.Option("--output-device", metavar="INDEX|NAME", autocompletion=_completer("sink"), help="Speaker.")] = None,
     input_wav: Annotated[Optional[Path], typer.Option("--input", metavar="FILE.wav", help="Stream a WAV file instead of the microphone.")] = None,
     output_wav: Annotated[Optional[Path], typer.Option("--output", metavar="FILE.wav", help="Record the assistant to a WAV file.")] = None,
     transcript: Annotated[Optional[Path], typer.Option("--transcript", metavar="PATH", help="Append the conversation to this .jsonl or .md file.")] = None,

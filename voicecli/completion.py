@@ -11,6 +11,7 @@ from typing import Any
 TRANSPORTS = [("ws", "Responses over WebSocket"), ("sse", "Responses over HTTP"), ("chat", "Chat Completions")]
 VADS = [("server", "server voice activity detection"), ("semantic", "semantic turn detection"),
         ("off", "push-to-talk (Space)")]
+ENGINES = [("realtime", "the Realtime API"), ("cascade", "speech-to-text → text model → text-to-speech")]
 
 
 def _matching(choices, incomplete: str) -> list:
@@ -50,6 +51,14 @@ def model_names(profile) -> list[str]:
     return sorted(n for n in names if isinstance(n, str) and n)
 
 
+def device_names(kind: str) -> list[str]:
+    """PulseAudio/PipeWire source (microphone) or sink (speaker) names, from `pactl` (a few ms; no
+    PortAudio, whose start-up would cost a Tab press 0.3 s). None without a sound server."""
+    from voicecli.audio import pulse
+
+    return [d["name"] for d in pulse.devices() or [] if d["kind"] == kind and not d["monitor"]]
+
+
 def _profile_from(params: dict[str, Any]):
     """The profile the command line so far selects (-p, --base-url), or None."""
     from voicecli import profiles
@@ -73,6 +82,10 @@ def complete(kind: str, params: dict[str, Any], incomplete: str) -> list:
             choices = VADS
         elif kind == "key":
             choices = setting_keys()
+        elif kind == "engine":
+            choices = ENGINES
+        elif kind in ("source", "sink"):
+            choices = device_names(kind)
         else:
             return []
         return _matching(choices, incomplete)
