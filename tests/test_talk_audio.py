@@ -433,15 +433,16 @@ def cascade_said(talk: TalkProcess) -> list[dict]:
     return [e["body"] for e in list(talk.sim.log) if e.get("endpoint") == "/v1/chat/completions" and "body" in e]
 
 
-def test_cascade_round_trip_through_the_virtual_devices(audio_stack, make_sim, tmp_path):
+@pytest.mark.parametrize("transport", ["chat", "sse"])
+def test_cascade_round_trip_through_the_virtual_devices(audio_stack, make_sim, tmp_path, transport):
     """Through the echo canceller (on by default): the words arrive exactly. Its noise suppressor is off
     here: it reshapes some sentences beyond what the simulator's phrasebook still recognises."""
     sim = make_sim()
     wav = sim_voice_wav(tmp_path / "q.wav", sim, "What is the weather like in Paris today?")
     tr = tmp_path / "talk.jsonl"
     monitor = audio_stack.monitor()
-    talk = TalkProcess(tmp_path, sim, *CASCADE, "-o", "voice.noise_suppression=false", "--transcript", str(tr),
-                       env=audio_stack.env)
+    talk = TalkProcess(tmp_path, sim, "--engine", "cascade", "-t", transport, "-o", "voice.noise_suppression=false",
+                       "--transcript", str(tr), env=audio_stack.env)
     err = StderrLines(talk.proc)
     try:
         talk.wait(lambda: err.has("local VAD"), 30, "talk to start")
