@@ -46,3 +46,35 @@ def sim_speech(sim_url: str, text: str, *, wav: bool = False, api_key: str | Non
     reply = httpx.post(f"{sim_url.rstrip('/')}/audio/speech", json=body, headers=headers, timeout=60)
     reply.raise_for_status()
     return reply.content
+
+
+def talk_with_approval(home: Path, argv: list[str], line: str, prompt: str, answer: str = "y",
+                       timeout: float = 60) -> tuple[int, str, str]:
+    """Run `voicecli talk ARGV`, type `line`, wait for the approval `prompt` on stderr, answer it; then
+    wait for talk to finish. Returns (exit code, stdout, stderr)."""
+    import threading
+
+    proc = subprocess.Popen([sys.executable, "-m", "voicecli", "talk", *argv], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(home))
+    asked, err_lines = threading.Event(), []
+
+    def read_stderr():
+        for err_line in proc.stderr:
+            err_lines.append(err_line)
+            if prompt in err_line:
+                asked.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        proc.stdin.write(line + "\n")
+        proc.stdin.flush()
+        assert asked.wait(30), "".join(err_lines)
+        proc.stdin.write(answer + "\n")
+        proc.stdin.flush()
+        out = proc.stdout.read()
+        proc.wait(timeout)
+    finally:
+        proc.kill()
+    reader.join(5)
+    return proc.returncode, out, "".join(err_lines)

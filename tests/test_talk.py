@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clihelp import cli_env, run_cli
+from clihelp import cli_env, run_cli, talk_with_approval
 from voicecli.sim import speech
 from voicecli.sim.vad import voiced_span
 
@@ -207,39 +207,15 @@ def wait_for(predicate, timeout: float) -> None:
 
 
 def test_tool_call_with_approval_from_the_keyboard(tmp_path, sim):
-    import threading
-
     prof = tmp_path / "tools.toml"
     prof.write_text('extends = "offline"\n[[tools]]\nname = "get_weather"\ndescription = "Weather now"\n'
                     'command = ["echo", "sunny and 21 C"]\napproval = "ask"\n')
     wav = speech_wav(tmp_path / "in.wav", [("silence", 1.0)])
     tr = tmp_path / "t.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "voicecli", "talk", "-p", str(prof), "--base-url", sim.base_url,
-                             "--input", str(wav), "--output", str(tmp_path / "o.wav"), "--transcript", str(tr)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=cli_env(tmp_path))
-    asked, err_lines = threading.Event(), []
-
-    def read_stderr():
-        for line in proc.stderr:
-            err_lines.append(line)
-            if "run the tool 'get_weather'" in line:  # the approval prompt shared with chat
-                asked.set()
-
-    reader = threading.Thread(target=read_stderr, daemon=True)
-    reader.start()
-    try:
-        proc.stdin.write("what does get_weather say\n")
-        proc.stdin.flush()
-        assert asked.wait(30), "".join(err_lines)
-        proc.stdin.write("y\n")
-        proc.stdin.flush()
-        out = proc.stdout.read()
-        proc.wait(60)
-    finally:
-        proc.kill()
-    reader.join(5)
-    assert proc.returncode == 0, "".join(err_lines)
+    code, out, err = talk_with_approval(tmp_path, ["-p", str(prof), "--base-url", sim.base_url, "--input", str(wav),
+                                                   "--output", str(tmp_path / "o.wav"), "--transcript", str(tr)],
+                                        "what does get_weather say", "run the tool 'get_weather'")
+    assert code == 0, err
     update = next(e for e in realtime_events(sim) if e["type"] == "session.update")
     assert [t["name"] for t in update["session"]["tools"]] == ["get_weather"]
     output = next(e["item"] for e in realtime_events(sim) if e["type"] == "conversation.item.create"

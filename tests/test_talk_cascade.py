@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from clihelp import cli_env, run_cli, sim_speech
+from clihelp import cli_env, run_cli, talk_with_approval, sim_speech
 from voicecli.sim import speech
 
 pytestmark = pytest.mark.skipif(not speech.espeak_available(), reason="needs espeak-ng (the VAD hears real voices)")
@@ -160,32 +159,10 @@ def test_tool_call_with_approval(tmp_path, sim):
                     'command = ["echo", "sunny and 21 C"]\napproval = "ask"\n')
     wav = voice_wav(tmp_path / "q.wav", sim, 1.0)
     tr = tmp_path / "t.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "voicecli", "talk", "-p", str(prof), "--base-url", sim.base_url,
-                             "--input", str(wav), "--output", str(tmp_path / "o.wav"), "--transcript", str(tr)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=cli_env(tmp_path))
-    asked, err_lines = threading.Event(), []
-
-    def read_stderr():
-        for line in proc.stderr:
-            err_lines.append(line)
-            if "run the tool 'get_weather'" in line:
-                asked.set()
-
-    reader = threading.Thread(target=read_stderr, daemon=True)
-    reader.start()
-    try:
-        proc.stdin.write("what does get_weather say\n")
-        proc.stdin.flush()
-        assert asked.wait(30), "".join(err_lines)
-        proc.stdin.write("y\n")
-        proc.stdin.flush()
-        out = proc.stdout.read()
-        proc.wait(60)
-    finally:
-        proc.kill()
-    reader.join(5)
-    assert proc.returncode == 0, "".join(err_lines)
+    code, out, err = talk_with_approval(tmp_path, ["-p", str(prof), "--base-url", sim.base_url, "--input", str(wav),
+                                                   "--output", str(tmp_path / "o.wav"), "--transcript", str(tr)],
+                                        "what does get_weather say", "run the tool 'get_weather'")
+    assert code == 0, err
     bodies = [e["body"] for e in chat_requests(sim)]
     assert [t["function"]["name"] for t in bodies[0]["tools"]] == ["get_weather"]
     tool_msgs = [m for m in bodies[-1]["messages"] if m["role"] == "tool"]
