@@ -217,3 +217,119 @@ def test_which_models_stream_their_transcripts():
     assert streams_transcript("gpt-4o-mini-transcribe") and streams_transcript("gpt-4o-transcribe")
     assert not streams_transcript("whisper-1") and not streams_transcript("Systran/faster-whisper-small")
     assert not streams_transcript("gpt-4o-transcribe-diarize")
+
+
+# -- review findings: what was heard, formats, history, keys ---------------------------------------
+
+def _turns_with(*deltas):
+    from voicecli.audio.speaker import PlaybackBuffer
+    from voicecli.events import ResponseStarted
+    from voicecli.voice.turns import Turns
+
+    buf = PlaybackBuffer()
+    turns = Turns(buf)
+    turns.feed(ResponseStarted("r1"))
+    for event in deltas:
+        turns.feed(event)
+    return turns, buf
+
+
+def test_an_answer_cut_before_its_first_audio_was_not_heard():
+    from voicecli.events import AudioDelta, TextDelta, TurnEnd
+
+    turns, _ = _turns_with(AudioDelta(b"", "i1", "r1", ""), TextDelta("Paris is the capital. It is big.", "i1"))
+    assert turns.barge_in().cancel
+    turns.feed(TurnEnd("cancelled", "r1", "interrupted"))
+    [heard] = turns.finished()
+    assert heard.text == "" and heard.interrupted
+
+
+def test_sentences_played_to_their_last_sample_are_heard_whole():
+    from voicecli.events import AudioDelta, TextDelta, TurnEnd
+
+    s1, s2 = "Let me check. ", "One moment please."
+    turns, buf = _turns_with(AudioDelta(b"", "i1", "r1", ""), TextDelta(s1 + s2, "i1"),
+                             AudioDelta(b"\x01\x00" * 2405, "i1", "r1", s1),  # 100.2 ms: not whole ms
+                             AudioDelta(b"\x01\x00" * 4805, "i1", "r1", s2))
+    while buf.pending():
+        buf.pull(480)
+    turns.barge_in()  # the model was still writing when the user spoke
+    turns.feed(TurnEnd("cancelled", "r1", "interrupted"))
+    [heard] = turns.finished()
+    assert heard.text == s1 + s2
+
+
+def test_quitting_while_text_runs_ahead_of_the_voice_keeps_only_what_was_heard():
+    from voicecli.events import AudioDelta, TextDelta
+
+    s1, s2 = "First one. ", "Second one, not synthesised yet."
+    turns, buf = _turns_with(AudioDelta(b"", "i1", "r1", ""), TextDelta(s1 + s2, "i1"),
+                             AudioDelta(b"\x01\x00" * 4800, "i1", "r1", s1))
+    while buf.pending():
+        buf.pull(480)
+    [heard] = turns.finished(force=True)
+    assert heard.text == s1.strip() and heard.interrupted
+
+
+@pytest.mark.parametrize("piece", [1, 5, 100000])
+def test_a_wav_of_another_rate_and_layout_is_converted(piece):
+    import io
+    import wave
+
+    import numpy as np
+
+    t = np.arange(22050) / 22050
+    tone = (np.sin(2 * np.pi * 440 * t) * 8000).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:  # Piper-style: 22.05 kHz, and stereo here
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(22050)
+        w.writeframes(np.repeat(tone, 2).tobytes())
+    body = buf.getvalue()
+    body = body[:12] + b"LIST\x08\x00\x00\x00INFOdata" + body[12:]  # a chunk before fmt, holding "data"
+    pcm = b"".join(_run(_streamed(body, "audio/wav", piece), lambda c: _all(c.speak("x", model="m", voice="v"))))
+    assert abs(len(pcm) / 48 - 1000) < 2  # one second, now at 24 kHz mono
+    x = np.frombuffer(pcm, dtype="<i2").astype(float)
+    assert abs(np.sqrt(np.mean(x[2400:-2400] ** 2)) - 8000 / np.sqrt(2)) < 300  # the tone, not noise
+
+
+def test_compressed_speech_is_an_error_not_noise():
+    pieces = _run(_streamed(b"ID3\x03" + b"\xff" * 4000, "audio/mpeg", 512),
+                  lambda c: _all(c.speak("x", model="m", voice="v")))
+    assert len(pieces) == 1 and isinstance(pieces[0], Error) and "audio/mpeg, not PCM" in pieces[0].message
+
+
+def test_an_unheard_answer_goes_with_its_reasoning():
+    from voicecli.conversation import Conversation
+    from voicecli.items import Message, OpaqueItem
+    from voicecli.profiles import Profile
+
+    conv = Conversation(Profile("t", "builtin", None), None)
+    conv.history = [Message("user", "hi"), OpaqueItem("responses", {"type": "reasoning", "id": "rs_1"}),
+                    Message("assistant", "Hello there.")]
+    conv.heard("Hello there.", "")
+    assert conv.history == [Message("user", "hi")]  # no reasoning item left without its output
+    conv.history += [OpaqueItem("responses", {"type": "reasoning", "id": "rs_2"}), Message("assistant", "One. Two.")]
+    conv.heard("One. Two.", "One.")
+    assert conv.history[-1] == Message("assistant", "One.", interrupted=True) and len(conv.history) == 3
+
+
+def test_the_text_models_key_never_goes_to_another_speech_server(monkeypatch):
+    from voicecli.profiles import Profile
+    from voicecli.voice.cascade import CascadeSession
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-text-model")
+    monkeypatch.setenv("SPEECH_KEY", "sk-speech")
+    session = CascadeSession.__new__(CascadeSession)
+    session.profile = Profile("t", "builtin", None)
+    assert session._key(None, None) == "sk-text-model"  # the same server
+    assert session._key(None, "https://api.openai.com/v1/") == "sk-text-model"
+    assert session._key(None, "http://stt.example.net:8000/v1") is None  # another host: no key unless named
+    assert session._key("SPEECH_KEY", "http://stt.example.net:8000/v1") == "sk-speech"
+
+
+def test_headings_no_and_snake_case():
+    got = chunks("## Weather today\nIt is sunny. The answer is no. I checked my_var_name and _this_ too.", 1)
+    assert [c.spoken for c in got] == ["Weather today", "It is sunny.", "The answer is no.",
+                                       "I checked my_var_name and this too."]

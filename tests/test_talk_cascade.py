@@ -238,3 +238,55 @@ def test_talk_waits_for_a_slow_transcription_before_exiting(tmp_path, make_sim):
     r = talk(tmp_path, sim, "-t", "chat", "--input", str(wav), "--output", str(tmp_path / "o.wav"), timeout=120)
     assert r.code == 0, r.err
     assert r.out.splitlines() == ["user: Are you still there?", "assistant: You said: Are you still there?"]
+
+
+def test_the_last_utterance_of_an_input_file_ends_with_the_file(tmp_path, sim):
+    """A turn ends after 3 s of silence here, longer than the silence after the speech in the file:
+    the file's end closes the utterance instead of leaving talk waiting forever."""
+    wav = voice_wav(tmp_path / "q.wav", sim, 0.3, "Is anybody out there?", 0.2)
+    r = talk(tmp_path, sim, "-t", "chat", "-o", "voice.vad_silence_duration_ms=3000", "--input", str(wav),
+             "--output", str(tmp_path / "o.wav"), timeout=60)
+    assert r.code == 0, r.err
+    assert r.out.splitlines() == ["user: Is anybody out there?", "assistant: You said: Is anybody out there?"]
+
+
+def test_a_typed_line_over_the_answer_sends_only_what_was_heard(tmp_path, make_sim):
+    sim = make_sim(script=_script(tmp_path, LONG))
+    wav = voice_wav(tmp_path / "q.wav", sim, 0.3, "Tell me a story.", 12.0)
+    tr = tmp_path / "t.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "voicecli", "talk", "-p", "offline", "--base-url", sim.base_url,
+                             "--engine", "cascade", "-t", "chat", "--input", str(wav), "--output",
+                             str(tmp_path / "o.wav"), "--transcript", str(tr)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=cli_env(tmp_path))
+    try:
+        deadline = time.time() + 30
+        while not spoken(sim) and time.time() < deadline:  # the story is being spoken
+            time.sleep(0.05)
+        time.sleep(2.5)  # into its second sentence
+        proc.stdin.write("wait, stop\n")  # typed over it: the same barge-in, then a new turn at once
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    said = entries(tr)
+    heard = next(e for e in said if e["role"] == "assistant")
+    assert heard.get("interrupted") and LONG.startswith(heard["text"]) and len(heard["text"]) < len(LONG)
+    second = chat_requests(sim)[1]["body"]["messages"]
+    assert [m["content"] for m in second if m["role"] == "assistant"] == [heard["text"]]
+    assert second[-1] == {"role": "user", "content": "wait, stop"}
+
+
+def test_a_realtime_speed_above_its_limit_is_a_config_error(tmp_path, sim):
+    r = run_cli(tmp_path, "talk", "-p", "offline", "--base-url", sim.base_url, "-o", "voice.speed=2",
+                "--input", str(voice_wav(tmp_path / "q.wav", sim, 0.3)), "--output", str(tmp_path / "o.wav"))
+    assert r.code == 3 and "voice.speed 2 is above the Realtime API's 1.5" in r.err and "--engine cascade" in r.err
+
+
+def test_server_vad_on_a_cascade_is_explained(tmp_path, sim):
+    r = talk(tmp_path, sim, "-t", "chat", "--vad", "semantic", "--input", str(voice_wav(tmp_path / "q.wav", sim, 0.3)),
+             "--output", str(tmp_path / "o.wav"), "-o", "voice.speed=2", input="hi\n")
+    assert r.code == 0, r.err  # (and text-to-speech takes a speed above 1.5)
+    assert "--vad semantic is the Realtime API's; the cascade detects speech itself" in r.err
+    assert [e for e in list(sim.log) if e.get("endpoint") == "/v1/audio/speech" and "body" in e][-1]["body"]["speed"] == 2

@@ -245,3 +245,32 @@ def test_a_short_word_before_a_pause_starts_the_turn(tmp_path):
         events = vad.feed(speech.silence(4.0 + offset_ms / 1000) + said)
         assert kinds(events) == ["start", "stop"], offset_ms
         assert abs(events[0].ms - (4000 + offset_ms + onset)) <= 200, (offset_ms, events[0].ms)  # not "that"
+
+
+def test_a_slow_starting_utterance_keeps_its_beginning():
+    """Short bursts with pauses just under the candidate's 300 ms: the start is reported long after
+    the speech began, and the audio from there (plus the prefix) is still there to be cut."""
+
+    class Loud:  # a stand-in engine: loud frames are speech (the logic under test is the segmenter's)
+        rate, window = 16000, 512
+
+        def __call__(self, frame):
+            return 1.0 if np.abs(frame).mean() > 1000 else 0.0
+
+        def reset(self):
+            pass
+
+    class LoudVad(LocalVad):
+        def _load_engine(self):
+            return Loud()
+
+    def part(ms, loud):
+        return ((np.ones if loud else np.zeros)(24 * ms, dtype=np.int16) * 8000).tobytes()
+
+    audio = part(500, False) + (part(10, True) + part(270, False)) * 6 + part(600, True) + part(800, False)
+    seg = Segmenter(LoudVad())
+    for i in range(0, len(audio), 960):
+        seg.feed(audio[i:i + 960])
+    utterance = seg.take()
+    loud = np.count_nonzero(np.frombuffer(audio, "<i2"))
+    assert np.count_nonzero(np.frombuffer(utterance.pcm, "<i2")) == loud

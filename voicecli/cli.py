@@ -257,6 +257,9 @@ def talk(
     from voicecli.talk import TalkOptions, run_talk
 
     engine = prof.talk_engine(engine)
+    if engine == "cascade" and vad in ("server", "semantic"):
+        print(f"voicecli: note: --vad {vad} is the Realtime API's; the cascade detects speech itself "
+              "(voice.vad_threshold, voice.vad_silence_duration_ms)", file=sys.stderr)
     if model:  # the Realtime model, or the cascade's text model
         from voicecli import profiles
 

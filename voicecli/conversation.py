@@ -101,16 +101,10 @@ class Conversation:
 
         Cascaded talk writes each answer when the model finishes it, before it is spoken; a
         barge-in later replaces it with the heard part, marked interrupted (dropped if none)."""
-        from voicecli.convlog import heard_index
+        from voicecli.convlog import apply_heard
 
-        pairs = [(i.role, i.text) if isinstance(i, Message) else ("", "") for i in self.history]
-        at = heard_index(pairs, said)
-        if at is None or said == heard:
+        if said == heard or not apply_heard(self.history, said, heard):
             return
-        if heard:
-            self.history[at] = Message("assistant", heard, interrupted=True)
-        else:
-            del self.history[at]
         self._anchor = None  # the server's copy still holds the whole answer: send the history next time
         if self.log is not None:
             self.log.write({"type": "heard", "time": time.time(), "said": said, "heard": heard})

@@ -195,14 +195,23 @@ def _locked(file) -> Iterator[None]:
         fcntl.flock(file.fileno(), fcntl.LOCK_UN)
 
 
-def _apply_heard(items: list[HistoryItem], said: str, heard: str) -> None:
+def apply_heard(items: list[HistoryItem], said: str, heard: str) -> bool:
+    """Correct `items` for a spoken answer cut off by the user: the last assistant message saying
+    `said` keeps only `heard`, marked interrupted. With nothing heard it goes, and with it the
+    reasoning items just before it (Responses refuses a reasoning item without its output).
+    False when there is no such message."""
     pairs = [(i.role, i.text) if isinstance(i, Message) else ("", "") for i in items]
     at = heard_index(pairs, said)
-    if at is not None:
-        if heard:
-            items[at] = Message("assistant", heard, interrupted=True)
-        else:
-            del items[at]
+    if at is None:
+        return False
+    if heard:
+        items[at] = Message("assistant", heard, interrupted=True)
+        return True
+    first = at
+    while first > 0 and isinstance(items[first - 1], OpaqueItem) and items[first - 1].data.get("type") == "reasoning":
+        first -= 1
+    del items[first:at + 1]
+    return True
 
 
 def latest_cid() -> str | None:
@@ -243,6 +252,6 @@ def open_existing(cid: str | None) -> tuple[ConversationLog, list[HistoryItem]]:
                 if item is not None:
                     items.append(item)
             elif record.get("type") == "heard":
-                _apply_heard(items, str(record.get("said", "")), str(record.get("heard", "")))
+                apply_heard(items, str(record.get("said", "")), str(record.get("heard", "")))
     os.utime(path)  # continuing makes it the latest
     return ConversationLog(cid, path), items

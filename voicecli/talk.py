@@ -102,6 +102,7 @@ class Talk:
         self.jobs = Jobs(on_error=self._fail)  # pumps, and short jobs started from keys and signals
         self.fatal: VoicecliError | None = None  # why talk has to end (a reconnect failed, no device left)
         self.spent, self.answers = Usage(), 0  # the session's tokens and answers, for the closing line
+        self.input_ended = False
 
     # -- setup and teardown -------------------------------------------------------------------
 
@@ -247,6 +248,7 @@ class Talk:
             await self.session.cancel()
         if cut.truncate is not None:
             await self.session.truncate(*cut.truncate)
+        self._finalise()  # the history says what was heard before the next turn is sent
 
     async def _pump_mic(self) -> None:
         async for pcm, captured in self.audio.source.blocks():
@@ -377,6 +379,9 @@ class Talk:
 
     def _check_input_done(self) -> None:
         """--input: exit once the file was sent and everything has been quiet for a moment."""
+        if self.audio.input_done and not self.input_ended:
+            self.input_ended = True  # an utterance still open ends with the file
+            self.jobs.spawn(self.session.input_ended())
         if not self.audio.input_done or not self._idle():
             self.quiet_since = None
         elif self.quiet_since is None:

@@ -106,6 +106,11 @@ class LocalVad:
         return self._speaking
 
     @property
+    def candidate_ms(self) -> int | None:
+        """Where speech that is not yet a "start" began (a caller keeps audio from there)."""
+        return self._run_start
+
+    @property
     def position_ms(self) -> int:
         """Audio fed since the start (or reset), in ms: an event's decision delay is this minus its `ms`."""
         return self._fed_samples * 1000 // self.rate
@@ -263,6 +268,8 @@ class Segmenter:
         # look-back: a start is reported min_speech_ms or more after the speech began)
         end = self._buf_at + len(self._buf) // self._bps
         keep = [d[0] for d in self._done] + ([self._open] if self._open is not None else [])
+        if self.vad.candidate_ms is not None:  # speech that may yet become a start keeps its prefix
+            keep.append(max(0, self._sample(self.vad.candidate_ms - self.vad.prefix_ms)))
         horizon = self.vad.prefix_ms + self.vad.min_speech_ms + 200
         first = min(keep) if keep else end - self._sample(horizon)
         drop = first - self._buf_at

@@ -105,34 +105,125 @@ async def _transcript_events(resp: httpx.Response) -> AsyncIterator[Event]:
         yield errors.connection_error("the transcription stream ended before transcript.text.done")
 
 
+PCM_TYPES = ("audio/pcm", "audio/l16", "audio/raw", "audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave",
+             "application/octet-stream", "")
+
+
 async def _pcm_pieces(resp: httpx.Response) -> AsyncIterator[bytes | Error]:
-    """Whole samples of PCM16 as they arrive; a WAV container (a server that ignores "pcm") is unwrapped."""
-    content_type = resp.headers.get("content-type", "").lower()
-    if content_type.startswith(("application/json", "text/")):  # a 200 that is not audio
+    """24 kHz PCM16 mono as it arrives. A WAV (a server that ignores "pcm", Piper at 22.05 kHz…) is
+    unwrapped and converted; compressed audio (mp3, opus…) or a 200 that is not audio is an error."""
+    content_type = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in PCM_TYPES:
         raw = await resp.aread()
-        yield errors.not_a_stream(content_type, raw[:512], request_id=resp.headers.get("x-request-id"))
+        if content_type.startswith("audio/"):
+            yield Error("protocol", f"the text-to-speech server sent {content_type}, not PCM: it ignored "
+                        "response_format \"pcm\" (voicecli plays PCM or WAV)", code="unsupported_audio")
+        else:
+            yield errors.not_a_stream(content_type, raw[:512], request_id=resp.headers.get("x-request-id"))
         return
-    carry, header = b"", b""
-    in_header = None  # unknown until the first 4 bytes are seen
+    reader = PcmReader()
     async for chunk in resp.aiter_raw():
-        if in_header is None or in_header:
-            header += chunk
-            if len(header) < 12:
-                continue
-            in_header = header[:4] == b"RIFF" and header[8:12] == b"WAVE"
-            if in_header:
-                at = header.find(b"data", 12)
-                if at < 0 or len(header) < at + 8:
-                    continue  # the data chunk's header has not arrived yet
-                in_header, chunk = False, header[at + 8:]  # sizes may be 0xFFFFFFFF (streamed): ignore them
-            else:
-                chunk = header
-        data = carry + chunk
-        whole = len(data) // 2 * 2
-        carry = data[whole:]
-        if whole:
-            yield data[:whole]
-    if in_header is None and header:  # a reply shorter than a WAV header: plain PCM
-        whole = len(header) // 2 * 2
-        if whole:
-            yield header[:whole]
+        try:
+            pcm = reader.feed(chunk)
+        except ValueError as exc:
+            yield Error("protocol", f"the text-to-speech server sent a WAV voicecli cannot play: {exc}",
+                        code="unsupported_audio")
+            return
+        if pcm:
+            yield pcm
+    tail = reader.finish()
+    if tail:
+        yield tail
+
+
+class PcmReader:
+    """Raw PCM16 24 kHz mono, or a (streamed) WAV of any rate, channel count and 8/16/32-bit or float
+    samples, fed in pieces of any size → whole 24 kHz PCM16 mono samples. A WAV's chunk sizes may be
+    0xFFFFFFFF (streamed, as OpenAI sends it): the data runs to the end of the body."""
+
+    def __init__(self) -> None:
+        self.head = b""  # until the format is known
+        self.format: tuple[int, int, int, int] | None = None  # (format tag, channels, rate, bits)
+        self.wav: bool | None = None
+        self.reading_header = True
+        self.carry = b""
+        self.resampler = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self.reading_header:
+            self.head += chunk
+            if len(self.head) < 12:
+                return b""
+            self.wav = self.head[:4] == b"RIFF" and self.head[8:12] == b"WAVE"
+            chunk = self._walk() if self.wav else self.head
+            if chunk is None:
+                return b""
+            self.reading_header, self.head = False, b""
+        return self._convert(chunk)
+
+    def _walk(self) -> bytes | None:
+        """The audio after the header once its `fmt ` and `data` chunks arrived, else None."""
+        import struct
+
+        pos = 12
+        while pos + 8 <= len(self.head):
+            cid, size = self.head[pos:pos + 4], struct.unpack("<I", self.head[pos + 4:pos + 8])[0]
+            if cid == b"data":
+                if self.format is None:
+                    raise ValueError("no fmt chunk before the data")
+                self._setup()
+                return self.head[pos + 8:]
+            if pos + 8 + size > len(self.head):
+                return None  # this chunk has not all arrived yet
+            if cid == b"fmt ":
+                tag, channels, rate = struct.unpack("<HHI", self.head[pos + 8:pos + 16])
+                bits = struct.unpack("<H", self.head[pos + 22:pos + 24])[0]
+                if tag == 0xFFFE and size >= 40:  # WAVE_FORMAT_EXTENSIBLE: the real tag opens the sub-format GUID
+                    tag = struct.unpack("<H", self.head[pos + 32:pos + 34])[0]
+                self.format = (tag, channels, rate, bits)
+            pos += 8 + size + (size & 1)
+        return None
+
+    def _setup(self) -> None:
+        from voicecli.audio.pcm import RATE, Resampler
+
+        tag, channels, rate, bits = self.format
+        if (tag, bits) not in ((1, 8), (1, 16), (1, 32), (3, 32)) or not channels or not rate:
+            raise ValueError(f"format {tag}, {bits}-bit, {channels} channel(s) at {rate} Hz")
+        if (tag, channels, rate, bits) != (1, 1, RATE, 16):
+            self.resampler = Resampler(rate)
+
+    def _convert(self, chunk: bytes, last: bool = False) -> bytes:
+        if self.resampler is None:  # already 24 kHz PCM16 mono
+            data = self.carry + chunk
+            whole = len(data) // 2 * 2
+            self.carry = data[whole:]
+            return data[:whole]
+        import numpy as np
+
+        from voicecli.audio.pcm import to_mono
+
+        tag, channels, _, bits = self.format
+        frame = channels * bits // 8
+        data = self.carry + chunk
+        whole = len(data) // frame * frame
+        self.carry, data = data[whole:], data[:whole]
+        if bits == 8:
+            x = (np.frombuffer(data, dtype=np.uint8).astype(np.int16) - 128) << 8
+        elif bits == 16:
+            x = np.frombuffer(data, dtype="<i2")
+        elif tag == 3:
+            x = np.clip(np.frombuffer(data, dtype="<f4") * 32768.0, -32768, 32767)
+        else:
+            x = np.frombuffer(data, dtype="<i4") >> 16
+        mono = to_mono(x.astype(np.int16), channels)
+        return self.resampler.process(mono, last=last).astype("<i2").tobytes()
+
+    def finish(self) -> bytes:
+        """The end of the body: a reply shorter than a WAV header is plain PCM; flush the resampler."""
+        if self.reading_header and self.head and not self.wav:
+            chunk, self.head = self.head, b""
+            return self._convert(chunk)
+        if self.resampler is not None:
+            return self._convert(b"", last=True)
+        return b""

@@ -71,6 +71,7 @@ class CascadeSession:
         self._recording = bytearray()  # push-to-talk
         self._pending = ""  # words of an utterance that the user went on from
         self._working = False  # the worker is on a turn
+        self._queued_audio = 0  # utterances waiting behind the one being transcribed
 
     def _endpoint(self, base_url: str | None) -> str:
         from voicecli.transport import resolve_base_url
@@ -82,6 +83,17 @@ class CascadeSession:
             return resolve_base_url(_with_base(self.profile, base_url))
         check_base_url(base_url)
         return base_url.rstrip("/")
+
+    def _key(self, var: str | None, base_url: str | None) -> str | None:
+        """A speech endpoint's key: from its own variable; else the connection's, but only for the same
+        server — the text model's key is never sent to another host unasked."""
+        from urllib.parse import urlsplit
+
+        if var is None and base_url and base_url != SIM_BASE_URL:
+            mine, theirs = urlsplit(self.profile.connection.base_url), urlsplit(base_url)
+            if (mine.scheme, mine.netloc) != (theirs.scheme, theirs.netloc):
+                return None
+        return self.profile.api_key(var, base_url)
 
     def describe(self) -> str:
         m = self.profile.model
@@ -100,8 +112,8 @@ class CascadeSession:
 
             raise ConfigError("cascaded talk needs a speech-to-text model; voice.transcription_model is empty")
         self.conversation.transport = open_transport(p)  # checks the text model's key now, not at the first turn
-        stt_key = p.api_key(v.transcription_api_key_env, v.transcription_base_url)
-        tts_key = p.api_key(v.speech_api_key_env, v.speech_base_url)
+        stt_key = self._key(v.transcription_api_key_env, v.transcription_base_url)
+        tts_key = self._key(v.speech_api_key_env, v.speech_base_url)
         self.stt = AudioClient(p.connection, self.stt_url, stt_key)
         self.tts = AudioClient(p.connection, self.tts_url, tts_key)
         if not self.ptt:
@@ -164,16 +176,27 @@ class CascadeSession:
                 utterance = self._segmenter.take()
                 if utterance is not None:
                     log.debug("vad: utterance of %d ms for speech-to-text", len(utterance.pcm) // 48)
-                    self._inbox.put_nowait(("audio", utterance.pcm))
+                    self._queue_audio(utterance.pcm)
         return True
+
+    async def input_ended(self) -> None:
+        """`--input` is over: an utterance still open (a long `vad_silence_duration_ms`) ends here."""
+        utterance = self._segmenter.flush() if self._segmenter is not None else None
+        if utterance is not None:
+            self._put(SpeechStopped(utterance.end_ms))
+            self._queue_audio(utterance.pcm)
 
     async def commit(self) -> None:
         """Push-to-talk: the recording is the user's turn."""
         pcm, self._recording = bytes(self._recording), bytearray()
-        self._inbox.put_nowait(("audio", pcm))
+        self._queue_audio(pcm)
 
     async def clear(self) -> None:
         self._recording = bytearray()
+
+    def _queue_audio(self, pcm: bytes) -> None:
+        self._queued_audio += 1
+        self._inbox.put_nowait(("audio", pcm))
 
     async def say(self, text: str) -> None:
         self._inbox.put_nowait(("text", text))
@@ -200,9 +223,10 @@ class CascadeSession:
                 self._working = False
                 kind, data = await self._inbox.get()
                 self._working = True
+                self._queued_audio -= kind == "audio"
                 if kind == "audio":
                     text = await self._transcribe(data)
-                    if self._segmenter is not None and self._segmenter.vad.speaking:
+                    if self._queued_audio or (self._segmenter is not None and self._segmenter.vad.speaking):
                         self._pending = f"{self._pending} {text}".strip()  # the user went on: one turn
                         continue
                     text, self._pending = f"{self._pending} {text}".strip(), ""
@@ -237,9 +261,9 @@ class CascadeSession:
 
     async def _respond(self, text: str) -> None:
         n = next(self._answers)
-        part = 1
-        rid, item = f"cascade_resp_{n}", f"cascade_item_{n}_{part}"
+        rid, parts = f"cascade_resp_{n}", itertools.count(1)
         self._put(ResponseStarted(rid))
+        item: str | None = None  # one item per message the model writes (a tool round starts another)
         speech = Speech(self, rid)
         sentences = Sentences()
         status, reason, usage, failure = "cancelled", "interrupted", Usage(), None
@@ -248,17 +272,21 @@ class CascadeSession:
                 async for event in stream:
                     speech.check()
                     if isinstance(event, TextDelta):
+                        if item is None:
+                            item = f"cascade_item_{n}_{next(parts)}"
+                            self._put(AudioDelta(b"", item, rid, ""))  # spoken sentence by sentence
                         self._said[item] = self._said.get(item, "") + event.text
                         self._put(TextDelta(event.text, item))
                         for chunk in sentences.feed(event.text):
                             speech.add(item, chunk)
-                    elif isinstance(event, (ToolCall, ToolResult)):
-                        self._put(event)
-                        if isinstance(event, ToolResult):  # the follow-up is a new message
+                    elif isinstance(event, ToolCall):
+                        if item is not None:  # what was said before the call is spoken now, not after the tool
                             for chunk in sentences.flush():
                                 speech.add(item, chunk)
-                            part += 1
-                            item = f"cascade_item_{n}_{part}"
+                        item = None
+                        self._put(event)
+                    elif isinstance(event, ToolResult):
+                        self._put(event)
                     elif isinstance(event, Usage):
                         usage = usage + event
                     elif isinstance(event, Error):
@@ -269,11 +297,13 @@ class CascadeSession:
                             raise StageFailed("text model", failure, self.base_url)
             if failure is not None:  # not fatal (e.g. stopped after max_tool_rounds): shown
                 self._put(failure)
-            for chunk in sentences.flush():
-                speech.add(item, chunk)
+            if item is not None:
+                for chunk in sentences.flush():
+                    speech.add(item, chunk)
             await speech.finish()
-        except BaseException:
-            status, reason = ("cancelled", "interrupted") if status != "failed" else (status, reason)
+        except BaseException as exc:
+            cancelled = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
+            status, reason = ("cancelled", "interrupted") if cancelled else ("failed", reason or "error")
             speech.cancel()
             raise
         finally:
@@ -308,6 +338,8 @@ class Speech:
                     audio.put_nowait(piece)
                     if isinstance(piece, Error):
                         return
+            except Exception as exc:  # not a server error but a bug or a broken body: the player raises it
+                audio.put_nowait(exc)
             finally:
                 audio.put_nowait(None)
 
@@ -318,6 +350,8 @@ class Speech:
             while (piece := await audio.get()) is not None:
                 if isinstance(piece, Error):
                     raise StageFailed("text-to-speech", piece, self.session.tts_url)
+                if isinstance(piece, Exception):
+                    raise piece
                 self.session._put(AudioDelta(piece, item_id, self.response_id, spoken))
                 spoken = None
             if spoken is not None:

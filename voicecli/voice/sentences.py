@@ -13,9 +13,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-ABBREVIATIONS = {"e.g", "i.e", "etc", "vs", "mr", "mrs", "ms", "dr", "prof", "st", "no", "approx", "cf", "fig"}
+ABBREVIATIONS = {"e.g", "i.e", "etc", "vs", "mr", "mrs", "ms", "dr", "prof", "st", "approx", "cf", "fig"}
 _END = re.compile(r"""([.!?…]+["'”’)\]]*)(\s+)|(\n\s*\n)|\n(?=\s*(?:[-*+]\s|\d+[.)]\s|#))""")
 _FENCE = re.compile(r"^\s*(```|~~~)", re.M)
+_HEADING = re.compile(r"\s*#{1,6} [^\n]*\n")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class Sentences:
             close = _FENCE.search(self.buffer, opened + 1) if opened >= 0 else None
             end = self.buffer.find("\n", close.end()) if close else -1
             return end + 1 if end >= 0 else None
+        heading = _HEADING.match(self.buffer)
+        if heading:  # a heading is a sentence of its own
+            return heading.end()
         for match in _END.finditer(self.buffer, 0, fence.start() if fence else len(self.buffer)):
             if match.group(1) and not self._real_end(match.start()):
                 continue
@@ -86,7 +90,8 @@ def speakable(text: str) -> str:
     text = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", text)  # links: their text
     text = re.sub(r"`([^`]*)`", r"\1", text)
     text = re.sub(r"^\s{0,3}(#{1,6}\s+|>\s?|[-*+]\s+|\d+[.)]\s+)", "", text, flags=re.M)
-    text = re.sub(r"(\*\*|__|\*|_|~~)(?=\S)(.+?)(?<=\S)\1", r"\2", text)
+    text = re.sub(r"(\*\*|\*|~~)(?=\S)(.+?)(?<=\S)\1", r"\2", text)
+    text = re.sub(r"(?<!\w)(__|_)(?=\S)(.+?)(?<=\S)\1(?!\w)", r"\2", text)  # not inside my_var_name
     text = re.sub(r"^\s*([-*_]\s*){3,}$", "", text, flags=re.M)  # horizontal rules
     text = re.sub(r"\|", " ", text)  # table bars
     return re.sub(r"\s+", " ", text).strip()

@@ -63,6 +63,11 @@ class RealtimeSession:
         hosted = [t.name for t in profile.tools if t.type != "function"]
         if hosted:
             log.warning("the Realtime API has no hosted tools; not offered in talk: %s", ", ".join(hosted))
+        if self.voice.speed is not None and self.voice.speed > 1.5:
+            from voicecli.errors import ConfigError
+
+            raise ConfigError(f"voice.speed {self.voice.speed:g} is above the Realtime API's 1.5",
+                              hint="up to 4 works with --engine cascade (text-to-speech)")
         self.query = query or {}
         self.unheard = unheard  # answers still playing: not in the history yet, but they will be heard
         self.clock = clock
@@ -140,6 +145,9 @@ class RealtimeSession:
 
     async def append_audio(self, pcm: bytes) -> bool:
         return await self._send(rt.append_audio(pcm))
+
+    async def input_ended(self) -> None:
+        pass  # the server's VAD has had the audio (and the file's trailing silence)
 
     async def commit(self) -> None:
         """End a push-to-talk turn: the recorded audio is the user's message; ask for an answer."""

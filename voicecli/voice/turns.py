@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from voicecli.events import AudioDelta, ResponseStarted, TextDelta, Transcript, TurnEnd, Usage
@@ -48,9 +48,11 @@ class AssistantItem:
     done: bool = False  # its response has ended
     interrupted: bool = False
     played_ms: int | None = None  # where it was cut, when interrupted
+    played_bytes: int | None = None  # the same, exactly
     truncated: bool = False
     usage: Usage | None = None
-    sentences: list[tuple[int, str]] = field(default_factory=list)  # (audio byte where it starts, text)
+    # spoken sentence by sentence (cascade): (audio byte where each starts, its text); None for Realtime
+    sentences: list[tuple[int, str]] | None = None
 
     @property
     def said(self) -> str:
@@ -126,9 +128,9 @@ class Turns:
             return  # late audio of a cancelled response
         item = self._item(event.item_id, event.response_id)
         if event.spoken is not None:
-            item.sentences.append((item.received, event.spoken))
+            item.sentences = [*(item.sentences or []), (item.received, event.spoken)]
         item.received += len(event.pcm)
-        if self.turn.first_audio is None:
+        if self.turn.first_audio is None and event.pcm:
             self.turn.first_audio, self.turn.item = self.clock(), event.item_id
         self.playback.push(event.item_id, event.pcm)
 
@@ -204,12 +206,14 @@ class Turns:
         if item is None or item.truncated:
             return Cut(cancel)
         # what the device was handed, plus the faded tail it is about to get
-        played = (self.playback.played.get(cut, 0) + self.playback.pending(cut)) * 1000 // RATE
+        samples = self.playback.played.get(cut, 0) + self.playback.pending(cut)
+        played = samples * 1000 // RATE
         received = item.received // BYTES_PER_MS
         end_ms = min(played, received)  # never past what the server sent (pipecat #2106)
         if end_ms >= received and item.done:
             return Cut(cancel)  # it was heard to the end: nothing to cut
         item.interrupted, item.played_ms, item.truncated = True, end_ms, True
+        item.played_bytes = min(samples * 2, item.received)
         return Cut(cancel, (cut, end_ms))
 
     # -- finished answers -----------------------------------------------------------------------
@@ -220,11 +224,18 @@ class Turns:
         while self.order:
             item = self.items[self.order[0]]
             pending = self.playback.pending(item.item_id)
-            if not force and not (item.done and (item.interrupted or pending == 0)):
+            # a cancelled response's items get no more audio: they can be settled at once
+            ready = item.done or item.response_id in self.cancelled
+            if not force and not (ready and (item.interrupted or pending == 0)):
                 break
             self.order.pop(0)
             text = item.said
-            if item.interrupted or (force and pending):
+            if item.sentences is not None:  # spoken sentence by sentence: heard is known per sentence
+                if item.interrupted or force:
+                    played = item.played_bytes if item.played_bytes is not None else self.played_bytes(item.item_id)
+                    text = heard_sentences(item.sentences, played, item.received)
+                    item.interrupted = item.interrupted or text.strip() != item.said.strip()
+            elif item.interrupted or (force and pending):
                 item.interrupted = True
                 played = item.played_ms if item.played_ms is not None else self.played_ms(item.item_id)
                 text = (heard_sentences(item.sentences, played * BYTES_PER_MS, item.received) if item.sentences
@@ -238,6 +249,9 @@ class Turns:
         """Answers still playing: not written yet, but they will be heard (for a replay)."""
         items = (self.items[i] for i in self.order)
         return [i.said.strip() for i in items if not i.interrupted and i.said.strip()]
+
+    def played_bytes(self, item_id: str) -> int:
+        return self.playback.played.get(item_id, 0) * 2
 
     def played_ms(self, item_id: str) -> int:
         return self.playback.played.get(item_id, 0) * 1000 // RATE
