@@ -107,10 +107,12 @@ def test_barge_in_cancels_and_truncates_to_what_was_played(traffic_dir):
     turns.feed(AudioDelta(b"\x01\x00" * 480, item_id, turns.response_id))
     assert turns.playback.pending() <= FADE
     turns.playback.pull(FADE)
-    assert turns.finished() == []  # the cancelled response has not ended yet
-    turns.feed(TurnEnd("cancelled", turns.response_id, "turn_detected"))
+    # settled at once, before the response's end arrives: a cancelled response sends nothing more
+    # that is played, so the history can say what was heard before the next turn goes out
     [done] = turns.finished()
     assert done.interrupted and done.item.played_ms == cut.truncate[1]
+    turns.feed(TurnEnd("cancelled", turns.response_id, "turn_detected"))
+    assert turns.finished() == []
 
 
 def test_truncate_is_clamped_to_the_audio_received():
