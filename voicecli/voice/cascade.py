@@ -303,7 +303,8 @@ class CascadeSession:
             await speech.finish()
         except BaseException as exc:
             cancelled = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
-            status, reason = ("cancelled", "interrupted") if cancelled else ("failed", reason or "error")
+            # a failure is reported once, by the session's end (SessionError), not by the turn too
+            status, reason = ("cancelled", "interrupted") if cancelled else ("failed", None)
             speech.cancel()
             raise
         finally:
