@@ -204,7 +204,7 @@ def test_a_failing_stage_is_named_and_the_conversation_kept(tmp_path, sim, stage
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ask_first = "hello first\n" if stage == "speech-to-text" else None
-    wav = voice_wav(tmp_path / "q.wav", sim, 1.5, "What time is it?", 2.0)
+    wav = voice_wav(tmp_path / "q.wav", sim, 4.0, "What time is it?", 2.0)  # after the typed answer was spoken
     r = talk(tmp_path, sim, "-t", "chat", "-o", f"voice.{setting}=http://127.0.0.1:{port}/v1",
              "-o", "connection.max_retries=0", "--input", str(wav), "--output", str(tmp_path / "o.wav"),
              input=ask_first)
