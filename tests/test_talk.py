@@ -339,7 +339,8 @@ def sim_log(sim) -> list[dict]:
 
 
 def test_infer_continues_a_voice_conversation(tmp_path, sim):
-    wav = speech_wav(tmp_path / "in.wav", [("silence", 0.3), ("speech", 1.2), ("silence", 0.5)])
+    # the speech comes after the typed line's answer was heard
+    wav = speech_wav(tmp_path / "in.wav", [("silence", 4.0), ("speech", 1.2), ("silence", 0.5)])
     r = talk(tmp_path, sim, "--input", str(wav), "--output", str(tmp_path / "o.wav"), input="hello by text\n")
     assert r.code == 0, r.err
     said = [line.split(": ", 1) for line in r.out.splitlines()]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def test_spoken_question_is_transcribed_answered_and_spoken(tmp_path, sim, trans
 
 
 def test_the_answer_goes_to_the_text_model_with_the_history(tmp_path, sim):
-    wav = voice_wav(tmp_path / "q.wav", sim, 0.3, "Hello there.", 2.5)
+    wav = voice_wav(tmp_path / "q.wav", sim, 4.0, "Hello there.", 2.5)  # after the typed answer was heard
     r = talk(tmp_path, sim, "-t", "chat", "-m", "sim-2", "--input", str(wav), "--output", str(tmp_path / "o.wav"),
              input="and a typed line\n")
     assert r.code == 0, r.err
@@ -178,18 +179,31 @@ def test_push_to_talk_transcribes_the_recording(tmp_path, sim):
                              "--output", str(tmp_path / "o.wav")],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=cli_env(tmp_path))
+    err_lines: list[str] = []
+    started = threading.Event()
+
+    def read_stderr():
+        for line in proc.stderr:
+            err_lines.append(line)
+            if "push-to-talk" in line:  # talk is up and the file is being played: time from here
+                started.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
     try:
-        time.sleep(0.3)
+        assert started.wait(30), "".join(err_lines)
         proc.stdin.write("\n")  # start recording
         proc.stdin.flush()
         time.sleep(2.5)
         proc.stdin.write("\n")  # stop: the recording is the turn
         proc.stdin.flush()
-        out, err = proc.communicate(timeout=60)
+        out = proc.stdout.read()
+        proc.wait(60)
     finally:
         proc.kill()
+    reader.join(5)
+    err = "".join(err_lines)
     assert proc.returncode == 0, err
-    assert "push-to-talk" in err
     [stt] = transcriptions(sim)
     assert stt["file"]["bytes"] > 48 * 1000  # over a second of audio
     assert out.splitlines() == ["user: Good morning to you.", "assistant: You said: Good morning to you."]
