@@ -169,6 +169,41 @@ def test_version_and_help_import_no_heavy_module(home, args):
     assert not imported & HEAVY, imported & HEAVY
 
 
+BUILT_COMMANDS = """
+import sys, typer.main as tm
+built, build = [], tm.get_command_from_info
+def record(*args, **kw):
+    built.append((args[0] if args else kw["command_info"]).callback.__name__)
+    return build(*args, **kw)
+tm.get_command_from_info = record
+from voicecli.cli import main
+try:
+    main()
+finally:
+    print("built:", " ".join(built), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args, built", [
+    (["infer", "--help"], ["infer"]), (["--version"], []), (["logs", "path"], ["logs_show", "logs_search", "logs_path"]),
+])
+def test_a_command_builds_only_its_own_options(home, args, built):
+    """Typer turns every command's signature into options on each start (~25 ms for all of them):
+    only the command being run is built."""
+    proc = subprocess.run([sys.executable, "-c", BUILT_COMMANDS, *args], capture_output=True, text=True,
+                          env=cli_env(home))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines()[-1].split()[1:] == built
+
+
+def test_whole_command_tree_where_it_is_needed(home):
+    """An unknown command is still named as such, and the top-level help still lists every command."""
+    r = run_cli(home, "nosuch")
+    assert r.code == 2 and "No such command 'nosuch'" in r.err
+    r = run_cli(home, "-h")
+    assert all(word in r.out for word in ("infer", "chat", "talk", "devices", "models", "sim", "logs", "tools"))
+
+
 @pytest.mark.parametrize("transport", ["ws", "sse", "chat"])
 def test_infer_imports_only_what_its_transport_needs(home, sim, transport):
     """ws never imports httpx; sse/chat import httpx but not its command-line client (rich, click,

@@ -488,9 +488,32 @@ def _shown(text: str) -> str:
     return mask_url_password(text)
 
 
+def _app_for(argv: list[str]) -> typer.Typer:
+    """`app` with only the command being run: Typer builds every command's options from its
+    signature on each start (~25 ms for all of them), though one runs. Anything else (no
+    command, an unknown one, shell completion) gets the whole app."""
+    if len(argv) < 2:
+        return app
+    name = argv[1]
+    if name in ("--version", "-V"):  # answered by the eager callback before any command is looked at
+        commands, groups = [], []
+    else:
+        from typer.main import get_command_name
+
+        commands = [c for c in app.registered_commands if (c.name or get_command_name(c.callback.__name__)) == name]
+        groups = [g for g in app.registered_groups if g.name == name]
+        if not commands and not groups:
+            return app
+    import copy
+
+    trimmed = copy.copy(app)
+    trimmed.registered_commands, trimmed.registered_groups = commands, groups
+    return trimmed
+
+
 def main() -> None:
     try:
-        app()
+        _app_for(sys.argv)()
     except VoicecliError as exc:
         if _State.debug:
             import traceback
