@@ -204,6 +204,25 @@ def test_whole_command_tree_where_it_is_needed(home):
     assert all(word in r.out for word in ("infer", "chat", "talk", "devices", "models", "sim", "logs", "tools"))
 
 
+FROZEN_AT_EXIT = """
+import atexit, gc, sys
+atexit.register(lambda: print("frozen:", gc.get_freeze_count(), file=sys.stderr))
+from voicecli.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("args, code", [(["-t", "ws", "hi"], 0), (["--json", "--events", "hi"], 2)])
+def test_exit_leaves_the_startup_objects_to_the_process_end(home, sim, args, code):
+    """The interpreter's clean-up at exit would run full collections over every object the imports
+    made (~30 ms of an `infer`): they are frozen once the command is done, whatever its outcome."""
+    proc = subprocess.run([sys.executable, "-c", FROZEN_AT_EXIT, "infer", "-p", "offline", "--base-url", sim.base_url,
+                           *args], capture_output=True, text=True, env=cli_env(home))
+    assert proc.returncode == code, proc.stderr
+    assert (proc.stdout == "You said: hi\n") == (code == 0)
+    assert int(proc.stderr.split("frozen:")[1]) > 10_000
+
+
 @pytest.mark.parametrize("transport", ["ws", "sse", "chat"])
 def test_infer_imports_only_what_its_transport_needs(home, sim, transport):
     """ws never imports httpx; sse/chat import httpx but not its command-line client (rich, click,
