@@ -231,11 +231,12 @@ def test_infer_imports_only_what_its_transport_needs(home, sim, transport):
                            "--base-url", sim.base_url, "-t", transport, "hi"],
                           capture_output=True, text=True, env=cli_env(home))
     assert proc.returncode == 0, proc.stderr
-    tops = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in proc.stderr.splitlines()
-            if line.startswith("import time:")}
+    mods = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    tops = {m.split(".")[0] for m in mods}
     assert ("httpx" in tops) == (transport != "ws")
     unwanted = tops & {"rich", "click", "pygments", "numpy", "prompt_toolkit", "openai"}
     assert not unwanted, unwanted
+    assert "voicecli.tools" not in mods  # a profile without tools runs none
 
 
 def test_missing_portaudio_is_one_clear_line(home, tmp_path):
