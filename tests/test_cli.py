@@ -237,6 +237,18 @@ def test_infer_imports_only_what_its_transport_needs(home, sim, transport):
     unwanted = tops & {"rich", "click", "pygments", "numpy", "prompt_toolkit", "openai"}
     assert not unwanted, unwanted
     assert "voicecli.tools" not in mods  # a profile without tools runs none
+    assert "importlib.metadata" not in mods  # websockets imports it for a development checkout only
+
+
+def test_importlib_metadata_still_works_after_the_ws_transport_deferred_it(home):
+    code = ("import voicecli.transport.ws, sys, websockets\n"
+            "import importlib.metadata\n"
+            "assert importlib.metadata.version('websockets') == websockets.__version__\n"
+            "from importlib.metadata import version\n"
+            "import importlib.metadata._meta\n"
+            "assert version('httpx') and type(sys.modules['importlib.metadata']).__name__ == 'module'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(home))
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_missing_portaudio_is_one_clear_line(home, tmp_path):

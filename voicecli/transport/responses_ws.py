@@ -19,15 +19,12 @@ import json
 import time
 from collections.abc import AsyncIterator
 
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
-
 from voicecli.events import Error, Event, TurnEnd
 from voicecli.items import Request
 from voicecli.profiles import Connection
 from voicecli.transport.base import Anchor, Retries, give_up, log, parse_event, redact
 from voicecli.transport.urls import endpoint_url
-from voicecli.transport.ws import ConnectError, close_websocket, open_websocket
+from voicecli.transport.ws import ClientConnection, ConnectError, ConnectionClosed, close_websocket, open_websocket
 from voicecli.wire import errors, responses
 
 CACHE_MISS = "previous_response_not_found"
