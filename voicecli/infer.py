@@ -333,7 +333,7 @@ class _InferSession:
                 renderer.finish()
             if self.toolbox is not None:
                 await self.toolbox.aclose()
-            await transport.aclose()
+            await transport.aclose(leaving=True)  # the answer is complete: the process ends here
             await close_clients()
 
     def _show(self, event: Event, renderer) -> None:

@@ -169,7 +169,7 @@ class HttpStreamTransport:
             data = {"error": {"message": message.data.strip() or "the server reported an error", **(data or {})}}
         return decoder.feed(data) if data is not None else []
 
-    async def aclose(self) -> None:
+    async def aclose(self, *, leaving: bool = False) -> None:
         pass  # the shared client is closed by `close_shared_client` at exit
 
 

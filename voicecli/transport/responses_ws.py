@@ -61,8 +61,8 @@ class ResponsesWebSocketTransport:
             self.connections_opened += 1
 
     async def _drop(self, *, leaving: bool = False) -> None:
-        """Close the socket. `leaving` (the turn was cancelled): send the close frame but do not
-        wait for the server's reply, which a busy server sends only between events."""
+        """Close the socket. `leaving` (the turn was cancelled, or the process ends): send the close
+        frame but do not wait for the server's reply, which a busy server sends only between events."""
         ws, self._ws, self._latest_response = self._ws, None, None
         await close_websocket(ws, leaving=leaving)
 
@@ -129,6 +129,6 @@ class ResponsesWebSocketTransport:
                 return
             anchor = None  # a new or troubled connection: replay the full context
 
-    async def aclose(self) -> None:
-        await self._drop()
+    async def aclose(self, *, leaving: bool = False) -> None:
+        await self._drop(leaving=leaving)
 
