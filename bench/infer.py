@@ -73,8 +73,9 @@ def run() -> Section:
         section.notes.append("(a) where `infer -t ws` goes before its first byte is sent, CPU medians of 5 fresh processes: "
                              + ", ".join(f"{name} {ms(t)}" for name, t in phases.items())
                              + f" — {ms(sum(phases.values()))} of imports and command building, against "
-                             f"{ms(timings['voicecli infer -t ws'])} wall for the whole run; sse and chat add httpx, "
-                             "httpcore, h11 and anyio instead of websockets.")
+                             f"{ms(timings['voicecli infer -t ws'])} wall for the whole run (the rest: starting the "
+                             "interpreter, the request, the exit). sse and chat load httpx instead of websockets, then "
+                             "httpcore and anyio's asyncio backend for their first request: their extra time above.")
         sizes = asyncio.run(_bytes_per_turn(sim.base_url, home))
         for kind, per_turn in sizes.items():
             picks = ", ".join(f"t{n}: {per_turn[n - 1]} B" for n in (1, 2, 10, 20, 30))
@@ -100,13 +101,13 @@ t0 = time.process_time()
 import voicecli.cli as cli
 t1 = time.process_time()
 import typer.main
-typer.main.get_command(cli.app)
+typer.main.get_command(cli._app_for(["voicecli", "infer"]))  # as `voicecli infer` builds it
 t2 = time.process_time()
 import asyncio
 t3 = time.process_time()
-import websockets.asyncio.client
+import voicecli.infer, voicecli.conversation
 t4 = time.process_time()
-import voicecli.infer, voicecli.conversation, voicecli.transport.responses_ws
+import voicecli.transport.responses_ws
 t5 = time.process_time()
 print(t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)
 """
@@ -114,7 +115,8 @@ print(t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)
 
 def _import_phases(env: dict, runs: int = 5) -> dict[str, float]:
     """CPU seconds of each start-up phase of `infer -t ws`, each a median over fresh processes."""
-    names = ["typer and voicecli.cli", "typer's command tree", "asyncio", "websockets", "voicecli's infer path"]
+    names = ["typer and voicecli.cli", "infer's options", "asyncio", "voicecli's infer path",
+             "the ws transport (websockets)"]
     samples = [subprocess.run([sys.executable, "-c", PHASES], capture_output=True, text=True, check=True,
                               env={**os.environ, **env}).stdout.split() for _ in range(runs)]
     return {name: sorted(float(s[i]) for s in samples)[runs // 2] for i, name in enumerate(names)}

@@ -169,6 +169,60 @@ def test_version_and_help_import_no_heavy_module(home, args):
     assert not imported & HEAVY, imported & HEAVY
 
 
+BUILT_COMMANDS = """
+import sys, typer.main as tm
+built, build = [], tm.get_command_from_info
+def record(*args, **kw):
+    built.append((args[0] if args else kw["command_info"]).callback.__name__)
+    return build(*args, **kw)
+tm.get_command_from_info = record
+from voicecli.cli import main
+try:
+    main()
+finally:
+    print("built:", " ".join(built), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args, built", [
+    (["infer", "--help"], ["infer"]), (["--version"], []), (["logs", "path"], ["logs_show", "logs_search", "logs_path"]),
+])
+def test_a_command_builds_only_its_own_options(home, args, built):
+    """Typer turns every command's signature into options on each start (~25 ms for all of them):
+    only the command being run is built."""
+    proc = subprocess.run([sys.executable, "-c", BUILT_COMMANDS, *args], capture_output=True, text=True,
+                          env=cli_env(home))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines()[-1].split()[1:] == built
+
+
+def test_whole_command_tree_where_it_is_needed(home):
+    """An unknown command is still named as such, and the top-level help still lists every command."""
+    r = run_cli(home, "nosuch")
+    assert r.code == 2 and "No such command 'nosuch'" in r.err
+    r = run_cli(home, "-h")
+    assert all(word in r.out for word in ("infer", "chat", "talk", "devices", "models", "sim", "logs", "tools"))
+
+
+FROZEN_AT_EXIT = """
+import atexit, gc, sys
+atexit.register(lambda: print("frozen:", gc.get_freeze_count(), file=sys.stderr))
+from voicecli.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("args, code", [(["-t", "ws", "hi"], 0), (["--json", "--events", "hi"], 2)])
+def test_exit_leaves_the_startup_objects_to_the_process_end(home, sim, args, code):
+    """The interpreter's clean-up at exit would run full collections over every object the imports
+    made (~30 ms of an `infer`): they are frozen once the command is done, whatever its outcome."""
+    proc = subprocess.run([sys.executable, "-c", FROZEN_AT_EXIT, "infer", "-p", "offline", "--base-url", sim.base_url,
+                           *args], capture_output=True, text=True, env=cli_env(home))
+    assert proc.returncode == code, proc.stderr
+    assert (proc.stdout == "You said: hi\n") == (code == 0)
+    assert int(proc.stderr.split("frozen:")[1]) > 10_000
+
+
 @pytest.mark.parametrize("transport", ["ws", "sse", "chat"])
 def test_infer_imports_only_what_its_transport_needs(home, sim, transport):
     """ws never imports httpx; sse/chat import httpx but not its command-line client (rich, click,
@@ -177,11 +231,24 @@ def test_infer_imports_only_what_its_transport_needs(home, sim, transport):
                            "--base-url", sim.base_url, "-t", transport, "hi"],
                           capture_output=True, text=True, env=cli_env(home))
     assert proc.returncode == 0, proc.stderr
-    tops = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in proc.stderr.splitlines()
-            if line.startswith("import time:")}
+    mods = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    tops = {m.split(".")[0] for m in mods}
     assert ("httpx" in tops) == (transport != "ws")
     unwanted = tops & {"rich", "click", "pygments", "numpy", "prompt_toolkit", "openai"}
     assert not unwanted, unwanted
+    assert "voicecli.tools" not in mods  # a profile without tools runs none
+    assert "importlib.metadata" not in mods  # websockets imports it for a development checkout only
+
+
+def test_importlib_metadata_still_works_after_the_ws_transport_deferred_it(home):
+    code = ("import voicecli.transport.ws, sys, websockets\n"
+            "import importlib.metadata\n"
+            "assert importlib.metadata.version('websockets') == websockets.__version__\n"
+            "from importlib.metadata import version\n"
+            "import importlib.metadata._meta\n"
+            "assert version('httpx') and type(sys.modules['importlib.metadata']).__name__ == 'module'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(home))
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_missing_portaudio_is_one_clear_line(home, tmp_path):

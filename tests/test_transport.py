@@ -200,3 +200,47 @@ def test_the_transport_leaves_no_task_behind(home):
             await asyncio.sleep(0)
             return [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         assert asyncio.run(run()) == []
+
+
+def test_ws_leaving_does_not_wait_for_the_servers_close_reply(home, monkeypatch):
+    """`infer` ends with aclose(leaving=True): a server slow to answer the close frame (a round trip
+    on a real network) does not hold up the exit, while a plain close still waits for the reply."""
+    from websockets.asyncio.client import connect
+    from websockets.asyncio.server import serve
+
+    from voicecli.transport import ws as ws_module
+
+    monkeypatch.setattr(ws_module, "CLOSE_TIMEOUT", 60.0)  # a wait for the reply would show
+    with start_in_thread(SimConfig()) as sim:
+        upstream = sim.base_url.replace("http://", "ws://") + "/responses"
+        async def close_after_a_turn(leaving: bool) -> bool:
+            silent, done_with = [], asyncio.Event()
+
+            async def relay(client):  # to the simulator, then deaf: the close frame is never read
+                async with connect(upstream) as server:
+                    await server.send(await client.recv())
+                    async for event in server:
+                        if json.loads(event)["type"] == "response.completed":
+                            client.transport.pause_reading()
+                            silent.append(client)
+                        await client.send(event)
+                        if silent:
+                            break
+                await done_with.wait()
+
+            async with serve(relay, "127.0.0.1", 0) as server:
+                port = server.sockets[0].getsockname()[1]
+                profile = make_profile(f"http://127.0.0.1:{port}/v1", "ws")
+                transport = open_transport(profile)
+                async for _ in Conversation(profile, transport).send(Message("user", "hi")):
+                    pass
+                closing = asyncio.create_task(transport.aclose(leaving=leaving))
+                done, _ = await asyncio.wait({closing}, timeout=3)
+                closing.cancel()
+                for conn in silent:
+                    conn.transport.abort()
+                done_with.set()
+                return bool(done)
+
+        assert asyncio.run(close_after_a_turn(leaving=True))
+        assert not asyncio.run(close_after_a_turn(leaving=False))

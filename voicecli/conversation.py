@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from voicecli.convlog import ConversationLog
 from voicecli.events import Error, Event, ReasoningDelta, TextDelta, ToolCall, ToolResult, TurnEnd, Usage
 from voicecli.profiles import Profile
-from voicecli.tools import to_event
 from voicecli.transport.base import Anchor, Transport
 from voicecli.items import FunctionCall, FunctionOutput, HistoryItem, Message, OpaqueItem, Request
 
@@ -203,6 +202,8 @@ class Conversation:
             self._close_calls(calls, "not run: cancelled by the user")
             raise
         elapsed = (time.monotonic() - started) * 1000
+        from voicecli.tools import to_event  # loaded by the tool runner already
+
         by_id = {c.call_id: c for c in calls}
         events = [to_event(by_id.get(o.call_id) or ToolCall(o.call_id, o.name or "", ""), o, elapsed)
                   for o in outputs]

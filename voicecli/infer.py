@@ -22,7 +22,6 @@ from voicecli import convlog
 from voicecli.errors import ExitCode, UsageError
 from voicecli.events import Error, Event, HostedToolProgress, ReasoningDelta, TextDelta, ToolResult, to_json
 from voicecli.profiles import Profile
-from voicecli.tools import NonInteractiveApprover, ToolBox, check_transport, result_line
 from voicecli.ui.render import dim, make_renderer, wants_markdown
 from voicecli.ui.spinner import Spinner
 from voicecli.ui.status import describe_error, error_hint, setup_logging, usage_line
@@ -266,6 +265,8 @@ def _toolbox(profile: Profile, opts: InferOptions):
         if opts.allow_tools:
             raise UsageError(f"--allow-tool {opts.allow_tools[0]}: profile '{profile.name}' defines no tools")
         return None
+    from voicecli.tools import NonInteractiveApprover, ToolBox, check_transport
+
     check_transport(profile.tools, profile.connection.transport)
     names = {t.name for t in profile.tools}
     servers = tuple(f"{s.name}__" for s in profile.mcp)  # MCP tools are named SERVER__TOOL once listed
@@ -332,7 +333,7 @@ class _InferSession:
                 renderer.finish()
             if self.toolbox is not None:
                 await self.toolbox.aclose()
-            await transport.aclose()
+            await transport.aclose(leaving=True)  # the answer is complete: the process ends here
             await close_clients()
 
     def _show(self, event: Event, renderer) -> None:
@@ -353,6 +354,8 @@ class _InferSession:
         elif isinstance(event, HostedToolProgress) and not self.opts.json_out:
             dim(f"[{event.tool}: {event.status}]\n")
         if isinstance(event, ToolResult):  # on stderr in every mode: a human should see what ran
+            from voicecli.tools import result_line
+
             dim(result_line(event) + "\n")
 
     def _end_reasoning(self) -> None:

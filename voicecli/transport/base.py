@@ -46,7 +46,10 @@ class Transport(Protocol):
         """Run one model response; yields neutral events and always ends with a TurnEnd."""
         ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self, *, leaving: bool = False) -> None:
+        """`leaving`: the process is about to exit, so waiting for a server's goodbye (the
+        WebSocket close handshake, a round trip) gains nothing."""
+        ...
 
 
 def backoff_delay(attempt: int, retry_after: float | None) -> float | None:

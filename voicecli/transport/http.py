@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import ssl
 import sys
 import types
 from collections.abc import AsyncIterator, Callable
@@ -39,8 +41,40 @@ def shared_client(conn: Connection) -> httpx.AsyncClient:
     if _client is None or _client.is_closed:
         timeout = httpx.Timeout(connect=conn.connect_timeout, read=conn.read_timeout,
                                 write=conn.read_timeout, pool=conn.connect_timeout)
-        _client = httpx.AsyncClient(timeout=timeout, http2=False, follow_redirects=False)
+        _client = httpx.AsyncClient(timeout=timeout, http2=False, follow_redirects=False,
+                                    verify=_DeferredTrust(ssl.PROTOCOL_TLS_CLIENT))
     return _client
+
+
+class _DeferredTrust(ssl.SSLContext):
+    """httpx's default TLS context (certificates and host names checked against SSL_CERT_FILE,
+    SSL_CERT_DIR or certifi's CA bundle) that reads the CA certificates at the first TLS handshake
+    instead of when the client is made: ~30 ms a run against a plain-http server never needs."""
+
+    _trusted = False
+
+    def _trust(self) -> None:
+        if self._trusted:
+            return
+        if os.environ.get("SSL_CERT_FILE"):
+            self.load_verify_locations(cafile=os.environ["SSL_CERT_FILE"])
+        elif os.environ.get("SSL_CERT_DIR"):
+            self.load_verify_locations(capath=os.environ["SSL_CERT_DIR"])
+        else:
+            import certifi
+
+            self.load_verify_locations(cafile=certifi.where())
+        if os.environ.get("SSLKEYLOGFILE") and not sys.flags.ignore_environment:
+            self.keylog_filename = os.environ["SSLKEYLOGFILE"]  # as ssl.create_default_context does
+        self._trusted = True
+
+    def wrap_bio(self, *args, **kwargs):  # what asyncio, anyio and trio call to start TLS
+        self._trust()
+        return super().wrap_bio(*args, **kwargs)
+
+    def wrap_socket(self, *args, **kwargs):
+        self._trust()
+        return super().wrap_socket(*args, **kwargs)
 
 
 class HttpStreamTransport:
@@ -135,7 +169,7 @@ class HttpStreamTransport:
             data = {"error": {"message": message.data.strip() or "the server reported an error", **(data or {})}}
         return decoder.feed(data) if data is not None else []
 
-    async def aclose(self) -> None:
+    async def aclose(self, *, leaving: bool = False) -> None:
         pass  # the shared client is closed by `close_shared_client` at exit
 
 

@@ -19,15 +19,12 @@ import json
 import time
 from collections.abc import AsyncIterator
 
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
-
 from voicecli.events import Error, Event, TurnEnd
 from voicecli.items import Request
 from voicecli.profiles import Connection
 from voicecli.transport.base import Anchor, Retries, give_up, log, parse_event, redact
 from voicecli.transport.urls import endpoint_url
-from voicecli.transport.ws import ConnectError, close_websocket, open_websocket
+from voicecli.transport.ws import ClientConnection, ConnectError, ConnectionClosed, close_websocket, open_websocket
 from voicecli.wire import errors, responses
 
 CACHE_MISS = "previous_response_not_found"
@@ -64,8 +61,8 @@ class ResponsesWebSocketTransport:
             self.connections_opened += 1
 
     async def _drop(self, *, leaving: bool = False) -> None:
-        """Close the socket. `leaving` (the turn was cancelled): send the close frame but do not
-        wait for the server's reply, which a busy server sends only between events."""
+        """Close the socket. `leaving` (the turn was cancelled, or the process ends): send the close
+        frame but do not wait for the server's reply, which a busy server sends only between events."""
         ws, self._ws, self._latest_response = self._ws, None, None
         await close_websocket(ws, leaving=leaving)
 
@@ -132,6 +129,6 @@ class ResponsesWebSocketTransport:
                 return
             anchor = None  # a new or troubled connection: replay the full context
 
-    async def aclose(self) -> None:
-        await self._drop()
+    async def aclose(self, *, leaving: bool = False) -> None:
+        await self._drop(leaving=leaving)
 

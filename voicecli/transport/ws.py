@@ -4,14 +4,42 @@ headers, timeouts and limits in one place, and a failure to open as one neutral 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import sys
+import types
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidHandshake, InvalidStatus
 
-from voicecli.events import Error
-from voicecli.profiles import Connection
-from voicecli.transport.base import redact, request_headers
-from voicecli.wire import errors
+class _ImportedOnFirstUse(types.ModuleType):
+    """Stands in for a module until something looks up one of its names: then the real module is
+    imported, replaces it, and answers."""
+
+    def __getattr__(self, attr: str):
+        name = self.__name__
+        if sys.modules.get(name) is self:
+            del sys.modules[name]
+        real = importlib.import_module(name)  # also makes it the parent package's attribute again
+        self.__dict__.update(real.__dict__)  # for whoever kept a reference to the stand-in
+        return getattr(real, attr)
+
+
+def _import_on_first_use(name: str) -> None:
+    if name not in sys.modules:
+        stand_in = sys.modules[name] = _ImportedOnFirstUse(name)
+        parent, _, child = name.rpartition(".")
+        setattr(sys.modules[parent], child, stand_in)  # as `import parent.child` does
+
+
+# websockets/version.py imports importlib.metadata (~10 ms: email, zipfile, csv, …) for the
+# version of a development checkout only; a released websockets never uses it.
+_import_on_first_use("importlib.metadata")
+
+from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus  # noqa: E402,F401
+
+from voicecli.events import Error  # noqa: E402
+from voicecli.profiles import Connection  # noqa: E402
+from voicecli.transport.base import redact, request_headers  # noqa: E402
+from voicecli.wire import errors  # noqa: E402
 
 CLOSE_TIMEOUT = 2.0  # seconds to wait for the server's close frame
 
