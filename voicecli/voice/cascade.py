@@ -32,7 +32,7 @@ from voicecli.events import (AudioDelta, Error, Event, ResponseStarted, SpeechSt
                              ToolResult, Transcript, TurnEnd, Usage)
 from voicecli.items import Message
 from voicecli.profiles import SIM_BASE_URL, Profile
-from voicecli.voice.jobs import Jobs
+from voicecli.voice.jobs import Jobs, drain_events
 from voicecli.voice.sentences import Chunk, Sentences
 from voicecli.voice.session import SessionError
 
@@ -125,14 +125,8 @@ class CascadeSession:
                 prefix_ms=v.vad_prefix_padding_ms if v.vad_prefix_padding_ms is not None else 300))
         self._jobs.spawn(self._work(), "cascade")
 
-    async def events(self) -> AsyncIterator[Event]:
-        while True:
-            event = await self._queue.get()
-            if event is None:
-                return
-            if isinstance(event, Exception):
-                raise event
-            yield event
+    def events(self) -> AsyncIterator[Event]:
+        return drain_events(self._queue)
 
     @property
     def busy(self) -> bool:

@@ -1,4 +1,5 @@
-"""Background jobs of a voice session: started from callbacks, cancelled and awaited together on exit."""
+"""Background jobs of a voice session (started from callbacks, cancelled and awaited together on exit),
+and the queue its events reach the front end through."""
 
 from __future__ import annotations
 
@@ -38,3 +39,15 @@ class Jobs:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def drain_events(queue: asyncio.Queue):
+    """A voice session's events as its `events()`: until None; an exception in the queue (why the
+    session ended) is raised there."""
+    while True:
+        event = await queue.get()
+        if event is None:
+            return
+        if isinstance(event, Exception):
+            raise event
+        yield event

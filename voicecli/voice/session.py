@@ -29,7 +29,7 @@ from voicecli.transport import resolve_base_url
 from voicecli.transport.base import Retries
 from voicecli.transport.realtime import RealtimeTransport
 from voicecli.transport.ws import ConnectError
-from voicecli.voice.jobs import Jobs
+from voicecli.voice.jobs import Jobs, drain_events
 from voicecli.wire import errors
 from voicecli.wire import realtime as rt
 from voicecli.items import FunctionCall, Message
@@ -100,14 +100,8 @@ class RealtimeSession:
         await self._begin(transport)
         self._pump = asyncio.get_running_loop().create_task(self._read(), name="realtime")
 
-    async def events(self) -> AsyncIterator[Event]:
-        while True:
-            event = await self._queue.get()
-            if event is None:
-                return
-            if isinstance(event, SessionError):
-                raise event
-            yield event
+    def events(self) -> AsyncIterator[Event]:
+        return drain_events(self._queue)
 
     @property
     def busy(self) -> bool:
