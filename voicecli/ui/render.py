@@ -442,12 +442,7 @@ class MarkdownRenderer:
         self._code_indent = ""
 
     def _columns(self) -> int:
-        if self._fixed_width:
-            return self._fixed_width
-        try:
-            return max(20, os.get_terminal_size(self.stream.fileno()).columns)
-        except (AttributeError, ValueError, OSError):
-            return 80
+        return self._fixed_width or terminal_columns(self.stream)
 
     # -- the stream -------------------------------------------------------------------------------
 
@@ -784,6 +779,14 @@ def _highlight(line: str, lexer) -> str:
                 cur = style
             parts.append(value)
     return "".join(parts) + (RESET if cur[0] else "")
+
+
+def terminal_columns(stream) -> int:
+    """The width of the terminal `stream` writes to (at least 20), or 80 when it is none."""
+    try:
+        return max(20, os.get_terminal_size(stream.fileno()).columns)
+    except (AttributeError, ValueError, OSError):
+        return 80
 
 
 def dim(text: str, stream: IO[str] | None = None) -> None:

@@ -7,11 +7,10 @@ holds back each word until it is complete and breaks the line before a word that
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import IO, Callable
 
-from voicecli.ui.render import dim
+from voicecli.ui.render import dim, terminal_columns
 
 
 def _cells(text: str) -> int:
@@ -33,12 +32,7 @@ class WordWrap:
         self.spaces = ""  # spaces after the last shown word: dropped at a line break
 
     def _columns(self) -> int:
-        if self.width:
-            return self.width
-        try:
-            return max(20, os.get_terminal_size(self.stream.fileno()).columns)
-        except (AttributeError, ValueError, OSError):
-            return 80
+        return self.width or terminal_columns(self.stream)
 
     def text(self, delta: str) -> None:
         out: list[str] = []
