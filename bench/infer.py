@@ -70,12 +70,12 @@ def run() -> Section:
                              + (f" (MISSES it on {', '.join(missed)})." if missed else " (meets it)."))
 
         phases = _import_phases(env)
-        section.notes.append("(a) where `infer -t ws` goes before its first byte is sent, CPU medians of 5 fresh processes: "
+        section.notes.append("(a) where `infer` goes before its first byte is sent, CPU medians of 5 fresh processes: "
                              + ", ".join(f"{name} {ms(t)}" for name, t in phases.items())
-                             + f" — {ms(sum(phases.values()))} of imports and command building, against "
-                             f"{ms(timings['voicecli infer -t ws'])} wall for the whole run (the rest: starting the "
-                             "interpreter, the request, the exit). sse and chat load httpx instead of websockets, then "
-                             "httpcore and anyio's asyncio backend for their first request: their extra time above.")
+                             + f" — {ms(sum(list(phases.values())[:-1]))} of imports and command building for ws, against "
+                             f"{ms(timings['voicecli infer -t ws'])} wall for a whole `-t ws` run (the rest: starting "
+                             "the interpreter, the request, the exit). sse and chat load the last one instead of "
+                             "websockets.")
         sizes = asyncio.run(_bytes_per_turn(sim.base_url, home))
         for kind, per_turn in sizes.items():
             picks = ", ".join(f"t{n}: {per_turn[n - 1]} B" for n in (1, 2, 10, 20, 30))
@@ -109,14 +109,16 @@ import voicecli.infer, voicecli.conversation
 t4 = time.process_time()
 import voicecli.transport.responses_ws
 t5 = time.process_time()
-print(t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)
+import voicecli.transport.http
+t6 = time.process_time()
+print(t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)
 """
 
 
 def _import_phases(env: dict, runs: int = 5) -> dict[str, float]:
-    """CPU seconds of each start-up phase of `infer -t ws`, each a median over fresh processes."""
+    """CPU seconds of each start-up phase of `infer`, each a median over fresh processes."""
     names = ["typer and voicecli.cli", "infer's options", "asyncio", "voicecli's infer path",
-             "the ws transport (websockets)"]
+             "the ws transport (websockets)", "the sse/chat transport (voicecli's HTTP client on h11)"]
     samples = [subprocess.run([sys.executable, "-c", PHASES], capture_output=True, text=True, check=True,
                               env={**os.environ, **env}).stdout.split() for _ in range(runs)]
     return {name: sorted(float(s[i]) for s in samples)[runs // 2] for i, name in enumerate(names)}

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # variables that would leak the developer's own setup into a test
-SCRUB = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "VOICECLI_PROFILE", "VOICECLI_MODEL", "VOICECLI_TRANSPORT", "NO_COLOR")
+SCRUB = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "VOICECLI_PROFILE", "VOICECLI_MODEL", "VOICECLI_TRANSPORT", "NO_COLOR",
+         "http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
 
 @dataclass

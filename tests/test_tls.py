@@ -82,3 +82,22 @@ def test_plain_http_reads_no_ca_certificates(home, sim, transport):
     r = run_cli(home, "infer", "-p", "offline", "--base-url", sim.base_url, "-t", transport, "hi",
                 SSL_CERT_FILE=str(home / "no-such-bundle.pem"))
     assert (r.code, r.out) == (0, "You said: hi\n"), r.err
+
+
+@pytest.mark.parametrize("transport", ["sse", "chat"])
+def test_https_through_a_proxy_tunnel(home, tls_url, cert, transport):
+    """HTTPS_PROXY: a CONNECT tunnel through the proxy, then TLS with the server itself — the
+    certificate is still checked against the server's name, not the proxy's."""
+    from test_httpclient import Proxy
+
+    proxy = Proxy()
+    try:
+        port = tls_url.split(":")[2].split("/")[0]
+        args = ["infer", "-p", "offline", "--base-url", tls_url, "-t", transport, "-o", "connection.max_retries=0", "hi"]
+        r = run_cli(home, *args, HTTPS_PROXY=proxy.url, SSL_CERT_FILE=str(cert[0]))
+        assert (r.code, r.out) == (0, "You said: hi\n"), r.err
+        assert proxy.seen == [f"CONNECT 127.0.0.1:{port}"]
+        r = run_cli(home, *args, https_proxy=proxy.url)  # no trust in the self-signed certificate
+        assert r.code == 6 and "certificate" in r.err.lower(), r.err
+    finally:
+        proxy.stop()

@@ -20,6 +20,7 @@ from voicecli import __version__
 from voicecli.errors import ExitCode, UsageError, VoicecliError
 
 MAX_REDIRECTS = 5
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 TEXT_TYPES = ("application/json", "application/xml", "application/xhtml+xml", "application/x-yaml",
               "application/yaml", "application/toml", "application/javascript", "application/x-ndjson")
 URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -40,44 +41,54 @@ class Page:
 
 def fetch(url: str, *, limit_mib: float, connect_timeout: float, read_timeout: float, what: str) -> Page:
     """GET `url`; `what` names it in errors (e.g. "cannot attach https://…")."""
-    limit_bytes = int(limit_mib * 1024 * 1024)
     if not url.lower().startswith(("http://", "https://")):
         raise UsageError(f"{what}: only http:// and https:// URLs can be fetched")
-    import httpx
+    import asyncio
 
-    timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
+    from voicecli.transport.httpclient import Client, InvalidURL, Timeout, TransportError
+
+    client = Client(connect_timeout=connect_timeout, read_timeout=read_timeout)
+    try:
+        return asyncio.run(_fetch(client, url, int(limit_mib * 1024 * 1024), limit_mib, what))
+    except Timeout as exc:
+        which = "connect_timeout" if exc.phase == "connect" else "read_timeout"
+        seconds = connect_timeout if which == "connect_timeout" else read_timeout
+        raise _network(what, f"timed out after {seconds:g} s (connection.{which})") from None
+    except InvalidURL as exc:
+        raise UsageError(f"{what}: not a valid URL ({exc})") from None
+    except TransportError as exc:
+        raise _network(what, str(exc)) from None
+
+
+async def _fetch(client, url: str, limit_bytes: int, limit_mib: float, what: str) -> Page:
+    from urllib.parse import urljoin
+
     headers = {"User-Agent": f"voicecli/{__version__}", "Accept": "text/*, application/json, application/xml, */*;q=0.5"}
     try:
-        with httpx.Client(follow_redirects=True, max_redirects=MAX_REDIRECTS, timeout=timeout,
-                          headers=headers) as client:
-            with client.stream("GET", url) as response:
+        for _ in range(MAX_REDIRECTS + 1):
+            async with client.stream("GET", url, headers=headers) as response:
+                location = response.headers.get("location")
+                if response.status_code in REDIRECT_STATUSES and location:
+                    url = urljoin(url, location)
+                    if not url.lower().startswith(("http://", "https://")):
+                        raise UsageError(f"{what}: redirected to {url.split(':')[0]}:, not http(s)")
+                    continue
                 _check_status(response, what)
                 size = response.headers.get("content-length", "")
                 if size.isdigit() and int(size) > limit_bytes:
                     raise _too_big(what, limit_mib)
                 body = bytearray()
-                for chunk in response.iter_bytes():
+                async for chunk in response.aiter_bytes():
                     body += chunk
                     if len(body) > limit_bytes:
                         break  # one byte over tells "over the limit" from "at it"
                 kind, _, params = response.headers.get("content-type", "").partition(";")
                 charset = re.search(r"charset=\"?([\w.:-]+)", params, re.I)
-                return Page(str(response.url), bytes(body[:limit_bytes + 1]), kind.strip().lower(),
+                return Page(url, bytes(body[:limit_bytes + 1]), kind.strip().lower(),
                             charset.group(1) if charset else None)
-    except VoicecliError:
-        raise
-    except httpx.TooManyRedirects:
-        raise _network(what, f"more than {MAX_REDIRECTS} redirects") from None
-    except httpx.TimeoutException as exc:
-        which = "connect_timeout" if isinstance(exc, httpx.ConnectTimeout) else "read_timeout"
-        seconds = connect_timeout if which == "connect_timeout" else read_timeout
-        raise _network(what, f"timed out after {seconds:g} s (connection.{which})") from None
-    except httpx.UnsupportedProtocol:
-        raise UsageError(f"{what}: only http:// and https:// URLs can be fetched") from None
-    except httpx.InvalidURL as exc:
-        raise UsageError(f"{what}: not a valid URL ({exc})") from None
-    except (httpx.HTTPError, OSError) as exc:
-        raise _network(what, _reason(exc)) from None
+        raise _network(what, f"more than {MAX_REDIRECTS} redirects")
+    finally:
+        await client.aclose()
 
 
 def _check_status(response, what: str) -> None:
@@ -98,22 +109,6 @@ def _too_big(what: str, limit_mib: float) -> UsageError:
 
 def _network(what: str, reason: str) -> VoicecliError:
     return VoicecliError(f"{what}: {reason}", exit_code=ExitCode.NETWORK)
-
-
-def _reason(exc: BaseException) -> str:
-    """The innermost cause in a few words (httpx wraps the socket error)."""
-    inner = exc
-    while inner.__cause__ is not None or inner.__context__ is not None:
-        inner = inner.__cause__ or inner.__context__
-    text = str(inner) or str(exc) or type(exc).__name__
-    lowered = text.lower()
-    if "name or service not known" in lowered or "nodename nor servname" in lowered or "getaddrinfo" in lowered:
-        return f"cannot resolve the host name ({text})"
-    if "refused" in lowered:
-        return "connection refused"
-    if "certificate" in lowered or "ssl" in lowered:
-        return f"TLS error ({text})"
-    return f"cannot fetch it ({text})"
 
 
 def is_text_type(content_type: str) -> bool:

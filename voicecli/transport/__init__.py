@@ -49,7 +49,7 @@ def open_transport(profile: "Profile") -> "Transport":
 
 async def close_clients() -> None:
     """Close the process-wide HTTP client if this process made one; a `ws`-only run never imports
-    httpx at all."""
+    it at all."""
     http = sys.modules.get("voicecli.transport.http")
     if http is not None:
         await http.close_shared_client()

@@ -14,12 +14,11 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-
 from voicecli.events import Error, Event, Transcript, TurnEnd
 from voicecli.profiles import Connection
 from voicecli.transport.base import Retries, parse_event, request_headers
 from voicecli.transport.http import post_stream
+from voicecli.transport.httpclient import Response, multipart
 from voicecli.transport.urls import endpoint_url
 from voicecli.wire import errors
 from voicecli.wire.sse import SSEDecoder
@@ -46,8 +45,10 @@ class AudioClient:
         if stream:
             headers["Accept"] = "text/event-stream"
 
+        content, headers["Content-Type"] = multipart(form, {"file": ("speech.wav", wav, "audio/wav")})
+
         def body() -> dict[str, Any]:
-            return {"data": form, "files": {"file": ("speech.wav", wav, "audio/wav")}, "headers": headers}
+            return {"content": content, "headers": headers}
 
         url = endpoint_url(self.base_url, "/audio/transcriptions")
         async for event in post_stream(self.conn, self.base_url, url, self.api_key,
@@ -73,7 +74,7 @@ class AudioClient:
                 yield piece
 
 
-async def _transcript_events(resp: httpx.Response) -> AsyncIterator[Event]:
+async def _transcript_events(resp: Response) -> AsyncIterator[Event]:
     """An SSE stream of `transcript.text.*`, or a JSON / plain-text reply (servers that ignore `stream`)."""
     content_type = resp.headers.get("content-type", "").lower()
     if not content_type.startswith("text/event-stream"):
@@ -89,7 +90,7 @@ async def _transcript_events(resp: httpx.Response) -> AsyncIterator[Event]:
         yield Transcript("user", text.strip(), final=True)
         return
     sse, done = SSEDecoder(), False
-    async for chunk in resp.aiter_raw():
+    async for chunk in resp.aiter_bytes():
         for message in [*sse.feed(chunk)]:
             data = parse_event(message.data) if message.data and not message.is_done else None
             kind = (data or {}).get("type")
@@ -109,7 +110,7 @@ PCM_TYPES = ("audio/pcm", "audio/l16", "audio/raw", "audio/wav", "audio/x-wav", 
              "application/octet-stream", "")
 
 
-async def _pcm_pieces(resp: httpx.Response) -> AsyncIterator[bytes | Error]:
+async def _pcm_pieces(resp: Response) -> AsyncIterator[bytes | Error]:
     """24 kHz PCM16 mono as it arrives. A WAV (a server that ignores "pcm", Piper at 22.05 kHz…) is
     unwrapped and converted; compressed audio (mp3, opus…) or a 200 that is not audio is an error."""
     content_type = resp.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -122,7 +123,7 @@ async def _pcm_pieces(resp: httpx.Response) -> AsyncIterator[bytes | Error]:
             yield errors.not_a_stream(content_type, raw[:512], request_id=resp.headers.get("x-request-id"))
         return
     reader = PcmReader()
-    async for chunk in resp.aiter_raw():
+    async for chunk in resp.aiter_bytes():
         try:
             pcm = reader.feed(chunk)
         except ValueError as exc:

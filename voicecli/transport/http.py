@@ -1,6 +1,6 @@
 """HTTP streaming transports: Responses over SSE (`sse`) and Chat Completions over SSE (`chat`).
 
-One httpx client per process; explicit connect/read timeouts; retries (bounded by the profile)
+One HTTP client (`httpclient`) per process; explicit connect/read timeouts; retries (bounded by the profile)
 on connection errors and retryable statuses, but only before any output reached the caller —
 retrying after text was shown would show it twice.
 """
@@ -9,72 +9,29 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import ssl
-import sys
-import types
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
-
-# `import httpx` also imports its command-line client (httpx._main), which loads rich, click and
-# pygments whenever they are installed — as they are with voicecli: ~100 ms per run for nothing.
-# An empty stand-in makes httpx fall back to its "CLI not installed" stub.
-sys.modules.setdefault("httpx._main", types.ModuleType("httpx._main"))
-import httpx  # noqa: E402
 
 from voicecli.events import Error, Event
 from voicecli.items import Request
 from voicecli.profiles import Connection
 from voicecli.transport.base import Anchor, Retries, give_up, log, parse_event, redact, request_headers
+from voicecli.transport.httpclient import Client, Response, Timeout, TransportError
 from voicecli.transport.urls import endpoint_url
 from voicecli.wire import chat, errors, responses
 from voicecli.wire.sse import SSEDecoder
 
-_client: httpx.AsyncClient | None = None
+_client: Client | None = None
 T = TypeVar("T")
 _HEAD_BYTES = 512  # of a reply that is not an event stream, kept to say what it was
 
 
-def shared_client(conn: Connection) -> httpx.AsyncClient:
+def shared_client(conn: Connection) -> Client:
     """The process-wide client (connection pooling across turns and transports)."""
     global _client
     if _client is None or _client.is_closed:
-        timeout = httpx.Timeout(connect=conn.connect_timeout, read=conn.read_timeout,
-                                write=conn.read_timeout, pool=conn.connect_timeout)
-        _client = httpx.AsyncClient(timeout=timeout, http2=False, follow_redirects=False,
-                                    verify=_DeferredTrust(ssl.PROTOCOL_TLS_CLIENT))
+        _client = Client(connect_timeout=conn.connect_timeout, read_timeout=conn.read_timeout)
     return _client
-
-
-class _DeferredTrust(ssl.SSLContext):
-    """httpx's default TLS context (certificates and host names checked against SSL_CERT_FILE,
-    SSL_CERT_DIR or certifi's CA bundle) that reads the CA certificates at the first TLS handshake
-    instead of when the client is made: ~30 ms a run against a plain-http server never needs."""
-
-    _trusted = False
-
-    def _trust(self) -> None:
-        if self._trusted:
-            return
-        if os.environ.get("SSL_CERT_FILE"):
-            self.load_verify_locations(cafile=os.environ["SSL_CERT_FILE"])
-        elif os.environ.get("SSL_CERT_DIR"):
-            self.load_verify_locations(capath=os.environ["SSL_CERT_DIR"])
-        else:
-            import certifi
-
-            self.load_verify_locations(cafile=certifi.where())
-        if os.environ.get("SSLKEYLOGFILE") and not sys.flags.ignore_environment:
-            self.keylog_filename = os.environ["SSLKEYLOGFILE"]  # as ssl.create_default_context does
-        self._trusted = True
-
-    def wrap_bio(self, *args, **kwargs):  # what asyncio, anyio and trio call to start TLS
-        self._trust()
-        return super().wrap_bio(*args, **kwargs)
-
-    def wrap_socket(self, *args, **kwargs):
-        self._trust()
-        return super().wrap_socket(*args, **kwargs)
 
 
 class HttpStreamTransport:
@@ -122,7 +79,7 @@ class HttpStreamTransport:
                                        lambda resp: self._decode(resp, request), rejected=rejected):
             yield event
 
-    async def _decode(self, resp: httpx.Response, request: Request) -> AsyncIterator[Event]:
+    async def _decode(self, resp: Response, request: Request) -> AsyncIterator[Event]:
         sse = SSEDecoder()
         if self.dialect == "chat":
             decoder: Any = chat.ChatDecoder(think_tags=request.settings.get("think_tags") or "auto")
@@ -131,7 +88,7 @@ class HttpStreamTransport:
         done = False
         head = b""  # the first bytes, to show what came back if it was not an event stream
         messages = 0
-        async for chunk in resp.aiter_raw():
+        async for chunk in resp.aiter_bytes():
             if len(head) < _HEAD_BYTES:
                 head += chunk[: _HEAD_BYTES - len(head)]
             for message in sse.feed(chunk):
@@ -174,9 +131,9 @@ class HttpStreamTransport:
 
 
 async def post_stream(conn: Connection, base_url: str, url: str, api_key: str | None, retries: Retries,
-                      body: Callable[[], dict[str, Any]], decode: Callable[[httpx.Response], AsyncIterator[T]], *,
+                      body: Callable[[], dict[str, Any]], decode: Callable[[Response], AsyncIterator[T]], *,
                       rejected: Callable[[Error], bool] | None = None) -> AsyncIterator[T | Event]:
-    """POST `body()` (httpx request arguments) to `url`; yield what `decode(response)` yields.
+    """POST `body()` (`Client.stream` arguments: content, headers) to `url`; yield what `decode(response)` yields.
 
     Connection failures, timeouts and retryable statuses are retried with `retries`, but only
     before anything was yielded; a failure for good yields the `give_up` events (an `Error`, then
@@ -198,7 +155,7 @@ async def post_stream(conn: Connection, base_url: str, url: str, api_key: str | 
                         emitted = True
                         yield item
                     return
-        except (httpx.TransportError, OSError) as exc:
+        except TransportError as exc:
             failure = _failure(exc, conn, base_url, api_key, answered)
         if not await retries.wait(failure, emitted=emitted):
             for event in give_up(failure, api_key):
@@ -206,15 +163,14 @@ async def post_stream(conn: Connection, base_url: str, url: str, api_key: str | 
             return
 
 
-def _failure(exc: Exception, conn: Connection, base_url: str, api_key: str | None, answered: bool) -> Error:
-    """The retryable error for an exception from httpx; a timeout names the one that fired:
-    connecting, waiting for the reply, or silence mid-stream."""
-    if not isinstance(exc, httpx.TimeoutException):
-        return errors.connection_error(redact(f"connection to {base_url} failed: {exc}" if str(exc)
-                                              else f"connection to {base_url} failed", api_key))
-    if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
+def _failure(exc: TransportError, conn: Connection, base_url: str, api_key: str | None, answered: bool) -> Error:
+    """The retryable error for a failed exchange; a timeout names the one that fired:
+    connecting, sending, waiting for the reply, or silence mid-stream."""
+    if not isinstance(exc, Timeout):
+        return errors.connection_error(redact(f"connection to {base_url} failed: {exc}", api_key))
+    if exc.phase == "connect":
         message = f"could not connect to {base_url} within {conn.connect_timeout:g} s (connection.connect_timeout)"
-    elif isinstance(exc, httpx.WriteTimeout):
+    elif exc.phase == "write":
         message = f"could not send the request to {base_url} within {conn.read_timeout:g} s (connection.read_timeout)"
     elif not answered:
         message = f"connected, but no reply from {base_url} within {conn.read_timeout:g} s (connection.read_timeout)"
@@ -246,7 +202,7 @@ async def get_json(conn: Connection, base_url: str, api_key: str | None, path: s
                     return None, Error("protocol", f"expected JSON from {url} but got: "
                                        f"{resp.text[:120].strip() or 'an empty body'}",
                                        request_id=resp.headers.get("x-request-id"))
-        except (httpx.TransportError, OSError) as exc:
+        except TransportError as exc:
             failure = _failure(exc, conn, base_url, api_key, answered)
         if not await retries.wait(failure):
             return None, dataclasses.replace(failure, message=redact(failure.message, api_key))

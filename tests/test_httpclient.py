@@ -1,0 +1,296 @@
+"""voicecli's HTTP/1.1 client (h11 over asyncio) at its edges: kept-alive connections, one the
+server closed while idle, replies cut short or compressed, proxies from the environment.
+
+The servers here are raw asyncio sockets that write exactly the bytes a test needs, so every
+reply is what a real server could send, byte for byte; the simulator covers the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import threading
+import zlib
+
+import pytest
+
+from clihelp import run_cli
+from voicecli.transport.httpclient import Client, Timeout, TransportError, _exempt, multipart
+
+
+class RawServer:
+    """Answers each request on a connection with the next of `replies` (bytes, or a callable of
+    the request bytes); records the requests and counts connections."""
+
+    def __init__(self, *replies, close_after: int | None = None):
+        self.replies = list(replies)
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.close_after = close_after  # requests per connection before the server hangs up silently
+        self.loop = asyncio.new_event_loop()
+        self.server = self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+
+    async def _serve(self, reader, writer):
+        self.connections += 1
+        served = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                request = head + await reader.readexactly(length)
+                self.requests.append(request)
+                reply = self.replies.pop(0)
+                writer.write(reply(request) if callable(reply) else reply)
+                await writer.drain()
+                served += 1
+                if self.close_after is not None and served >= self.close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    def stop(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+@pytest.fixture
+def raw():
+    servers = []
+
+    def make(*replies, **kw):
+        servers.append(RawServer(*replies, **kw))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+def ok(body: bytes, *headers: str) -> bytes:
+    lines = [f"HTTP/1.1 200 OK", f"Content-Length: {len(body)}", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def chunked(*pieces: bytes) -> bytes:
+    out = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    for piece in pieces:
+        out += f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    return out + b"0\r\n\r\n"
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_kept_alive_connection_serves_the_next_request(raw):
+    server = raw(ok(b"one"), chunked(b"tw", b"o"))
+
+    async def go():
+        client = Client(connect_timeout=5, read_timeout=5)
+        first = await client.get(server.url + "/a")
+        async with client.stream("POST", server.url + "/b", content=b"{}") as reply:
+            second = b"".join([c async for c in reply.aiter_bytes()])
+        await client.aclose()
+        return first.content, second
+
+    assert run(go()) == (b"one", b"two")
+    assert server.connections == 1
+    first, second = server.requests
+    assert first.startswith(b"GET /a HTTP/1.1\r\n") and b"\r\nhost: 127.0.0.1:" in first.lower()
+    assert second.startswith(b"POST /b HTTP/1.1\r\n") and second.endswith(b"\r\n\r\n{}")
+    assert b"content-length: 2\r\n" in second.lower()
+
+
+def test_a_stream_left_at_its_last_event_keeps_its_connection(raw):
+    """The SSE decoders stop reading at `[DONE]`; the final empty chunk is read for them, so the
+    next turn reuses the connection (no new TCP or TLS handshake per chat turn)."""
+    server = raw(chunked(b"data: 1\n\n", b"data: [DONE]\n\n"), ok(b"next"))
+
+    async def go():
+        client = Client(connect_timeout=5, read_timeout=5)
+        async with client.stream("POST", server.url + "/", content=b"{}") as reply:
+            async for chunk in reply.aiter_bytes():
+                if b"[DONE]" in chunk:
+                    break
+        return (await client.get(server.url + "/")).content
+
+    assert run(go()) == b"next"
+    assert server.connections == 1
+
+
+def test_a_stream_left_with_more_to_come_closes_its_connection(raw):
+    endless = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n"  # and then nothing
+    server = raw(endless, ok(b"next"))
+
+    async def go():
+        client = Client(connect_timeout=5, read_timeout=5)
+        async with client.stream("GET", server.url + "/") as reply:
+            async for _ in reply.aiter_bytes():
+                break
+        return (await client.get(server.url + "/")).content
+
+    assert run(go()) == b"next"
+    assert server.connections == 2
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_once(raw):
+    """A server that hangs up after each reply without saying so (no `Connection: close`): the
+    next request finds the pooled connection dead and goes out once more on a new one."""
+    server = raw(ok(b"one"), ok(b"two"), close_after=1)
+
+    async def go():
+        client = Client(connect_timeout=5, read_timeout=5)
+        first = await client.get(server.url + "/")
+        await asyncio.sleep(0.05)  # the server's FIN arrives while the connection sits in the pool
+        second = await client.get(server.url + "/")
+        await client.aclose()
+        return first.content, second.content
+
+    assert run(go()) == (b"one", b"two")
+    assert server.connections == 2
+
+
+def test_a_reply_cut_mid_body_says_so(raw):
+    server = raw(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", close_after=1)
+
+    async def go():
+        client = Client(connect_timeout=5, read_timeout=5)
+        async with client.stream("GET", server.url + "/") as reply:
+            return [chunk async for chunk in reply.aiter_bytes()]
+
+    with pytest.raises(TransportError, match="closed the connection before the reply was complete"):
+        run(go())
+
+
+def test_silence_is_a_read_timeout(raw):
+    server = raw(lambda request: b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+
+    async def go():
+        client = Client(connect_timeout=5, read_timeout=0.2)
+        async with client.stream("GET", server.url + "/") as reply:
+            return [chunk async for chunk in reply.aiter_bytes()]
+
+    with pytest.raises(Timeout) as caught:
+        run(go())
+    assert caught.value.phase == "read"
+
+
+@pytest.mark.parametrize("encoding, pack", [("gzip", gzip.compress), ("deflate", zlib.compress),
+                                             ("deflate", lambda b: zlib.compress(b)[2:-4])])  # raw deflate too
+def test_compressed_bodies_are_decoded(raw, encoding, pack):
+    body = b'{"id": "sim-1", "object": "model"}\n' * 50
+    server = raw(ok(pack(body), f"Content-Encoding: {encoding}"))
+
+    async def go():
+        client = Client(connect_timeout=5, read_timeout=5)
+        return (await client.get(server.url + "/")).content
+
+    assert run(go()) == body
+
+
+def test_an_unknown_content_encoding_is_an_error_not_garbage(raw):
+    server = raw(ok(b"\x00\x01", "Content-Encoding: br"))
+
+    async def go():
+        client = Client(connect_timeout=5, read_timeout=5)
+        return (await client.get(server.url + "/")).content
+
+    with pytest.raises(TransportError, match="br encoding"):
+        run(go())
+
+
+def test_multipart_body_parses_as_the_form_it_was_made_from():
+    """The form the speech-to-text request sends, read back by the standard library's MIME parser."""
+    from email import policy
+    from email.parser import BytesParser
+
+    content, kind = multipart({"model": "whisper-1", "prompt": 'say "hi"\nplease'},
+                              {"file": ("speech.wav", b"RIFF\x00\xffdata", "audio/wav")})
+    message = BytesParser(policy=policy.HTTP).parsebytes(f"Content-Type: {kind}\r\n\r\n".encode() + content)
+    parts = {part.get_param("name", header="content-disposition"): part for part in message.iter_parts()}
+    assert list(parts) == ["model", "prompt", "file"]
+    assert parts["model"].get_content() == "whisper-1"
+    assert parts["prompt"].get_content() == 'say "hi"\nplease'
+    assert parts["file"].get_filename() == "speech.wav" and parts["file"].get_content_type() == "audio/wav"
+    assert parts["file"].get_payload(decode=True) == b"RIFF\x00\xffdata"
+
+
+@pytest.mark.parametrize("host, no_proxy, exempt", [
+    ("api.openai.com", "openai.com", True), ("api.openai.com", ".openai.com", True),
+    ("notopenai.com", "openai.com", False), ("127.0.0.1", "localhost,127.0.0.1:8080", True),
+    ("example.com", "*", True), ("example.com", "", False), ("::1", "[::1]", True),
+])
+def test_no_proxy_matching(host, no_proxy, exempt):
+    assert _exempt(host, no_proxy) is exempt
+
+
+class Proxy:
+    """A forward proxy on loopback: absolute-form requests for http targets, CONNECT tunnels for
+    https ones; it records the first line of each request it is asked."""
+
+    def __init__(self):
+        self.seen: list[str] = []
+        self.loop = asyncio.new_event_loop()
+        self.server = self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+
+    async def _serve(self, reader, writer):
+        head = await reader.readuntil(b"\r\n\r\n")
+        method, target, _ = head.split(b"\r\n")[0].decode().split(" ")
+        self.seen.append(f"{method} {target}")
+        if method == "CONNECT":
+            host, port = target.rsplit(":", 1)
+            upstream_r, upstream_w = await asyncio.open_connection(host, int(port))
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        else:  # absolute form: http://host:port/path → origin form, for the server
+            rest = target.split("//", 1)[1]
+            hostport, _, path = rest.partition("/")
+            host, port = hostport.rsplit(":", 1)
+            upstream_r, upstream_w = await asyncio.open_connection(host, int(port))
+            upstream_w.write(head.replace(target.encode(), b"/" + path.encode(), 1))
+        await asyncio.gather(self._pipe(reader, upstream_w), self._pipe(upstream_r, writer))
+
+    @staticmethod
+    async def _pipe(reader, writer):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    def stop(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+@pytest.fixture
+def proxy():
+    server = Proxy()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("transport", ["sse", "chat"])
+def test_http_proxy_from_the_environment(tmp_path, sim, proxy, transport):
+    port = sim.base_url.split(":")[2].split("/")[0]
+    r = run_cli(tmp_path, "infer", "-p", "offline", "--base-url", sim.base_url, "-t", transport, "hi",
+                http_proxy=proxy.url)
+    assert (r.code, r.out) == (0, "You said: hi\n"), r.err
+    path = "/v1/responses" if transport == "sse" else "/v1/chat/completions"
+    assert proxy.seen == [f"POST http://127.0.0.1:{port}{path}"]
+    r = run_cli(tmp_path, "infer", "-p", "offline", "--base-url", sim.base_url, "-t", transport, "hi",
+                HTTP_PROXY=proxy.url, NO_PROXY="localhost,127.0.0.1")
+    assert (r.code, r.out) == (0, "You said: hi\n"), r.err
+    assert len(proxy.seen) == 1  # exempt: straight to the server
+
+
+def test_a_socks_proxy_is_refused_by_name(tmp_path, sim):
+    r = run_cli(tmp_path, "infer", "-p", "offline", "--base-url", sim.base_url, "-t", "sse", "hi",
+                "-o", "connection.max_retries=0", ALL_PROXY="socks5://127.0.0.1:1080")
+    assert r.code == 6 and "SOCKS proxies are not supported" in r.err and "ALL_PROXY" in r.err, r.err
