@@ -294,8 +294,11 @@ class StderrLines:
         self._thread.start()
 
     def _read(self, proc) -> None:
-        for line in proc.stderr:
-            self.lines.append(line)
+        try:
+            for line in proc.stderr:
+                self.lines.append(line)
+        except ValueError:  # TalkProcess.quit() closed the pipe, reading the rest itself
+            pass
 
     def has(self, text: str) -> bool:
         return any(text in line for line in list(self.lines))
