@@ -294,3 +294,18 @@ def test_a_socks_proxy_is_refused_by_name(tmp_path, sim):
     r = run_cli(tmp_path, "infer", "-p", "offline", "--base-url", sim.base_url, "-t", "sse", "hi",
                 "-o", "connection.max_retries=0", ALL_PROXY="socks5://127.0.0.1:1080")
     assert r.code == 6 and "SOCKS proxies are not supported" in r.err and "ALL_PROXY" in r.err, r.err
+
+
+def test_a_header_http_cannot_carry_is_refused_without_quoting_it(raw):
+    """The callers check header values first; this is the last line, and its message must not
+    carry the value (it may be a key)."""
+    server = raw(ok(b"never"))
+
+    async def go():
+        client = Client(connect_timeout=5, read_timeout=5)
+        return await client.get(server.url + "/", headers={"Authorization": "Bearer sk-secret\r\nX-Evil: 1"})
+
+    with pytest.raises(TransportError) as caught:
+        run(go())
+    assert "sk-secret" not in str(caught.value) and "cannot carry" in str(caught.value)
+    assert server.requests == []

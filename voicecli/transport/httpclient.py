@@ -423,9 +423,9 @@ class Client:
                 if reused and not isinstance(exc, Timeout):
                     continue  # the server closed it while idle: once more on a new connection
                 raise
-            except h11.LocalProtocolError as exc:  # a header h11 will not send
+            except h11.LocalProtocolError:  # a header h11 will not send (its message quotes the value: not shown)
                 connection.abort()
-                raise TransportError(f"the request could not be sent: {exc}") from None
+                raise TransportError("the request could not be sent: a header HTTP/1.1 cannot carry") from None
             except BaseException:  # cancelled: the connection is mid-exchange
                 connection.abort()
                 raise
