@@ -140,6 +140,26 @@ def test_profiles_validate_reports_the_first_error(home, tmp_path):
     assert f"{bad}:3: model.seed must be an integer, got float 1.5" in r.err
 
 
+@pytest.mark.parametrize("line, message, hint", [
+    ('base_url = "localhost:11434/v1"', "has no scheme", "did you mean http://localhost:11434/v1?"),
+    ('base_url = "wss://api.example.com/v1"', "unsupported scheme 'wss'", "did you mean https://api.example.com/v1?"),
+])
+def test_profiles_validate_checks_the_base_url_as_a_run_would(home, tmp_path, line, message, hint):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'description = "x"\n[connection]\n{line}\n')
+    r = run_cli(home, "profiles", "validate", str(bad))
+    assert r.code == 3, r.err
+    assert f"{bad}:3: connection.base_url: base URL" in r.err and message in r.err and hint in r.err, r.err
+    assert "ok:" not in r.out
+
+
+def test_profiles_validate_checks_the_speech_urls_too(home, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[voice]\nspeech_base_url = "http://"\n')
+    r = run_cli(home, "profiles", "validate", str(bad))
+    assert r.code == 3 and f"{bad}:2: voice.speech_base_url: base URL 'http://' has no host" in r.err, r.err
+
+
 def test_missing_key_message_names_the_variable(home):
     # infer will need the key; loading the profile alone must already say what to set once it does
     (home / "profiles" / "k.toml").write_text('[connection]\napi_key_env = "SOME_UNSET_VAR"\n')

@@ -240,10 +240,32 @@ def _toml_item(value: Any):
     return tomlkit.item(value)
 
 
+def _check_urls(p: profiles.Profile) -> None:
+    """The API roots the profile sets, checked as a run would check them (a run says "usage error"
+    for a flag; here the value is in the file: a configuration error, exit 3)."""
+    from voicecli.errors import UsageError
+    from voicecli.transport.urls import check_base_url
+
+    for key, url in (("connection.base_url", p.connection.base_url),
+                     ("voice.transcription_base_url", p.voice.transcription_base_url),
+                     ("voice.speech_base_url", p.voice.speech_base_url)):
+        if url is None:
+            continue
+        try:
+            check_base_url(url)
+        except UsageError as exc:
+            hint = exc.hint and exc.hint.replace("--base-url, OPENAI_BASE_URL or the profile's connection.base_url", key)
+            section, _, name = key.partition(".")
+            text = p.path.read_text(encoding="utf-8") if p.path and p.path.is_file() else ""
+            where = profiles._Source(p.path, text).where(section, name)  # file:line when this file sets it
+            raise ConfigError(f"{where}: {key}: {exc.message}", hint=hint) from None
+
+
 def validate(names: list[str]) -> None:
     for name in names:
         warnings: list[tuple[str, str]] = []
         p = profiles.load(name, env={}, warnings=warnings)
+        _check_urls(p)
         for text, hint in warnings:
             print(f"voicecli: warning: {text}\n  hint: {hint}", file=sys.stderr)
         tools = f", {len(p.tools)} tool{'s' * (len(p.tools) != 1)}" if p.tools else ""
