@@ -197,6 +197,33 @@ def test_serve_forever_exits_cleanly_on_ctrl_c():
     assert proc.returncode == 0 and "Traceback" not in err and out == ""
 
 
+@pytest.mark.parametrize("path, body", [
+    ("/responses", {"model": "m", "input": " ".join(["w"] * 400), "stream": True}),
+    ("/chat/completions", {"model": "m", "messages": [{"role": "user", "content": " ".join(["w"] * 400)}], "stream": True}),
+])
+def test_a_client_leaving_mid_stream_is_not_a_traceback(path, body):
+    """`voicecli sim` on a terminal: a client's Ctrl-C or barge-in cuts a stream; that is no error."""
+    code = (
+        "import sys\n"
+        "from voicecli.sim.server import serve_forever\n"
+        "from voicecli.sim.config import SimConfig\n"
+        "serve_forever(SimConfig(delta_delay=0.01), on_ready=lambda url: (print(url), sys.stdout.flush()))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        with httpx.stream("POST", f"{url}{path}", json=body) as reply:
+            next(reply.iter_raw())  # the stream has begun; leave
+        time.sleep(0.5)  # the simulator's next writes find the connection gone
+        assert httpx.post(f"{url}/responses", json={"model": "m", "input": "x"}).status_code == 200
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "Traceback" not in err and "Error handling request" not in err, err
+
+
 # -- fault syntax and counting -----------------------------------------------------------------
 
 

@@ -224,7 +224,13 @@ class Simulator:
             else:
                 msg = exc.reason
             return json_error(exc.status, error_body(msg, "invalid_request_error"))
-        except (asyncio.CancelledError, ConnectionError):
+        except ConnectionError:
+            if request.transport is None or request.transport.is_closing():
+                # the client went away mid-reply (Ctrl-C, barge-in): nothing to answer, nothing to log
+                log.debug("client left during %s %s", request.method, request.path)
+                return web.Response(status=499)
+            raise
+        except asyncio.CancelledError:
             raise
         except Exception:  # a simulator bug still answers in the real error shape
             log.exception("simulator error on %s %s", request.method, request.path)
