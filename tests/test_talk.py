@@ -398,3 +398,36 @@ def test_an_unknown_voice_model_has_an_unknown_price(tmp_path, sim):
              "--output", str(tmp_path / "o.wav"), input="hi\n")
     assert r.code == 0, r.err
     assert "talk: 1 answer" in r.err and "unknown price" in r.err
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_end_talk_like_a_quit(tmp_path, sim, sig):
+    """A `kill` (or the terminal closing) ends talk as Ctrl-C twice does: the answer is in the
+    transcript and the log, the recording is a complete WAV, the exit code is 128 + the signal."""
+    import signal
+    import wave
+
+    wav = speech_wav(tmp_path / "in.wav", [("silence", 0.3), ("speech", 1.2), ("silence", 60.0)])
+    out, tr = tmp_path / "out.wav", tmp_path / "t.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "voicecli", "talk", "-p", "offline", "--base-url", sim.base_url,
+                             "--input", str(wav), "--output", str(out), "--transcript", str(tr)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=cli_env(tmp_path))
+    try:
+        deadline = time.time() + 30
+        while not (tr.exists() and '"assistant"' in tr.read_text()) and time.time() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        time.sleep(0.5)  # the answer's audio is being written
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + getattr(signal, sig), err
+    assert "Traceback" not in err
+    assert [e["role"] for e in entries(tr)] == ["user", "assistant"]
+    with wave.open(str(out)) as w:  # the header was finalised: its length matches what was written
+        assert w.getnframes() > 0 and w.getnframes() * 2 == out.stat().st_size - 44
+    r = run_cli(tmp_path, "logs", "show", "-c", "--json")
+    assert r.code == 0 and [i["role"] for i in json.loads(r.out)["items"] if i.get("role")] == ["user", "assistant"], r.out

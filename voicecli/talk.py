@@ -27,7 +27,7 @@ from voicecli.events import (Disconnected, Error, ResponseStarted, SpeechStarted
                              Transcript, TurnEnd, Usage)
 from voicecli.profiles import Profile
 from voicecli.sanitize import escape_controls
-from voicecli.signals import on_signal
+from voicecli.signals import on_leave_signals, on_signal
 from voicecli.transcript import Entry, open_transcript
 from voicecli.voice.jobs import Jobs
 from voicecli.voice import session_class
@@ -103,6 +103,7 @@ class Talk:
         self.fatal: VoicecliError | None = None  # why talk has to end (a reconnect failed, no device left)
         self.spent, self.answers = Usage(), 0  # the session's tokens and answers, for the closing line
         self.input_ended = False
+        self.signal: int | None = None  # SIGTERM / SIGHUP that ended talk
 
     # -- setup and teardown -------------------------------------------------------------------
 
@@ -127,6 +128,7 @@ class Talk:
         self.keys = TalkKeys(self.view, ptt=self.ptt, send=lambda t: self.jobs.spawn(self.send_text(t)),
                              toggle=lambda: self.jobs.spawn(self.toggle_recording()), quit=self.stop.set)
         loop, unhook = asyncio.get_running_loop(), lambda: None  # unhook: SIGINT back to the default
+        unhook_leave = on_leave_signals(self.on_leave)  # before MCP servers start: they stop with talk
         try:
             await self._start_session()
             self.audio.open()
@@ -140,10 +142,11 @@ class Talk:
             await self.stop.wait()
             if self.fatal is not None:
                 raise self.fatal
-            return 0
+            return 128 + self.signal if self.signal else 0
         finally:
             await self._shutdown()  # Ctrl-C during this is ignored (on_sigint): the exit stays clean
             unhook()
+            unhook_leave()
 
     async def _start_session(self) -> None:
         runner = None
@@ -300,6 +303,13 @@ class Talk:
             self.view.note("interrupted — Ctrl-C again to quit")
         else:
             self.stop.set()
+
+    def on_leave(self, sig: int) -> None:
+        """SIGTERM / SIGHUP (a `kill`, the terminal closing): quit as a second Ctrl-C does — the
+        answer being spoken is kept as far as it was heard, files are closed, devices released,
+        the terminal restored — and exit with 128 + the signal number (143, 129)."""
+        self.signal = sig
+        self.stop.set()
 
     async def _cancel_all(self) -> None:
         await self.barge_in()
