@@ -181,8 +181,9 @@ def test_dumb_terminal_gets_no_escape_codes_from_infer(tmp_path, sim):
     assert "first token" in err  # the -u line, plain
 
 
-def test_dumb_terminal_gets_no_escape_codes_on_stderr_from_chat(tmp_path, sim):
+def test_dumb_terminal_gets_no_escape_codes_from_chat(tmp_path, sim):
     t = Term(tmp_path, "chat", *_slow(sim.base_url, 0.5), term="dumb")
+    t.child.logfile_read = seen = io.StringIO()  # all of stdout
     t.child.expect_exact("> ")
     t.child.send("hello\r")
     t.child.expect("You said: hello")
@@ -194,6 +195,7 @@ def test_dumb_terminal_gets_no_escape_codes_on_stderr_from_chat(tmp_path, sim):
     assert code == 0
     assert "/help for commands" in err and "total " in err
     assert "\x1b" not in err and not SPIN.search(err), repr(err)
+    assert "\x1b" not in seen.getvalue() and "You said: hello" in seen.getvalue(), repr(seen.getvalue())
 
 
 def test_dumb_terminal_gets_no_escape_codes_from_talk(tmp_path, sim):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import json
+import contextlib
 import os
 import shlex
 import shutil
@@ -134,10 +135,11 @@ class PromptInput:
 
         history = paths.data_dir() / HISTORY_FILE
         paths.open_private(history, "a").close()  # FileHistory appends to it: create it private first
-        self.session = PromptSession(history=FileHistory(str(history)), multiline=True, vi_mode=vi,
-                                     key_bindings=_key_bindings(), completer=completer,
-                                     complete_while_typing=True, enable_open_in_editor=True,
-                                     prompt_continuation=lambda width, line, wrap: "." * (width - 1) + " ")
+        with _terminal_output():
+            self.session = PromptSession(history=FileHistory(str(history)), multiline=True, vi_mode=vi,
+                                         key_bindings=_key_bindings(), completer=completer,
+                                         complete_while_typing=True, enable_open_in_editor=True,
+                                         prompt_continuation=lambda width, line, wrap: "." * (width - 1) + " ")
         self._vi = vi
 
     async def read(self, default: str = "") -> str | None:
@@ -151,10 +153,29 @@ class PromptInput:
         """A one-line answer that stays out of the message history; Ctrl-C / Ctrl-D give None."""
         from prompt_toolkit import PromptSession
 
+        with _terminal_output():
+            session = PromptSession(vi_mode=self._vi)
         try:
-            return await PromptSession(vi_mode=self._vi).prompt_async(question, handle_sigint=False)
+            return await session.prompt_async(question, handle_sigint=False)
         except (EOFError, KeyboardInterrupt):
             return None
+
+
+def _terminal_output():
+    """The context to make prompt sessions in. On TERM=dumb (Emacs' shell buffer and the like),
+    prompt_toolkit keeps its plain dumb-terminal prompt only with its default output, which still
+    writes cursor resets (ESC[?12l ESC[?25h) to stdout: the default output is swapped for one
+    that writes text only."""
+    if os.environ.get("TERM") != "dumb":
+        return contextlib.nullcontext()
+    from prompt_toolkit.application.current import create_app_session
+    from prompt_toolkit.output.vt100 import Vt100_Output
+
+    class TextOnly(Vt100_Output):
+        def write_raw(self, data: str) -> None:  # every escape sequence goes through here
+            pass
+
+    return create_app_session(output=TextOnly.from_pty(sys.stdout, term="dumb"))
 
 
 def _key_bindings():
