@@ -56,6 +56,19 @@ def test_a_run_on_is_cut_at_a_comma_or_a_space():
     assert all(c.text.endswith(", ") for c in got[:-1])
 
 
+@pytest.mark.parametrize("step", [1, 7, 500])  # streamed char by char, in pieces, at once
+def test_a_run_on_is_never_cut_inside_a_link_or_inline_code(step):
+    link = "[the release notes of the spring version, with all the details](https://example.com/a/very/long/path)"
+    code = "`pip install voicecli, then run it`"
+    text = "words and more words " * 11 + link + " and then " + code + " and more words " * 12
+    got = chunks(text, step)
+    assert len(got) >= 2 and "".join(c.text for c in got) == text
+    for c in got:  # each link and code span lies whole in one chunk
+        assert c.text.count("[") == c.text.count("](") == c.text.count(")") and c.text.count("`") % 2 == 0, c.text
+    spoken = " ".join(c.spoken for c in got)
+    assert "https" not in spoken and "the release notes of the spring version, with all the details" in spoken
+
+
 def test_a_sentence_waits_for_the_space_after_its_period():
     s = Sentences()
     assert s.feed("It costs 3.") == []  # "3." may be "3.14"

@@ -5,7 +5,8 @@ exactly what the model wrote (joined, the chunks give back the whole answer), `s
 text-to-speech gets — markdown marks, code blocks and link targets removed, which no voice should
 read out. A sentence ends at `.`, `!`, `?`, `…` (and closing quotes or brackets) followed by white
 space, at a blank line, or at a line break before a list item; not after "e.g." or "Dr." and not
-inside a number. A run-on longer than `max_chars` is cut at a comma or a space.
+inside a number. A run-on longer than `max_chars` is cut at a comma or a space, outside links and
+inline code.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ ABBREVIATIONS = {"e.g", "i.e", "etc", "vs", "mr", "mrs", "ms", "dr", "prof", "st
 _END = re.compile(r"""([.!?…]+["'”’)\]]*)(\s+)|(\n\s*\n)|\n(?=\s*(?:[-*+]\s|\d+[.)]\s|#))""")
 _FENCE = re.compile(r"^\s*(```|~~~)", re.M)
 _HEADING = re.compile(r"\s*#{1,6} [^\n]*\n")
+_ATOMIC = re.compile(r"!?\[[^\]\n]*\](?:\([^)\n]*\)?)?|`[^`\n]*`?")  # links, images, inline code (or their unfinished start)
 
 
 @dataclass(frozen=True)
@@ -63,11 +65,22 @@ class Sentences:
         if fence:  # the text before a code block is a sentence of its own
             return fence.start()
         if len(self.buffer) > self.max_chars:
-            head = self.buffer[: self.max_chars]
-            cut = max(head.rfind(", "), head.rfind("; "), head.rfind(": "))
-            cut = cut + 2 if cut > self.max_chars // 3 else head.rfind(" ") + 1
-            return cut if cut > 0 else self.max_chars
+            return self._run_on_cut()
         return None
+
+    def _run_on_cut(self) -> int:
+        """Where a run-on is cut: after its last ", ", "; " or ": " past the first third, else after
+        its last space — never inside a link or inline code, which would then be read out (or lose
+        its text) in halves."""
+        head = self.buffer[: self.max_chars]
+        whole = [m.span() for m in _ATOMIC.finditer(self.buffer)]
+
+        def free(at: int) -> bool:
+            return not any(start < at < end for start, end in whole)
+
+        clauses = [m.end() for m in re.finditer(r"[,;:] ", head) if m.start() > self.max_chars // 3 and free(m.start())]
+        spaces = [m.end() for m in re.finditer(r" ", head) if free(m.start())]
+        return (clauses or spaces or [self.max_chars])[-1]
 
     def _real_end(self, at: int) -> bool:
         """A period after an abbreviation or an initial ("J. Smith") does not end the sentence."""
