@@ -70,6 +70,13 @@ def test_base_url_with_an_unsupported_scheme_is_a_usage_error(tmp_path, sim, tra
     assert sim.log == []
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_base_url_with_a_host_name_dns_cannot_carry_is_a_usage_error(tmp_path, sim, transport):
+    bad = "http://" + "a" * 64 + ".example/v1"  # a label over 63 characters
+    r = infer(tmp_path, bad, "-t", transport)
+    assert r.code == 2 and f"base URL '{bad}' has an invalid host name" in r.err, r.err
+
+
 def test_talk_checks_the_base_url_too(tmp_path, sim):
     r = talk(tmp_path, "localhost:11434/v1")
     assert r.code == 2, r.err

@@ -8,14 +8,19 @@ reply is what a real server could send, byte for byte; the simulator covers the 
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
+import socket
 import threading
+import time
+import warnings
 import zlib
 
 import pytest
 
 from clihelp import run_cli
-from voicecli.transport.httpclient import Client, Timeout, TransportError, _exempt, multipart
+from voicecli.transport.httpclient import (Client, InvalidURL, Timeout, TransportError, _exempt, _Target, multipart,
+                                          proxy_for)
 
 
 class RawServer:
@@ -26,6 +31,7 @@ class RawServer:
         self.replies = list(replies)
         self.requests: list[bytes] = []
         self.connections = 0
+        self.closed_by_client = 0  # connections that ended from the client's side
         self.close_after = close_after  # requests per connection before the server hangs up silently
         self.loop = asyncio.new_event_loop()
         self.server = self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
@@ -49,7 +55,7 @@ class RawServer:
                 if self.close_after is not None and served >= self.close_after:
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+            self.closed_by_client += 1
         writer.close()
 
     def stop(self):
@@ -309,3 +315,147 @@ def test_a_header_http_cannot_carry_is_refused_without_quoting_it(raw):
         run(go())
     assert "sk-secret" not in str(caught.value) and "cannot carry" in str(caught.value)
     assert server.requests == []
+
+
+# ---- what review found --------------------------------------------------------------------------
+
+
+def test_a_name_whose_first_address_is_silent_connects_through_the_next(raw, monkeypatch):
+    """A dead first address (a broken IPv6 route, a stale A record) costs 250 ms, not the whole
+    connect timeout: the next address is tried meanwhile."""
+    server = raw(ok(b"ok"))
+    port = int(server.url.rsplit(":", 1)[1])
+    silent = socket.socket()  # a listener that never accepts, its backlog full: connections hang
+    silent.bind(("127.0.0.2", port))
+    silent.listen(0)
+    fillers = [socket.socket() for _ in range(3)]
+    for f in fillers:
+        f.setblocking(False)
+        try:
+            f.connect(("127.0.0.2", port))
+        except BlockingIOError:
+            pass
+    real = socket.getaddrinfo
+
+    def two_addresses(host, *args, **kw):
+        if host in ("dual.test", b"dual.test"):
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", port)),
+                    (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return real(host, *args, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
+
+    async def go():
+        client = Client(connect_timeout=5, read_timeout=5)
+        return (await client.get(f"http://dual.test:{port}/")).content
+
+    try:
+        assert run(go()) == b"ok"
+    finally:
+        for s_ in [silent, *fillers]:
+            s_.close()
+
+
+def test_international_host_names_go_out_in_their_ascii_form():
+    target = _Target("https://bücher.example:8443/v1?q=ä")
+    assert (target.host, target.authority, target.path) == ("xn--bcher-kva.example", "xn--bcher-kva.example:8443",
+                                                            "/v1?q=%C3%A4")
+    with pytest.raises(InvalidURL, match="not a valid domain name"):
+        _Target("http://" + "a" * 64 + ".example/")  # a label over 63 characters
+
+
+def test_a_corrupt_compressed_body_is_a_transport_error(raw):
+    server = raw(ok(b"plainly not gzip", "Content-Encoding: gzip"))
+
+    async def go():
+        client = Client(connect_timeout=5, read_timeout=5)
+        return (await client.get(server.url + "/")).content
+
+    with pytest.raises(TransportError, match="gzip body is corrupt"):
+        run(go())
+
+
+@pytest.mark.parametrize("early", [True, False])
+def test_bytes_left_on_an_idle_connection_are_not_taken_for_the_next_reply(raw, early):
+    """A server that says 408 on an idle keep-alive connection before closing it: that 408 answers
+    nothing we sent; the next request goes out on a new connection."""
+    timeout_reply = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n"
+    first = ok(b"one") + timeout_reply if early else ok(b"one")  # in the same packet, or just after
+    server = raw(first, ok(b"two"))
+
+    async def go():
+        client = Client(connect_timeout=5, read_timeout=5)
+        one = await client.get(server.url + "/")
+        if not early:
+            (connection,) = client._idle[next(iter(client._idle))]
+            connection.reader.feed_data(timeout_reply)  # as if it had just arrived
+        two = await client.get(server.url + "/")
+        return one.content, two.status_code, two.content
+
+    assert run(go()) == (b"one", 200, b"two")
+    assert server.connections == 2
+
+
+def test_cancelled_while_reading_the_rest_of_a_stream_closes_the_connection(raw):
+    """A barge-in while the stream's last chunk is awaited after [DONE]: the connection is closed
+    at once, never left open or pooled."""
+    server = raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nc\r\ndata: [DONE]\r\n")  # no last chunk
+
+    async def go():
+        client = Client(connect_timeout=5, read_timeout=5)
+
+        async def consume():
+            async with client.stream("GET", server.url + "/") as reply:
+                async for chunk in reply.aiter_bytes():
+                    if b"[DONE]" in chunk:
+                        break
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.1)  # in finish(), waiting for the rest
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(50):
+            if server.closed_by_client:
+                break
+            await asyncio.sleep(0.02)
+        return client._idle
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run(go()) == {}
+        gc.collect()
+    assert server.closed_by_client == 1
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)], [str(w.message) for w in caught]
+
+
+def test_a_refused_tunnel_closes_its_connection_at_once(raw, monkeypatch):
+    proxy = raw(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+    monkeypatch.setenv("https_proxy", proxy.url)
+
+    async def go():
+        client = Client(connect_timeout=5, read_timeout=5)
+        with pytest.raises(TransportError, match="refused the tunnel .*407") as caught:
+            await client.get("https://api.example.test/v1/models")
+        for _ in range(50):  # the error (and its traceback) still held: the socket must be closed anyway
+            if proxy.closed_by_client:
+                break
+            await asyncio.sleep(0.02)
+        return caught
+
+    assert run(go()) and proxy.closed_by_client == 1
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"https_proxy": "", "HTTPS_PROXY": "http://proxy.test:3128"}, None),  # lower case wins, even empty
+    ({"HTTPS_PROXY": "http://proxy.test:3128"}, "proxy.test:3128"),
+    ({"all_proxy": "proxy.test:8080"}, "proxy.test:8080"),
+    ({"HTTPS_PROXY": "http://proxy.test:3128", "no_proxy": "", "NO_PROXY": "example.com"}, "proxy.test:3128"),
+])
+def test_proxy_variables_as_curl_reads_them(monkeypatch, env, expected):
+    for name in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    proxy = proxy_for(_Target("https://api.example.com/v1"))
+    assert (proxy.authority if proxy else None) == expected

@@ -75,6 +75,12 @@ def test_https_checks_the_servers_certificate(home, tls_url, cert, transport):
     assert (r.code, r.out) == (0, "You said: hi\n"), r.err
 
 
+def test_an_unreadable_ca_file_is_named(home, tls_url):
+    r = run_cli(home, "infer", "-p", "offline", "--base-url", tls_url, "-t", "sse", "-o", "connection.max_retries=0",
+                "hi", SSL_CERT_FILE=str(home / "no-such-bundle.pem"))
+    assert r.code == 6 and f"SSL_CERT_FILE={home / 'no-such-bundle.pem'}" in r.err, r.err
+
+
 @pytest.mark.parametrize("transport", ["sse", "chat"])
 def test_plain_http_reads_no_ca_certificates(home, sim, transport):
     """Reading the CA bundle costs ~30 ms of every run: a plain-http server (a local model, the

@@ -51,7 +51,7 @@ class Timeout(TransportError):
         self.phase = phase
 
 
-class InvalidURL(ValueError):
+class InvalidURL(TransportError, ValueError):
     """Not an http(s) URL this client can request."""
 
 
@@ -84,7 +84,10 @@ class _Target:
         if not parts.hostname:
             raise InvalidURL("no host name")
         self.url = url
-        self.host = parts.hostname
+        try:  # a non-ASCII name goes on the wire (Host, CONNECT) in its ASCII (IDNA) form
+            self.host = parts.hostname.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise InvalidURL(f"the host name {parts.hostname!r} is not a valid domain name") from None
         self.port = port or (443 if self.scheme == "https" else 80)
         self.origin = (self.scheme, self.host, self.port)
         name = f"[{self.host}]" if ":" in self.host else self.host
@@ -102,20 +105,21 @@ def _basic(user: str, password: str | None) -> str:
 def proxy_for(target: _Target) -> _Target | None:
     """The proxy the environment names for `target`, if `no_proxy` does not exempt it."""
     env = os.environ
-    for name in (f"{target.scheme}_proxy", "all_proxy"):
-        value = env.get(name) or env.get(name.upper())
+    for lower in (f"{target.scheme}_proxy", "all_proxy"):
+        name = lower if lower in env else lower.upper()  # the lower-case one wins, even empty (as curl)
+        value = env.get(name, "")
         if value:
             break
     else:
         return None
-    if _exempt(target.host, env.get("no_proxy") or env.get("NO_PROXY") or ""):
+    if _exempt(target.host, env["no_proxy"] if "no_proxy" in env else env.get("NO_PROXY", "")):
         return None
     if "://" not in value:
         value = "http://" + value
     try:
         return _Target(value)
     except InvalidURL:
-        raise TransportError(f"the proxy {name.upper()}={value.split('://')[0]}://… is not an http(s) proxy "
+        raise TransportError(f"the proxy {name}={value.split('://')[0]}://… is not an http(s) proxy "
                              "(SOCKS proxies are not supported)") from None
 
 
@@ -144,10 +148,14 @@ class TrustOnFirstUse(ssl.SSLContext):
     def _trust(self) -> None:
         if self._trusted:
             return
-        if os.environ.get("SSL_CERT_FILE"):
-            self.load_verify_locations(cafile=os.environ["SSL_CERT_FILE"])
-        elif os.environ.get("SSL_CERT_DIR"):
-            self.load_verify_locations(capath=os.environ["SSL_CERT_DIR"])
+        for name, where in (("SSL_CERT_FILE", "cafile"), ("SSL_CERT_DIR", "capath")):
+            if os.environ.get(name):
+                try:
+                    self.load_verify_locations(**{where: os.environ[name]})
+                except OSError as exc:  # say which setting points nowhere
+                    raise OSError(exc.errno, f"cannot read the CA certificates in {name}={os.environ[name]} "
+                                             f"({exc.strerror or exc})") from None
+                break
         else:
             import certifi
 
@@ -202,8 +210,10 @@ class _Connection:
     def idle_and_open(self) -> bool:
         """Fit for the next request: on this event loop (a process may run several one after
         the other), and not closed by the server meanwhile."""
+        # bytes waiting on an idle connection are no reply to anything we will send (a 408 before
+        # the server hangs up): such a connection is done. StreamReader has no public peek.
         return (self.loop is asyncio.get_running_loop() and self.http.our_state is h11.IDLE
-                and not self.reader.at_eof() and not self.writer.is_closing())
+                and not self.reader.at_eof() and not self.reader._buffer and not self.writer.is_closing())
 
     async def send(self, data: bytes, timeout: float) -> None:
         try:
@@ -277,15 +287,18 @@ class Response:
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         """The body with gzip or deflate undone."""
-        decoder = _decoder(self.headers.get("content-encoding", ""))
-        async for chunk in self.aiter_raw():
-            chunk = decoder.decompress(chunk) if decoder else chunk
-            if chunk:
-                yield chunk
-        if decoder:
-            rest = decoder.flush()
-            if rest:
-                yield rest
+        encoding = self.headers.get("content-encoding", "")
+        decoder = _decoder(encoding)
+        try:
+            async for chunk in self.aiter_raw():
+                chunk = decoder.decompress(chunk) if decoder else chunk
+                if chunk:
+                    yield chunk
+            rest = decoder.flush() if decoder else b""
+        except zlib.error:
+            raise TransportError(f"the reply's {encoding.strip().lower()} body is corrupt") from None
+        if rest:
+            yield rest
 
     async def aread(self) -> bytes:
         if self._content is None:
@@ -376,10 +389,10 @@ class Client:
         response = await self._send(method, url, content, headers or {})
         try:
             yield response
-        except BaseException:
+            await response.finish()
+        except BaseException:  # cancelled (a barge-in) or failed: the connection is mid-exchange
             response.close()
             raise
-        await response.finish()
 
     async def request(self, method: str, url: str, *, content: bytes | None = None,
                       headers: dict[str, str] | None = None) -> Response:
@@ -421,7 +434,9 @@ class Client:
             except TransportError as exc:
                 connection.abort()
                 if reused and not isinstance(exc, Timeout):
-                    continue  # the server closed it while idle: once more on a new connection
+                    # the server closed it while it sat idle, before this request reached it: sent
+                    # again once on a new connection (as browsers do), outside max_retries
+                    continue
                 raise
             except h11.LocalProtocolError:  # a header h11 will not send (its message quotes the value: not shown)
                 connection.abort()
@@ -449,7 +464,8 @@ class Client:
     def _release(self, connection: _Connection) -> None:
         """A reply read to its end: keep the connection for the next request if both sides may."""
         http = connection.http
-        if http.our_state is h11.DONE and http.their_state is h11.DONE and not self.is_closed:
+        if (http.our_state is h11.DONE and http.their_state is h11.DONE and not self.is_closed
+                and not http.trailing_data[0]):  # bytes past the reply's end: no clean next exchange
             http.start_next_cycle()
             self._idle.setdefault(connection.key, []).append(connection)
         else:
@@ -458,22 +474,28 @@ class Client:
     async def _connect(self, target: _Target, proxy: _Target | None) -> _Connection:
         hop = proxy or target
         tls = self._tls() if hop.scheme == "https" else None
+        connection = None
         try:
             async with asyncio.timeout(self.connect_timeout):
+                # every address of the name, the next one tried after 250 ms without an answer
+                # (a silently broken IPv6 route must not take the whole timeout)
                 reader, writer = await asyncio.open_connection(hop.host, hop.port, ssl=tls,
-                                                               server_hostname=hop.host if tls else None)
+                                                               server_hostname=hop.host if tls else None,
+                                                               happy_eyeballs_delay=0.25, interleave=1)
                 connection = _Connection(reader, writer, target.host,
                                          (target.origin, proxy.origin if proxy else None))
                 if proxy is not None and target.scheme == "https":
                     await self._tunnel(connection, target, proxy)
                     await writer.start_tls(self._tls(), server_hostname=target.host)
-        except TimeoutError:
-            raise Timeout("connect") from None
-        except TransportError:
+            return connection
+        except BaseException as exc:
+            if connection is not None:
+                connection.abort()
+            if isinstance(exc, TimeoutError):
+                raise Timeout("connect") from None
+            if isinstance(exc, (OSError, ssl.SSLError)) and not isinstance(exc, TransportError):
+                raise TransportError(describe(exc, hop.host)) from exc
             raise
-        except (OSError, ssl.SSLError) as exc:
-            raise TransportError(describe(exc, hop.host)) from exc
-        return connection
 
     async def _tunnel(self, connection: _Connection, target: _Target, proxy: _Target) -> None:
         """CONNECT through the proxy; afterwards the connection carries the target's TLS."""

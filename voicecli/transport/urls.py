@@ -35,6 +35,10 @@ def check_base_url(url: str) -> None:
         raise UsageError(f"base URL '{shown}' has an invalid port", hint=f"check {WHERE}") from None
     if not parts.hostname:
         raise UsageError(f"base URL '{shown}' has no host", hint="e.g. https://api.openai.com/v1")
+    try:
+        parts.hostname.encode("idna")  # how a non-ASCII name goes on the wire
+    except UnicodeError:
+        raise UsageError(f"base URL '{shown}' has an invalid host name", hint=f"check {WHERE}") from None
 
 
 def endpoint_url(base_url: str, path: str, params: dict[str, str] | None = None, *, websocket: bool = False) -> str:
