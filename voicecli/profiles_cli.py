@@ -249,7 +249,7 @@ def _check_urls(p: profiles.Profile) -> None:
     for key, url in (("connection.base_url", p.connection.base_url),
                      ("voice.transcription_base_url", p.voice.transcription_base_url),
                      ("voice.speech_base_url", p.voice.speech_base_url)):
-        if url is None:
+        if url is None or url == profiles.SIM_BASE_URL:  # "sim": the built-in simulator
             continue
         try:
             check_base_url(url)
