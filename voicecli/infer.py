@@ -32,6 +32,8 @@ MIB = 1024 * 1024
 
 @dataclass
 class InferOptions:
+    """The flags of `voicecli infer` beyond the profile's."""
+
     prompt: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)  # -f: paths and http(s) URLs
     images: list[str] = field(default_factory=list)

@@ -34,6 +34,8 @@ TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 @dataclass
 class Connection:
+    """`[connection]`: where the API is and how to reach it."""
+
     base_url: str = _opt("https://api.openai.com/v1", help="API root; 'sim' starts the built-in simulator")
     api_key_env: str = _opt("OPENAI_API_KEY", help="name of the env var holding the key; '' sends none")
     transport: str = _opt("ws", choices=("ws", "sse", "chat"), help="text transport")
@@ -46,6 +48,8 @@ class Connection:
 
 @dataclass
 class ModelSettings:
+    """`[model]`: the text model and its request settings (unset ones are not sent)."""
+
     name: str = _opt("gpt-5.5", help="model for chat and infer")
     instructions: str | None = _opt(help="system/developer instructions")
     temperature: float | None = _opt(lo=0, hi=2)
@@ -79,6 +83,8 @@ class ModelSettings:
 
 @dataclass
 class VoiceSettings:
+    """`[voice]`: `talk`'s engine, voice, turn detection, audio devices and speech models."""
+
     engine: str = _opt("auto", choices=("auto", "realtime", "cascade"),
                        help="talk over the Realtime API, or speech-to-text → text model → text-to-speech; "
                             "auto: cascade when the transport is chat")
@@ -114,6 +120,8 @@ class VoiceSettings:
 
 @dataclass
 class UiSettings:
+    """`[ui]`: terminal behaviour and input limits."""
+
     vi_mode: bool = _opt(False, help="vi key bindings in chat")
     markdown: bool = _opt(True, help="render markdown on a TTY")
     max_input_mib: float = _opt(50.0, lo=0.001, hi=4096, help="largest stdin, -f file or page (and chat /file) taken, in MiB")
@@ -144,6 +152,8 @@ TOP_LEVEL = {"description": str, "extends": str}
 
 @dataclass
 class Profile:
+    """A loaded profile: its sections after `extends`, the environment and overrides."""
+
     name: str
     source: str  # "builtin" | "user" | "path"
     path: Path | None
@@ -530,6 +540,8 @@ def _tool_from_raw(raw: dict[str, Any]) -> ToolDef:
 
 @dataclass
 class ProfileRef:
+    """Where a profile's file is."""
+
     name: str
     source: str
     path: Path
