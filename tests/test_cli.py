@@ -237,6 +237,7 @@ def test_infer_imports_only_what_its_transport_needs(home, sim, transport):
     unwanted = tops & {"rich", "click", "pygments", "numpy", "prompt_toolkit", "openai"}
     assert not unwanted, unwanted
     assert "voicecli.tools" not in mods  # a profile without tools runs none
+    assert "voicecli.ui.render" not in mods  # the markdown renderer: stdout is a pipe here
     assert "importlib.metadata" not in mods  # websockets imports it for a development checkout only
     if transport == "ws":  # websockets looks up a proxy with urllib.request (http.client, email…): none is set
         assert not mods & {"urllib.request", "http.client", "email.utils"}, mods & {"urllib.request", "http.client"}

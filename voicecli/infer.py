@@ -22,7 +22,7 @@ from voicecli import convlog
 from voicecli.errors import ExitCode, UsageError
 from voicecli.events import Error, Event, HostedToolProgress, ReasoningDelta, TextDelta, ToolResult, to_json
 from voicecli.profiles import Profile
-from voicecli.ui.render import dim, make_renderer, wants_markdown
+from voicecli.ui.term import dim, make_renderer, wants_markdown
 from voicecli.ui.spinner import Spinner
 from voicecli.ui.status import describe_error, error_hint, setup_logging, usage_line
 from voicecli.items import Message
