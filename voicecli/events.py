@@ -105,7 +105,7 @@ class SpeechStopped:
 
 @dataclass(slots=True)
 class Usage:
-    """Token counts of one response (summed with `+`)."""
+    """Token counts of a response; `+` adds two, for a turn's or a session's totals."""
 
     input_tokens: int = 0
     output_tokens: int = 0
