@@ -259,7 +259,55 @@ def test_infer_imports_only_what_its_transport_needs(home, sim, transport):
     unwanted = tops & {"rich", "click", "pygments", "numpy", "prompt_toolkit", "openai"}
     assert not unwanted, unwanted
     assert "voicecli.tools" not in mods  # a profile without tools runs none
+    assert "voicecli.ui.render" not in mods  # the markdown renderer: stdout is a pipe here
     assert "importlib.metadata" not in mods  # websockets imports it for a development checkout only
+    if transport == "ws":  # websockets looks up a proxy with urllib.request (http.client, email…): none is set
+        assert not mods & {"urllib.request", "http.client", "email.utils"}, mods & {"urllib.request", "http.client"}
+
+
+def _no_proxy_env(home, **extra):
+    return {k: v for k, v in cli_env(home, **extra).items() if not k.lower().endswith("_proxy") or k in extra}
+
+
+@pytest.mark.parametrize("env, reached", [({}, True), ({"http_proxy": "http://127.0.0.1:9"}, False),
+                                          ({"HTTP_PROXY": "http://127.0.0.1:9", "no_proxy": "127.0.0.1"}, True)])
+def test_ws_still_goes_through_a_proxy_from_the_environment(home, sim, env, reached):
+    """The proxy lookup is skipped only when no *_proxy variable could name one."""
+    proc = subprocess.run([sys.executable, "-m", "voicecli", "infer", "-p", "offline", "--base-url", sim.base_url,
+                           "-t", "ws", "-o", "connection.max_retries=0", "hi"],
+                          capture_output=True, text=True, env=_no_proxy_env(home, **env), timeout=60)
+    if reached:
+        assert proc.returncode == 0 and proc.stdout == "You said: hi\n", proc.stderr
+    else:  # nothing listens on the proxy's port
+        assert proc.returncode != 0 and "127.0.0.1', 9)" in proc.stderr, proc.stderr
+
+
+def test_urllib_request_still_works_after_the_ws_transport_deferred_it(home):
+    code = ("import voicecli.transport.ws, sys, urllib.request\n"
+            "assert type(sys.modules['urllib.request']).__name__ != 'module'\n"
+            "assert callable(urllib.request.getproxies)\n"
+            "from urllib.request import Request\n"
+            "assert type(sys.modules['urllib.request']).__name__ == 'module'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(home))
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_dataclasses_on_the_infer_path_cost_what_they_need():
+    """@dataclass compiles each generated method at import (on Python 3.11, ~1 ms for a frozen class),
+    and writes a missing docstring from `inspect.signature`: every class on `infer`'s path has its own
+    docstring, and events, which nothing hashes or changes, are not frozen."""
+    code = ("import dataclasses, sys, voicecli.cli, voicecli.infer, voicecli.conversation, voicecli.pricing\n"
+            "import voicecli.transport.responses_ws\n"
+            "for name, mod in list(sys.modules.items()):\n"
+            "    for cls in vars(mod).values() if name.startswith('voicecli') else ():\n"
+            "        if dataclasses.is_dataclass(cls) and cls.__module__ == name:\n"
+            "            print(name, cls.__name__, cls.__doc__.startswith(cls.__name__ + '('),\n"
+            "                  cls.__dataclass_params__.frozen)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    rows = [line.split() for line in out.splitlines()]
+    assert len(rows) > 25
+    assert [r[:2] for r in rows if r[2] == "True"] == []  # no generated docstring
+    assert [r[1] for r in rows if r[0] == "voicecli.events" and r[3] == "True"] == []
 
 
 def test_importlib_metadata_still_works_after_the_ws_transport_deferred_it(home):

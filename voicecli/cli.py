@@ -2,9 +2,11 @@
 
 Startup is a feature: this module imports only Typer and the standard library. Every command
 imports what it needs (transports, audio, numpy, prompt_toolkit) inside its own function.
-"""
 
-from __future__ import annotations
+No `from __future__ import annotations` here: Typer would then evaluate each option's annotation
+string several times while building the command being run (~5 ms of every start); evaluated once
+as the functions are defined, they cost ~1.5 ms.
+"""
 
 import sys
 from dataclasses import dataclass, field

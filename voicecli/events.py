@@ -1,8 +1,13 @@
 """The neutral event vocabulary shared by every layer (see DESIGN.md).
 
 `wire/` turns Responses, Chat Completions and Realtime traffic into these; front ends consume only
-these and never see a wire dict. Plain frozen dataclasses: cheap to build on the hot path, easy
+these and never see a wire dict. Plain dataclasses: cheap to build on the hot path, easy
 to compare in tests, and `to_json()` gives the `--events` JSON Lines form.
+
+They are not `frozen`: nothing hashes an event or changes one (a changed copy is made with
+`dataclasses.replace`), and on Python 3.11 `frozen=True` costs each class three more generated
+methods, compiled at import (~0.5 ms a class, on every command's start-up path). Each class has a
+docstring for the same reason: without one, @dataclass writes one from `inspect.signature`.
 """
 
 from __future__ import annotations
@@ -12,28 +17,34 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TextDelta:
+    """A piece of the answer's text."""
+
     text: str
     item_id: str | None = None
     refusal: bool = False  # a refusal part rather than ordinary output text
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReasoningDelta:
+    """A piece of a reasoning summary."""
+
     text: str
     item_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolCall:
+    """The model asks for a local tool to run."""
+
     call_id: str
     name: str
     arguments: str  # the JSON text exactly as the model sent it
     item_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HostedToolProgress:
     """Progress of a server-side tool (web_search, file_search, code_interpreter)."""
 
@@ -42,7 +53,7 @@ class HostedToolProgress:
     item_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolResult:
     """A local tool call finished (or was refused); the session sends `output` back to the model."""
 
@@ -54,8 +65,10 @@ class ToolResult:
     duration_ms: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AudioDelta:
+    """A piece of the spoken answer."""
+
     pcm: bytes  # PCM16 LE mono 24 kHz
     item_id: str | None = None
     response_id: str | None = None
@@ -64,28 +77,36 @@ class AudioDelta:
     spoken: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Transcript:
+    """Text of what the user or the assistant said (a part, or the whole with `final`)."""
+
     role: Literal["user", "assistant"]
     text: str
     final: bool = False
     item_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SpeechStarted:
+    """The server heard the user start speaking."""
+
     audio_start_ms: int = 0
     item_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SpeechStopped:
+    """The server heard the user stop speaking."""
+
     audio_end_ms: int = 0
     item_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Usage:
+    """Token counts of a response; `+` adds two, for a turn's or a session's totals."""
+
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
@@ -102,8 +123,10 @@ class Usage:
 TurnStatus = Literal["completed", "incomplete", "failed", "cancelled"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TurnEnd:
+    """The response is over: how it ended, and its id."""
+
     status: TurnStatus
     response_id: str | None = None
     reason: str | None = None  # incomplete/cancelled reason, e.g. "max_output_tokens"
@@ -111,14 +134,14 @@ class TurnEnd:
     output_items: tuple[dict[str, Any], ...] = field(default=(), repr=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResponseStarted:
     """A Realtime response began (`response.created`): its audio and text follow."""
 
     response_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Disconnected:
     """The voice session lost its connection (or renewed it); a new one follows with the history replayed."""
 
@@ -129,8 +152,10 @@ class Disconnected:
 ErrorKind = Literal["auth", "rate_limit", "quota", "network", "timeout", "invalid_request", "not_found", "server", "protocol"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Error:
+    """A failure, classified: `kind` says what went wrong, `retryable` whether trying again may help."""
+
     kind: ErrorKind
     message: str
     retryable: bool = False

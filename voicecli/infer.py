@@ -22,7 +22,7 @@ from voicecli import convlog
 from voicecli.errors import ExitCode, UsageError
 from voicecli.events import Error, Event, HostedToolProgress, ReasoningDelta, TextDelta, ToolResult, to_json
 from voicecli.profiles import Profile
-from voicecli.ui.render import dim, make_renderer, wants_markdown
+from voicecli.ui.term import dim, make_renderer, wants_markdown
 from voicecli.ui.spinner import Spinner
 from voicecli.ui.status import describe_error, error_hint, setup_logging, usage_line
 from voicecli.items import Message
@@ -32,6 +32,8 @@ MIB = 1024 * 1024
 
 @dataclass
 class InferOptions:
+    """The flags of `voicecli infer` beyond the profile's."""
+
     prompt: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)  # -f: paths and http(s) URLs
     images: list[str] = field(default_factory=list)

@@ -4,6 +4,10 @@ The session layer keeps its history as these items; each dialect module in `wire
 `chat`, `realtime`) converts them into its own JSON. A `ToolDef` is one tool as a profile's
 `[[tools]]` table declares it (its field metadata drives the profile checks) and as every dialect
 receives it. Nothing here imports configuration or I/O, so `wire/` can depend on it.
+
+The history items and the request are frozen: they are shared by the history, the requests already
+sent and the conversation log, so changing one in place would make them disagree. Every class has
+a docstring: without one, @dataclass writes one from `inspect.signature` at import.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ def option(default: Any = None, *, choices: tuple = (), lo: float | None = None,
 
 @dataclass
 class ToolDef:
+    """One tool: a `[[tools]]` table of a profile, a hosted tool, or an MCP server's tool."""
+
     name: str = option("")
     description: str = option("")
     type: str = option("function", choices=("function", "web_search", "file_search", "code_interpreter", "mcp"))
@@ -53,6 +59,8 @@ Dialect = Literal["responses", "chat", "realtime"]
 
 @dataclass(frozen=True, slots=True)
 class Message:
+    """A user, assistant or system message in the history."""
+
     role: Role
     text: str
     images: Sequence[str] = ()  # image URLs or data: URLs (user messages)
@@ -61,6 +69,8 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class FunctionCall:
+    """A tool call the model made, kept in the history."""
+
     call_id: str
     name: str
     arguments: str  # JSON text exactly as the model sent it
@@ -68,6 +78,8 @@ class FunctionCall:
 
 @dataclass(frozen=True, slots=True)
 class FunctionOutput:
+    """A tool call's result, sent back to the model."""
+
     call_id: str
     output: str
     name: str | None = None  # the tool's name, for dialects/logs that want it
@@ -90,6 +102,8 @@ HistoryItem = Message | FunctionCall | FunctionOutput | OpaqueItem
 
 @dataclass(frozen=True, slots=True)
 class Request:
+    """One request to the model: settings, instructions, the history to send and the tools offered."""
+
     model: str
     instructions: str | None
     items: Sequence[HistoryItem]

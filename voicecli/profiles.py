@@ -19,6 +19,7 @@ import re
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 @dataclass
 class Connection:
+    """`[connection]`: where the API is and how to reach it."""
+
     base_url: str = _opt("https://api.openai.com/v1", help="API root; 'sim' starts the built-in simulator")
     api_key_env: str = _opt("OPENAI_API_KEY", help="name of the env var holding the key; '' sends none")
     transport: str = _opt("ws", choices=("ws", "sse", "chat"), help="text transport")
@@ -46,6 +49,8 @@ class Connection:
 
 @dataclass
 class ModelSettings:
+    """`[model]`: the text model and its request settings (unset ones are not sent)."""
+
     name: str = _opt("gpt-5.5", help="model for chat and infer")
     instructions: str | None = _opt(help="system/developer instructions")
     temperature: float | None = _opt(lo=0, hi=2)
@@ -79,6 +84,8 @@ class ModelSettings:
 
 @dataclass
 class VoiceSettings:
+    """`[voice]`: `talk`'s engine, voice, turn detection, audio devices and speech models."""
+
     engine: str = _opt("auto", choices=("auto", "realtime", "cascade"),
                        help="talk over the Realtime API, or speech-to-text → text model → text-to-speech; "
                             "auto: cascade when the transport is chat")
@@ -114,6 +121,8 @@ class VoiceSettings:
 
 @dataclass
 class UiSettings:
+    """`[ui]`: terminal behaviour and input limits."""
+
     vi_mode: bool = _opt(False, help="vi key bindings in chat")
     markdown: bool = _opt(True, help="render markdown on a TTY")
     max_input_mib: float = _opt(50.0, lo=0.001, hi=4096, help="largest stdin, -f file or page (and chat /file) taken, in MiB")
@@ -144,6 +153,8 @@ TOP_LEVEL = {"description": str, "extends": str}
 
 @dataclass
 class Profile:
+    """A loaded profile: its sections after `extends`, the environment and overrides."""
+
     name: str
     source: str  # "builtin" | "user" | "path"
     path: Path | None
@@ -352,36 +363,39 @@ def _validate_value(cls: type, section: str, key: str, value: Any, src: _Source,
         raise _unknown(label, list(info), src, section, key)
     tp, f = info[key]
     coerced = _check_type(tp, value)
-    where = src.where(section, key, index)
+
+    def where() -> str:  # file:line, looked up only for an error (a scan of the file per key)
+        return src.where(section, key, index)
+
     if coerced is None:
         shown = repr(value) if not isinstance(value, (dict, list)) else _type_name(value)
-        raise ConfigError(f"{where}: {label} must be {_describe(tp)}, got {_type_name(value)} {shown}")
+        raise ConfigError(f"{where()}: {label} must be {_describe(tp)}, got {_type_name(value)} {shown}")
     if cls is Connection and key in ("headers", "api_key_env"):
         _check_connection_value(key, coerced, where)
     meta = f.metadata
     if meta.get("choices") and isinstance(coerced, str) and coerced not in meta["choices"]:
         close = difflib.get_close_matches(coerced, meta["choices"], n=1)
         hint = f"did you mean '{close[0]}'?" if close else None
-        raise ConfigError(f"{where}: {label} must be one of {', '.join(meta['choices'])}; got '{coerced}'",
+        raise ConfigError(f"{where()}: {label} must be one of {', '.join(meta['choices'])}; got '{coerced}'",
                           hint=hint)
     if cls is ModelSettings and key == "price":
         from voicecli.pricing import price_problems
 
         problems = price_problems(coerced)
         if problems:
-            raise ConfigError(f"{where}: {label}: {problems[0]}", hint="e.g. price = { input = 0.5, output = 1.5 }")
+            raise ConfigError(f"{where()}: {label}: {problems[0]}", hint="e.g. price = { input = 0.5, output = 1.5 }")
     if isinstance(coerced, (int, float)) and not isinstance(coerced, bool):
         lo, hi = meta.get("lo"), meta.get("hi")
         if (lo is not None and coerced < lo) or (hi is not None and coerced > hi):
             bounds = f"between {lo:g} and {hi:g}" if hi is not None else f"at least {lo:g}"
-            raise ConfigError(f"{where}: {label} must be {bounds}; got {coerced:g}")
+            raise ConfigError(f"{where()}: {label} must be {bounds}; got {coerced:g}")
     return coerced
 
 
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
 
 
-def _check_connection_value(key: str, value: Any, where: str) -> None:
+def _check_connection_value(key: str, value: Any, where: Callable[[], str]) -> None:
     """Header names and values that HTTP can carry; the NAME of the key variable, not a key.
     Errors never quote a value: it may be a secret."""
     if key == "headers":
@@ -389,13 +403,13 @@ def _check_connection_value(key: str, value: Any, where: str) -> None:
 
         for name, text in value.items():
             if not HEADER_NAME.match(name):
-                raise ConfigError(f"{where}: connection.headers: {name!r} is not a valid header name",
+                raise ConfigError(f"{where()}: connection.headers: {name!r} is not a valid header name",
                                   hint="header names hold letters, digits and !#$%&'*+-.^_`|~")
             problem = header_value_problem(text)
             if problem:
-                raise ConfigError(f"{where}: connection.headers.{name} {problem}")
+                raise ConfigError(f"{where()}: connection.headers.{name} {problem}")
     elif value.startswith("sk-") or (len(value) >= 20 and not value.isidentifier()):
-        raise ConfigError(f"{where}: connection.api_key_env looks like an API key (not shown here); "
+        raise ConfigError(f"{where()}: connection.api_key_env looks like an API key (not shown here); "
                           "it must be the NAME of the environment variable that holds the key",
                           hint='export the key, e.g. export OPENAI_API_KEY=sk-…, and write '
                                'api_key_env = "OPENAI_API_KEY"')
@@ -530,6 +544,8 @@ def _tool_from_raw(raw: dict[str, Any]) -> ToolDef:
 
 @dataclass
 class ProfileRef:
+    """Where a profile's file is."""
+
     name: str
     source: str
     path: Path

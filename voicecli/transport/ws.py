@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import sys
 import types
+from typing import Literal
 
 
 class _ImportedOnFirstUse(types.ModuleType):
@@ -26,12 +28,15 @@ def _import_on_first_use(name: str) -> None:
     if name not in sys.modules:
         stand_in = sys.modules[name] = _ImportedOnFirstUse(name)
         parent, _, child = name.rpartition(".")
-        setattr(sys.modules[parent], child, stand_in)  # as `import parent.child` does
+        setattr(importlib.import_module(parent), child, stand_in)  # as `import parent.child` does
 
 
 # websockets/version.py imports importlib.metadata (~10 ms: email, zipfile, csv, …) for the
 # version of a development checkout only; a released websockets never uses it.
 _import_on_first_use("importlib.metadata")
+# websockets/uri.py imports urllib.request (~10 ms: http.client, email, …) to look up a proxy as a
+# connection opens; `_proxy()` skips the lookup when it could find none.
+_import_on_first_use("urllib.request")
 
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus  # noqa: E402,F401
@@ -52,11 +57,20 @@ class ConnectError(Exception):
         self.error = error
 
 
+def _proxy() -> Literal[True] | None:
+    """websockets' `proxy` argument: True (look one up, as websockets does by default) unless the
+    lookup cannot find any. Outside macOS and Windows, urllib.request's lookup reads only the
+    environment variables named *_proxy (any case): with none set there is no proxy."""
+    if sys.platform in ("darwin", "win32") or any(k.lower().endswith("_proxy") and v for k, v in os.environ.items()):
+        return True
+    return None
+
+
 async def open_websocket(url: str, conn: Connection, api_key: str | None) -> ClientConnection:
     """Open `url` with the profile's headers, within `connection.connect_timeout`; pings answered
     within `read_timeout` keep it known to be alive."""
     try:
-        return await connect(url, additional_headers=request_headers(conn, api_key),
+        return await connect(url, additional_headers=request_headers(conn, api_key), proxy=_proxy(),
                              open_timeout=conn.connect_timeout, max_size=None, compression=None,
                              ping_interval=20, ping_timeout=conn.read_timeout, close_timeout=CLOSE_TIMEOUT)
     except InvalidStatus as exc:

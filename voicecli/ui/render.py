@@ -1,4 +1,4 @@
-"""Streaming answer output: raw text for pipes, line-by-line markdown on a terminal.
+"""Streaming answer output: line-by-line markdown on a terminal (raw text for pipes: `ui/term.py`).
 
 The markdown renderer formats the text in one pass as it arrives, so its cost is linear in the
 answer's length and a finished row is never drawn again:
@@ -20,10 +20,12 @@ its first line); setext headings, HTML and footnotes are shown as typed.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
-from typing import IO, Protocol
+from typing import IO
+
+from voicecli.ui.term import (  # noqa: F401  (the light part, re-exported from here)
+    RawRenderer, Renderer, dim, is_terminal, make_renderer, terminal_columns, wants_colour, wants_markdown)
 
 CODE_THEME = "monokai"  # minus its near-white default text colour, so plain code suits any background
 RESET = "\x1b[0m"
@@ -45,55 +47,6 @@ _NUMBER = re.compile(r"(\d{1,9}[.)])(?:[ \t]+|$)")
 _NUMBER_START = re.compile(r"\d{1,9}[.)]?")
 _TABLE_SEP = re.compile(r"\|?(?:[ \t]*:?-+:?[ \t]*\|)*[ \t]*:?-+:?[ \t]*\|?[ \t]*")
 _CELL = re.compile(r"(?<!\\)\|")
-
-
-class Renderer(Protocol):
-    def text(self, delta: str) -> None: ...
-    def finish(self) -> None: ...
-
-
-def is_terminal(stream: IO[str]) -> bool:
-    """A terminal that takes escape codes (cursor moves, erasing): not a pipe, not TERM=dumb."""
-    try:
-        return stream.isatty() and os.environ.get("TERM") != "dumb"
-    except (AttributeError, ValueError):  # no isatty, or closed
-        return False
-
-
-def wants_colour(stream: IO[str]) -> bool:
-    """Colour and styles: a terminal that takes escape codes, unless NO_COLOR is set."""
-    return is_terminal(stream) and not os.environ.get("NO_COLOR")
-
-
-def wants_markdown(stream: IO[str], *, raw: bool = False) -> bool:
-    return not raw and wants_colour(stream)
-
-
-def make_renderer(stream: IO[str] | None = None, *, markdown: bool | None = None) -> Renderer:
-    stream = stream or sys.stdout
-    if markdown is None:
-        markdown = wants_markdown(stream)
-    return MarkdownRenderer(stream) if markdown else RawRenderer(stream)
-
-
-class RawRenderer:
-    """Exactly the model's text, flushed per delta, plus a final newline if it lacked one."""
-
-    def __init__(self, stream: IO[str]):
-        self.stream = stream
-        self._last = "\n"
-
-    def text(self, delta: str) -> None:
-        if delta:
-            self.stream.write(delta)
-            self.stream.flush()
-            self._last = delta[-1]
-
-    def finish(self) -> None:
-        if self._last != "\n":
-            self.stream.write("\n")
-            self._last = "\n"
-        self.stream.flush()
 
 
 def _width(text: str) -> int:
@@ -779,21 +732,3 @@ def _highlight(line: str, lexer) -> str:
                 cur = style
             parts.append(value)
     return "".join(parts) + (RESET if cur[0] else "")
-
-
-def terminal_columns(stream) -> int:
-    """The width of the terminal `stream` writes to (at least 20), or 80 when it is none."""
-    try:
-        return max(20, os.get_terminal_size(stream.fileno()).columns)
-    except (AttributeError, ValueError, OSError):
-        return 80
-
-
-def dim(text: str, stream: IO[str] | None = None) -> None:
-    """Secondary information (reasoning, footers) on stderr, dim on a terminal."""
-    stream = stream or sys.stderr
-    if wants_colour(stream):
-        stream.write(f"\x1b[2m{text}\x1b[0m")
-    else:
-        stream.write(text)
-    stream.flush()

@@ -25,7 +25,7 @@ _active: Spinner | None = None  # the one drawn now, for clear_line()
 class Spinner:
     def __init__(self, stream: IO[str] | None = None, *, enabled: bool | None = None,
                  clock: Callable[[], float] = time.monotonic, interval: float = INTERVAL):
-        from voicecli.ui.render import is_terminal
+        from voicecli.ui.term import is_terminal
 
         self.stream = stream or sys.stderr
         self.enabled = is_terminal(self.stream) if enabled is None else enabled

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import IO, Callable
 
-from voicecli.ui.render import dim, terminal_columns
+from voicecli.ui.term import dim, terminal_columns
 
 
 def _cells(text: str) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 from voicecli.errors import ExitCode
@@ -111,6 +110,8 @@ def retry_after_seconds(headers: Mapping[str, Any], *, now: float | None = None)
     seconds = _number(value)
     if seconds is not None:
         return seconds
+    from email.utils import parsedate_to_datetime  # an HTTP date: rare, and email.utils costs ~6 ms to import
+
     try:
         when = parsedate_to_datetime(value).timestamp()
         reference = now if now is not None else parsedate_to_datetime(h["date"]).timestamp()
