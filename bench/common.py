@@ -57,11 +57,15 @@ def time_command(argv: list[str], runs: int = 15, warmup: int = 2, env: dict | N
 def time_commands(commands: dict[str, list[str]], runs: int = 10, warmup: int = 2,
                   env: dict | None = None) -> dict[str, float]:
     """Median wall time of each command, in seconds; the commands take turns, run after run, so
-    a neighbour's load on a shared machine hits them alike and their ratios stay meaningful."""
+    a neighbour's load on a shared machine hits them alike and their ratios stay meaningful. Each
+    round starts one command later: whatever runs first (or after a particular one) pays or saves
+    the same for every command."""
     env = {**os.environ, **(env or {})}
     samples: dict[str, list[float]] = {name: [] for name in commands}
+    names = list(commands)
     for i in range(warmup + runs):
-        for name, argv in commands.items():
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            argv = commands[name]
             start = time.perf_counter()
             subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=True)
             if i >= warmup:

@@ -59,7 +59,7 @@ def run() -> Section:
             (home / "llm" / "keys.json").write_text('{"sim": "sk-bench"}')
             commands["llm -m sim (chat completions)"] = [str(llm_bin / "llm"), "-m", "sim", "--no-log", "hello"]
         commands["voicecli --version (startup floor)"] = [voicecli, "--version"]
-        timings = time_commands(commands, runs=10, env=env)
+        timings = time_commands(commands, runs=12, env=env)
         sdk = timings["openai SDK script (responses, stream)"]
         for label, t in timings.items():
             section.rows.append([f"(a) `{label}` wall time", ms(t), f"{t / sdk:.2f}× SDK"])
