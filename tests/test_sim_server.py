@@ -178,22 +178,31 @@ def test_serve_returns_when_cancelled():
     asyncio.run(main())
 
 
-def test_serve_forever_exits_cleanly_on_ctrl_c():
-    code = (
-        "import sys\n"
-        "from voicecli.sim.server import serve_forever\n"
-        "from voicecli.sim.config import SimConfig\n"
-        "serve_forever(SimConfig(), on_ready=lambda url: (print(url), sys.stdout.flush()))\n"
-    )
+def serve_forever_process(config: str = "") -> tuple[subprocess.Popen, str]:
+    """`serve_forever(SimConfig(config))` in a process of its own, as `voicecli sim` runs it; its URL."""
+    code = ("import sys\n"
+            "from voicecli.sim.server import serve_forever\n"
+            "from voicecli.sim.config import SimConfig\n"
+            f"serve_forever(SimConfig({config}), on_ready=lambda url: (print(url), sys.stdout.flush()))\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, proc.stdout.readline().strip()
+
+
+def stop_with_ctrl_c(proc: subprocess.Popen) -> tuple[str, str]:
     try:
-        url = proc.stdout.readline().strip()
-        assert httpx.post(f"{url}/responses", json={"model": "m", "input": "x"}).status_code == 200
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
+        return proc.communicate(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_serve_forever_exits_cleanly_on_ctrl_c():
+    proc, url = serve_forever_process()
+    try:
+        assert httpx.post(f"{url}/responses", json={"model": "m", "input": "x"}).status_code == 200
+    finally:
+        out, err = stop_with_ctrl_c(proc)
     assert proc.returncode == 0 and "Traceback" not in err and out == ""
 
 
@@ -203,24 +212,14 @@ def test_serve_forever_exits_cleanly_on_ctrl_c():
 ])
 def test_a_client_leaving_mid_stream_is_not_a_traceback(path, body):
     """`voicecli sim` on a terminal: a client's Ctrl-C or barge-in cuts a stream; that is no error."""
-    code = (
-        "import sys\n"
-        "from voicecli.sim.server import serve_forever\n"
-        "from voicecli.sim.config import SimConfig\n"
-        "serve_forever(SimConfig(delta_delay=0.01), on_ready=lambda url: (print(url), sys.stdout.flush()))\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc, url = serve_forever_process("delta_delay=0.01")
     try:
-        url = proc.stdout.readline().strip()
         with httpx.stream("POST", f"{url}{path}", json=body) as reply:
             next(reply.iter_raw())  # the stream has begun; leave
         time.sleep(0.5)  # the simulator's next writes find the connection gone
         assert httpx.post(f"{url}/responses", json={"model": "m", "input": "x"}).status_code == 200
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        out, err = stop_with_ctrl_c(proc)
     assert proc.returncode == 0 and "Traceback" not in err and "Error handling request" not in err, err
 
 
