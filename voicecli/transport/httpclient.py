@@ -427,8 +427,14 @@ class Client:
                 http = connection.http
                 data = http.send(h11.Request(method=method, target=path, headers=lines))
                 data += http.send(h11.Data(data=content)) if content else b""
-                await connection.send(data + http.send(h11.EndOfMessage()), self.read_timeout)
-                event = await connection.next_event(self.read_timeout)
+                try:
+                    await connection.send(data + http.send(h11.EndOfMessage()), self.read_timeout)
+                except Timeout:
+                    raise
+                except TransportError as unsent:  # the server may have answered, then hung up
+                    event = await _early_reply(connection, self.read_timeout, unsent)
+                else:
+                    event = await connection.next_event(self.read_timeout)
                 while isinstance(event, h11.InformationalResponse):  # 100 Continue and the like
                     event = await connection.next_event(self.read_timeout)
             except TransportError as exc:
@@ -522,6 +528,21 @@ class Client:
             for connection in pool:
                 connection.abort()
         self._idle.clear()
+
+
+async def _early_reply(connection: _Connection, timeout: float, unsent: TransportError) -> Any:
+    """The reply a server sent before it closed the connection on a request it would not read to
+    the end (a 413 for a large upload): it says more than "connection reset". Else `unsent`."""
+    # what arrived before the reset: StreamReader.read() raises the reset first, however much is buffered
+    connection.http.receive_data(bytes(connection.reader._buffer))
+    connection.reader._buffer.clear()
+    try:
+        event = await connection.next_event(timeout)
+    except TransportError:
+        raise unsent from None
+    if not isinstance(event, (h11.Response, h11.InformationalResponse)):
+        raise unsent
+    return event
 
 
 def _headers(raw: list[tuple[bytes, bytes]]) -> Headers:
