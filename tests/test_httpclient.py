@@ -21,7 +21,36 @@ from voicecli.transport.httpclient import (Client, InvalidURL, Timeout, Transpor
                                           proxy_for)
 
 
-class RawServer:
+class LoopbackServer:
+    """`_serve(reader, writer)` on 127.0.0.1, in an event loop of its own thread; `url`, `stop()`."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.server = self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    async def _serve(self, reader, writer):
+        raise NotImplementedError
+
+    def stop(self):
+        """Connections cancelled, the loop closed (no "unclosed" or "never awaited" warnings later,
+        whenever the garbage collector finds it)."""
+        async def shutdown():
+            self.server.close()
+            tasks = asyncio.all_tasks() - {asyncio.current_task()}
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+class RawServer(LoopbackServer):
     """Answers each request on a connection with the next of `replies` (bytes, or a callable of
     the request bytes); records the requests and counts connections."""
 
@@ -32,11 +61,7 @@ class RawServer:
         self.closed_by_client = 0  # connections that ended from the client's side
         self.close_after = close_after  # requests per connection before the server hangs up silently
         self.read_body = read_body  # False: answer after the headers, leaving the body unread
-        self.loop = asyncio.new_event_loop()
-        self.server = self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
+        super().__init__()
 
     async def _serve(self, reader, writer):
         self.connections += 1
@@ -58,24 +83,6 @@ class RawServer:
             self.closed_by_client += 1
         writer.close()
 
-    def stop(self):
-        stop_loop(self.loop, self.server, self.thread)
-
-
-def stop_loop(loop: asyncio.AbstractEventLoop, server: asyncio.Server, thread: threading.Thread) -> None:
-    """Close a server running in its own thread: connections cancelled, the loop closed (no
-    "unclosed" or "never awaited" warnings later, whenever the garbage collector finds it)."""
-    async def shutdown():
-        server.close()
-        tasks = asyncio.all_tasks() - {asyncio.current_task()}
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    asyncio.run_coroutine_threadsafe(shutdown(), loop).result(5)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
 
 
 @pytest.fixture
@@ -105,6 +112,14 @@ def chunked(*pieces: bytes) -> bytes:
 
 def run(coro):
     return asyncio.run(coro)
+
+
+def body_of(url: str) -> bytes:
+    """GET `url` with a new client: the body."""
+    async def get():
+        return (await Client(connect_timeout=5, read_timeout=5).get(url)).content
+
+    return run(get())
 
 
 def test_kept_alive_connection_serves_the_next_request(raw):
@@ -205,23 +220,13 @@ def test_silence_is_a_read_timeout(raw):
 def test_compressed_bodies_are_decoded(raw, encoding, pack):
     body = b'{"id": "sim-1", "object": "model"}\n' * 50
     server = raw(ok(pack(body), f"Content-Encoding: {encoding}"))
-
-    async def go():
-        client = Client(connect_timeout=5, read_timeout=5)
-        return (await client.get(server.url + "/")).content
-
-    assert run(go()) == body
+    assert body_of(server.url + "/") == body
 
 
 def test_an_unknown_content_encoding_is_an_error_not_garbage(raw):
     server = raw(ok(b"\x00\x01", "Content-Encoding: br"))
-
-    async def go():
-        client = Client(connect_timeout=5, read_timeout=5)
-        return (await client.get(server.url + "/")).content
-
     with pytest.raises(TransportError, match="br encoding"):
-        run(go())
+        body_of(server.url + "/")
 
 
 def test_multipart_body_parses_as_the_form_it_was_made_from():
@@ -249,17 +254,13 @@ def test_no_proxy_matching(host, no_proxy, exempt):
     assert _exempt(host, no_proxy) is exempt
 
 
-class Proxy:
+class Proxy(LoopbackServer):
     """A forward proxy on loopback: absolute-form requests for http targets, CONNECT tunnels for
     https ones; it records the first line of each request it is asked."""
 
     def __init__(self):
         self.seen: list[str] = []
-        self.loop = asyncio.new_event_loop()
-        self.server = self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
+        super().__init__()
 
     async def _serve(self, reader, writer):
         head = await reader.readuntil(b"\r\n\r\n")
@@ -288,8 +289,6 @@ class Proxy:
         finally:
             writer.close()
 
-    def stop(self):
-        stop_loop(self.loop, self.server, self.thread)
 
 
 @pytest.fixture
@@ -362,12 +361,8 @@ def test_a_name_whose_first_address_is_silent_connects_through_the_next(raw, mon
 
     monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
 
-    async def go():
-        client = Client(connect_timeout=5, read_timeout=5)
-        return (await client.get(f"http://dual.test:{port}/")).content
-
     try:
-        assert run(go()) == b"ok"
+        assert body_of(f"http://dual.test:{port}/") == b"ok"
     finally:
         for s_ in [silent, *fillers]:
             s_.close()
@@ -383,13 +378,8 @@ def test_international_host_names_go_out_in_their_ascii_form():
 
 def test_a_corrupt_compressed_body_is_a_transport_error(raw):
     server = raw(ok(b"plainly not gzip", "Content-Encoding: gzip"))
-
-    async def go():
-        client = Client(connect_timeout=5, read_timeout=5)
-        return (await client.get(server.url + "/")).content
-
     with pytest.raises(TransportError, match="gzip body is corrupt"):
-        run(go())
+        body_of(server.url + "/")
 
 
 @pytest.mark.parametrize("early", [True, False])
