@@ -147,7 +147,8 @@ def _time_to_prompt(base_url: str, home: str, runs: int = 7) -> float:
 def run() -> Section:
     from voicecli.sim.config import SimConfig
     from voicecli.sim.server import start_in_thread
-    from voicecli.ui.render import MarkdownRenderer, RawRenderer
+    from voicecli.ui.render import MarkdownRenderer
+    from voicecli.ui.term import RawRenderer
 
     section = Section(
         name="chat", title="chat: streaming render cost and time to the first prompt",

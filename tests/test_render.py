@@ -13,7 +13,8 @@ import re
 
 import pytest
 
-from voicecli.ui.render import MarkdownRenderer, RawRenderer, make_renderer
+from voicecli.ui.render import MarkdownRenderer
+from voicecli.ui.term import RawRenderer, make_renderer
 
 _TOKEN = re.compile(r"\x1b\[([0-9;]*)([A-Za-z])|\r|\n|[^\x1b\r\n]")
 

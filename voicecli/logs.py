@@ -282,7 +282,7 @@ def show_conversation(cid: str | None, json_out: bool, raw: bool) -> None:
         _print_json({**conv.summary(), "meta": conv.meta, "items": conv.items, "turns": conv.turns,
                      "tool_results": conv.tool_results})
         return
-    from voicecli.ui.render import make_renderer, wants_markdown
+    from voicecli.ui.term import make_renderer, wants_markdown
 
     renderer = make_renderer(sys.stdout, markdown=wants_markdown(sys.stdout, raw=raw))
     renderer.text(markdown(conv))

@@ -24,8 +24,7 @@ import re
 import sys
 from typing import IO
 
-from voicecli.ui.term import (  # noqa: F401  (the light part, re-exported from here)
-    RawRenderer, Renderer, dim, is_terminal, make_renderer, terminal_columns, wants_colour, wants_markdown)
+from voicecli.ui.term import terminal_columns
 
 CODE_THEME = "monokai"  # minus its near-white default text colour, so plain code suits any background
 RESET = "\x1b[0m"

@@ -33,7 +33,7 @@ from voicecli.events import Event, HostedToolProgress, ReasoningDelta, TextDelta
 from voicecli.profiles import Profile
 from voicecli.sanitize import escape_controls
 from voicecli.transcript import Entry, markdown_entry, open_transcript
-from voicecli.ui.render import dim, make_renderer, wants_markdown
+from voicecli.ui.term import dim, make_renderer, wants_markdown
 from voicecli.ui.spinner import Spinner
 from voicecli.ui.status import describe_error, error_hint, setup_logging, usage_line
 from voicecli.ui.typeahead import hold_keys

@@ -45,7 +45,7 @@ class TalkView:
         self.level = level or (lambda: 0.0)
         self.data_out = data_out  # stdout when it is not a terminal: final lines only
         self.file = console_file or (sys.stdout if sys.stdout.isatty() else sys.stderr)
-        from voicecli.ui.render import is_terminal
+        from voicecli.ui.term import is_terminal
 
         self.live_mode = is_terminal(self.file)  # TERM=dumb: plain lines, no cursor codes
         self.state = "connecting"
