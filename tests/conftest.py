@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+
+# A background job of a non-interactive shell starts with SIGINT ignored, and an ignored signal stays
+# ignored across exec: every CLI subprocess would then shrug off the Ctrl-C the tests send it. With a
+# handler installed here instead, exec resets SIGINT to its default in each child, whoever ran pytest.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 TESTS = Path(__file__).parent
 TRAFFIC = TESTS / "traffic"  # recorded real traffic, copied from the shared set (see traffic/SOURCES.md)
