@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 from typing import Callable, Iterator
@@ -16,6 +17,16 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 
 TESTS = Path(__file__).parent
 TRAFFIC = TESTS / "traffic"  # recorded real traffic, copied from the shared set (see traffic/SOURCES.md)
+
+
+def pytest_configure(config):
+    """Once per run (not per worker): compile voicecli to bytecode, as installing it does. Under
+    PYTHONDONTWRITEBYTECODE=1 every CLI subprocess would otherwise compile its modules from source,
+    about 0.2 s of CPU each time, hundreds of times a run."""
+    if not hasattr(config, "workerinput"):
+        import compileall
+
+        compileall.compile_dir(str(TESTS.parent / "voicecli"), quiet=1)
 
 
 @pytest.fixture
@@ -45,3 +56,33 @@ def make_sim() -> Iterator[Callable[..., object]]:
 def sim(make_sim):
     """A default simulator: no key required, no script, no delays."""
     return make_sim()
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """The long tests first, so parallel workers take them on while the short ones fill the gaps (instead
+    of one worker finishing a 20-second talk test after the others ran dry). The audio tests share one
+    worker (`--dist loadgroup`): one PulseAudio stack, and one real-time test on it at a time."""
+    for item in items:
+        if item.get_closest_marker("audio"):
+            item.add_marker(pytest.mark.xdist_group("audio"))
+    items.sort(key=lambda item: 0 if item.get_closest_marker("audio") else 1 if item.get_closest_marker("slow") else 2)
+
+
+_yielded = False
+
+
+def pytest_runtest_setup(item):
+    """A parallel worker lowers its priority (and its children's) for good at its first test that does not
+    play real-time audio. The audio tests run first, on one worker, at normal priority: what they time is
+    talk's own real-time work, not how busy the other workers keep the CPUs."""
+    global _yielded
+    if not _yielded and "PYTEST_XDIST_WORKER" in os.environ and not item.get_closest_marker("audio"):
+        os.nice(10)
+        _yielded = True
+
+
+def pytest_xdist_auto_num_workers(config):
+    """Workers for `-n auto`: the suite mostly waits (real-time audio, subprocesses, servers), so four per
+    core (at most 16) keep the CPUs busy; VOICECLI_TEST_WORKERS overrides."""
+    return int(os.environ.get("VOICECLI_TEST_WORKERS") or min(4 * (os.cpu_count() or 1), 16))

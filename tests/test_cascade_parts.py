@@ -193,6 +193,7 @@ def test_a_transcript_stream_cut_before_done_is_an_error():
 
 
 @pytest.mark.parametrize("piece", [1, 3, 4095, 100000])
+@pytest.mark.slow
 def test_speech_pcm_from_a_recorded_reply_arrives_whole(piece):
     body = (TRAFFIC / "tts_pcm_01.pcm").read_bytes()
     seen: list = []
@@ -205,6 +206,7 @@ def test_speech_pcm_from_a_recorded_reply_arrives_whole(piece):
 
 
 @pytest.mark.parametrize("piece", [1, 13, 100000])
+@pytest.mark.slow
 def test_a_streamed_wav_is_unwrapped_despite_its_0xffffffff_sizes(piece):
     body = (TRAFFIC / "tts_wav_01.wav").read_bytes()
     assert body[4:8] == b"\xff\xff\xff\xff"
@@ -285,6 +287,7 @@ def test_quitting_while_text_runs_ahead_of_the_voice_keeps_only_what_was_heard()
 
 
 @pytest.mark.parametrize("piece", [1, 5, 100000])
+@pytest.mark.slow
 def test_a_wav_of_another_rate_and_layout_is_converted(piece):
     import io
     import wave

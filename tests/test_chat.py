@@ -119,8 +119,9 @@ def test_other_transports(home, sim, transport):
     assert chat.exit() == 0
 
 
+@pytest.mark.slow
 def test_slash_commands(home, sim, tmp_path):
-    chat = Chat(home, sim.base_url)
+    chat = Chat(home, sim.base_url, PULSE_SERVER="unix:/nonexistent/pulse")  # /talk finds no microphone
     assert "/transport" in chat.say("/help") and "Alt-Enter" in chat.output
     assert "system: Be brief." in chat.say("/system Be brief.")
     assert "model: sim-2" in chat.say("/model sim-2")
@@ -156,6 +157,7 @@ def test_slash_commands(home, sim, tmp_path):
     assert chat.child.exitstatus == 0
 
 
+@pytest.mark.slow
 def test_copy_uses_a_clipboard_tool_or_says_there_is_none(home, sim, tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -186,6 +188,7 @@ def test_completion_of_commands_and_arguments(home, sim):
     chat.exit()
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_answer_keeps_it_and_the_session_goes_on(home, sim):
     words = " ".join(f"w{i}" for i in range(300))
     chat = Chat(home, sim.base_url, fault="delta_delay=0.05")
@@ -214,6 +217,7 @@ def test_ctrl_c_at_an_empty_prompt_hints_then_exits(home, sim):
     assert not (home / "conversations").exists()  # nothing was said: no conversation file
 
 
+@pytest.mark.slow
 def test_resume_with_c_and_continue_in_infer(home, sim):
     chat = Chat(home, sim.base_url)
     chat.ask("remember the word pineapple")
@@ -314,6 +318,7 @@ def test_lines_from_a_pipe(home, sim):
     assert "total:" in r.err
 
 
+@pytest.mark.slow
 def test_tool_approval_prompt(home, sim, tmp_path):
     profile = tmp_path / "tooly.toml"
     profile.write_text(
@@ -365,6 +370,7 @@ def test_think_block_shows_dim_and_not_as_the_answer(home, sim):
     assert "Considering" not in log and "You said: hello" in log
 
 
+@pytest.mark.slow
 def test_keys_typed_while_the_answer_streams_wait_for_the_next_prompt(home, sim):
     """Typed during an answer: not echoed into it, and at the next prompt as if typed there —
     an Enter typed ahead sends, so `/exit` typed just as the answer ends exits."""

@@ -90,6 +90,7 @@ def test_profiles_show_redacts_and_reports_key_state(home):
     assert data["model"]["name"] == "gpt-5.5"
 
 
+@pytest.mark.slow
 def test_profiles_new_set_validate_round_trip(home):
     r = run_cli(home, "profiles", "new", "work", "--from", "sse")
     assert r.code == 0
@@ -354,6 +355,7 @@ def _uncomment_samples(text: str) -> str:
     return "\n".join(out) + "\n"
 
 
+@pytest.mark.slow
 def test_profiles_set_after_new_edits_the_commented_sample_tables(home):
     """`profiles new` writes commented sample tables; `set` must fill those, not add a second
     `[model]` at the end that breaks the file once the sample is uncommented."""

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pexpect
+import pytest
 
 from clihelp import cli_env, run_cli
 
@@ -49,6 +50,7 @@ def test_transport_vad_and_setting_keys(tmp_path):
     assert "voice.voice" in keys and all(k.startswith("voice.v") for k in keys)
 
 
+@pytest.mark.slow
 def test_models_come_from_the_profiles_and_the_cache_never_the_network(tmp_path, sim):
     line = f"voicecli infer -p offline --base-url {sim.base_url} -m "
     before = complete(tmp_path, line)

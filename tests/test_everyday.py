@@ -37,6 +37,7 @@ def test_option_errors_name_the_option(home):
     assert "voicecli: -o temprature=1: unknown key 'model.temprature'" in r.err
 
 
+@pytest.mark.slow
 def test_chat_first_token_excludes_the_wait_at_the_approval_prompt(tmp_path, sim):
     import re
     import time

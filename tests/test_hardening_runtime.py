@@ -139,6 +139,7 @@ def assert_clean(err: bytes | str) -> None:
 
 
 @pytest.mark.parametrize("tool", ["lingerer", "leaver"])
+@pytest.mark.slow
 def test_a_tool_whose_setsid_child_holds_its_pipes_ends_at_its_timeout(home, sim, tool):
     pidfile = escape_tools(home)
     r = infer(home, sim, "-t", "sse", f"call {tool}", timeout=30)
@@ -148,6 +149,7 @@ def test_a_tool_whose_setsid_child_holds_its_pipes_ends_at_its_timeout(home, sim
     assert gone(int(pidfile.read_text()))  # the escaped grandchild does not outlive the tool
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_runaway_tool_cancels_it_cleanly(home, sim):
     pidfile = escape_tools(home)
     proc = start(home, sim, "infer", "-t", "sse", "call slow")
@@ -192,6 +194,7 @@ def test_sigterm_and_sighup_during_infer_keep_the_partial_answer(home, sim, sig,
     assert records(home)[-1]["type"] == "turn" and records(home)[-1]["status"] == "cancelled"
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_tool_answers_the_call_and_kills_the_tool(home, sim):
     pidfile = escape_tools(home)
     proc = start(home, sim, "infer", "-t", "ws", "call slow")
@@ -240,6 +243,7 @@ def test_sighup_at_an_idle_chat_prompt_exits_129(home, sim):
 # ---- 7. leaving a WebSocket -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_ws_does_not_wait_for_the_close_handshake(home, sim):
     # the simulator answers a close frame only between deltas it is busy sending: a client that
     # waits for the handshake takes its whole close timeout (2 s) to exit
@@ -282,6 +286,7 @@ def test_an_unauthorised_request_adds_no_assistant_message(home):
 # ---- 18. parallel turns on one conversation ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_parallel_turns_on_one_conversation_are_appended_whole(home, sim):
     write_profile(home)
     r = infer(home, sim, "-t", "sse", "--json", "first")

@@ -174,6 +174,7 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+@pytest.mark.slow
 def test_user_state_is_private_under_umask_022(tmp_path):
     home = tmp_path / "home"  # does not exist yet: voicecli creates it
     r = _run_with_umask(home, "infer", "-p", "offline", "hi")

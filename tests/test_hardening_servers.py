@@ -140,6 +140,7 @@ def test_a_query_string_on_the_base_url_is_kept_on_every_request(tmp_path, sim, 
     assert len(sent) == 1 and sent[0]["query"] == {"api-version": "2025-04-01-preview"}
 
 
+@pytest.mark.slow
 def test_a_query_string_on_the_base_url_is_kept_by_talk(tmp_path, sim):
     r = talk(tmp_path, sim.base_url + "/?api-version=2025-04-01-preview")
     assert r.code == 0, r.err
@@ -276,6 +277,7 @@ def expected_timeout(silent, transport: str) -> str:
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.slow
 def test_a_silent_server_times_out_naming_the_timeout(tmp_path, silent, transport):
     r = infer(tmp_path, silent.base_url, "-t", transport, *SHORT)
     assert r.code == 6, r.err
@@ -285,6 +287,7 @@ def test_a_silent_server_times_out_naming_the_timeout(tmp_path, silent, transpor
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.slow
 def test_on_a_terminal_each_retry_is_announced(tmp_path, silent, transport):
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "voicecli", "infer", "-p", "offline", "--base-url", silent.base_url,

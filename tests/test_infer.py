@@ -133,6 +133,7 @@ def test_429_then_success_is_retried(home, sim, transport):
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.slow
 def test_500_exhausting_retries_exits_7(home, sim, transport):
     r = infer(home, sim, "-t", transport, "-o", "connection.max_retries=2", "hi", fault="status=500")
     assert r.code == 7, r.err
@@ -178,6 +179,7 @@ def test_malformed_event_is_skipped(home, sim, transport):
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.slow
 def test_stall_beyond_read_timeout_exits_6(home, sim, transport):
     start = time.monotonic()
     r = infer(home, sim, "-t", transport, "-o", "connection.read_timeout=0.5", "-o", "connection.max_retries=0",
@@ -227,6 +229,7 @@ def test_unreachable_server_exits_6(home):
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.slow
 def test_ctrl_c_keeps_partial_text_and_exits_130(home, sim, transport):
     words = " ".join(f"w{i}" for i in range(200))
     proc = subprocess.Popen(

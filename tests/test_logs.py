@@ -93,6 +93,7 @@ def test_since_filters_by_last_activity(home):
     assert r.code == 2 and r.err.count("\n") <= 2 and "--since" in r.err and "Traceback" not in r.err
 
 
+@pytest.mark.slow
 def test_show_by_id_prefix_and_latest(home, sim):
     first = cid_of(home, sim, "tell me about **bold** things")
     second = cid_of(home, sim, "another one")
@@ -141,6 +142,7 @@ def test_show_renders_markdown_on_a_terminal(home, sim):
     assert "make it bold" in plain and "Assistant" in plain
 
 
+@pytest.mark.slow
 def test_search_is_case_insensitive_over_user_and_assistant_text(home, tmp_path):
     script = tmp_path / "s.json"
     script.write_text(json.dumps({"turns": [{"reply": "Line one.\nRun it with Docker Compose.\nLast line."}]}))

@@ -116,6 +116,7 @@ def infer(home, sim, profile, *args, **env):
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.slow
 def test_the_model_calls_a_stdio_server_tool(tmp_path, sim, make_profile, stdio, tag, transport):
     profile = make_profile(stdio())
     r = infer(tmp_path, sim, profile, "-t", transport, 'please t__add {"a": 2, "b": 40}')
@@ -125,6 +126,7 @@ def test_the_model_calls_a_stdio_server_tool(tmp_path, sim, make_profile, stdio,
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.slow
 def test_the_model_calls_a_streamable_http_server_tool(tmp_path, sim, make_profile, http_server, transport):
     profile = make_profile(mcp_table("web", url=http_server, approval="auto",
                                      headers={"X-Probe": "${PROBE_VALUE}"}))
@@ -135,6 +137,7 @@ def test_the_model_calls_a_streamable_http_server_tool(tmp_path, sim, make_profi
     assert "from-the-environment" not in r.err  # header values are never shown
 
 
+@pytest.mark.slow
 def test_an_unset_header_variable_is_one_line_and_the_session_goes_on(tmp_path, sim, make_profile, http_server,
                                                                        stdio):
     profile = make_profile(mcp_table("web", url=http_server, headers={"Authorization": "Bearer ${NO_SUCH_VAR_X}"}),
@@ -144,6 +147,7 @@ def test_an_unset_header_variable_is_one_line_and_the_session_goes_on(tmp_path, 
     assert "voicecli: MCP server 'web': header Authorization uses $NO_SUCH_VAR_X, which is not set" in r.err
 
 
+@pytest.mark.slow
 def test_the_server_gets_a_minimal_environment_plus_what_the_profile_lists(tmp_path, sim, make_profile, stdio):
     profile = make_profile(stdio(env={"GREETING": "hello $USER_WORD"}))
     r = infer(tmp_path, sim, profile, '--json', 't__env {"name": "GREETING"}',
@@ -153,6 +157,7 @@ def test_the_server_gets_a_minimal_environment_plus_what_the_profile_lists(tmp_p
     assert r.out == "Tool t__env returned: <unset>.\n", r.err
 
 
+@pytest.mark.slow
 def test_results_errors_images_and_timeouts(tmp_path, make_sim, make_profile, stdio):
     sim = make_sim()
     profile = make_profile(stdio(timeout=1))
@@ -175,6 +180,7 @@ def test_results_errors_images_and_timeouts(tmp_path, make_sim, make_profile, st
                     "[images left out: Chat Completions tool results carry text only; use -t ws or -t sse].\n", r.err
 
 
+@pytest.mark.slow
 def test_a_server_that_dies_mid_session_gives_error_results(tmp_path, sim, make_profile, stdio, tag):
     profile = make_profile(stdio())
     lines = "t__die\nt__add {\"a\": 1, \"b\": 1}\n/exit\n"
@@ -193,6 +199,7 @@ def _bodies(sim) -> list[dict]:
 # ---- approval -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_approval_is_asked_by_default_and_per_tool_overrides_apply(tmp_path, sim, make_profile, stdio):
     profile = make_profile(stdio(approval="ask", tool_approval={"pid": "never", "env": "auto"},
                                  exclude_tools=["slow"]))
@@ -210,6 +217,7 @@ def test_approval_is_asked_by_default_and_per_tool_overrides_apply(tmp_path, sim
     assert r.code == 2 and "no tool named 'x__add'" in r.err
 
 
+@pytest.mark.slow
 def test_chat_asks_before_an_mcp_tool_runs(tmp_path, sim, make_profile, stdio, tag):
     profile = make_profile(stdio(approval="ask"))
     lines = 't__add {"a": 5, "b": 5}\nn\nnot today\nt__add {"a": 6, "b": 6}\ny\n'
@@ -224,6 +232,7 @@ def test_chat_asks_before_an_mcp_tool_runs(tmp_path, sim, make_profile, stdio, t
 # ---- bad servers ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_bad_servers_cost_one_line_each_and_the_session_goes_on(tmp_path, sim, make_profile, stdio, tag):
     profile = make_profile(
         stdio(),
@@ -250,6 +259,7 @@ def test_bad_servers_cost_one_line_each_and_the_session_goes_on(tmp_path, sim, m
 
 
 @pytest.mark.parametrize("mode", ["crash", "hang", "missing"])
+@pytest.mark.slow
 def test_require_mcp_makes_a_bad_server_exit_3(tmp_path, sim, make_profile, stdio, tag, mode):
     bad = mcp_table("bad", command=["voicecli-no-such-program", tag]) if mode == "missing" \
         else stdio("bad", mode, startup_timeout=1)
@@ -279,6 +289,7 @@ def test_a_profile_with_mcp_says_how_to_install_the_sdk(tmp_path, sim, make_prof
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.slow
 def test_a_signal_during_a_tool_call_leaves_no_server_behind(tmp_path, sim, make_profile, stdio, tag, sig):
     mark = tmp_path / "started"
     profile = make_profile(stdio(), stdio("u", timeout=120))
@@ -298,6 +309,7 @@ def test_a_signal_during_a_tool_call_leaves_no_server_behind(tmp_path, sim, make
     assert leftovers(tag) == []
 
 
+@pytest.mark.slow
 def test_sigterm_to_an_idle_chat_stops_its_servers(tmp_path, sim, make_profile, stdio, tag):
     profile = make_profile(stdio(), stdio("u"))
     proc = subprocess.Popen([sys.executable, "-m", "voicecli", "chat", "-p", profile, "--base-url", sim.base_url],
@@ -313,6 +325,7 @@ def test_sigterm_to_an_idle_chat_stops_its_servers(tmp_path, sim, make_profile, 
     assert leftovers(tag) == []
 
 
+@pytest.mark.slow
 def test_a_server_that_ignores_eof_and_sigterm_is_still_stopped(tmp_path, sim, make_profile, tag):
     # a wrapper that starts the real server as a grandchild and ignores SIGTERM itself
     wrapper = tmp_path / "stubborn.py"
@@ -329,6 +342,7 @@ def test_a_server_that_ignores_eof_and_sigterm_is_still_stopped(tmp_path, sim, m
 # ---- tools list / tools run ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_tools_list_and_run(tmp_path, make_profile, stdio, tag):
     profile = make_profile(stdio(tools=["add", "image", "nothere"]),
                            extra='[[tools]]\nname = "local"\ncommand = ["echo", "hi"]\n')
@@ -355,6 +369,7 @@ def test_tools_list_and_run(tmp_path, make_profile, stdio, tag):
 # ---- talk --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_talk_offers_mcp_tools_and_calls_them_on_a_typed_line(tmp_path, sim, make_profile, stdio, tag):
     from test_talk import realtime_events, speech_wav
 
@@ -372,6 +387,7 @@ def test_talk_offers_mcp_tools_and_calls_them_on_a_typed_line(tmp_path, sim, mak
     assert leftovers(tag) == []
 
 
+@pytest.mark.slow
 def test_talk_with_require_mcp_exits_3_for_a_bad_server(tmp_path, sim, make_profile, stdio, tag):
     from test_talk import speech_wav
 
@@ -507,6 +523,7 @@ def test_offered_names_are_valid_and_unique():
     assert len(long) == 64 and long.startswith("server__xxx")
 
 
+@pytest.mark.slow
 def test_a_recorded_real_streamable_http_server(tmp_path, sim, make_profile, traffic_dir):
     """The recorded DeepWiki session replayed on loopback (each answer's JSON-RPC id set to the
     request's): the SDK client copes with its trailing `data: ping` events and its 405s."""

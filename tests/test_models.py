@@ -86,6 +86,7 @@ def test_the_profiles_key_is_sent_and_never_shown(tmp_path, make_sim):
     assert "sk-wrong-0123456789" not in r.err and len(r.err.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_server_errors_are_retried_then_one_line_with_the_exit_code(tmp_path, sim):
     r = models(tmp_path, sim, "-o", "connection.max_retries=1", fault="status=503; times=1")
     assert r.code == 0 and r.out.splitlines() == sorted(MODELS), r.err

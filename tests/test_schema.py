@@ -105,6 +105,7 @@ def test_an_answer_that_does_not_match_exits_8_with_the_reason(home, tmp_path, t
     assert r.err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_json_and_events_modes(home, sim, tmp_path):
     data = json.loads(infer(home, sim, "--json", "--schema", "ok bool", "x").out)
     assert data["data"] == {"ok": True} and data["error"] is None

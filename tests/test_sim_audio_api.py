@@ -237,6 +237,7 @@ def test_phrases_given_at_start_are_known_without_a_speech_request(make_sim):
 
 
 @needs_espeak
+@pytest.mark.slow
 def test_sim_cli_phrase_option(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "voicecli", "sim", "--port", "0", "--phrase", SAID, "--phrase", OTHER],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(tmp_path))  # fmt: skip
@@ -420,6 +421,7 @@ def _first_byte_after(send) -> float:
     return time.monotonic() - start
 
 
+@pytest.mark.slow
 def test_latencies_from_the_fault_header_and_the_config(make_sim):
     slow = make_sim(latency=0.3)
     fast = make_sim()

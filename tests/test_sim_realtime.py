@@ -383,6 +383,7 @@ def test_cancel_and_barge_in():
         handle.stop()
 
 
+@pytest.mark.slow
 def test_output_audio_is_paced_in_real_time():
     speed = 2.0
     handle = start_in_thread(SimConfig(realtime_speed=speed))

@@ -35,10 +35,10 @@ def test_starts_and_stops_without_leaking_threads():
     assert set(threading.enumerate()) <= before
 
 
+@pytest.mark.slow
 def test_stop_with_open_websocket_and_stalled_stream():
     handle = start_in_thread(SimConfig())
     url = handle.base_url.replace("http", "ws") + "/responses"
-    ws = wsc.connect(url)
     stalled_done = threading.Event()
 
     def stalled():
@@ -49,15 +49,18 @@ def test_stop_with_open_websocket_and_stalled_stream():
             pass
         stalled_done.set()
 
-    t = threading.Thread(target=stalled)
-    t.start()
-    time.sleep(0.2)
-    t0 = time.monotonic()
-    handle.stop()
-    assert time.monotonic() - t0 < 3
-    with pytest.raises(websockets.exceptions.ConnectionClosed):
-        ws.recv(timeout=2)
-    ws.close()
+    with wsc.connect(url) as ws:
+        t = threading.Thread(target=stalled)
+        t.start()
+        deadline = time.monotonic() + 10  # until the stalled stream is under way
+        while not any(e.get("method") == "POST" for e in list(handle.log)):
+            assert time.monotonic() < deadline, "the stalled request never arrived"
+            time.sleep(0.01)
+        t0 = time.monotonic()
+        handle.stop()
+        assert time.monotonic() - t0 < 3
+        with pytest.raises(websockets.exceptions.ConnectionClosed):
+            ws.recv(timeout=2)
     assert stalled_done.wait(5)
     t.join()
 
@@ -197,6 +200,7 @@ def stop_with_ctrl_c(proc: subprocess.Popen) -> tuple[str, str]:
             proc.kill()
 
 
+@pytest.mark.slow
 def test_serve_forever_exits_cleanly_on_ctrl_c():
     proc, url = serve_forever_process()
     try:
@@ -210,6 +214,7 @@ def test_serve_forever_exits_cleanly_on_ctrl_c():
     ("/responses", {"model": "m", "input": " ".join(["w"] * 400), "stream": True}),
     ("/chat/completions", {"model": "m", "messages": [{"role": "user", "content": " ".join(["w"] * 400)}], "stream": True}),
 ])
+@pytest.mark.slow
 def test_a_client_leaving_mid_stream_is_not_a_traceback(path, body):
     """`voicecli sim` on a terminal: a client's Ctrl-C or barge-in cuts a stream; that is no error."""
     proc, url = serve_forever_process("delta_delay=0.01")

@@ -62,6 +62,7 @@ def talk(home: Path, sim, *args: str, timeout: float = 90, input: str | None = N
                    input=input, **env)
 
 
+@pytest.mark.slow
 def test_headless_round_trip_records_the_sims_voice(tmp_path, sim):
     wav = speech_wav(tmp_path / "in.wav", [("silence", 0.3), ("speech", 1.2), ("silence", 0.5)], rate=16000, channels=2)
     out, tr = tmp_path / "out.wav", tmp_path / "t.jsonl"
@@ -82,6 +83,7 @@ def test_headless_round_trip_records_the_sims_voice(tmp_path, sim):
     assert speech.read_wav(out.read_bytes()) == speech.synthesize(said[1]["text"])
 
 
+@pytest.mark.slow
 def test_text_lines_from_stdin_join_the_conversation(tmp_path, sim):
     wav = speech_wav(tmp_path / "in.wav", [("silence", 3.0)])
     r = talk(tmp_path, sim, "--input", str(wav), "--output", str(tmp_path / "o.wav"), input="hello there\n")
@@ -92,6 +94,7 @@ def test_text_lines_from_stdin_join_the_conversation(tmp_path, sim):
     assert sent[1]["type"] == "response.create"
 
 
+@pytest.mark.slow
 def test_push_to_talk_commits_and_asks_for_a_response(tmp_path, sim):
     wav = speech_wav(tmp_path / "in.wav", [("speech", 1.0), ("silence", 3.0)])
     proc = subprocess.Popen([sys.executable, "-m", "voicecli", "talk", "-p", "offline", "--base-url", sim.base_url,
@@ -116,6 +119,7 @@ def test_push_to_talk_commits_and_asks_for_a_response(tmp_path, sim):
     assert "assistant: You said: [speech" in out
 
 
+@pytest.mark.slow
 def test_session_expiry_reconnects_and_replays_the_conversation(tmp_path, make_sim):
     sim = make_sim(realtime_max_age=5.0)
     wav = speech_wav(tmp_path / "in.wav", [("silence", 0.3), ("speech", 0.6), ("silence", 6.0), ("speech", 0.8),
@@ -131,6 +135,7 @@ def test_session_expiry_reconnects_and_replays_the_conversation(tmp_path, make_s
     assert [e["role"] for e in entries(tr)] == ["user", "assistant", "user", "assistant"]
 
 
+@pytest.mark.slow
 def test_dropped_socket_resumes_in_a_new_session(tmp_path, sim):
     prof = tmp_path / "drop.toml"
     prof.write_text('extends = "offline"\n[connection]\nmax_retries = 2\n'
@@ -147,6 +152,7 @@ def test_dropped_socket_resumes_in_a_new_session(tmp_path, sim):
     assert said[-1]["role"] == "assistant" and said[-1]["text"].startswith("You said: [speech 0.")
 
 
+@pytest.mark.slow
 def test_headless_run_needs_no_portaudio(tmp_path, sim):
     fake = tmp_path / "fakes"
     fake.mkdir()
@@ -206,6 +212,7 @@ def wait_for(predicate, timeout: float) -> None:
     raise AssertionError("timed out waiting")
 
 
+@pytest.mark.slow
 def test_tool_call_with_approval_from_the_keyboard(tmp_path, sim):
     prof = tmp_path / "tools.toml"
     prof.write_text('extends = "offline"\n[[tools]]\nname = "get_weather"\ndescription = "Weather now"\n'
@@ -225,6 +232,7 @@ def test_tool_call_with_approval_from_the_keyboard(tmp_path, sim):
     assert any(e["role"] == "tool" for e in entries(tr))
 
 
+@pytest.mark.slow
 def test_terminal_keys_push_to_talk_text_and_ctrl_c(tmp_path, sim):
     pexpect = pytest.importorskip("pexpect")
     wav = speech_wav(tmp_path / "in.wav", [("speech", 60.0)])  # sent only while recording: the keys drive it
@@ -261,6 +269,7 @@ def test_terminal_keys_push_to_talk_text_and_ctrl_c(tmp_path, sim):
     assert kinds[i - 1: i + 2] == ["input_audio_buffer.clear", "input_audio_buffer.commit", "response.create"]
 
 
+@pytest.mark.slow
 def test_session_is_renewed_before_its_age_limit(tmp_path, sim):
     wav = speech_wav(tmp_path / "in.wav", [("silence", 14.0)])
     r = talk(tmp_path, sim, "--input", str(wav), "--output", str(tmp_path / "o.wav"),
@@ -291,6 +300,7 @@ def short_answer_replay(traffic_dir: Path, dest: Path, turn: int, audio_ms: floa
     return dest
 
 
+@pytest.mark.slow
 def test_short_answers_play_to_the_end_headless(tmp_path, make_sim, traffic_dir):
     """Answers shorter than the jitter buffer's prebuffer (a recorded 2.7 ms one, 10, 30, 59 ms) are
     played, written, and talk ends by itself when the input WAV is done."""
@@ -320,6 +330,7 @@ def test_short_answers_play_to_the_end_headless(tmp_path, make_sim, traffic_dir)
                     for line in (tmp_path / f"turn{i}.jsonl").read_text().splitlines()
                     if '"response.output_audio.delta"' in line)
     assert speech.read_wav(out.read_bytes()) == sent
+@pytest.mark.slow
 def test_forced_tool_choice_is_sent_in_the_realtime_shape(tmp_path, sim):
     prof = tmp_path / "forced.toml"
     prof.write_text('extends = "offline"\n[model]\ntool_choice = "get_weather"\n[[tools]]\nname = "get_weather"\n'
@@ -338,6 +349,7 @@ def sim_log(sim) -> list[dict]:
     return httpx.get(sim.base_url.replace("/v1", "/_sim/log")).json()
 
 
+@pytest.mark.slow
 def test_infer_continues_a_voice_conversation(tmp_path, sim):
     # the speech comes after the typed line's answer was heard
     wav = speech_wav(tmp_path / "in.wav", [("silence", 4.0), ("speech", 1.2), ("silence", 0.5)])
@@ -353,6 +365,7 @@ def test_infer_continues_a_voice_conversation(tmp_path, sim):
     assert history == [*map(tuple, said), ("user", "and now?")]
 
 
+@pytest.mark.slow
 def test_talk_continues_a_text_conversation(tmp_path, sim):
     r = run_cli(tmp_path, "infer", "-p", "offline", "--base-url", sim.base_url, "remember the word banana")
     assert r.code == 0, r.err
@@ -364,6 +377,7 @@ def test_talk_continues_a_text_conversation(tmp_path, sim):
         ("user", "remember the word banana"), ("assistant", "You said: remember the word banana")]
 
 
+@pytest.mark.slow
 def test_a_silent_talk_leaves_no_conversation_behind(tmp_path, sim):
     wav = speech_wav(tmp_path / "in.wav", [("silence", 0.3)])
     r = talk(tmp_path, sim, "--input", str(wav), "--output", str(tmp_path / "o.wav"))
@@ -372,6 +386,7 @@ def test_a_silent_talk_leaves_no_conversation_behind(tmp_path, sim):
     assert r.code != 0 and "no earlier conversation" in r.err  # not an empty voice conversation
 
 
+@pytest.mark.slow
 def test_each_answer_and_the_session_are_priced_with_audio_rates(tmp_path, sim):
     from voicecli import pricing
     from voicecli.events import Usage
@@ -393,6 +408,7 @@ def test_each_answer_and_the_session_are_priced_with_audio_rates(tmp_path, sim):
             f"{usage.output_tokens} out · {pricing.format_usd(expected)}") in r.err
 
 
+@pytest.mark.slow
 def test_an_unknown_voice_model_has_an_unknown_price(tmp_path, sim):
     r = talk(tmp_path, sim, "--input", str(speech_wav(tmp_path / "in.wav", [("silence", 0.3)])),
              "--output", str(tmp_path / "o.wav"), input="hi\n")
@@ -401,6 +417,7 @@ def test_an_unknown_voice_model_has_an_unknown_price(tmp_path, sim):
 
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+@pytest.mark.slow
 def test_sigterm_and_sighup_end_talk_like_a_quit(tmp_path, sim, sig):
     """A `kill` (or the terminal closing) ends talk as Ctrl-C twice does: the answer is in the
     transcript and the log, the recording is a complete WAV, the exit code is 128 + the signal."""

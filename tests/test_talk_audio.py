@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -35,20 +34,15 @@ LONG_REPLY = ("Once upon a time there was a small command line tool that wanted 
 
 @pytest.fixture(scope="session")
 def audio_stack(tmp_path_factory):
-    """A private PulseAudio daemon for this test session; its address is exported to subprocesses."""
+    """A private PulseAudio daemon for this test session. Tests hand `stack.env` to what they start: it is
+    not put into os.environ, where it would reach the later tests of the same worker (`chat`'s /talk
+    would find a microphone)."""
     reason = missing_reason() or (None if shutil.which("espeak-ng") and shutil.which("sox") else
                                   "espeak-ng/sox are not installed (bash scripts/install.sh --test)")
     if reason:
         pytest.skip(reason)
     stack = VirtualAudio.start(tmp_path_factory.mktemp("pulse"))
-    saved = {k: os.environ.get(k) for k in stack.env}
-    os.environ.update(stack.env)  # every subprocess started from here on reaches this daemon
     yield stack
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
     stack.stop()
 
 
@@ -236,7 +230,7 @@ def test_chat_hands_the_conversation_to_talk_and_back(audio_stack, tmp_path):
     from voicecli.sim.server import start_in_thread
 
     with start_in_thread(SimConfig(realtime_speed=4)) as sim:
-        chat = Chat(tmp_path / "home", sim.base_url)
+        chat = Chat(tmp_path / "home", sim.base_url, **audio_stack.env)
         assert "You said: hello from chat" in chat.ask("hello from chat")
         chat.child.send("/talk\r")
         chat.expect("talk: sim-realtime")  # talk's own banner: it now reads the keyboard

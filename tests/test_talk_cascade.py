@@ -54,6 +54,7 @@ def talk(home: Path, sim, *args: str, timeout: float = 90, input: str | None = N
 
 
 @pytest.mark.parametrize("transport", ["chat", "sse", "ws"])
+@pytest.mark.slow
 def test_spoken_question_is_transcribed_answered_and_spoken(tmp_path, sim, transport):
     wav = voice_wav(tmp_path / "q.wav", sim, 0.4, "What is the weather like today?", 1.5)
     out, tr = tmp_path / "out.wav", tmp_path / "t.jsonl"
@@ -71,6 +72,7 @@ def test_spoken_question_is_transcribed_answered_and_spoken(tmp_path, sim, trans
     assert speech.read_wav(out.read_bytes()) == speech.synthesize(said[1]["text"])
 
 
+@pytest.mark.slow
 def test_the_answer_goes_to_the_text_model_with_the_history(tmp_path, sim):
     wav = voice_wav(tmp_path / "q.wav", sim, 4.0, "Hello there.", 2.5)  # after the typed answer was heard
     r = talk(tmp_path, sim, "-t", "chat", "-m", "sim-2", "--input", str(wav), "--output", str(tmp_path / "o.wav"),
@@ -89,6 +91,7 @@ def test_the_answer_goes_to_the_text_model_with_the_history(tmp_path, sim):
     assert len(texts) == 5
 
 
+@pytest.mark.slow
 def test_streaming_transcription_models_stream(tmp_path, sim):
     wav = voice_wav(tmp_path / "q.wav", sim, 0.3, "Tell me a joke.", 1.5)
     r = talk(tmp_path, sim, "-t", "chat", "-o", "voice.transcription_model=gpt-4o-mini-transcribe",
@@ -100,6 +103,7 @@ def test_streaming_transcription_models_stream(tmp_path, sim):
     assert r.out.splitlines() == ["user: Tell me a joke.", "assistant: You said: Tell me a joke."]
 
 
+@pytest.mark.slow
 def test_auto_engine_is_a_cascade_on_chat(tmp_path, sim):
     wav = voice_wav(tmp_path / "q.wav", sim, 0.3)
     r = run_cli(tmp_path, "talk", "-p", "offline", "--base-url", sim.base_url, "-t", "chat", "--input", str(wav),
@@ -125,6 +129,7 @@ LONG = ("The first sentence is short. The second sentence takes a good while lon
         "The fourth sentence is never reached.")
 
 
+@pytest.mark.slow
 def test_barge_in_keeps_only_what_was_heard(tmp_path, make_sim):
     sim = make_sim(script=_script(tmp_path, LONG))
     # the second question starts while the answer is being spoken (about 2.5 s into it)
@@ -155,6 +160,7 @@ def test_barge_in_keeps_only_what_was_heard(tmp_path, make_sim):
     assert answers[0]["text"] == heard["text"] and answers[0].get("interrupted")
 
 
+@pytest.mark.slow
 def test_tool_call_with_approval(tmp_path, sim):
     prof = tmp_path / "tools.toml"
     prof.write_text('extends = "offline"\n[connection]\ntransport = "chat"\n[voice]\nengine = "cascade"\n'
@@ -174,6 +180,7 @@ def test_tool_call_with_approval(tmp_path, sim):
     assert any(e["role"] == "tool" for e in entries(tr))
 
 
+@pytest.mark.slow
 def test_push_to_talk_transcribes_the_recording(tmp_path, sim):
     wav = voice_wav(tmp_path / "q.wav", sim, "Good morning to you.", 4.0)
     proc = subprocess.Popen([sys.executable, "-m", "voicecli", "talk", "-p", "offline", "--base-url", sim.base_url,
@@ -213,6 +220,7 @@ def test_push_to_talk_transcribes_the_recording(tmp_path, sim):
 
 @pytest.mark.parametrize("stage, setting", [("speech-to-text", "transcription_base_url"),
                                             ("text-to-speech", "speech_base_url")])
+@pytest.mark.slow
 def test_a_failing_stage_is_named_and_the_conversation_kept(tmp_path, sim, stage, setting):
     import socket
 
@@ -234,6 +242,7 @@ def test_a_failing_stage_is_named_and_the_conversation_kept(tmp_path, sim, stage
         assert texts[:2] == ["hello first", "You said: hello first"]
 
 
+@pytest.mark.slow
 def test_reasoning_is_never_spoken(tmp_path, make_sim):
     sim = make_sim(think=True)
     out = tmp_path / "o.wav"
@@ -246,6 +255,7 @@ def test_reasoning_is_never_spoken(tmp_path, make_sim):
     assert speech.read_wav(out.read_bytes()) == speech.synthesize(answer)
 
 
+@pytest.mark.slow
 def test_talk_waits_for_a_slow_transcription_before_exiting(tmp_path, make_sim):
     """--input: the file ends while speech-to-text still works on the last words; talk must not take
     that for a quiet moment and exit before the answer."""
@@ -256,6 +266,7 @@ def test_talk_waits_for_a_slow_transcription_before_exiting(tmp_path, make_sim):
     assert r.out.splitlines() == ["user: Are you still there?", "assistant: You said: Are you still there?"]
 
 
+@pytest.mark.slow
 def test_the_last_utterance_of_an_input_file_ends_with_the_file(tmp_path, sim):
     """A turn ends after 3 s of silence here, longer than the silence after the speech in the file:
     the file's end closes the utterance instead of leaving talk waiting forever."""
@@ -266,6 +277,7 @@ def test_the_last_utterance_of_an_input_file_ends_with_the_file(tmp_path, sim):
     assert r.out.splitlines() == ["user: Is anybody out there?", "assistant: You said: Is anybody out there?"]
 
 
+@pytest.mark.slow
 def test_a_typed_line_over_the_answer_sends_only_what_was_heard(tmp_path, make_sim):
     sim = make_sim(script=_script(tmp_path, LONG))
     wav = voice_wav(tmp_path / "q.wav", sim, 0.3, "Tell me a story.", 12.0)
@@ -300,6 +312,7 @@ def test_a_realtime_speed_above_its_limit_is_a_config_error(tmp_path, sim):
     assert r.code == 3 and "voice.speed 2 is above the Realtime API's 1.5" in r.err and "--engine cascade" in r.err
 
 
+@pytest.mark.slow
 def test_server_vad_on_a_cascade_is_explained(tmp_path, sim):
     r = talk(tmp_path, sim, "-t", "chat", "--vad", "semantic", "--input", str(voice_wav(tmp_path / "q.wav", sim, 0.3)),
              "--output", str(tmp_path / "o.wav"), "-o", "voice.speed=2", input="hi\n")

@@ -12,6 +12,7 @@ import wave
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from voicecli import profiles
 from voicecli.audio.speaker import FADE, PlaybackBuffer
@@ -237,6 +238,7 @@ def test_quiet_errors_and_expiry_stay_inside_the_session():
     assert session._on_event(stop) == [stop]
 
 
+@pytest.mark.slow
 def test_session_against_the_simulator_replays_history_and_renews(sim):
     history = [Message("user", "remember the word banana"), Message("assistant", "I will."),
                FunctionCall("c1", "f", "{}"), FunctionOutput("c1", "done", "f")]

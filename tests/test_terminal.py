@@ -117,6 +117,7 @@ def _slow(sim_url: str, seconds: float) -> list[str]:
 
 
 @pytest.mark.parametrize("transport", ["ws", "sse", "chat"])
+@pytest.mark.slow
 def test_infer_spins_on_stderr_until_the_first_token(tmp_path, sim, transport):
     t = Term(tmp_path, "infer", *_slow(sim.base_url, 2.6), "-t", transport, "hello")
     out, err, code = t.wait()
@@ -143,6 +144,7 @@ def test_no_spinner_when_stderr_is_a_pipe(tmp_path, sim):
     assert (r.code, r.out, r.err) == (0, "You said: hello\n", "")
 
 
+@pytest.mark.slow
 def test_chat_spins_until_the_first_token(tmp_path, sim):
     t = Term(tmp_path, "chat", *_slow(sim.base_url, 2.6))
     t.child.expect_exact("\x1b[?2004h")
@@ -155,6 +157,7 @@ def test_chat_spins_until_the_first_token(tmp_path, sim):
     assert re.search(f"[{FRAMES}] [23]s\\r +\\r(\x1b\\[2m)?sim-1 over ws .* total ", err), repr(err)  # erased first
 
 
+@pytest.mark.slow
 def test_chat_erases_the_spinner_before_the_answer_on_a_shared_terminal(tmp_path, sim):
     child = pexpect.spawn(sys.executable, ["-m", "voicecli", "chat", *_slow(sim.base_url, 0.6)],
                           env={**cli_env(tmp_path), "TERM": "xterm-256color", "PROMPT_TOOLKIT_NO_CPR": "1"},
@@ -181,6 +184,7 @@ def test_dumb_terminal_gets_no_escape_codes_from_infer(tmp_path, sim):
     assert "first token" in err  # the -u line, plain
 
 
+@pytest.mark.slow
 def test_dumb_terminal_gets_no_escape_codes_from_chat(tmp_path, sim):
     t = Term(tmp_path, "chat", *_slow(sim.base_url, 0.5), term="dumb")
     t.child.logfile_read = seen = io.StringIO()  # all of stdout
@@ -198,6 +202,7 @@ def test_dumb_terminal_gets_no_escape_codes_from_chat(tmp_path, sim):
     assert "\x1b" not in seen.getvalue() and "You said: hello" in seen.getvalue(), repr(seen.getvalue())
 
 
+@pytest.mark.slow
 def test_dumb_terminal_gets_no_escape_codes_from_talk(tmp_path, sim):
     from test_talk import speech_wav
 
@@ -210,6 +215,7 @@ def test_dumb_terminal_gets_no_escape_codes_from_talk(tmp_path, sim):
     assert "\x1b" not in err and "\x1b" not in out, repr(err + out)
 
 
+@pytest.mark.slow
 def test_infer_spins_again_while_a_tool_rounds_follow_up_is_on_its_way(tmp_path, sim):
     profile = tmp_path / "p.toml"
     profile.write_text('extends = "offline"\n[[tools]]\nname = "echo"\n'

@@ -209,6 +209,7 @@ def _wait_gone(pid: int) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_timeout_kills_the_whole_process_group(tmp_path):
     pids = tmp_path / "pids"
     script = ("import subprocess, sys, time; "

@@ -112,6 +112,7 @@ def test_tools_list_shows_policy_and_each_dialect(home, profile):
     assert r.code == 0 and "convert_units  ·  approval: auto" in r.out and "read_file  ·  approval: ask" in r.out
 
 
+@pytest.mark.slow
 def test_tools_run(home, profile):
     r = run_cli(home, "tools", "run", "echo", '{"text": "; rm -rf ~"}', "-p", profile)
     assert (r.code, r.out) == (0, "; rm -rf ~\n")

@@ -122,6 +122,7 @@ def test_ws_cache_miss_resends_full_history_once(home, tmp_path):
         assert "previous_response_id" not in creates[2] and len(creates[2]["input"]) == 3  # full replay
 
 
+@pytest.mark.slow
 def test_ws_rotates_before_the_connection_cap(home):
     with start_in_thread(SimConfig()) as sim:
         async def run():
@@ -141,6 +142,7 @@ def test_ws_rotates_before_the_connection_cap(home):
         assert "previous_response_id" not in creates[1][1] and len(creates[1][1]["input"]) == 3
 
 
+@pytest.mark.slow
 def test_ws_connection_limit_reached_reconnects_and_replays(home):
     with start_in_thread(SimConfig(ws_max_age=0.5)) as sim:
         async def run():
@@ -202,6 +204,7 @@ def test_the_transport_leaves_no_task_behind(home):
         assert asyncio.run(run()) == []
 
 
+@pytest.mark.slow
 def test_ws_leaving_does_not_wait_for_the_servers_close_reply(home, monkeypatch):
     """`infer` ends with aclose(leaving=True): a server slow to answer the close frame (a round trip
     on a real network) does not hold up the exit, while a plain close still waits for the reply."""
