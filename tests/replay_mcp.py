@@ -1,4 +1,4 @@
-"""Replay a recorded Streamable HTTP MCP session (tests/traffic/mcp_http_*) on 127.0.0.1.
+"""Replay a recorded Streamable HTTP MCP session (../shared/traffic-audio/mcp_http_*) on 127.0.0.1.
 
 Each POSTed JSON-RPC request gets the recorded answer to the same method — status, headers
 (`Mcp-Session-Id`, content type) and event-stream body as recorded — with only the JSON-RPC `id`
@@ -17,18 +17,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-def _exchanges(stem: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(f"{stem}.http.jsonl").read_text().splitlines()]
+def _exchanges(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 @contextlib.contextmanager
-def start_replay(stem: Path) -> Iterator[tuple[str, list[tuple[str, str | None]]]]:
-    """Yields (url, seen): `seen` collects (method, Mcp-Session-Id header) per POST."""
+def start_replay(path: Path) -> Iterator[tuple[str, list[tuple[str, str | None]]]]:
+    """Serve the session in `path` (its `*.http.jsonl`). Yields (url, seen): `seen` collects
+    (method, Mcp-Session-Id header) per POST."""
     from aiohttp import web
 
     by_method: dict[str, dict] = {}
     other: dict[str, dict] = {}
-    for ex in _exchanges(stem):
+    for ex in _exchanges(path):
         body = ex["request"]["body"]
         if ex["request"]["method"] == "POST" and body:
             by_method.setdefault(json.loads(body)["method"], ex["response"])

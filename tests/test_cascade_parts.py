@@ -1,23 +1,26 @@
 """The cascade's parts on their own: sentence chunking of streamed text, what of a sentence-by-sentence
 answer was heard, and the speech-to-text / text-to-speech client against recorded real replies
-(tests/traffic, served by a local HTTP server in the chunkings a network produces)."""
+(tests/traffic and ../shared) and the simulator's replies of the same kinds, served by a local HTTP
+server in the chunkings a network produces."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
+import httpx
 import pytest
 from aiohttp import web
+from clihelp import sim_speech
+from shared_data import recording
 
 from voicecli.events import Error, Transcript
 from voicecli.profiles import Connection
+from voicecli.sim.config import SimConfig
+from voicecli.sim.server import start_in_thread
 from voicecli.transport.audio import AudioClient, streams_transcript
 from voicecli.voice.sentences import Sentences, speakable
 from voicecli.voice.turns import BYTES_PER_MS, heard_sentences
-
-TRAFFIC = Path(__file__).parent / "traffic"
 
 
 # -- sentences ------------------------------------------------------------------------------------
@@ -110,7 +113,7 @@ def test_a_silent_sentence_is_heard_once_the_voice_passed_it():
     assert heard_sentences(parts, _bytes(100), _bytes(1500)) == ""
 
 
-# -- the speech client against recorded replies ----------------------------------------------------
+# -- the speech client against recorded and simulated replies -------------------------------------
 
 async def _serve(handler) -> tuple[web.AppRunner, str]:
     app = web.Application()
@@ -157,9 +160,40 @@ async def _all(agen) -> list:
     return [x async for x in agen]
 
 
+@pytest.fixture(scope="module")
+def sim_replies() -> dict[str, bytes]:
+    """The simulator's replies of the recorded kinds, by the recording's name: its speech for "Hi."
+    (its shortest, 0.6 s) as pcm and as a WAV (given the 0xFFFFFFFF sizes of a streamed one), and
+    its whisper-1 json and verbose_json transcripts of that speech."""
+    handle = start_in_thread(SimConfig())
+    try:
+        wav = sim_speech(handle.base_url, "Hi.", wav=True)
+
+        def transcript(fmt: str) -> bytes:
+            reply = httpx.post(f"{handle.base_url}/audio/transcriptions", files={"file": ("s.wav", wav, "audio/wav")},
+                               data={"model": "whisper-1", "response_format": fmt}, timeout=30)
+            reply.raise_for_status()
+            return reply.content
+
+        streamed = wav[:4] + b"\xff\xff\xff\xff" + wav[8:40] + b"\xff\xff\xff\xff" + wav[44:]
+        return {"stt_json_whisper_01.json": transcript("json"), "stt_verbose_json_whisper_01.json":
+                transcript("verbose_json"), "tts_pcm_01.pcm": sim_speech(handle.base_url, "Hi."),
+                "tts_wav_01.wav": streamed}
+    finally:
+        handle.stop()
+
+
+@pytest.fixture(params=["recorded", "simulated"])
+def reply(request):
+    """reply(name) → the body of the recorded reply `name`, or of the simulator's reply of that kind."""
+    if request.param == "recorded":
+        return lambda name: recording(name).read_bytes()
+    return request.getfixturevalue("sim_replies").__getitem__
+
+
 @pytest.mark.parametrize("piece", [1, 7, 100000])
 def test_streamed_transcript_from_a_recorded_reply(piece):
-    body = (TRAFFIC / "stt_sse_gpt4o_mini_01.sse").read_bytes()  # CRLF framing, 8 deltas, done, [DONE]
+    body = recording("stt_sse_gpt4o_mini_01.sse").read_bytes()  # CRLF framing, 8 deltas, done, [DONE]
     seen: list = []
     events = _run(_streamed(body, "text/event-stream", piece, seen),
                   lambda c: _all(c.transcribe(b"RIFF....WAVE", model="gpt-4o-mini-transcribe", language="en")))
@@ -171,8 +205,8 @@ def test_streamed_transcript_from_a_recorded_reply(piece):
 
 
 @pytest.mark.parametrize("name", ["stt_json_whisper_01.json", "stt_verbose_json_whisper_01.json"])
-def test_plain_json_transcripts_from_recorded_replies(name):
-    body = (TRAFFIC / name).read_bytes()
+def test_plain_json_transcripts(name, reply):
+    body = reply(name)
     seen: list = []
     events = _run(_streamed(body, "application/json", 5, seen),
                   lambda c: _all(c.transcribe(b"RIFF....WAVE", model="whisper-1")))
@@ -194,8 +228,8 @@ def test_a_transcript_stream_cut_before_done_is_an_error():
 
 @pytest.mark.parametrize("piece", [1, 3, 4095, 100000])
 @pytest.mark.slow
-def test_speech_pcm_from_a_recorded_reply_arrives_whole(piece):
-    body = (TRAFFIC / "tts_pcm_01.pcm").read_bytes()
+def test_speech_pcm_arrives_whole(piece, reply):
+    body = reply("tts_pcm_01.pcm")
     seen: list = []
     pieces = _run(_streamed(body, "audio/pcm", piece, seen),
                   lambda c: _all(c.speak("Hello, world!", model="gpt-4o-mini-tts", voice="alloy", speed=1.25)))
@@ -207,8 +241,8 @@ def test_speech_pcm_from_a_recorded_reply_arrives_whole(piece):
 
 @pytest.mark.parametrize("piece", [1, 13, 100000])
 @pytest.mark.slow
-def test_a_streamed_wav_is_unwrapped_despite_its_0xffffffff_sizes(piece):
-    body = (TRAFFIC / "tts_wav_01.wav").read_bytes()
+def test_a_streamed_wav_is_unwrapped_despite_its_0xffffffff_sizes(piece, reply):
+    body = reply("tts_wav_01.wav")
     assert body[4:8] == b"\xff\xff\xff\xff"
     pieces = _run(_streamed(body, "audio/wav", piece), lambda c: _all(c.speak("x", model="m", voice="v")))
     assert b"".join(pieces) == body[44:]

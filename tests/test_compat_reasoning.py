@@ -1,23 +1,29 @@
 """Compatible providers: `<think>` blocks in the content, and errors inside the stream.
 
 Unit tests feed the sans-I/O splitter and decoder; end-to-end tests replay real and faithfully
-reconstructed streams (tests/compat/, see SOURCES.md) through the simulator to the real CLI.
+reconstructed streams (tests/compat/, see SOURCES.md) through the simulator to the real CLI. The
+qwen3 streams with the reasoning in `delta.reasoning` (one hand-built here, one recorded and read
+from ../shared) are turned into their inline `<think>` variants at test time by compat/reconstruct.py.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from compat.reconstruct import frames, inline_think, sse
 
 from clihelp import run_cli
+from shared_data import recording
 from voicecli.events import ReasoningDelta, TextDelta, TurnEnd
 from voicecli.wire.chat import ChatDecoder, ThinkSplitter
 from voicecli.wire.sse import SSEDecoder
 
 COMPAT = Path(__file__).parent / "compat"
-REAL_REASONING = "Okay, the user wants me to count from 1 to 3."  # how the recorded qwen3 reasoning begins
+ANSWER = "1  \n2  \n3"
 
 
 def split(pieces: list[str]) -> tuple[str, str, bool]:
@@ -51,9 +57,9 @@ def test_a_cut_tag_at_the_end_is_text():
     assert split(["<th"]) == ("", "<th", False)
 
 
-def decode(name: str, **kwargs) -> list:
+def decode(path: Path, **kwargs) -> list:
     sse, decoder, events = SSEDecoder(), ChatDecoder(**kwargs), []
-    for message in sse.feed((COMPAT / name).read_bytes()) + sse.flush():
+    for message in sse.feed(path.read_bytes()) + sse.flush():
         if message.is_done:
             continue
         data = json.loads(message.data)
@@ -71,19 +77,62 @@ def test_unclosed_block_with_stop_is_incomplete():
     assert "".join(e.text for e in events if isinstance(e, ReasoningDelta)) == "hmm"
 
 
-def test_inline_think_stream_splits_like_the_reasoning_field():
-    """The reconstructed inline stream gives exactly the recorded stream's reasoning and answer."""
+# -- a qwen3 stream, and the same with its reasoning inline in <think> tags ----------------------
+
+
+def hand_built_qwen3() -> str:
+    """A qwen3 stream as Ollama sends it (protocols.md §3.2, §3.3): the thinking word by word in the
+    non-standard `delta.reasoning`, the answer, finish_reason "stop", a usage chunk with
+    `"choices": []`, `[DONE]`."""
+    base = {"id": "chatcmpl-321", "object": "chat.completion.chunk", "created": 1750000000, "model": "qwen3",
+            "system_fingerprint": "fp_ollama"}
+
+    def chunk(finish: str | None = None, **delta: str) -> dict:
+        return {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "", **delta},
+                                     "finish_reason": finish}]}
+
+    thinking = "The user asks me to count to three. One number per line, nothing else, so:\n1, 2, 3.\n"
+    chunks = [chunk(reasoning=word) for word in re.findall(r"\S+\s*", thinking)]
+    chunks += [chunk(content=piece) for piece in ("1", "  \n", "2", "  \n", "3")] + [chunk("stop")]
+    usage = {"prompt_tokens": 17, "completion_tokens": 31, "total_tokens": 48}
+    return sse([*chunks, {**base, "choices": [], "usage": usage}, "data: [DONE]\n\n"])
+
+
+@dataclass
+class Qwen3:
+    field: Path  # the reasoning in delta.reasoning
+    inline: Path  # the same, inline in <think>…</think> (as a server without a reasoning parser sends it)
+    unclosed: Path  # the inline one cut while still thinking: no </think>, no answer, finish_reason "length"
+    reasoning: str  # how the reasoning begins
+
+
+@pytest.fixture(params=["hand-built", "recorded"])
+def qwen3(request, tmp_path) -> Qwen3:
+    if request.param == "recorded":
+        text, cut = recording("compat_ollama_chat_sse_01.sse").read_text(), 120
+        reasoning = "Okay, the user wants me to count from 1 to 3."
+    else:
+        text, cut, reasoning = hand_built_qwen3(), 8, "The user asks me to count to three."
+    chunks, paths = frames(text), [tmp_path / f"{kind}.sse" for kind in ("field", "inline", "unclosed")]
+    for path, body in zip(paths, (text, sse(inline_think(chunks, close=True, finish="stop")),
+                                  sse(inline_think(chunks[:cut], close=False, finish="length")))):
+        path.write_text(body)
+    return Qwen3(*paths, reasoning)
+
+
+def test_inline_think_stream_splits_like_the_reasoning_field(qwen3):
+    """The inline stream gives exactly the reasoning-field stream's reasoning and answer."""
     def parts(events):
         return ("".join(e.text for e in events if isinstance(e, ReasoningDelta)),
                 "".join(e.text for e in events if isinstance(e, TextDelta)))
 
-    real_reasoning, real_answer = parts(decode("ollama_qwen3_reasoning_01.sse"))
-    inline_reasoning, inline_answer = parts(decode("think_inline_qwen3_01.sse"))
-    assert real_reasoning.startswith(REAL_REASONING)
-    assert inline_answer == real_answer == "1  \n2  \n3"
+    real_reasoning, real_answer = parts(decode(qwen3.field))
+    inline_reasoning, inline_answer = parts(decode(qwen3.inline))
+    assert real_reasoning.startswith(qwen3.reasoning)
+    assert inline_answer == real_answer == ANSWER
     assert inline_reasoning.strip() == real_reasoning.strip()
-    kept = decode("think_inline_qwen3_01.sse", think_tags="keep")
-    assert parts(kept)[1].startswith("<think>\n" + REAL_REASONING)
+    kept = decode(qwen3.inline, think_tags="keep")
+    assert parts(kept)[1].startswith("<think>\n" + qwen3.reasoning)
 
 
 # -- through the real CLI ----------------------------------------------------------------------
@@ -91,9 +140,9 @@ def test_inline_think_stream_splits_like_the_reasoning_field():
 
 @pytest.fixture
 def replay(make_sim, tmp_path):
-    def start(name: str):
+    def start(path: Path):
         script = tmp_path / "script.json"
-        script.write_text(json.dumps({"turns": [{"replay": str(COMPAT / name)}]}))
+        script.write_text(json.dumps({"turns": [{"replay": str(path)}]}))
         return make_sim(script=script)
     return start
 
@@ -102,37 +151,37 @@ def infer(tmp_path, sim, *args):
     return run_cli(tmp_path, "infer", "-p", "offline", "-t", "chat", "--base-url", sim.base_url, *args)
 
 
-def test_cli_pipe_gets_only_the_answer(tmp_path, replay):
-    r = infer(tmp_path, replay("think_inline_qwen3_01.sse"), "count")
-    assert (r.code, r.out) == (0, "1  \n2  \n3\n"), r.err
+def test_cli_pipe_gets_only_the_answer(tmp_path, replay, qwen3):
+    r = infer(tmp_path, replay(qwen3.inline), "count")
+    assert (r.code, r.out) == (0, ANSWER + "\n"), r.err
     assert "<think>" not in r.out + r.err  # reasoning is not shown on a non-terminal stderr
 
 
-def test_cli_json_and_events_count_reasoning_apart(tmp_path, replay):
-    r = infer(tmp_path, replay("think_inline_qwen3_01.sse"), "--json", "count")
+def test_cli_json_and_events_count_reasoning_apart(tmp_path, replay, qwen3):
+    r = infer(tmp_path, replay(qwen3.inline), "--json", "count")
     out = json.loads(r.out)
-    assert (r.code, out["text"], out["status"]) == (0, "1  \n2  \n3", "completed")
-    assert out["reasoning"].startswith(REAL_REASONING)
-    r = infer(tmp_path, replay("think_inline_qwen3_01.sse"), "--events", "count")
+    assert (r.code, out["text"], out["status"]) == (0, ANSWER, "completed")
+    assert out["reasoning"].startswith(qwen3.reasoning)
+    r = infer(tmp_path, replay(qwen3.inline), "--events", "count")
     kinds = [json.loads(line)["type"] for line in r.out.splitlines()]
     assert kinds.index("reasoning_delta") < kinds.index("text_delta")
     assert "".join(json.loads(line)["text"] for line in r.out.splitlines()
-                   if json.loads(line)["type"] == "text_delta") == "1  \n2  \n3"
+                   if json.loads(line)["type"] == "text_delta") == ANSWER
 
 
-def test_cli_keep_shows_the_raw_text(tmp_path, replay):
-    r = infer(tmp_path, replay("think_inline_qwen3_01.sse"), "-o", "think_tags=keep", "count")
-    assert r.code == 0 and r.out.startswith("<think>\n" + REAL_REASONING) and r.out.endswith("1  \n2  \n3\n")
+def test_cli_keep_shows_the_raw_text(tmp_path, replay, qwen3):
+    r = infer(tmp_path, replay(qwen3.inline), "-o", "think_tags=keep", "count")
+    assert r.code == 0 and r.out.startswith("<think>\n" + qwen3.reasoning) and r.out.endswith(ANSWER + "\n")
 
 
-def test_cli_unclosed_block_is_incomplete(tmp_path, replay):
-    r = infer(tmp_path, replay("think_unclosed_qwen3_01.sse"), "count")
+def test_cli_unclosed_block_is_incomplete(tmp_path, replay, qwen3):
+    r = infer(tmp_path, replay(qwen3.unclosed), "count")
     assert (r.code, r.out.strip()) == (8, ""), r.err
     assert "incomplete" in r.err
 
 
 def test_cli_later_think_tag_is_answer_text(tmp_path, replay):
-    r = infer(tmp_path, replay("think_later_01.sse"), "tags?")
+    r = infer(tmp_path, replay(COMPAT / "think_later_01.sse"), "tags?")
     assert (r.code, r.out) == (0, "Use the <think> tag like this: <think>plan</think> done.\n"), r.err
 
 
@@ -154,7 +203,7 @@ def test_history_keeps_only_the_answer(tmp_path, make_sim):
     ("groq_event_error_01.sse", 7, "tool call validation failed"),
 ])
 def test_cli_error_inside_the_stream(tmp_path, replay, name, code, message):
-    r = infer(tmp_path, replay(name), "--json", "hi")
+    r = infer(tmp_path, replay(COMPAT / name), "--json", "hi")
     out = json.loads(r.out)
     assert r.code == code, r.err
     assert message in r.err

@@ -1,6 +1,6 @@
 """MCP servers as tools, end to end: the real CLI against the simulator, with a real MCP server
 (tests/mcp_server.py, written with the SDK) over stdio and over Streamable HTTP on loopback, and
-the recorded real MCP traffic (tests/traffic/mcp_*)."""
+the recorded real MCP traffic (tests/traffic/mcp_* and ../shared/traffic-audio/mcp_*)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import pytest
 pytest.importorskip("mcp")
 
 from clihelp import cli_env, run_cli  # noqa: E402
+from shared_data import recording  # noqa: E402
 from voicecli.mcp import call_output, offered_name, tool_defs  # noqa: E402
 from voicecli.profiles import McpServerDef  # noqa: E402
 
@@ -462,9 +463,9 @@ def test_profiles_show_redacts_literal_header_values_but_shows_variable_referenc
 # ---- conversions, on recorded real traffic ---------------------------------------------------------------
 
 
-def _recorded_results(traffic_dir: Path, name: str) -> list[dict]:
+def _recorded_results(name: str) -> list[dict]:
     out = []
-    for line in (traffic_dir / f"{name}.wire.jsonl").read_text().splitlines():
+    for line in recording(f"{name}.wire.jsonl").read_text().splitlines():
         entry = json.loads(line)
         if entry["dir"] == "s2c":
             message = json.loads(entry["raw"])
@@ -473,14 +474,16 @@ def _recorded_results(traffic_dir: Path, name: str) -> list[dict]:
     return out
 
 
-def test_recorded_call_results_become_function_outputs(traffic_dir):
+def through_sdk(result: dict) -> tuple:
+    """call_output() of a tools/call result as voicecli receives it: parsed by the SDK, dumped back."""
     from mcp.types import CallToolResult
 
-    def through_sdk(result: dict) -> tuple:  # as voicecli receives it: parsed by the SDK, dumped back
-        data = CallToolResult.model_validate(result).model_dump(mode="json", by_alias=True, exclude_none=True)
-        return call_output(data, 65536)
+    data = CallToolResult.model_validate(result).model_dump(mode="json", by_alias=True, exclude_none=True)
+    return call_output(data, 65536)
 
-    echo, total, long_run, structured, sampled = _recorded_results(traffic_dir, "mcp_stdio_everything_01")
+
+def test_recorded_call_results_become_function_outputs():
+    echo, total, long_run, structured, sampled = _recorded_results("mcp_stdio_everything_01")
     assert through_sdk(echo) == (True, "Echo: Hello, world!", ())
     assert through_sdk(total) == (True, "The sum of 1 and 2 is 3.", ())
     assert through_sdk(long_run)[1] == "Long running operation completed. Duration: 1 seconds, Steps: 5."
@@ -490,7 +493,25 @@ def test_recorded_call_results_become_function_outputs(traffic_dir):
     assert call_output({"content": [], "structuredContent": structured["structuredContent"]}, 100)[1] == \
         '{"temperature": 33, "conditions": "Cloudy", "humidity": 82}'
     assert through_sdk(sampled)[1].startswith("LLM sampling result:")
-    (fetched,) = _recorded_results(traffic_dir, "mcp_stdio_fetch_01")
+
+
+def test_call_results_in_the_specs_shapes_become_function_outputs():
+    """Hand-built in the shapes of the MCP spec's tools/call results (text, text + structuredContent,
+    structuredContent alone, isError), as the recorded session above has them."""
+    weather = {"temperature": 22.5, "conditions": "Partly cloudy"}
+    assert through_sdk({"content": [{"type": "text", "text": "Echo: hi"}]}) == (True, "Echo: hi", ())
+    # content and structuredContent both present: the text (the same JSON) is used once
+    both = {"content": [{"type": "text", "text": json.dumps(weather, separators=(",", ":"))}],
+            "structuredContent": weather}
+    assert through_sdk(both) == (True, '{"temperature":22.5,"conditions":"Partly cloudy"}', ())
+    assert through_sdk({"content": [], "structuredContent": weather})[1] == \
+        '{"temperature": 22.5, "conditions": "Partly cloudy"}'
+    assert through_sdk({"content": [{"type": "text", "text": "no such city"}], "isError": True}) == \
+        (False, "error: no such city", ())
+
+
+def test_recorded_fetch_result_becomes_a_function_output():
+    (fetched,) = _recorded_results("mcp_stdio_fetch_01")
     ok, text, _ = through_sdk(fetched)
     assert ok and text.startswith("Contents of https://example.com/:\nThis domain is for use")
     assert call_output({**fetched, "isError": True}, 65536)[1].startswith("error: Contents of")
@@ -498,8 +519,8 @@ def test_recorded_call_results_become_function_outputs(traffic_dir):
     assert text == "Contents of https://\n[output truncated: showing the first 20 of 183 bytes]"
 
 
-def test_recorded_tool_list_becomes_tool_defs(traffic_dir):
-    data = (traffic_dir / "mcp_http_deepwiki_session_01.i03.tools_list.sse").read_text()
+def test_recorded_tool_list_becomes_tool_defs():
+    data = recording("mcp_http_deepwiki_session_01.i03.tools_list.sse").read_text()
     listed = json.loads(data.split("data: ", 1)[1].split("\n", 1)[0])["result"]["tools"]
     spec = McpServerDef(name="dw", url="https://mcp.deepwiki.com/mcp", tools=None, exclude_tools=["read_wiki_contents"],
                         tool_approval={"ask_question": "auto"})
@@ -524,12 +545,12 @@ def test_offered_names_are_valid_and_unique():
 
 
 @pytest.mark.slow
-def test_a_recorded_real_streamable_http_server(tmp_path, sim, make_profile, traffic_dir):
+def test_a_recorded_real_streamable_http_server(tmp_path, sim, make_profile):
     """The recorded DeepWiki session replayed on loopback (each answer's JSON-RPC id set to the
     request's): the SDK client copes with its trailing `data: ping` events and its 405s."""
     from replay_mcp import start_replay
 
-    with start_replay(traffic_dir / "mcp_http_deepwiki_session_01") as (url, seen):
+    with start_replay(recording("mcp_http_deepwiki_session_01.http.jsonl")) as (url, seen):
         profile = make_profile(mcp_table("dw", url=url, approval="auto"))
         r = run_cli(tmp_path, "tools", "list", "-p", profile)
         assert r.code == 0, r.err

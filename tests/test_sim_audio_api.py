@@ -19,6 +19,7 @@ from openai.types.audio import Transcription, TranscriptionTextDeltaEvent, Trans
 from pydantic import BaseModel
 
 from clihelp import cli_env, sim_speech
+from shared_data import recording
 from voicecli.sim import speech, vad
 from voicecli.sim.config import SimConfig
 from voicecli.sim.server import start_in_thread
@@ -264,10 +265,10 @@ def _keys(obj):
     return type(obj).__name__ if not isinstance(obj, (int, float)) or isinstance(obj, bool) else "number"
 
 
-def test_transcription_shapes_match_recorded_traffic(sim, traffic_dir):
+def test_transcription_shapes_match_recorded_traffic(sim):
     headers = {"Authorization": f"Bearer {KEY}"}
     files = {"file": ("t.wav", _wav(1.0), "audio/wav")}
-    recorded = (traffic_dir / "stt_sse_gpt4o_mini_01.sse").read_text()
+    recorded = recording("stt_sse_gpt4o_mini_01.sse").read_text()
     r = httpx.post(f"{sim.base_url}/audio/transcriptions", headers=headers, files=files,
                    data={"model": "gpt-4o-mini-transcribe", "stream": "true"})  # fmt: skip
     assert r.headers["content-type"] == "text/event-stream; charset=utf-8"  # as recorded
@@ -277,23 +278,28 @@ def test_transcription_shapes_match_recorded_traffic(sim, traffic_dir):
     assert {e["type"] for e in ours_events[:-1]} == {e["type"] for e in real_events[:-1]} == {"transcript.text.delta"}
     assert all(_keys(e) == _keys(real_events[0]) for e in ours_events[:-1])
     assert set(ours_events[-1]) == set(real_events[-1]) and set(ours_events[-1]["usage"]) == set(real_events[-1]["usage"])
+
+
+def test_json_transcription_shapes_match_recorded_traffic(sim):
+    headers = {"Authorization": f"Bearer {KEY}"}
+    files = {"file": ("t.wav", _wav(1.0), "audio/wav")}
     for name in ("stt_json_whisper_01", "stt_verbose_json_whisper_01"):
-        real = json.loads((traffic_dir / f"{name}.json").read_text())
+        real = json.loads(recording(f"{name}.json").read_text())
         fmt = "verbose_json" if "verbose" in name else "json"
         ours = httpx.post(f"{sim.base_url}/audio/transcriptions", headers=headers, files=files,
                           data={"model": "whisper-1", "response_format": fmt}).json()  # fmt: skip
         assert _keys(ours) == _keys(real), name
 
 
-def test_speech_shapes_match_recorded_traffic(sim, traffic_dir):
+def test_speech_shapes_match_recorded_traffic(sim):
     headers = {"Authorization": f"Bearer {KEY}"}
     for name, ctype in (("tts_pcm_01", "audio/pcm"), ("tts_wav_01", "audio/wav")):
-        request = json.loads((traffic_dir / f"{name}.request.json").read_text())
-        meta = json.loads((traffic_dir / f"{name}.meta.json").read_text())
+        request = json.loads(recording(f"{name}.request.json").read_text())
+        meta = json.loads(recording(f"{name}.meta.json").read_text())
         r = httpx.post(f"{sim.base_url}/audio/speech", headers=headers, json=request)
         assert r.headers["content-type"] == meta["response"]["headers"]["Content-Type"] == ctype
         assert r.headers["transfer-encoding"] == meta["response"]["headers"]["Transfer-Encoding"] == "chunked"
-        real = (traffic_dir / f"{name}.{name[4:7]}").read_bytes()
+        real = recording(f"{name}.{name[4:7]}").read_bytes()
         if ctype == "audio/wav":  # same format fields (the real one streams with 0xFFFFFFFF sizes)
             assert r.content[:4] == real[:4] and r.content[8:36] == real[8:36] and r.content[36:40] == real[36:40]
             assert speech.read_wav(real)[:4800] == real[44:4844]  # our reader copes with the real header

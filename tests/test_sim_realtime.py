@@ -3,7 +3,7 @@
 Every server event is validated with the SDK's `RealtimeServerEvent` models *and* checked for
 keys the models do not know (they allow extras, so a misspelt optional field would pass
 validation alone); the only extras allowed are the ones the real server sends too (seen in
-tests/traffic/realtime_ws_*.jsonl). Client events the SDK sent are checked the same way against
+../shared/traffic/realtime_ws_*.jsonl). Client events the SDK sent are checked the same way against
 `RealtimeClientEvent`.
 """
 
@@ -13,7 +13,6 @@ import asyncio
 import base64
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,12 +20,12 @@ import websockets
 from openai import AsyncOpenAI
 from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
 from pydantic import BaseModel, TypeAdapter
+from shared_data import recording
 
 from voicecli.sim import speech
 from voicecli.sim.config import SimConfig
 from voicecli.sim.server import start_in_thread
 
-TRAFFIC = Path(__file__).parent / "traffic"
 SERVER = TypeAdapter(RealtimeServerEvent)
 CLIENT = TypeAdapter(RealtimeClientEvent)
 KEY = "sk-sim-test"
@@ -52,18 +51,24 @@ def extras(model: object, path: str) -> list[str]:
     return out
 
 
-def _recorded_extras() -> set[str]:
-    """Extras the real server sends (e.g. `obfuscation`, session `id`/`object`/`expires_at`)."""
+# Extras the real server sends, which this SDK does not model (test_allowed_extras_are_the_recorded_ones
+# reads them from the recorded sessions)
+ALLOWED_EXTRAS = {
+    *(f"{t}.obfuscation" for t in ("conversation.item.input_audio_transcription.delta",
+                                   "response.function_call_arguments.delta",
+                                   "response.output_audio_transcript.delta", "response.output_text.delta")),
+    *(f"{t}.session.{k}" for t in ("session.created", "session.updated") for k in ("expires_at", "id", "object")),
+}
+
+
+def test_allowed_extras_are_the_recorded_ones():
     found = set()
-    for path in TRAFFIC.glob("realtime_ws_*.wire.jsonl"):
-        for line in path.read_text().splitlines():
+    for name in ("realtime_ws_audio_vad_01", "realtime_ws_text_in_audio_out_01", "realtime_ws_tool_call_01"):
+        for line in recording(f"{name}.wire.jsonl").read_text().splitlines():
             rec = json.loads(line)
             if rec.get("dir") == "recv":
                 found |= set(extras(SERVER.validate_python(rec["event"]), rec["event"]["type"]))
-    return found
-
-
-ALLOWED_EXTRAS = _recorded_extras()
+    assert found == ALLOWED_EXTRAS
 
 
 def check_server_event(event: dict) -> None:
@@ -101,7 +106,7 @@ def skeleton(types: list[str]) -> list[str]:
 
 
 def recorded_types(name: str) -> list[str]:
-    return [json.loads(line)["type"] for line in (TRAFFIC / f"{name}.jsonl").read_text().splitlines() if line.strip()]
+    return [json.loads(line)["type"] for line in recording(f"{name}.jsonl").read_text().splitlines() if line.strip()]
 
 
 # -- fixtures and helpers ------------------------------------------------------------------------
@@ -186,10 +191,13 @@ def test_session_created_and_partial_update(sim):
     assert check_client_events(sim) >= 1
 
 
-def test_vad_audio_turn_matches_recording(sim):
-    silence_ms = 300
-    speech_s = 1.2
-    pcm = speech.silence(1.0) + speech.speech_like(speech_s) + speech.silence(0.8)
+SILENCE_MS, SPEECH_S = 300, 1.2  # the voice turn's server_vad silence_duration_ms and its speech
+
+
+@pytest.fixture(scope="module")
+def vad_turn(sim) -> list[dict]:
+    """Every server event of one server-VAD voice turn: 1 s silence, speech, 0.8 s silence."""
+    pcm = speech.silence(1.0) + speech.speech_like(SPEECH_S) + speech.silence(0.8)
 
     async def main():
         log: list[dict] = []
@@ -198,7 +206,7 @@ def test_vad_audio_turn_matches_recording(sim):
             await conn.session.update(session={
                 "type": "realtime", "output_modalities": ["audio"],
                 "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000},
-                                    "turn_detection": {"type": "server_vad", "silence_duration_ms": silence_ms},
+                                    "turn_detection": {"type": "server_vad", "silence_duration_ms": SILENCE_MS},
                                     "transcription": {"model": "gpt-4o-mini-transcribe"}},
                           "output": {"format": {"type": "audio/pcm", "rate": 24000}}}})  # fmt: skip
             await until(conn, "session.updated", log)
@@ -206,21 +214,23 @@ def test_vad_audio_turn_matches_recording(sim):
             await until(conn, "response.done", log)
         return log
 
-    log = run(main())
-    types = [e["type"] for e in log]
-    assert skeleton(types) == skeleton(recorded_types("realtime_ws_audio_vad_01"))
+    return run(main())
+
+
+def test_vad_audio_turn(vad_turn):
+    log = vad_turn
     started = of_type(log, "input_audio_buffer.speech_started")[0]
     stopped = of_type(log, "input_audio_buffer.speech_stopped")[0]
     assert abs(started["audio_start_ms"] - (1000 - 300)) <= 30  # onset minus prefix_padding_ms
-    assert abs(stopped["audio_end_ms"] - (2200 + silence_ms)) <= 30  # speech end plus the silence
+    assert abs(stopped["audio_end_ms"] - (2200 + SILENCE_MS)) <= 30  # speech end plus the silence
     assert started["item_id"] == stopped["item_id"] == of_type(log, "input_audio_buffer.committed")[0]["item_id"]
     transcript = of_type(log, "conversation.item.input_audio_transcription.completed")[0]
-    assert transcript["transcript"] == f"[speech {speech_s:.2f} s]"
+    assert transcript["transcript"] == f"[speech {SPEECH_S:.2f} s]"
     assert transcript["usage"]["type"] == "tokens"
     done = of_type(log, "response.done")[0]["response"]
     assert done["status"] == "completed"
     said = of_type(log, "response.output_audio_transcript.done")[0]["transcript"]
-    assert said == f"You said: [speech {speech_s:.2f} s]"
+    assert said == f"You said: [speech {SPEECH_S:.2f} s]"
     audio = audio_of(log)
     assert audio == speech.synthesize(said)  # the whole real waveform, in order
     assert speech.rms(audio) > 0.02
@@ -229,7 +239,13 @@ def test_vad_audio_turn_matches_recording(sim):
     assert "".join(e["delta"] for e in of_type(log, "response.output_audio_transcript.delta")) == said
 
 
-def test_text_in_audio_out_matches_recording(sim):
+def test_vad_audio_turn_matches_recording(vad_turn):
+    assert skeleton([e["type"] for e in vad_turn]) == skeleton(recorded_types("realtime_ws_audio_vad_01"))
+
+
+@pytest.fixture(scope="module")
+def text_in_audio_out(sim) -> list[dict]:
+    """Every server event of a typed question answered in audio."""
     async def main():
         log: list[dict] = []
         async with client(sim).realtime.connect(model="gpt-realtime") as conn:
@@ -243,15 +259,25 @@ def test_text_in_audio_out_matches_recording(sim):
             await until(conn, "response.done", log)
         return log
 
-    log = run(main())
-    assert skeleton([e["type"] for e in log]) == skeleton(recorded_types("realtime_ws_text_in_audio_out_01"))
+    return run(main())
+
+
+def test_text_in_audio_out(text_in_audio_out):
+    log = text_in_audio_out
     assert of_type(log, "response.output_audio_transcript.done")[0]["transcript"] == "You said: Say hi."
     user_added = of_type(log, "conversation.item.added")[0]
     assistant_added = of_type(log, "conversation.item.added")[1]
     assert assistant_added["previous_item_id"] == user_added["item"]["id"]
 
 
-def test_function_call_round_trip_matches_recording(sim):
+def test_text_in_audio_out_matches_recording(text_in_audio_out):
+    assert skeleton([e["type"] for e in text_in_audio_out]) == skeleton(
+        recorded_types("realtime_ws_text_in_audio_out_01"))
+
+
+@pytest.fixture(scope="module")
+def function_call_round(sim) -> tuple[list[dict], list[dict], list[dict]]:
+    """A function-call round: (every server event, the first response's, the second response's)."""
     tools = [{"type": "function", "name": "get_weather", "description": "Look up the weather for a city.",
               "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]  # fmt: skip
 
@@ -268,7 +294,6 @@ def test_function_call_round_trip_matches_recording(sim):
             await conn.response.create()
             first = await until(conn, "response.done", log)
             call = of_type(first, "response.function_call_arguments.done")[0]
-            assert call["name"] == "get_weather" and json.loads(call["arguments"]) == {"city": "London"}
             await conn.conversation.item.create(
                 item={"type": "function_call_output", "call_id": call["call_id"], "output": "Foggy, 12 degrees"}
             )
@@ -276,10 +301,24 @@ def test_function_call_round_trip_matches_recording(sim):
             second = await until(conn, "response.done", log)
             return log, first, second
 
-    log, first, second = run(main())
-    assert skeleton([e["type"] for e in log]) == skeleton(recorded_types("realtime_ws_tool_call_01"))
+    return run(main())
+
+
+def test_function_call_round_trip(function_call_round):
+    _, first, second = function_call_round
+    call = of_type(first, "response.function_call_arguments.done")[0]
+    assert call["name"] == "get_weather" and json.loads(call["arguments"]) == {"city": "London"}
+    # the order protocols.md §4.9 gives: the call's item, its argument deltas, .done, the item's done
+    assert [t for t in skeleton([e["type"] for e in first]) if not t.startswith("conversation.")] == [
+        "response.created", "response.output_item.added", "deltas", "response.function_call_arguments.done",
+        "response.output_item.done", "response.done"]
     assert first[-1]["response"]["output"][0]["type"] == "function_call"
     assert of_type(second, "response.output_text.done")[0]["text"] == "Tool get_weather returned: Foggy, 12 degrees."
+
+
+def test_function_call_round_trip_matches_recording(function_call_round):
+    log, _, _ = function_call_round
+    assert skeleton([e["type"] for e in log]) == skeleton(recorded_types("realtime_ws_tool_call_01"))
 
 
 def test_manual_turn_commit_and_response_create(sim):
@@ -517,12 +556,10 @@ def test_fault_knobs(sim):
 
 def test_script_fixes_the_reply_and_faults(tmp_path):
     script = tmp_path / "script.json"
-    recorded = (TRAFFIC / "realtime_ws_text_in_audio_out_01.jsonl").resolve()
     script.write_text(json.dumps({"turns": [
         {"reply": "Scripted hello."},
         {"fault": {"failed": True}},
         {"fault": {"error": "flat", "after": 2}},
-        {"replay": str(recorded)},
     ]}))  # fmt: skip
     handle = start_in_thread(SimConfig(realtime_speed=25.0, script=script))
     try:
@@ -540,6 +577,26 @@ def test_script_fixes_the_reply_and_faults(tmp_path):
                 assert [e["type"] for e in third[-4:]] == ["response.created", "rate_limits.updated", "error",
                                                            "response.done"]  # fmt: skip
                 assert third[-1]["response"]["status"] == "failed"
+                last = await _audio_reply(conn, "and again")  # the script is used up: the brain answers
+                assert of_type(last, "response.output_text.done")[0]["text"] == "You said: and again"
+
+        run(main())
+    finally:
+        handle.stop()
+
+
+def test_script_replays_a_recorded_session(tmp_path):
+    script = tmp_path / "script.json"
+    recorded = recording("realtime_ws_text_in_audio_out_01.jsonl").resolve()
+    script.write_text(json.dumps({"turns": [{"replay": str(recorded)}]}))
+    handle = start_in_thread(SimConfig(realtime_speed=25.0, script=script))
+    try:
+
+        async def main():
+            async with client(handle).realtime.connect(model="gpt-realtime") as conn:
+                await until(conn, "session.created")
+                await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+                await until(conn, "session.updated")
                 replayed = await _audio_reply(conn, "replay")  # the recorded server events, verbatim
                 recorded_skeleton = skeleton(recorded_types("realtime_ws_text_in_audio_out_01"))
                 assert skeleton([e["type"] for e in replayed])[2:] == [t for t in recorded_skeleton if "session." not in t]

@@ -13,6 +13,7 @@ import pytest
 from openai.types.responses import Response, ResponseStreamEvent, response_create_params
 from openai.types.responses.responses_server_event import ResponsesServerEvent, ResponseWsError
 from sdkcheck import sse_events, validate
+from shared_data import SHARED_ONLY, TRAFFIC, recording
 
 from voicecli.sim import validate as sim_validate
 from voicecli.sim.validate import ApiError
@@ -172,21 +173,26 @@ RECORDED = {
 
 
 @pytest.mark.parametrize("name", sorted(RECORDED))
-def test_event_sequence_matches_recorded(name, make_sim, traffic_dir, tmp_path):
+def test_event_sequence_matches_recorded(name, make_sim, tmp_path):
+    request = json.loads(recording(f"{name}.request.json").read_text())
+    real = [e for e, _ in sse_events(recording(f"{name}.sse").read_text())]
     script = None
     if RECORDED[name]:
         script = tmp_path / "script.json"
         script.write_text(json.dumps({"turns": RECORDED[name]}))
     handle = make_sim(script=script)
-    request = json.loads((traffic_dir / f"{name}.request.json").read_text())
-    real = [e for e, _ in sse_events((traffic_dir / f"{name}.sse").read_text())]
     ours = types(raw_stream(handle, request))  # the real request body, replayed as is
     assert shape(ours) == shape(real)
 
 
-def test_recorded_requests_are_accepted(traffic_dir):
-    for path in sorted(traffic_dir.glob("responses_sse_*.request.json")):
-        sim_validate.check_responses(json.loads(path.read_text()))
+# tests/traffic's requests and those read from ../shared (see shared_data.py)
+REQUESTS = sorted({p.name.split(".")[0] for p in TRAFFIC.glob("responses_sse_*.request.json")}
+                  | {n for n in SHARED_ONLY if n.startswith("responses_sse_")})
+
+
+@pytest.mark.parametrize("name", REQUESTS)
+def test_recorded_requests_are_accepted(name):
+    sim_validate.check_responses(json.loads(recording(f"{name}.request.json").read_text()))
 
 
 # -- validation, and agreement with the SDK's param types ---------------------------------------

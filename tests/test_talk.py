@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -13,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import websockets
 
 from clihelp import cli_env, run_cli, talk_with_approval
+from shared_data import recording
 from voicecli.sim import speech
 from voicecli.sim.vad import voiced_span
 
@@ -282,11 +285,25 @@ def test_session_is_renewed_before_its_age_limit(tmp_path, sim):
         ("user", "remember the word banana"), ("assistant", "You said: remember the word banana")]
 
 
-def short_answer_replay(traffic_dir: Path, dest: Path, turn: int, audio_ms: float | None) -> Path:
-    """The recorded text → audio session (its audio deltas cut to 32 bytes at record time), with ids
-    made unique per turn and, when `audio_ms` is given, that much audio in its deltas instead."""
-    events = [json.loads(line) for line in (traffic_dir / "realtime_ws_text_in_audio_out_01.jsonl").read_text()
-              .splitlines() if line.strip()]
+def simulated_answer(sim) -> list[dict]:
+    """The simulator's own server events for a typed line answered in audio (what the recording holds)."""
+    async def capture() -> list[dict]:
+        got: list[dict] = []
+        async with websockets.connect(sim.base_url.replace("http://", "ws://") + "/realtime?model=gpt-realtime") as ws:
+            await ws.send(json.dumps({"type": "conversation.item.create", "item": {
+                "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Say hi."}]}}))
+            await ws.send(json.dumps({"type": "response.create"}))
+            while not got or got[-1]["type"] != "response.done":
+                got.append(json.loads(await ws.recv()))
+        return got
+
+    return asyncio.run(asyncio.wait_for(capture(), 30))
+
+
+def short_answer_replay(events: list[dict], dest: Path, turn: int, audio_ms: float | None) -> Path:
+    """A text → audio session, with ids made unique per turn and, when `audio_ms` is given, that
+    much audio in its deltas instead."""
+    events = json.loads(json.dumps(events))
     deltas = [e for e in events if e["type"] == "response.output_audio.delta"]
     if audio_ms is not None:
         pcm = speech.tone(440, audio_ms / 1000)
@@ -301,11 +318,17 @@ def short_answer_replay(traffic_dir: Path, dest: Path, turn: int, audio_ms: floa
 
 
 @pytest.mark.slow
-def test_short_answers_play_to_the_end_headless(tmp_path, make_sim, traffic_dir):
-    """Answers shorter than the jitter buffer's prebuffer (a recorded 2.7 ms one, 10, 30, 59 ms) are
-    played, written, and talk ends by itself when the input WAV is done."""
-    lengths = [None, 10, 30, 59]
-    turns = [{"replay": short_answer_replay(traffic_dir, tmp_path / f"turn{i}.jsonl", i, ms).name}
+@pytest.mark.parametrize("source", ["recorded", "simulated"])
+def test_short_answers_play_to_the_end_headless(tmp_path, make_sim, source):
+    """Answers shorter than the jitter buffer's prebuffer (the recorded one's audio is cut to 2.7 ms;
+    3 ms of the simulator's; then 10, 30, 59 ms) are played, written, and talk ends by itself when
+    the input WAV is done."""
+    if source == "recorded":
+        template, lengths = [json.loads(line) for line in recording("realtime_ws_text_in_audio_out_01.jsonl")
+                             .read_text().splitlines() if line.strip()], [None, 10, 30, 59]
+    else:
+        template, lengths = simulated_answer(make_sim(realtime_speed=0)), [3, 10, 30, 59]
+    turns = [{"replay": short_answer_replay(template, tmp_path / f"turn{i}.jsonl", i, ms).name}
              for i, ms in enumerate(lengths)]
     script = tmp_path / "script.json"
     script.write_text(json.dumps({"turns": turns}))

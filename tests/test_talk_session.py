@@ -1,7 +1,7 @@
-"""The voice session layer without devices: recorded Realtime sessions replayed through `Turns`
-(what was received, played and heard; barge-in arithmetic with an injected clock), the
-`RealtimeSession` tool round against a fake socket and the simulator's Realtime front, the playback
-buffer, resampling, WAV input."""
+"""The voice session layer without devices: Realtime sessions (recorded ones from ../shared, and the
+same kinds made by the simulator) replayed through `Turns` (what was received, played and heard;
+barge-in arithmetic with an injected clock), the `RealtimeSession` tool round against a fake socket
+and the simulator's Realtime front, the playback buffer, resampling, WAV input."""
 
 from __future__ import annotations
 
@@ -9,21 +9,27 @@ import asyncio
 import base64
 import json
 import wave
-from pathlib import Path
 
 import numpy as np
 import pytest
+import websockets
+from shared_data import recording
 
 from voicecli import profiles
 from voicecli.audio.speaker import FADE, PlaybackBuffer
 from voicecli.audio.wav import read_wav_24k
 from voicecli.conversation import Conversation
-from voicecli.events import (AudioDelta, Disconnected, Error, ResponseStarted, SpeechStopped, ToolResult, Transcript,
-                             TurnEnd)
+from voicecli.sim import speech
+from voicecli.sim.config import SimConfig
+from voicecli.sim.server import start_in_thread
+from voicecli.events import (AudioDelta, Disconnected, Error, ResponseStarted, SpeechStopped, TextDelta, ToolCall,
+                             ToolResult, Transcript, TurnEnd)
+from voicecli.profiles import VoiceSettings
 from voicecli.voice.session import RealtimeSession
 from voicecli.voice.turns import AssistantItem, Turns, heard
+from voicecli.wire import realtime as rt
 from voicecli.wire.realtime import RealtimeDecoder
-from voicecli.items import FunctionCall, FunctionOutput, Message
+from voicecli.items import FunctionCall, FunctionOutput, Message, ToolDef
 
 
 class FakeTransport:
@@ -46,8 +52,74 @@ class Clock:
         return self.now
 
 
-def server_events(traffic_dir: Path, name: str) -> list[dict]:
-    return [json.loads(line) for line in (traffic_dir / f"{name}.jsonl").read_text().splitlines() if line.strip()]
+WEATHER = ToolDef(name="get_weather", description="Look up the weather for a city.", command=["w"],
+                  parameters={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
+ASK_WEATHER = 'Use get_weather for {"city": "London"} please.'  # the simulator calls a tool the text names
+
+
+def recorded_events(name: str) -> list[dict]:
+    return [json.loads(line) for line in recording(f"{name}.jsonl").read_text().splitlines() if line.strip()]
+
+
+def simulated_events(sim, kind: str) -> list[dict]:
+    """The server events of a session with the simulator, in the order received, as a recording
+    holds them: a server-VAD voice turn ("voice"), or a text function-call round ("tool_call": the
+    call, its output sent back, the answer)."""
+    async def session() -> list[dict]:
+        got: list[dict] = []
+
+        async def until(ws, stop: str) -> dict:
+            while True:
+                got.append(json.loads(await ws.recv()))
+                if got[-1]["type"] == stop:
+                    return got[-1]
+
+        url = sim.base_url.replace("http://", "ws://") + "/realtime?model=gpt-realtime"
+        async with websockets.connect(url) as ws:
+            await until(ws, "session.created")
+            if kind == "voice":
+                await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime"}}))
+                await until(ws, "session.updated")
+                pcm = speech.silence(0.5) + speech.speech_like(1.0) + speech.silence(0.8)
+                for i in range(0, len(pcm), 1920):
+                    await ws.send(json.dumps(rt.append_audio(pcm[i:i + 1920])))
+                await until(ws, "response.done")
+                return got
+            await ws.send(json.dumps(rt.session_update(VoiceSettings(output_modalities="text"), None, [WEATHER])))
+            await until(ws, "session.updated")
+            await ws.send(json.dumps(rt.create_text_message(ASK_WEATHER)))
+            await ws.send(json.dumps(rt.response_create()))
+            await until(ws, "response.done")
+            call = next(e for e in got if e["type"] == "response.function_call_arguments.done")
+            await ws.send(json.dumps(rt.function_call_output(call["call_id"], "Foggy, 12 degrees")))
+            await ws.send(json.dumps(rt.response_create()))
+            await until(ws, "response.done")
+            return got
+
+    return asyncio.run(asyncio.wait_for(session(), 30))
+
+
+@pytest.fixture(scope="module")
+def own_sim():
+    handle = start_in_thread(SimConfig(realtime_speed=0))  # unpaced: the answer's audio comes at once
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(params=["recorded", "simulated"])
+def voice_turn(request) -> list[dict]:
+    """A server-VAD voice turn answered in audio: recorded, or made by the simulator."""
+    if request.param == "recorded":
+        return recorded_events("realtime_ws_audio_vad_01")
+    return simulated_events(request.getfixturevalue("own_sim"), "voice")
+
+
+@pytest.fixture(params=["recorded", "simulated"])
+def tool_call_round(request) -> list[dict]:
+    """A text function-call round (call, output sent back, answer): recorded, or made by the simulator."""
+    if request.param == "recorded":
+        return recorded_events("realtime_ws_tool_call_01")
+    return simulated_events(request.getfixturevalue("own_sim"), "tool_call")
 
 
 def neutral(events: list[dict]) -> list:
@@ -63,8 +135,8 @@ def make_turns(clock=None) -> Turns:
 # -- Turns: what was received, played and heard -------------------------------------------------
 
 
-def test_recorded_voice_turn_plays_all_audio_before_it_is_written(traffic_dir):
-    events = server_events(traffic_dir, "realtime_ws_audio_vad_01")
+def test_voice_turn_plays_all_audio_before_it_is_written(voice_turn):
+    events = voice_turn
     deltas = b"".join(base64.b64decode(e["delta"]) for e in events if e["type"] == "response.output_audio.delta")
     spoken = next(e["transcript"] for e in events if e["type"] == "response.output_audio_transcript.done")
     turns = make_turns()
@@ -90,8 +162,8 @@ def test_odd_length_deltas_keep_every_byte():
     assert buf.played["item"] == 1000
 
 
-def test_barge_in_cancels_and_truncates_to_what_was_played(traffic_dir):
-    events = server_events(traffic_dir, "realtime_ws_audio_vad_01")
+def test_barge_in_cancels_and_truncates_to_what_was_played(voice_turn):
+    events = voice_turn
     cut_at = [i for i, e in enumerate(events) if e["type"] == "response.output_audio.delta"][3]
     turns = make_turns()
     for event in neutral(events[: cut_at + 1]):  # the response is running, some audio received
@@ -135,8 +207,8 @@ def test_an_answer_heard_to_the_end_is_not_truncated():
     assert turns.barge_in().truncate is None and not turns.barge_in().cancel
 
 
-def test_text_answer_is_finished_without_audio(traffic_dir):
-    events = server_events(traffic_dir, "realtime_ws_tool_call_01")
+def test_text_answer_is_finished_without_audio(tool_call_round):
+    events = tool_call_round
     turns = make_turns()
     for event in neutral(events):
         turns.feed(event)
@@ -189,8 +261,8 @@ async def outputs(calls):
     return [FunctionOutput(c.call_id, '{"temp": 12}', c.name) for c in calls]
 
 
-def test_recorded_tool_call_runs_through_the_conversations_tool_round(traffic_dir):
-    events = server_events(traffic_dir, "realtime_ws_tool_call_01")
+def test_tool_call_runs_through_the_conversations_tool_round(tool_call_round):
+    events = tool_call_round
     first_done = next(i for i, e in enumerate(events) if e["type"] == "response.done")
 
     async def scenario():
@@ -210,8 +282,8 @@ def test_recorded_tool_call_runs_through_the_conversations_tool_round(traffic_di
                                             FunctionOutput(call["call_id"], '{"temp": 12}', call["name"])]
 
 
-def test_tool_rounds_stop_at_max_tool_rounds(traffic_dir):
-    events = server_events(traffic_dir, "realtime_ws_tool_call_01")
+def test_tool_rounds_stop_at_max_tool_rounds(tool_call_round):
+    events = tool_call_round
     first_done = next(i for i, e in enumerate(events) if e["type"] == "response.done")
     profile = profiles.load("offline")
     profile.model.max_tool_rounds = 0
@@ -227,6 +299,44 @@ def test_tool_rounds_stop_at_max_tool_rounds(traffic_dir):
     assert session.transport.types() == ["conversation.item.create"]  # the output says why; no new response
     assert "not run" in session.transport.sent[0]["item"]["output"]
     assert isinstance(queued[-1], Error) and "tool rounds" in queued[-1].message
+
+
+def test_a_function_call_round_against_the_simulator(sim):
+    """Tool call → function_call_output → the answer, over a real socket to the simulator."""
+    profile = profiles.load("offline")
+    profile.tools = [WEATHER]
+    profile.voice.output_modalities = "text"
+
+    async def scenario():
+        session = make_session(profile, runner=outputs)
+        session.base_url, session.transport = sim.base_url, None
+        await session.start()
+        await session.say(ASK_WEATHER)
+        seen = []
+        async for event in session.events():
+            seen.append(event)
+            if len([e for e in seen if isinstance(e, TurnEnd)]) == 2:
+                break
+        await session.aclose()
+        return session, seen
+
+    session, seen = asyncio.run(asyncio.wait_for(scenario(), 30))
+    [call] = [e for e in seen if isinstance(e, ToolCall)]
+    assert (call.name, json.loads(call.arguments)) == ("get_weather", {"city": "London"})
+    [result] = [e for e in seen if isinstance(e, ToolResult)]
+    assert result.call_id == call.call_id and result.ok
+    first_end, second_end = [e for e in seen if isinstance(e, TurnEnd)]
+    assert seen.index(call) < seen.index(first_end) < seen.index(result) < seen.index(second_end)
+    answer = "".join(e.text for e in seen[seen.index(first_end):] if isinstance(e, TextDelta))
+    assert answer == 'Tool get_weather returned: {"temp": 12}.'
+    assert session.conversation.history == [FunctionCall(call.call_id, "get_weather", call.arguments),
+                                            FunctionOutput(call.call_id, '{"temp": 12}', "get_weather")]
+    sent = [e["event"] for e in list(sim.log) if e.get("endpoint") == "/v1/realtime" and "event" in e]
+    assert [e["name"] for e in sent[0]["session"]["tools"]] == ["get_weather"]
+    output = next(i for i, e in enumerate(sent) if e["type"] == "conversation.item.create"
+                  and e["item"]["type"] == "function_call_output")
+    assert sent[output]["item"] == {"type": "function_call_output", "call_id": call.call_id, "output": '{"temp": 12}'}
+    assert sent[output + 1] == {"type": "response.create"}
 
 
 def test_quiet_errors_and_expiry_stay_inside_the_session():

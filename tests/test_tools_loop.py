@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from pathlib import Path
 
 import pytest
+from shared_data import recording
 
 from voicecli import profiles
 from voicecli.conversation import Conversation
@@ -249,9 +249,9 @@ REPLAYS = {
 }
 
 
-def _recorded_calls(traffic_dir: Path, name: str) -> list[tuple[str, str, str]]:
+def _recorded_calls(name: str) -> list[tuple[str, str, str]]:
     """The calls a recorded stream holds, read straight from the file (the oracle)."""
-    text = (traffic_dir / f"{name}.sse").read_text()
+    text = recording(f"{name}.sse").read_text()
     datas = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
     if name.startswith("responses"):
         return [(d["item"]["call_id"], d["item"]["name"], d["item"]["arguments"]) for d in datas
@@ -268,14 +268,14 @@ def _recorded_calls(traffic_dir: Path, name: str) -> list[tuple[str, str, str]]:
 
 
 @pytest.mark.parametrize("name", list(REPLAYS))
-def test_recorded_tool_streams_through_the_loop(setup, traffic_dir, name):
+def test_recorded_tool_streams_through_the_loop(setup, name):
     transports = ["chat"] if name.startswith("chat") else ["sse", "ws"]
-    expected = _recorded_calls(traffic_dir, name)
+    expected = _recorded_calls(name)
     for want, got in zip(REPLAYS[name], expected):  # the table above agrees with the file
         assert want[1] == got[1] and want[0] in (None, got[0]) and want[2] in (None, got[2])
     assert len(expected) == len(REPLAYS[name])
     for transport in transports:
-        profile, sim = setup(transport, script=[{"replay": str(traffic_dir / f"{name}.sse")}, {"reply": "Thanks."}])
+        profile, sim = setup(transport, script=[{"replay": str(recording(f"{name}.sse"))}, {"reply": "Thanks."}])
         profile.tools += [  # the recorded calls' tools, answered by one python function
             profiles.ToolDef(name=n, python="voicecli_loop_tools:lookup", strict=False,
                              parameters={"type": "object", "properties": {}})

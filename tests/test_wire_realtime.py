@@ -1,5 +1,5 @@
-"""Realtime GA: the recorded sessions replayed through RealtimeDecoder; client-event builders
-checked against the recorded client frames and the openai SDK's param types."""
+"""Realtime GA: the recorded sessions (read from ../shared/traffic) replayed through RealtimeDecoder;
+client-event builders checked against the recorded client frames and the openai SDK's param types."""
 
 from __future__ import annotations
 

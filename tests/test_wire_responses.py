@@ -20,8 +20,9 @@ from voicecli.wire import responses
 from voicecli.wire.responses import ResponsesDecoder
 from voicecli.items import FunctionCall, FunctionOutput, Message, OpaqueItem, Request, ToolDef
 
-# Expected values, read once from the recordings (see tests/traffic/SOURCES.md) and written down
-# here so a decoder change that loses or alters anything fails.
+# Expected values, read once from the recordings (tests/traffic/SOURCES.md; two are read from
+# ../shared/traffic, see shared_data.py) and written down here so a decoder change that loses or
+# alters anything fails.
 RECORDED = {
     "responses_sse_text_01": dict(
         text="4200 + 42 equals 4242.", calls=[], usage=Usage(16, 11, 0, 0), status="completed", reason=None,
@@ -83,6 +84,69 @@ def test_recorded_stream(name, size):
     assert [item["type"] for item in end.output_items] == expected["items"]
     assert decoder.finished and decoder.gaps == []
     assert events.index(end) == len(events) - 1 and isinstance(events[-2], Usage)
+
+
+# Hand-built streams in the documented event order (protocols.md §1.5, §1.6), with and without
+# sequence_number (responses_sse_tool_01 is the older shape without it): a function call, and the
+# text answer on the turn after its output was sent back.
+CALL = {"type": "function_call", "id": "fc_hand1", "call_id": "call_hand1", "name": "get_capital",
+        "arguments": '{"country":"France"}', "status": "completed"}
+ANSWER = {"type": "message", "id": "msg_hand1", "role": "assistant", "status": "completed",
+          "content": [{"type": "output_text", "text": "The capital of France is Paris.", "annotations": []}]}
+
+
+def hand_built_stream(item: dict, *, numbered: bool) -> bytes:
+    response = {"id": "resp_hand1", "object": "response", "created_at": 1743082657, "status": "in_progress",
+                "model": "gpt-4o", "output": [], "usage": None}
+    at = {"item_id": item["id"], "output_index": 0}
+    events = [{"type": "response.created", "response": response},
+              {"type": "response.in_progress", "response": response}]
+    if item["type"] == "function_call":
+        args = item["arguments"]
+        events += [{"type": "response.output_item.added", "output_index": 0,
+                    "item": {**item, "arguments": "", "status": "in_progress"}},
+                   *({"type": "response.function_call_arguments.delta", **at, "delta": args[i:i + 4]}
+                     for i in range(0, len(args), 4)),
+                   {"type": "response.function_call_arguments.done", **at, "arguments": args}]
+    else:
+        text, part = item["content"][0]["text"], {"type": "output_text", "text": "", "annotations": []}
+        events += [{"type": "response.output_item.added", "output_index": 0,
+                    "item": {**item, "status": "in_progress", "content": []}},
+                   {"type": "response.content_part.added", **at, "content_index": 0, "part": part},
+                   *({"type": "response.output_text.delta", **at, "content_index": 0, "delta": text[i:i + 4],
+                      "logprobs": []} for i in range(0, len(text), 4)),
+                   {"type": "response.output_text.done", **at, "content_index": 0, "text": text, "logprobs": []},
+                   {"type": "response.content_part.done", **at, "content_index": 0, "part": {**part, "text": text}}]
+    usage = {"input_tokens": 255, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 16,
+             "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 271}
+    events += [{"type": "response.output_item.done", "output_index": 0, "item": item},
+               {"type": "response.completed",
+                "response": {**response, "status": "completed", "output": [item], "usage": usage}}]
+    if numbered:
+        events = [{"type": e["type"], "sequence_number": n, **e} for n, e in enumerate(events)]
+    return "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events).encode()
+
+
+@pytest.mark.parametrize("size", SPLITS)
+@pytest.mark.parametrize("numbered", [False, True], ids=["without_sequence_number", "with_sequence_number"])
+@pytest.mark.parametrize("item", [CALL, ANSWER], ids=["tool", "text_after_tool"])
+def test_hand_built_stream(item, numbered, size):
+    decoder = ResponsesDecoder()
+    events = replay_sse(hand_built_stream(item, numbered=numbered), size, decoder)
+    text = "".join(e.text for e in of_type(events, TextDelta))
+    if item is CALL:
+        assert of_type(events, ToolCall) == [ToolCall("call_hand1", "get_capital", '{"country":"France"}', "fc_hand1")]
+        assert text == ""
+    else:
+        assert of_type(events, ToolCall) == [] and text == "The capital of France is Paris."
+    assert of_type(events, Usage) == [Usage(255, 16, 0, 0)]
+    assert of_type(events, Error) == []
+    end = events[-1]
+    assert isinstance(end, TurnEnd) and of_type(events, TurnEnd) == [end]
+    assert (end.status, end.reason, end.response_id) == ("completed", None, "resp_hand1")
+    assert end.output_items == (item,)
+    assert decoder.finished and decoder.gaps == []
+    assert isinstance(events[-2], Usage)
 
 
 def test_reasoning_summary_parts_become_paragraphs():

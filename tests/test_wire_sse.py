@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from test_wire_support import SPLITS, TRAFFIC, chunks
+from shared_data import TRAFFIC, recording
+from test_wire_support import SPLITS, chunks
 
 from voicecli.wire.sse import ServerSentEvent, SSEDecoder
 
@@ -96,9 +97,17 @@ def test_event_type_does_not_leak_into_the_next_event():
     assert every_split(b"event: a\ndata: 1\n\ndata: 2\n\n")[1].event == "message"
 
 
-@pytest.mark.parametrize("path", sorted(TRAFFIC.glob("*.sse")), ids=lambda p: p.stem)
+# tests/traffic's streams and those read from ../shared (see shared_data.py)
+SHARED_SSE = ["responses_sse_text_after_tool_01.sse", "responses_sse_tool_01.sse",
+              *(f"mcp_http_deepwiki_session_01.{part}.sse"
+                for part in ("i00.initialize", "i03.tools_list", "i05.tools_call", "i06.tools_list"))]
+
+
+@pytest.mark.parametrize("name", sorted({p.name for p in TRAFFIC.glob("*.sse")} | set(SHARED_SSE)),
+                         ids=lambda name: name.removesuffix(".sse"))
 @pytest.mark.parametrize("size", SPLITS)
-def test_recorded_streams_frame_the_same_at_any_split(path, size):
+def test_recorded_streams_frame_the_same_at_any_split(name, size):
+    path = recording(name)
     data = path.read_bytes()
     events = decode(data, size)
     assert events == decode(data)

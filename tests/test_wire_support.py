@@ -8,23 +8,22 @@ import collections.abc
 import json
 import types
 import typing
-from pathlib import Path
 from typing import Any, Literal, Union
 
 import typing_extensions
+from shared_data import recording
 
 from voicecli.wire.sse import SSEDecoder
 
-TRAFFIC = Path(__file__).parent / "traffic"
 SPLITS = (1, 7, 64, None)  # byte chunk sizes for SSE replay; None = the whole body at once
 
 
 def traffic_bytes(name: str) -> bytes:
-    return (TRAFFIC / name).read_bytes()
+    return recording(name).read_bytes()
 
 
 def traffic_jsonl(name: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (TRAFFIC / name).read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in recording(name).read_text().splitlines() if line.strip()]
 
 
 def chunks(data: bytes, size: int | None) -> list[bytes]:

@@ -1,6 +1,9 @@
 """Rebuild the reconstructed streams in this folder (see SOURCES.md): `python reconstruct.py`.
 
-They are written once and committed; this script documents exactly how each was made.
+They are written once and committed; this script documents exactly how each was made. The
+`<think>` variants of a qwen3 stream are not kept here: test_compat_reasoning.py derives them with
+`inline_think()` at test time, from a hand-built stream and from the recorded one in
+../shared/traffic-audio (which may be read there but not carried in the project).
 """
 
 from __future__ import annotations
@@ -11,21 +14,24 @@ from pathlib import Path
 HERE = Path(__file__).parent
 
 
-def frames(name: str) -> list[dict]:
-    text = (HERE / name).read_text()
+def frames(text: str) -> list[dict]:
+    """The JSON chunks of a Chat Completions SSE body."""
     return [json.loads(f[6:]) for f in text.split("\n\n") if f.startswith("data: {")]
 
 
+def sse(events: list[dict | str]) -> str:
+    """Chunks (compact JSON in `data:` lines) and ready-made SSE text, as one SSE body."""
+    return "".join(e if isinstance(e, str) else "data: " + json.dumps(e, separators=(",", ":")) + "\n\n"
+                   for e in events)
+
+
 def write(name: str, events: list[dict | str]) -> None:
-    out = []
-    for e in events:
-        out.append(e if isinstance(e, str) else "data: " + json.dumps(e, separators=(",", ":")) + "\n\n")
-    (HERE / name).write_text("".join(out))
+    (HERE / name).write_text(sse(events))
 
 
 def inline_think(chunks: list[dict], *, close: bool, finish: str | None) -> list[dict | str]:
-    """The real qwen3 stream as a server without a reasoning parser sends it: the reasoning
-    moves from `delta.reasoning` into `delta.content` inside `<think>…</think>`, tags split."""
+    """A qwen3 stream as a server without a reasoning parser sends it: the reasoning moves from
+    `delta.reasoning` into `delta.content` inside `<think>…</think>`, tags split."""
     def with_content(c: dict, text: str) -> dict:
         c = json.loads(json.dumps(c))
         delta = c["choices"][0]["delta"]
@@ -61,10 +67,6 @@ def inline_think(chunks: list[dict], *, close: bool, finish: str | None) -> list
 
 
 def main() -> None:
-    real = frames("ollama_qwen3_reasoning_01.sse")
-    write("think_inline_qwen3_01.sse", inline_think(real, close=True, finish="stop"))
-    write("think_unclosed_qwen3_01.sse", inline_think(real[:120], close=False, finish="length"))
-
     base = {"id": "chatcmpl-745", "object": "chat.completion.chunk", "created": 1780944348, "model": "qwen3",
             "system_fingerprint": "fp_ollama"}
 

@@ -1,7 +1,7 @@
 """The simulator's Realtime API (GA): `GET /v1/realtime?model=…` upgraded to a WebSocket.
 
 It speaks the GA event protocol (docs: protocols.md §4; event order copied from the recorded
-sessions in tests/traffic/realtime_ws_*) on real audio:
+sessions in ../shared/traffic/realtime_ws_*) on real audio:
 
 - input audio (PCM16 24 kHz mono) goes through an energy VAD (`voicecli.sim.vad`) when
   `turn_detection` is `server_vad` or `semantic_vad` (treated alike);
