@@ -85,3 +85,33 @@ def test_frames_are_whole_and_nothing_is_lost():
     aec.far_end(np.zeros(13, np.int16))  # a partial far-end frame waits for the rest
     aec.far_end(np.zeros(FRAME * 3 - 13, np.int16))
     assert aec.process(np.zeros(FRAME, np.int16)).size == FRAME
+
+
+def test_a_burst_of_late_microphone_blocks_keeps_its_place_among_the_played_frames(monkeypatch):
+    """The event loop fell behind: 100 ms were played and captured, and only now do the microphone
+    blocks arrive, all at once. The module must see the two streams interleaved as they happened
+    (each capture frame after the far-end frames played before it was captured), not 100 ms of
+    far end followed by 100 ms of capture: that would look to AEC3 like the echo path jumped."""
+    import voicecli.audio.echo as echo
+
+    aec = EchoCanceller(echo_cancellation=True, noise_suppression=False, high_pass_filter=False)
+    calls: list[str] = []
+
+    class Recorder:  # stands in for the module, to see the order of its calls
+        def process_reverse_stream(self, frame):
+            calls.append("far")
+
+        def process_stream(self, frame):
+            calls.append("near")
+
+    aec._apm = Recorder()
+    clock = iter([10.00, 10.05])
+    monkeypatch.setattr(echo.time, "monotonic", lambda: next(clock))
+    aec.far_end(np.zeros(FRAME * 5, np.int16))  # handed to the speaker at 10.00 s: played 10.00–10.05
+    aec.far_end(np.zeros(FRAME * 5 + 13, np.int16))  # at 10.05 s: 10.05–10.10 (and 13 samples held back)
+    captured = np.zeros(FRAME * 10, np.int16)  # captured 10.00–10.10, processed late
+    assert aec.process(captured[:FRAME * 5], captured_at=10.05).size == FRAME * 5
+    assert aec.process(captured[FRAME * 5:], captured_at=10.10).size == FRAME * 5
+    assert calls == ["far", "near"] * 10
+    calls.clear()
+    assert aec.process(np.zeros(FRAME, np.int16)).size == FRAME and calls == ["near"]  # no time: all queued first

@@ -6,7 +6,11 @@ audio output thread with every block the playback buffer gave out, silence inclu
 and capture stay aligned). The near end (`process`) is the 24 kHz microphone signal; both are cut
 into the 10 ms frames the module requires. The module itself is touched from one thread only: the
 output thread just queues its blocks, and `process` feeds them to the module before each capture
-frame, in the order they were played.
+frame, in the order they were played. Each side's frames carry the time they were played or
+captured, and a capture frame is preceded by exactly the far-end frames played before it was captured:
+when the event loop falls behind and microphone blocks arrive in a burst, the module still sees the
+two streams interleaved as they happened (fed all at once, the echo path would seem to jump by the
+length of the burst, and AEC3 would let the echo through while it re-estimates the delay).
 
 `livekit` (the wheel carries the native module; no server is involved) is imported here only,
 lazily by `talk`: `--version` and `infer` never pay for it.
@@ -16,12 +20,14 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 
 import numpy as np
 
 from voicecli.audio.pcm import RATE
 
 FRAME = RATE // 100  # 10 ms: the only frame size the module accepts
+HALF_SAMPLE = 0.5 / RATE  # times computed on both sides from sample counts compare equal within this
 MAX_QUEUED = 300  # far-end frames (3 s) kept while the mic side stalls (a busy loop, a mic reopening)
 
 
@@ -48,7 +54,7 @@ class EchoCanceller:
         self.delay_ms = 0
         self.set_delay(delay_ms)
         self._lock = threading.Lock()  # guards only the far-end queue
-        self._far: collections.deque[np.ndarray] = collections.deque(maxlen=MAX_QUEUED)
+        self._far: collections.deque[tuple[float, np.ndarray]] = collections.deque(maxlen=MAX_QUEUED)
         self._far_rest = np.zeros(0, np.int16)  # output thread only
         self._near_rest = np.zeros(0, np.int16)  # capture side only
         self.last_level_input = 0.0  # RMS (0..1 of full scale) of the last frame before / after processing
@@ -64,9 +70,11 @@ class EchoCanceller:
 
     def far_end(self, block: np.ndarray) -> None:
         """A block of int16 samples at 24 kHz that was just handed to the speaker."""
-        data = np.concatenate([self._far_rest, block]) if self._far_rest.size else block
+        now, held = time.monotonic(), self._far_rest.size
+        data = np.concatenate([self._far_rest, block]) if held else block
         whole = data.size // FRAME * FRAME
-        frames = [data[i: i + FRAME].copy() for i in range(0, whole, FRAME)]
+        # each frame with the time its last sample was handed over
+        frames = [(now + (i + FRAME - held) / RATE, data[i: i + FRAME].copy()) for i in range(0, whole, FRAME)]
         self._far_rest = data[whole:].copy()
         if frames:
             with self._lock:
@@ -74,8 +82,10 @@ class EchoCanceller:
 
     # -- capture side -------------------------------------------------------------------------------
 
-    def process(self, block: np.ndarray) -> np.ndarray:
+    def process(self, block: np.ndarray, captured_at: float | None = None) -> np.ndarray:
         """Microphone samples (int16, 24 kHz) in → the same signal with the echo removed, out.
+        `captured_at`: the monotonic time the block's last sample was captured (None: now, so every
+        far-end frame queued so far comes first).
 
         Whole 10 ms frames are processed; a remainder waits for the next block, so the output can be
         up to 10 ms shorter (or longer) than the input for one call, never lost."""
@@ -86,7 +96,8 @@ class EchoCanceller:
             return np.zeros(0, np.int16)
         out = np.empty(whole, np.int16)
         for i in range(0, whole, FRAME):
-            self._feed_far_end()
+            # the far end played until this frame's last sample was captured (the block's last sample is data's)
+            self._feed_far_end(None if captured_at is None else captured_at - (data.size - i - FRAME) / RATE)
             frame = self._rtc.AudioFrame(data[i: i + FRAME].tobytes(), RATE, 1, FRAME)
             self._apm.process_stream(frame)
             out[i: i + FRAME] = np.frombuffer(frame.data, dtype=np.int16)
@@ -94,10 +105,12 @@ class EchoCanceller:
         self.last_level_output = _rms(out[-FRAME:])
         return out
 
-    def _feed_far_end(self) -> None:
+    def _feed_far_end(self, until: float | None) -> None:
+        """The far-end frames played up to `until` (all of them if None), oldest first."""
         with self._lock:
-            frames = list(self._far)
-            self._far.clear()
+            frames = []
+            while self._far and (until is None or self._far[0][0] <= until + HALF_SAMPLE):
+                frames.append(self._far.popleft()[1])
         for far in frames:
             self._apm.process_reverse_stream(self._rtc.AudioFrame(far.tobytes(), RATE, 1, FRAME))
 

@@ -36,7 +36,8 @@ class Microphone(DeviceStream):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._resampler: Resampler | None = None
         # echo cancellation (voicecli.audio.echo): 24 kHz in, processed out; the meter shows its output
-        self.processor: Callable[[np.ndarray], np.ndarray] | None = None
+        # (samples, the monotonic time the block was captured)
+        self.processor: Callable[[np.ndarray, float], np.ndarray] | None = None
 
     def start(self) -> None:
         from voicecli.audio.devices import import_sounddevice
@@ -78,7 +79,7 @@ class Microphone(DeviceStream):
             x = self._resampler.process(x)
         if self.processor is not None and x.size:
             try:
-                x = self.processor(x)
+                x = self.processor(x, captured_at)
             except RuntimeError as exc:  # the canceller failed: send the raw mic rather than nothing
                 log.warning("echo cancellation stopped: %s", exc)
                 self.processor = None
