@@ -144,6 +144,17 @@ def find_exact(haystack: np.ndarray, needle: np.ndarray) -> int | None:
     return None
 
 
+def locate(haystack: np.ndarray, needle: np.ndarray, within: int) -> tuple[int, int] | None:
+    """Where `needle` first occurs bit-exactly, probing from its start and then from every 20 ms of its
+    first `within` samples: an underrun on a busy machine may have put a gap into its first frames.
+    Returns (index in haystack, offset in needle) of the first probe found, or None."""
+    for offset in range(0, max(1, within), 480):
+        start = find_exact(haystack, needle[offset:])
+        if start is not None:
+            return start, offset
+    return None
+
+
 def matching_prefix(haystack: np.ndarray, start: int, needle: np.ndarray) -> int:
     """How many samples of `needle` appear unchanged at `haystack[start:]`."""
     n = min(needle.size, haystack.size - start)
