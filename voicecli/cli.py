@@ -540,7 +540,9 @@ def main() -> None:
     finally:
         # The interpreter's clean-up at exit runs full garbage collections over every object the
         # imports made (~30 ms of an `infer`); they all go with the process anyway. Objects made
-        # from here on (atexit handlers, threads still finishing) are collected as usual.
+        # from here on (atexit handlers, threads still finishing) are collected as usual. So what
+        # is still alive now stays to the end, cycles included: a native object (libsoxr's nanobind
+        # resamplers) must be released by its owner's close, or nanobind lists it as leaked at exit.
         import gc
 
         gc.freeze()
