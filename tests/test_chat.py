@@ -157,6 +157,20 @@ def test_slash_commands(home, sim, tmp_path):
     assert chat.child.exitstatus == 0
 
 
+def test_set_none_unsets_any_setting(home, sim):
+    chat = Chat(home, sim.base_url, "-t", "sse", "-o", 'connection.headers={ x-team = "blue" }', "-o", "temperature=0.3")
+    chat.ask("first")
+    sent = [e for e in sim.log if isinstance(e.get("body"), dict) and "input" in e["body"]]
+    assert sent[-1]["headers"].get("x-team") == "blue" and sent[-1]["body"]["temperature"] == 0.3
+    assert "connection.headers = {}" in chat.say("/set connection.headers none")  # a table: back to no headers
+    assert "temperature = None" in chat.say("/set temperature none")
+    chat.ask("second")
+    sent = [e for e in sim.log if isinstance(e.get("body"), dict) and "input" in e["body"]]
+    assert "x-team" not in sent[-1]["headers"] and "temperature" not in sent[-1]["body"]
+    assert "must be a table" in chat.say("/set connection.headers nothing")  # other words are still checked
+    assert chat.exit() == 0
+
+
 @pytest.mark.slow
 def test_copy_uses_a_clipboard_tool_or_says_there_is_none(home, sim, tmp_path):
     bin_dir = tmp_path / "bin"

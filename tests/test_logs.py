@@ -197,3 +197,23 @@ def test_path(home):
 def sim():
     with start_in_thread(SimConfig()) as handle:
         yield handle
+
+
+def test_options_before_the_subcommand_apply_to_it(home):
+    now = time.time()
+    for i in range(3):
+        write_log(home, f"c{i}", mtime=now - 3600 * 24 * i, messages=[("user", f"said number {i}")])
+    shown = run_cli(home, "logs", "-n", "1", "search", "said")
+    assert shown.code == 0, shown.err
+    assert shown.out == run_cli(home, "logs", "search", "said", "-n", "1").out  # the same as after it
+    assert [line.split()[0] for line in shown.out.splitlines() if not line.startswith(" ")] == ["c0"]
+    found = json.loads(run_cli(home, "logs", "--json", "--since", "30h", "search", "said").out)
+    assert [m["cid"] for m in found] == ["c0", "c1"]
+    # the subcommand's own option wins
+    assert len(json.loads(run_cli(home, "logs", "-n", "1", "search", "said", "-n", "2", "--json").out)) == 2
+    assert json.loads(run_cli(home, "logs", "--json", "path").out) == {"path": str(home / "conversations")}
+    assert json.loads(run_cli(home, "logs", "--json", "show", "c1").out)["meta"]["cid"] == "c1"
+    # -n and --since mean nothing to show and path: said so, not ignored
+    for sub in (["show", "c1"], ["path"]):
+        r = run_cli(home, "logs", "-n", "1", *sub)
+        assert r.code == 2 and f"not to `logs {sub[0]}`" in r.err, r.err
