@@ -72,7 +72,11 @@ def test_spoken_question_is_transcribed_answered_and_spoken(tmp_path, sim, trans
     assert [(e["role"], e["text"]) for e in said] == [("user", "What is the weather like today?"),
                                                       ("assistant", "You said: What is the weather like today?")]
     assert r.out.splitlines() == [f"user: {said[0]['text']}", f"assistant: {said[1]['text']}"]
-    assert f"sim-1 over {transport}" in r.err and "local VAD" in r.err
+    # the header names the models used, the simulator's own, which cost nothing
+    assert f"talk: sim-transcribe → sim-1 over {transport} → sim-tts · local VAD" in r.err
+    assert r.err.rstrip().endswith(" out · $0 (text model; speech not priced)"), r.err
+    assert {e["body"]["model"] for e in list(sim.log) if e.get("endpoint") == "/v1/audio/speech" and "body" in e
+            and e["headers"].get("user-agent", "").startswith("voicecli/")} == {"sim-tts"}
     [stt] = transcriptions(sim)
     assert stt["form"]["model"] == "sim-transcribe" and "stream" not in stt["form"]  # not a streaming model
     assert stt["file"]["content_type"] == "audio/wav"
