@@ -157,6 +157,64 @@ def test_slash_commands(home, sim, tmp_path):
     assert chat.child.exitstatus == 0
 
 
+def test_set_none_unsets_any_setting(home, sim):
+    chat = Chat(home, sim.base_url, "-t", "sse", "-o", 'connection.headers={ x-team = "blue" }', "-o", "temperature=0.3")
+    chat.ask("first")
+    sent = [e for e in sim.log if isinstance(e.get("body"), dict) and "input" in e["body"]]
+    assert sent[-1]["headers"].get("x-team") == "blue" and sent[-1]["body"]["temperature"] == 0.3
+    assert "connection.headers = {}" in chat.say("/set connection.headers none")  # a table: back to no headers
+    assert "temperature = None" in chat.say("/set temperature none")
+    chat.ask("second")
+    sent = [e for e in sim.log if isinstance(e.get("body"), dict) and "input" in e["body"]]
+    assert "x-team" not in sent[-1]["headers"] and "temperature" not in sent[-1]["body"]
+    assert "must be a table" in chat.say("/set connection.headers nothing")  # other words are still checked
+    assert chat.exit() == 0
+
+
+def _rows(out: str, first: str) -> list[str]:
+    """The printed rows from the one starting with `first` (the echoed command line before it left out)."""
+    rows = out.splitlines()
+    start = next(i for i, row in enumerate(rows) if row.startswith(first))
+    return [row for row in rows[start:] if row.strip()]
+
+
+def _entries(rows: list[str], column: int) -> list[str]:
+    """Rows joined back into entries: a row indented to `column` continues the one above it."""
+    entries: list[str] = []
+    for row in rows:
+        if entries and row.startswith(" " * column) and not row[column].isspace():
+            entries[-1] += " " + row.strip()
+        else:
+            entries.append(row.rstrip())
+    return entries
+
+
+def test_help_and_tools_wrap_between_words_to_the_terminal(home, sim):
+    from voicecli.ui.repl import COMMANDS
+
+    chat = Chat(home, sim.base_url, "-p", "tools-demo", size=(40, 60))
+    rows = _rows(chat.say("/help"), "  /help")
+    assert rows and all(len(row) <= 60 for row in rows), rows
+    keys = next(i for i, row in enumerate(rows) if row.startswith("Enter sends"))
+    rows, keys = rows[:keys], " ".join(rows[keys:])
+    assert keys.startswith("Enter sends · Alt-Enter") and keys.endswith("Tab completes · start a message with // to"
+                                                                         " send a leading /"), keys
+    column = 2 + max(len(f"/{n} {a}") for n, (a, _) in COMMANDS.items()) + 2  # where the descriptions start
+    entries = _entries(rows, column)
+    for name, (args, about) in COMMANDS.items():  # each description whole: no word cut in two
+        assert any(entry.startswith(f"  /{name} {args}".rstrip()) and entry.endswith(about) for entry in entries), (
+            name, rows)
+    assert len(entries) == len(COMMANDS) < len(rows)  # long ones took continuation rows, indented under their text
+    rows = _rows(chat.say("/tools"), "  clock")
+    assert all(len(row) <= 60 for row in rows), rows
+    entries = _entries(rows, 2 + 20 + 1 + 8 + 1)
+    assert [entry.split()[0] for entry in entries] == ["clock", "read_file", "convert_units"], rows
+    assert entries[2].endswith("— Convert a value between units of length, mass, volume, time or temperature"
+                               " (c, f, k).")
+    assert len(rows) > 3
+    assert chat.exit() == 0
+
+
 @pytest.mark.slow
 def test_copy_uses_a_clipboard_tool_or_says_there_is_none(home, sim, tmp_path):
     bin_dir = tmp_path / "bin"

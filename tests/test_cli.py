@@ -111,6 +111,11 @@ def test_profiles_new_set_validate_round_trip(home):
     assert data["model"] == {"name": "a", "temperature": 0.3}
     assert data["voice"] == {"voice": "cedar"}
     assert data["connection"]["headers"] == {"X-Team": "blue"}
+    for key in ("connection.headers", "model.temperature"):  # `none` takes the key out, as chat's /set unsets it
+        r = run_cli(home, "profiles", "set", "work", key, "none")
+        assert (r.code, r.out) == (0, f"{path}: {key} unset\n"), r.err
+    data = tomllib.loads(path.read_text())
+    assert "headers" not in data["connection"] and data["model"] == {"name": "a"}
     r = run_cli(home, "profiles", "validate", "work")
     assert r.code == 0 and r.out.startswith("ok: ") and "over sse" in r.out
     assert run_cli(home, "profiles", "path", "work").out.strip() == str(path)

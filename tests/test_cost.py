@@ -58,10 +58,26 @@ def test_cached_tokens_are_priced_at_the_cached_rate():
 def test_unknown_models_have_no_price_rather_than_a_guess(home, sim):
     assert pricing.lookup("gpt-4o-2024-08-06") == pricing.lookup("gpt-4o")  # a dated snapshot
     assert pricing.lookup("gpt-5.5-turbo-preview") is None  # no prefix guessing
-    r = infer(home, sim, "--json", "hi")  # the simulator's model "sim-1"
+    r = infer(home, sim, "-m", "my-local-model", "--json", "hi")  # the simulator answers any model
     assert json.loads(r.out)["cost_usd"] is None
-    r = infer(home, sim, "-u", "hi")
+    r = infer(home, sim, "-m", "my-local-model", "-u", "hi")
     assert r.code == 0 and r.err.rstrip().endswith("· unknown price")
+
+
+def test_the_simulators_models_are_free(home, sim):
+    from voicecli.events import Usage
+    from voicecli.sim.models import MODELS
+
+    assert all(pricing.cost_usd(m, Usage(1000, 1000)) == 0 for m in MODELS)
+    assert pricing.cost_usd("sim-realtime", Usage(1000, 1000, audio_input_tokens=600, audio_output_tokens=800)) == 0
+    r = infer(home, sim, "--json", "hi")  # the offline profile's "sim-1"
+    assert json.loads(r.out)["cost_usd"] == 0
+    r = infer(home, sim, "-u", "hi")
+    assert r.code == 0 and r.err.rstrip().endswith("· $0"), r.err
+    # in the log too: $0 like a conversation whose only turn was interrupted before any usage, not "unknown price"
+    listed = json.loads(run_cli(home, "logs", "--json").out)
+    assert [c["cost_usd"] for c in listed] == [0, 0]
+    assert run_cli(home, "logs").out.splitlines()[0].endswith(" $0")
 
 
 def test_usage_line_ends_with_the_cost(home, sim):
@@ -100,7 +116,7 @@ def test_bad_price_tables_are_configuration_errors(home, table, message):
 
 def test_logs_and_chat_show_the_cost(home, sim):
     r = run_cli(home, "chat", "-p", "offline", "--base-url", sim.base_url, "-m", "gpt-5.5",
-                input="first question\nsecond question\n/model sim-1\nthird\n/usage\n")
+                input="first question\nsecond question\n/model my-local-model\nthird\n/usage\n")
     assert r.code == 0, r.err
     footers = [line for line in r.err.splitlines() if " over ws · " in line and line.startswith("gpt-5.5")]
     assert len(footers) == 2 and all(re.search(r"· \$0\.\d{4}$", f) for f in footers), r.err

@@ -48,20 +48,20 @@ def write_log(home, cid, *, mtime=None, model="gpt-5.5", messages=(), turns=()):
 
 
 def test_list_shows_latest_first_with_turns_tokens_and_cost(home, sim):
-    first = cid_of(home, sim, "hello there, how are you")
+    first = cid_of(home, sim, "-m", "my-local-model", "hello there, how are you")  # a model with no price
     infer(home, sim, "--cid", first, "and a follow-up")
     second = cid_of(home, sim, "a second conversation")
     r = run_cli(home, "logs")
     assert r.code == 0, r.err
     rows = r.out.splitlines()
     assert [row.split()[0] for row in rows] == [second, first]  # newest activity first
-    assert re.search(r"sim-1\s+a second conversation\s+1 turn\s+\d+ tokens\s+unknown price", rows[0])
-    assert "hello there, how are you" in rows[1] and "2 turns" in rows[1]
+    assert re.search(r"sim-1\s+a second conversation\s+1 turn\s+\d+ tokens\s+\$0$", rows[0])  # the sim's are free
+    assert "hello there, how are you" in rows[1] and "2 turns" in rows[1] and rows[1].endswith("unknown price")
     r = run_cli(home, "logs", "-n", "1", "--json")
     (only,) = json.loads(r.out)
     assert only["cid"] == second and only["turns"] == 1 and only["model"] == "sim-1"
     assert only["first_message"] == "a second conversation"
-    assert only["input_tokens"] > 0 and only["output_tokens"] > 0 and only["cost_usd"] is None
+    assert only["input_tokens"] > 0 and only["output_tokens"] > 0 and only["cost_usd"] == 0
 
 
 def test_list_sums_recorded_costs(home):
@@ -197,3 +197,23 @@ def test_path(home):
 def sim():
     with start_in_thread(SimConfig()) as handle:
         yield handle
+
+
+def test_options_before_the_subcommand_apply_to_it(home):
+    now = time.time()
+    for i in range(3):
+        write_log(home, f"c{i}", mtime=now - 3600 * 24 * i, messages=[("user", f"said number {i}")])
+    shown = run_cli(home, "logs", "-n", "1", "search", "said")
+    assert shown.code == 0, shown.err
+    assert shown.out == run_cli(home, "logs", "search", "said", "-n", "1").out  # the same as after it
+    assert [line.split()[0] for line in shown.out.splitlines() if not line.startswith(" ")] == ["c0"]
+    found = json.loads(run_cli(home, "logs", "--json", "--since", "30h", "search", "said").out)
+    assert [m["cid"] for m in found] == ["c0", "c1"]
+    # the subcommand's own option wins
+    assert len(json.loads(run_cli(home, "logs", "-n", "1", "search", "said", "-n", "2", "--json").out)) == 2
+    assert json.loads(run_cli(home, "logs", "--json", "path").out) == {"path": str(home / "conversations")}
+    assert json.loads(run_cli(home, "logs", "--json", "show", "c1").out)["meta"]["cid"] == "c1"
+    # -n and --since mean nothing to show and path: said so, not ignored
+    for sub in (["show", "c1"], ["path"]):
+        r = run_cli(home, "logs", "-n", "1", *sub)
+        assert r.code == 2 and f"not to `logs {sub[0]}`" in r.err, r.err

@@ -295,3 +295,17 @@ def test_raw_renderer_and_the_choice(monkeypatch):
     monkeypatch.delenv("NO_COLOR")
     monkeypatch.setenv("TERM", "dumb")
     assert isinstance(make_renderer(Tty()), RawRenderer)
+
+
+def test_hanging_rows_break_between_words_under_their_text():
+    from voicecli.ui.wrap import hanging
+
+    assert hanging("  /x  ", "short text", 60) == "  /x  short text"
+    assert hanging("  /x  ", "one two three four", None) == "  /x  one two three four"  # not a terminal
+    assert hanging("  /x  ", "alpha beta gamma delta epsilon zeta", 30) == (
+        "  /x  alpha beta gamma delta\n      epsilon zeta")
+    # a word wider than the column is cut after its last . : / _ - that fits, and only then
+    assert hanging("  t  ", "voicecli.examples.units:convert — x", 25) == "  t  voicecli.examples.\n     units:convert — x"
+    # a head that leaves under 20 cells: the text goes below it, indented by four
+    assert hanging(f"  {'/schema [JSON]':<30}", "answer as JSON matching a schema", 40) == (
+        "  /schema [JSON]\n    answer as JSON matching a schema")

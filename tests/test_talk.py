@@ -433,10 +433,15 @@ def test_each_answer_and_the_session_are_priced_with_audio_rates(tmp_path, sim):
 
 @pytest.mark.slow
 def test_an_unknown_voice_model_has_an_unknown_price(tmp_path, sim):
-    r = talk(tmp_path, sim, "--input", str(speech_wav(tmp_path / "in.wav", [("silence", 0.3)])),
+    r = talk(tmp_path, sim, "-m", "my-realtime", "--input", str(speech_wav(tmp_path / "in.wav", [("silence", 0.3)])),
              "--output", str(tmp_path / "o.wav"), input="hi\n")
     assert r.code == 0, r.err
     assert "talk: 1 answer" in r.err and "unknown price" in r.err
+    # the simulator's own model is free
+    r = talk(tmp_path, sim, "--input", str(speech_wav(tmp_path / "in.wav", [("silence", 0.3)])),
+             "--output", str(tmp_path / "o.wav"), input="hi\n")
+    assert r.code == 0, r.err
+    assert "talk: sim-realtime" in r.err and r.err.rstrip().endswith("out · $0"), r.err
 
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])

@@ -8,6 +8,7 @@ only real voices."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -53,6 +54,12 @@ def talk(home: Path, sim, *args: str, timeout: float = 90, input: str | None = N
                    timeout=timeout, input=input, **env)
 
 
+def assert_quiet_exit(err: str) -> None:
+    """Nothing after talk's own lines: no nanobind report of soxr resamplers alive at exit (#23)."""
+    assert not any("nanobind" in line or "leaked" in line for line in err.splitlines()), err
+    assert err.endswith("\n"), err
+
+
 @pytest.mark.parametrize("transport", ["chat", "sse", "ws"])
 @pytest.mark.slow
 def test_spoken_question_is_transcribed_answered_and_spoken(tmp_path, sim, transport):
@@ -60,11 +67,16 @@ def test_spoken_question_is_transcribed_answered_and_spoken(tmp_path, sim, trans
     out, tr = tmp_path / "out.wav", tmp_path / "t.jsonl"
     r = talk(tmp_path, sim, "-t", transport, "--input", str(wav), "--output", str(out), "--transcript", str(tr))
     assert r.code == 0, r.err
+    assert_quiet_exit(r.err)
     said = entries(tr)
     assert [(e["role"], e["text"]) for e in said] == [("user", "What is the weather like today?"),
                                                       ("assistant", "You said: What is the weather like today?")]
     assert r.out.splitlines() == [f"user: {said[0]['text']}", f"assistant: {said[1]['text']}"]
-    assert f"sim-1 over {transport}" in r.err and "local VAD" in r.err
+    # the header names the models used, the simulator's own, which cost nothing
+    assert f"talk: sim-transcribe → sim-1 over {transport} → sim-tts · local VAD" in r.err
+    assert r.err.rstrip().endswith(" out · $0 (text model; speech not priced)"), r.err
+    assert {e["body"]["model"] for e in list(sim.log) if e.get("endpoint") == "/v1/audio/speech" and "body" in e
+            and e["headers"].get("user-agent", "").startswith("voicecli/")} == {"sim-tts"}
     [stt] = transcriptions(sim)
     assert stt["form"]["model"] == "sim-transcribe" and "stream" not in stt["form"]  # not a streaming model
     assert stt["file"]["content_type"] == "audio/wav"
@@ -138,6 +150,7 @@ def test_barge_in_keeps_only_what_was_heard(tmp_path, make_sim):
     r = talk(tmp_path, sim, "-t", "chat", "--input", str(wav), "--output", str(tmp_path / "o.wav"),
              "--transcript", str(tr))
     assert r.code == 0, r.err
+    assert_quiet_exit(r.err)
     said = entries(tr)
     assert [(e["role"], e["text"]) for e in said if e["role"] == "user"] == [("user", "Tell me a story."),
                                                                              ("user", "Stop please.")], said
@@ -236,10 +249,44 @@ def test_a_failing_stage_is_named_and_the_conversation_kept(tmp_path, sim, stage
     errors = [line for line in r.err.splitlines() if "failed" in line]
     assert len(errors) == 1 and errors[0].startswith(f"voicecli: {stage} failed:"), r.err
     assert f"127.0.0.1:{port}" in errors[0] and "Traceback" not in r.err
+    assert_quiet_exit(r.err)
     if ask_first:  # what was said before the failure is in the log
         shown = run_cli(tmp_path, "logs", "show", "-c", "--json")
         texts = [i.get("text") for i in json.loads(shown.out)["items"]]
         assert texts[:2] == ["hello first", "You said: hello first"]
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 0)])
+@pytest.mark.slow
+def test_a_signal_ends_talk_without_noise(tmp_path, sim, sig, code):
+    wav = voice_wav(tmp_path / "q.wav", sim, 0.3, "Hello there.", 30.0)  # still playing when the signal comes
+    proc = subprocess.Popen([sys.executable, "-m", "voicecli", "talk", "-p", "offline", "--base-url", sim.base_url,
+                             "--engine", "cascade", "-t", "chat", "--input", str(wav),
+                             "--output", str(tmp_path / "o.wav")],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=cli_env(tmp_path))
+    out_lines: list[str] = []
+    answered = threading.Event()
+
+    def read_stdout():
+        for line in proc.stdout:
+            out_lines.append(line)
+            if line.startswith("assistant:"):  # a whole turn went through the detector and back
+                answered.set()
+
+    reader = threading.Thread(target=read_stdout, daemon=True)
+    reader.start()
+    try:
+        assert answered.wait(30), "".join(out_lines)
+        proc.send_signal(sig)  # idle, mid-file: one Ctrl-C quits, as SIGTERM does
+        err = proc.stderr.read()
+        proc.wait(20)
+    finally:
+        proc.kill()
+    reader.join(5)
+    assert proc.returncode == code, err
+    assert out_lines == ["user: Hello there.\n", "assistant: You said: Hello there.\n"]
+    assert_quiet_exit(err)
 
 
 @pytest.mark.slow

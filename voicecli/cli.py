@@ -420,10 +420,31 @@ def logs(ctx: typer.Context, n: CountOpt = 20, since: SinceOpt = None, json_out:
         from voicecli.logs import list_conversations
 
         list_conversations(n, since, json_out)
+    elif ctx.invoked_subcommand in ("show", "path") and _given(ctx, "n", "since"):
+        raise VoicecliError(f"-n and --since choose among conversations: they apply to `logs` and `logs search`, "
+                            f"not to `logs {ctx.invoked_subcommand}`", exit_code=ExitCode.USAGE)
+
+
+def _given(ctx: typer.Context, *names: str) -> list[str]:
+    """Which of these options were given on the command line (or by environment), not left at their default."""
+    # by name: typer carries its own copy of click, whose ParameterSource is not click's
+    return [name for name in names if getattr(ctx.get_parameter_source(name), "name", None) in ("COMMANDLINE",
+                                                                                                 "ENVIRONMENT")]
+
+
+def _with_group_options(ctx: typer.Context, **values):
+    """`voicecli logs -n 5 search x` as `voicecli logs search x -n 5`: what the `logs` group was given
+    before the subcommand applies to it, unless the subcommand was given the same option itself."""
+    group = ctx.parent
+    for name in _given(group, *values):
+        if name not in _given(ctx, name):
+            values[name] = group.params[name]
+    return values.values()
 
 
 @logs_app.command("show")
 def logs_show(
+    ctx: typer.Context,
     cid: Annotated[Optional[str], typer.Argument(metavar="[ID]", help="A conversation id or its unique start.")] = None,
     latest: Annotated[bool, typer.Option("-c", "--continue", help="The latest conversation (also without ID).")] = False,
     json_out: JsonOpt = False,
@@ -432,6 +453,7 @@ def logs_show(
     """One conversation: rendered markdown on a terminal, markdown text when piped, or --json."""
     from voicecli.logs import show_conversation
 
+    (json_out,) = _with_group_options(ctx, json_out=json_out)
     if latest and cid:
         raise VoicecliError("give a conversation ID or -c, not both", exit_code=ExitCode.USAGE)
     show_conversation(cid, json_out, raw)
@@ -439,20 +461,23 @@ def logs_show(
 
 @logs_app.command("search")
 def logs_search(
+    ctx: typer.Context,
     text: Annotated[list[str], typer.Argument(metavar="TEXT...", help="Words to find (any case), as one phrase.")],
     n: CountOpt = 20, since: SinceOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """Conversations whose user or assistant messages contain TEXT, with the matching lines."""
     from voicecli.logs import search_conversations
 
+    n, since, json_out = _with_group_options(ctx, n=n, since=since, json_out=json_out)
     search_conversations(" ".join(text), n, since, json_out)
 
 
 @logs_app.command("path")
-def logs_path(json_out: JsonOpt = False) -> None:
+def logs_path(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """The folder the conversation log lives in."""
     from voicecli.logs import print_path
 
+    (json_out,) = _with_group_options(ctx, json_out=json_out)
     print_path(json_out)
 
 
@@ -540,7 +565,9 @@ def main() -> None:
     finally:
         # The interpreter's clean-up at exit runs full garbage collections over every object the
         # imports made (~30 ms of an `infer`); they all go with the process anyway. Objects made
-        # from here on (atexit handlers, threads still finishing) are collected as usual.
+        # from here on (atexit handlers, threads still finishing) are collected as usual. So what
+        # is still alive now stays to the end, cycles included: a native object (libsoxr's nanobind
+        # resamplers) must be released by its owner's close, or nanobind lists it as leaked at exit.
         import gc
 
         gc.freeze()

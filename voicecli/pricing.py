@@ -4,7 +4,8 @@ A price is USD per 1M tokens: `input`, `cached_input` (cache hits, a part of the
 `output` (reasoning tokens are output tokens), and for Realtime models `audio_input`,
 `audio_cached_input`, `audio_output`. A model that is in neither place has an unknown price:
 we say so rather than guess (no prefix matching — gpt-5 and gpt-5-mini differ fivefold); only a
-dated snapshot (`gpt-4o-2024-08-06`) falls back to its base name.
+dated snapshot (`gpt-4o-2024-08-06`) falls back to its base name. The simulator's own models
+(`sim-1`, `sim-realtime`, …) are in the table at $0.
 """
 
 from __future__ import annotations

@@ -728,26 +728,36 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def apply_setting(profile: Profile, key: str, value: Any, *, origin: str | None = None) -> None:
-    """Set one setting, checked; errors start with `origin:` when given (a file, `-o …`)."""
+UNSET_WORDS = ("null", "none", "unset")
+
+
+def apply_setting(profile: Profile, key: str, value: Any, *, origin: str | None = None) -> bool:
+    """Set one setting, checked; errors start with `origin:` when given (a file, `-o …`).
+
+    A string value `none` (or `null`, `unset`) unsets the key: None where the setting may be unset,
+    else its default (`connection.headers` → no headers) — unless `none` is one of the setting's own
+    choices (`voice.turn_detection = "none"` is push-to-talk). Returns True when it unset the key."""
     section, name = resolve_key(key, origin=origin)
     cls = SECTIONS[section]
     if isinstance(value, str):
-        tp = _field_info(cls).get(name, (str, None))[0]
-        wants_str = _check_type(tp, "x") is not None
-        if not wants_str or _check_type(tp, value) is None:
+        tp, f = _field_info(cls)[name]
+        optional = _is_union(tp) and type(None) in typing.get_args(tp)
+        if value.lower() in UNSET_WORDS and (optional or value not in f.metadata.get("choices", ())):
+            default = None if optional else f.default_factory() if f.default is dataclasses.MISSING else f.default
+            setattr(getattr(profile, section), name, default)
+            return True
+        if _check_type(tp, "x") is None:  # not a string setting: a TOML literal (0.5, true, [..], {..})
             value = parse_value(value)
-        elif value.lower() in ("null", "none", "unset") and _is_union(tp) and type(None) in typing.get_args(tp):
-            value = None
     if value is None:
         setattr(getattr(profile, section), name, None)
-        return
+        return True
     src = _Source(None)
     try:
         coerced = _validate_value(cls, section, name, value, src)
     except ConfigError as exc:
         raise _from(exc, origin) from None
     setattr(getattr(profile, section), name, coerced)
+    return False
 
 
 def parse_options(options: list[str]) -> dict[str, Any]:

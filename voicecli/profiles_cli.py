@@ -136,7 +136,7 @@ def set_key(name: str, key: str, raw_value: str) -> None:
         paths.write_private(ref.path, text)  # never leave a broken file behind
         raise
     shown = f"{section}.{field_name}" if section else field_name
-    print(f"{ref.path}: {shown} = {_render(value)}")
+    print(f"{ref.path}: {shown} unset" if value is None else f"{ref.path}: {shown} = {_render(value)}")
 
 
 def _typed_value(key: str, raw_value: str) -> tuple[str | None, str, Any]:
@@ -144,7 +144,8 @@ def _typed_value(key: str, raw_value: str) -> tuple[str | None, str, Any]:
         return None, key, raw_value
     section, field_name = profiles.resolve_key(key)
     probe = profiles.Profile(name="(set)", source="path", path=None)
-    profiles.apply_setting(probe, f"{section}.{field_name}", raw_value, origin=f"value for {key}")
+    if profiles.apply_setting(probe, f"{section}.{field_name}", raw_value, origin=f"value for {key}"):
+        return section, field_name, None  # "none": the key goes, back to the inherited value
     return section, field_name, getattr(getattr(probe, section), field_name)
 
 

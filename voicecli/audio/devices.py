@@ -237,13 +237,18 @@ class DeviceStream:
     def start(self) -> None:
         raise NotImplementedError
 
+    _resampler = None  # a soxr Resampler when the device runs at another rate than 24 kHz
+
     def close(self) -> None:
         stream, self._stream = self._stream, None
-        if stream is not None:
-            try:
-                stream.stop()
-            finally:
-                stream.close()
+        try:
+            if stream is not None:
+                try:
+                    stream.stop()
+                finally:
+                    stream.close()
+        finally:
+            self._resampler = None  # its native soxr state goes now (see `voicecli.cli.main` on why)
 
 
 STALL_S = 2.0  # no audio callback for this long: the device is gone (PortAudio calls every 10–20 ms)

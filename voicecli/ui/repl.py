@@ -348,6 +348,13 @@ class Repl:
     def _say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
+    @staticmethod
+    def _columns() -> int | None:
+        """The width to wrap /help and /tools to: the terminal's (a file or pipe gets whole lines)."""
+        from voicecli.ui.term import terminal_columns
+
+        return terminal_columns(sys.stderr) if sys.stderr.isatty() else None
+
     # -- one turn ----------------------------------------------------------------------------------
 
     async def turn(self, message: Message) -> None:
@@ -534,11 +541,13 @@ class Repl:
             return None
 
     async def cmd_help(self, arg: str) -> None:
-        width = max(len(f"/{n} {a}") for n, (a, _) in COMMANDS.items())
-        lines = [f"  {f'/{n} {a}'.ljust(width)}  {h}" for n, (a, h) in COMMANDS.items()]
+        from voicecli.ui.wrap import hanging
+
+        width, columns = max(len(f"/{n} {a}") for n, (a, _) in COMMANDS.items()), self._columns()
+        lines = [hanging(f"  {f'/{n} {a}'.ljust(width)}  ", h, columns) for n, (a, h) in COMMANDS.items()]
         keys = ("Enter sends · Alt-Enter or Ctrl-J adds a line · Ctrl-X Ctrl-E edits in $EDITOR · "
                 "Ctrl-C stops an answer · Tab completes · start a message with // to send a leading /")
-        self._say("\n".join(lines) + "\n" + keys)
+        self._say("\n".join(lines) + "\n" + hanging("", keys, columns))
 
     async def cmd_exit(self, arg: str) -> str:
         return "exit"
@@ -608,12 +617,15 @@ class Repl:
         if not self.profile.tools:
             self._say("this profile has no tools")
             return
+        from voicecli.ui.wrap import hanging
+
         for tool in self.profile.tools:
             state = self.toolbox.approval_state(tool.name) if self.toolbox else tool.effective_approval
             what = shlex.join(tool.command) if tool.command else tool.python or tool.type
             if getattr(tool, "server", None):
                 what = f"MCP server {tool.server}"
-            self._say(f"  {tool.name:<20} {state:<8} {what}" + (f" — {tool.description}" if tool.description else ""))
+            about = what + (f" — {tool.description}" if tool.description else "")
+            self._say(hanging(f"  {tool.name:<20} {state:<8} ", about, self._columns()))
 
     async def cmd_schema(self, arg: str) -> None:
         if arg.lower() in ("off", "none"):

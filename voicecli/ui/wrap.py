@@ -1,8 +1,9 @@
-"""Word-wrapped streaming of secondary text (reasoning summaries) on a terminal.
+"""Word-wrapped text outside the markdown renderer, on a terminal.
 
-Reasoning arrives a few characters at a time and goes to stderr dim, outside the markdown renderer;
-left to the terminal, a long summary is cut at the window's edge in the middle of words. This
-holds back each word until it is complete and breaks the line before a word that would not fit.
+Reasoning arrives a few characters at a time and goes to stderr dim; left to the terminal, a long
+summary is cut at the window's edge in the middle of words. `WordWrap` holds back each word until
+it is complete and breaks the line before a word that would not fit. `hanging` does the same for
+one row of a table (chat's /help and /tools), its continuation rows indented under the text.
 """
 
 from __future__ import annotations
@@ -71,3 +72,42 @@ class WordWrap:
         self.col, self.spaces = 0, ""
         if out:
             self.write("".join(out))
+
+
+MIN_COLUMN = 20  # cells: a narrower text column goes below its head instead
+
+
+def hanging(head: str, text: str, width: int | None) -> str:
+    """`head` + `text` broken between words to `width` cells, the continuation rows indented under
+    the start of `text`, so a table's last column stays a column. When that column would be
+    narrower than MIN_COLUMN, `text` starts on the next row, indented by four. `width` None: one row."""
+    indent = _cells(head)
+    if width is None or indent + _cells(text) <= width:
+        return head + text
+    if width - indent < MIN_COLUMN and indent > 4:
+        return head.rstrip() + "\n" + hanging("    ", text, width)
+    room, rows, row = width - indent, [], ""
+    for word in text.split():
+        for part in _cut(word, room) if _cells(word) > room else (word,):
+            if row and _cells(row) + 1 + _cells(part) > room:
+                rows.append(row)
+                row = part
+            else:
+                row = f"{row} {part}" if row else part
+    rows.append(row)
+    return head + ("\n" + " " * indent).join(rows)
+
+
+def _cut(word: str, room: int) -> list[str]:
+    """A word wider than the column (a long path, a module:function) in pieces that fit, each ending
+    after its last `.:/_-` where it has one: the one place a word is split."""
+    pieces = []
+    while _cells(word) > room:
+        fit = 1
+        while _cells(word[:fit + 1]) <= room:
+            fit += 1
+        at = max(word.rfind(mark, 0, fit) for mark in "./:_-") + 1
+        at = at if at > 0 else fit
+        pieces.append(word[:at])
+        word = word[at:]
+    return pieces + [word]

@@ -141,6 +141,7 @@ class CascadeSession:
 
     async def aclose(self) -> None:
         await self._jobs.cancel()
+        self._segmenter = None  # the detector and its native soxr resampler go now (see `voicecli.cli.main`)
         if self._answer is not None:
             self._answer.cancel()
             await asyncio.gather(self._answer, return_exceptions=True)
