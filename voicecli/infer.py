@@ -239,13 +239,8 @@ def run_infer(profile: Profile, opts: InferOptions) -> int:
     prompt = build_prompt(opts, read_stdin(profile.ui.max_input_mib), profile.ui.max_input_mib, profile.connection)
     images = tuple(image_url(s) for s in opts.images)
     toolbox = _toolbox(profile, opts)
-    if opts.continue_ or opts.cid:
-        log, history = convlog.open_existing(opts.cid)
-        if opts.no_log:
-            log = None
-    else:
-        history = []
-        log = None if opts.no_log else convlog.ConversationLog.create(**convlog.where(profile))
+    # a new conversation's file appears with its first turn: a run that fails before it leaves none
+    log, history = convlog.open_for(opts.continue_, opts.cid, opts.no_log, **convlog.where(profile))
     session = _InferSession(profile, opts, history, log, toolbox, text_format)
     try:
         asyncio.run(session.run(Message("user", prompt, images)))

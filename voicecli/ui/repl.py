@@ -476,7 +476,8 @@ class Repl:
             self.transcript.write(entry)
 
     def _start_log(self, items: list[HistoryItem]) -> None:
-        self.log = convlog.ConversationLog.create(**convlog.where(self.profile))
+        # lazy: the file appears with the first turn written, so a /talk that cannot start leaves none
+        self.log = convlog.ConversationLog.create(lazy=True, **convlog.where(self.profile))
         for item in items:
             self.log.add_item(item)
 
