@@ -415,7 +415,7 @@ class _InferSession:
         retries = getattr(self.conversation.transport, "retries_used", 0)
         if result.error is not None:
             print(f"voicecli: {describe_error(result.error, self.base_url, retries)}", file=sys.stderr)
-            hint = error_hint(result.error, self.base_url)
+            hint = error_hint(result.error, self.base_url, self.profile)
             if hint:
                 print(f"  hint: {hint}", file=sys.stderr)
             return exit_code(result.error)

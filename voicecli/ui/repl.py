@@ -446,7 +446,7 @@ class Repl:
         if result.error is not None:
             retries = getattr(transport, "retries_used", 0)
             self._say(f"voicecli: {describe_error(result.error, transport.base_url, retries)} — /retry sends it again")
-            hint = error_hint(result.error, transport.base_url)
+            hint = error_hint(result.error, transport.base_url, self.profile)
             if hint:
                 self._say(f"  hint: {hint}")
         elif result.status == "incomplete":
