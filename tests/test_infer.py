@@ -277,6 +277,28 @@ def test_unreachable_server_exits_6(home):
     assert r.code == 6 and "network error" in r.err
 
 
+def free_port() -> int:
+    """A port nothing listens on: bound, read, closed."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_nothing_listening_on_loopback_fails_at_once(home, transport, host):
+    """issue #23: a refused connection to this machine was retried twice (1.7 s) before failing."""
+    port = free_port()
+    url = f"http://{host}:{port}/v1"
+    line = f"voicecli: network error talking to {url}: nothing is listening on {host}:{port} — is the server running?\n"
+    r = run_cli(home, "infer", "-t", transport, "--base-url", url, "hi")
+    assert (r.code, r.out, r.err) == (6, "", line)  # after retries the line would say "retried 2 times"
+    r = run_cli(home, "models", "--base-url", url)
+    assert (r.code, r.out, r.err) == (6, "", line)
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.slow
 def test_ctrl_c_keeps_partial_text_and_exits_130(home, sim, transport):
