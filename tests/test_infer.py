@@ -216,16 +216,87 @@ def test_wrong_key_exits_4_and_never_prints_the_key(home, transport):
         assert "authentication failed" in r.err
         r = run_cli(home, "infer", "-p", "k", "hi", K="sk-right")
         assert (r.code, r.out) == (0, "You said: hi\n")
-        r = run_cli(home, "infer", "-p", "k", "hi")
-        assert r.code == 3 and "K is not set" in r.err
+        r = run_cli(home, "infer", "-p", "k", "hi")  # not OpenAI's URL: asked without a key, then told
+        assert r.code == 4 and "hint: this server wants an API key and none was sent: export K=" in r.err
     finally:
         handle.stop()
+
+
+def model_requests(sim):
+    return [e for e in sim.log if e.get("kind") == "http" and e.get("endpoint") in
+            ("/v1/responses", "/v1/chat/completions", "/v1/models")]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_server_that_is_not_openais_is_asked_without_a_key(home, sim, transport):
+    """issue #23: the README's Ollama line exited 3 'OPENAI_API_KEY is not set'."""
+    r = run_cli(home, "infer", "-t", transport, "--base-url", sim.base_url, "hi")  # the default profile, no key
+    assert (r.code, r.out) == (0, "You said: hi\n"), r.err
+    r = run_cli(home, "infer", "-t", transport, "hi", OPENAI_BASE_URL=sim.base_url)
+    assert (r.code, r.out) == (0, "You said: hi\n"), r.err
+    assert len(model_requests(sim)) == 2
+    assert all(e["credentials"] == [] for e in model_requests(sim))  # no Authorization header at all
+
+
+def test_openais_own_url_still_needs_the_key(home):
+    r = run_cli(home, "infer", "--base-url", "https://api.openai.com/v1/", "hi")
+    assert r.code == 3 and "OPENAI_API_KEY is not set; profile 'default'" in r.err
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_401_to_a_request_without_a_key_names_the_variable(home, make_sim, transport):
+    secret = "sk-local-server-secret-0123"
+    sim = make_sim(api_key=secret)
+    r = run_cli(home, "infer", "-t", transport, "--base-url", sim.base_url, "hi")
+    assert r.code == 4 and r.out == ""
+    assert r.err.startswith("voicecli: authentication failed at http://127.0.0.1:")
+    hint = "  hint: this server wants an API key and none was sent: export OPENAI_API_KEY=… (profile 'default' reads it)"
+    assert r.err.splitlines()[1:] == [hint]  # said once, not retried
+    assert len(model_requests(sim)) == 1 and model_requests(sim)[0]["credentials"] == []
+    r = run_cli(home, "infer", "-t", transport, "--base-url", sim.base_url, "hi", OPENAI_API_KEY=secret)
+    assert (r.code, r.out) == (0, "You said: hi\n") and secret not in r.err
+    assert model_requests(sim)[-1]["credentials"] == ["authorization"]
+    assert secret not in json.dumps(sim.log)
+
+
+def test_a_401_hint_in_models_chat_and_a_profile_that_sends_no_key(home, make_sim):
+    sim = make_sim(api_key="sk-local-server-secret-0123")
+    r = run_cli(home, "models", "--base-url", sim.base_url)
+    assert r.code == 4 and "hint: this server wants an API key and none was sent: export OPENAI_API_KEY=" in r.err
+    r = run_cli(home, "chat", "--base-url", sim.base_url, input="hi\n")
+    assert r.err.count("hint: this server wants an API key and none was sent: export OPENAI_API_KEY=") == 1
+    r = run_cli(home, "infer", "-p", "compatible", "--base-url", sim.base_url, "hi")
+    assert r.code == 4 and ("hint: this server wants an API key and profile 'compatible' sends none "
+                            '(api_key_env = ""): set connection.api_key_env') in r.err
+    assert all(e["credentials"] == [] for e in model_requests(sim))
 
 
 def test_unreachable_server_exits_6(home):
     r = run_cli(home, "infer", "-p", "offline", "--base-url", "http://127.0.0.1:9/v1", "-t", "sse",
                 "-o", "connection.max_retries=0", "hi")
     assert r.code == 6 and "network error" in r.err
+
+
+def free_port() -> int:
+    """A port nothing listens on: bound, read, closed."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_nothing_listening_on_loopback_fails_at_once(home, transport, host):
+    """issue #23: a refused connection to this machine was retried twice (1.7 s) before failing."""
+    port = free_port()
+    url = f"http://{host}:{port}/v1"
+    line = f"voicecli: network error talking to {url}: nothing is listening on {host}:{port} — is the server running?\n"
+    r = run_cli(home, "infer", "-t", transport, "--base-url", url, "hi")
+    assert (r.code, r.out, r.err) == (6, "", line)  # after retries the line would say "retried 2 times"
+    r = run_cli(home, "models", "--base-url", url)
+    assert (r.code, r.out, r.err) == (6, "", line)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

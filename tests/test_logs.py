@@ -217,3 +217,40 @@ def test_options_before_the_subcommand_apply_to_it(home):
     for sub in (["show", "c1"], ["path"]):
         r = run_cli(home, "logs", "-n", "1", *sub)
         assert r.code == 2 and f"not to `logs {sub[0]}`" in r.err, r.err
+
+
+# ---- runs that fail before a request leave nothing -------------------------------------------------
+
+
+def test_a_failed_run_leaves_no_conversation_and_c_continues_the_real_one(home, sim, tmp_path):
+    """issue #23: `infer hi` without a key used to leave an empty conversation that `-c` then continued."""
+    real = cid_of(home, sim, "real question")
+    r = run_cli(home, "infer", "hi")  # the default profile, no OPENAI_API_KEY
+    assert r.code == 3 and "OPENAI_API_KEY is not set" in r.err
+    bad_mcp = tmp_path / "bad-mcp.toml"
+    bad_mcp.write_text('extends = "offline"\n[[mcp]]\nname = "bad"\ncommand = ["voicecli-no-such-program"]\n')
+    for args in (["infer", "hi"], ["chat"]):  # chat reads its "hi" from stdin
+        r = run_cli(home, *args, "-p", str(bad_mcp), "--base-url", sim.base_url, "--require-mcp", input="hi\n")
+        assert r.code == 3 and "MCP server 'bad'" in r.err
+    r = run_cli(home, "chat", input="hi\n")
+    assert r.code == 3 and "OPENAI_API_KEY is not set" in r.err
+    r = run_cli(home, "talk", "--input", str(tmp_path / "in.wav"), "--output", str(tmp_path / "out.wav"))
+    assert r.code == 3 and "OPENAI_API_KEY is not set" in r.err
+    assert [p.stem for p in (home / "conversations").glob("*.jsonl")] == [real]  # nothing else was written
+    r = infer(home, sim, "-c", "follow-up", "--json")
+    assert json.loads(r.out)["cid"] == real
+    (listed,) = json.loads(run_cli(home, "logs", "--json").out)
+    assert (listed["cid"], listed["first_message"], listed["turns"]) == (real, "real question", 2)
+
+
+def test_c_and_logs_pass_over_an_empty_conversation_file(home, sim):
+    """Older versions left a file holding only its meta line after a failed run."""
+    real = cid_of(home, sim, "real question")
+    write_log(home, "20990101-000000-e0e0e0", mtime=time.time() + 60)  # the newest file, and empty
+    r = run_cli(home, "logs")
+    assert r.code == 0 and [row.split()[0] for row in r.out.splitlines()] == [real]
+    assert "(no message)" not in r.out
+    assert run_cli(home, "logs", "show").out == run_cli(home, "logs", "show", real).out
+    r = infer(home, sim, "-c", "follow-up", "--json")
+    assert json.loads(r.out)["cid"] == real
+    assert "20990101-000000-e0e0e0" in run_cli(home, "logs", "show", "20990101-000000-e0e0e0", "--json").out

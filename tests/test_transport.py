@@ -13,7 +13,7 @@ from voicecli.events import TextDelta, TurnEnd
 from voicecli.sim.config import SimConfig
 from voicecli.sim.server import start_in_thread
 from voicecli.transport import open_transport
-from voicecli.transport.base import backoff_delay
+from voicecli.transport.base import backoff_delay, refused_here
 from voicecli.items import Message
 
 
@@ -247,3 +247,23 @@ def test_ws_leaving_does_not_wait_for_the_servers_close_reply(home, monkeypatch)
 
         assert asyncio.run(close_after_a_turn(leaving=True))
         assert not asyncio.run(close_after_a_turn(leaving=False))
+
+
+def test_only_a_refused_connection_to_this_machine_skips_the_retries():
+    refused = ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 11434)")
+    for host, where in (("127.0.0.1", "127.0.0.1:11434"), ("127.3.2.1", "127.3.2.1:11434"),
+                        ("localhost", "localhost:11434"), ("::1", "[::1]:11434")):
+        error = refused_here(refused, host, 11434)
+        assert error.kind == "network" and not error.retryable
+        assert error.message == f"nothing is listening on {where} — is the server running?"
+    assert refused_here(refused, "192.0.2.7", 11434) is None  # a remote host keeps its retries
+    assert refused_here(refused, "ollama.example", 11434) is None
+    assert refused_here(ConnectionResetError(104, "reset"), "127.0.0.1", 11434) is None
+    both = OSError("Multiple exceptions: [Errno 111] Connect call failed ('::1', 11434, 0, 0), "
+                   "[Errno 111] Connect call failed ('127.0.0.1', 11434)")  # asyncio, localhost on two addresses
+    assert refused_here(both, "localhost", 11434) is not None
+    one = OSError("Multiple exceptions: [Errno 99] Cannot assign requested address, [Errno 111] Connect call failed")
+    assert refused_here(one, "localhost", 11434) is None
+    wrapped = RuntimeError("connection refused")
+    wrapped.__cause__ = refused
+    assert refused_here(wrapped, "127.0.0.1", 11434) is not None

@@ -5,7 +5,9 @@ than SQLite because it is append-only, readable and greppable with everyday tool
 line, the answer, tool calls and results, the turn record) is appended as one unit when it ends —
 also when it is interrupted — under an exclusive `flock`, so runs continuing the same conversation
 at once (`infer --cid X` in parallel, a `chat` and an `infer`) never interleave their turns; a crash
-(SIGKILL) loses the turn in progress. `-c` picks the most recently written file; `--cid ID` one.
+(SIGKILL) loses the turn in progress. Nothing is written before a turn's request goes out (a run
+that fails earlier leaves no file). `-c` picks the most recently written file that holds a message;
+`--cid ID` one.
 
 Lines: {"type": "meta", cid, created, profile, model, transport, base_url} once (`profile_path`
 for a profile given as a file; `base_url` without a password, and never a key), then
@@ -215,9 +217,20 @@ def apply_heard(items: list[HistoryItem], said: str, heard: str) -> bool:
 
 
 def latest_cid() -> str | None:
+    """The conversation `-c` continues: the most recently written one that holds a message or other
+    history item (an empty file, which older versions left after a failed run, is passed over)."""
     folder = conversations_dir()
     files = sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
-    return files[-1].stem if files else None
+    return next((path.stem for path in reversed(files) if has_items(path)), None)
+
+
+def has_items(path: Path | str) -> bool:
+    """Whether a log file holds at least one history item (not only its meta line)."""
+    try:
+        with open(path, "rb") as f:
+            return any(line.startswith(b'{"type": "item"') for line in f)
+    except OSError:
+        return False
 
 
 def open_for(continue_: bool, cid: str | None, no_log: bool, **meta: Any) -> tuple[ConversationLog | None, list[HistoryItem]]:

@@ -239,13 +239,8 @@ def run_infer(profile: Profile, opts: InferOptions) -> int:
     prompt = build_prompt(opts, read_stdin(profile.ui.max_input_mib), profile.ui.max_input_mib, profile.connection)
     images = tuple(image_url(s) for s in opts.images)
     toolbox = _toolbox(profile, opts)
-    if opts.continue_ or opts.cid:
-        log, history = convlog.open_existing(opts.cid)
-        if opts.no_log:
-            log = None
-    else:
-        history = []
-        log = None if opts.no_log else convlog.ConversationLog.create(**convlog.where(profile))
+    # a new conversation's file appears with its first turn: a run that fails before it leaves none
+    log, history = convlog.open_for(opts.continue_, opts.cid, opts.no_log, **convlog.where(profile))
     session = _InferSession(profile, opts, history, log, toolbox, text_format)
     try:
         asyncio.run(session.run(Message("user", prompt, images)))
@@ -420,7 +415,7 @@ class _InferSession:
         retries = getattr(self.conversation.transport, "retries_used", 0)
         if result.error is not None:
             print(f"voicecli: {describe_error(result.error, self.base_url, retries)}", file=sys.stderr)
-            hint = error_hint(result.error, self.base_url)
+            hint = error_hint(result.error, self.base_url, self.profile)
             if hint:
                 print(f"  hint: {hint}", file=sys.stderr)
             return exit_code(result.error)

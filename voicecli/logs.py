@@ -8,6 +8,7 @@ by their last activity (the file's mtime), the same order `-c` uses.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -156,6 +157,8 @@ def _cid(path: str) -> str:
 def find(cid: str | None) -> Conversation:
     """The conversation `cid` names (an id or a unique start of one), or the latest when None."""
     files = conversation_files()
+    if cid is None:  # the latest that holds a message, as -c takes it
+        files = list(itertools.islice(((m, p) for m, p in files if convlog.has_items(p)), 1))
     if not files:
         raise ConfigError("there are no conversations yet", hint=f"conversations are kept in {convlog.conversations_dir()}")
     if cid is None:
@@ -245,13 +248,16 @@ def _check_limit(n: int) -> None:
 
 def list_conversations(n: int, since: str | None, json_out: bool) -> None:
     _check_limit(n)
-    files = conversation_files(parse_since(since))[:n]
     convs = []
-    for mtime, path in files:
+    for mtime, path in conversation_files(parse_since(since)):
         try:
-            convs.append(read(path, mtime, brief=True))
+            conv = read(path, mtime, brief=True)
         except OSError:
             continue
+        if conv.items or conv.turns:  # a file with only its meta line (older versions left them): no entry
+            convs.append(conv)
+            if len(convs) >= n:
+                break
     if json_out:
         _print_json([c.summary() for c in convs])
         return

@@ -76,7 +76,7 @@ async def fetch(profile: Profile) -> list[dict]:
             error = Error("protocol", "the reply is not a model list ({\"data\": [{\"id\": …}, …]})")
         else:
             return sorted(items, key=lambda m: m["id"])
-    raise VoicecliError(describe_error(error, base_url, retries.used), hint=error_hint(error, base_url),
+    raise VoicecliError(describe_error(error, base_url, retries.used), hint=error_hint(error, base_url, profile),
                         exit_code=exit_code(error))
 
 

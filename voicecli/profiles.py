@@ -30,6 +30,19 @@ from voicecli.items import HOSTED_TYPES, ToolDef
 from voicecli.items import option as _opt
 
 SIM_BASE_URL = "sim"  # base_url value that means "start the built-in simulator in-process"
+OPENAI_HOST = "api.openai.com"
+
+
+def requires_key(base_url: str) -> bool:
+    """OpenAI's own API always wants a key; other servers often need none (Ollama, llama.cpp, vLLM)."""
+    from urllib.parse import urlsplit
+
+    try:
+        return (urlsplit(base_url).hostname or "") == OPENAI_HOST
+    except ValueError:
+        return True
+
+
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -179,12 +192,16 @@ class Profile:
         return engine
 
     def api_key(self, var: str | None = None, base_url: str | None = None) -> str | None:
-        """The key from the env var the profile names (or `var`, for another endpoint at `base_url`);
-        a clear error when it is missing."""
+        """The key from the env var the profile names (or `var`, for another endpoint at `base_url`).
+        Missing, it is an error for OpenAI's own API; any other server (Ollama, llama.cpp, vLLM…) is
+        asked without one, and if it answers 401 `missing_key_hint` says what to set."""
         var = self.connection.api_key_env if var is None else var
-        if not var or (base_url or self.connection.base_url) == SIM_BASE_URL:
+        url = base_url or self.connection.base_url
+        if not var or url == SIM_BASE_URL:
             return None
         value = os.environ.get(var)
+        if not value and not requires_key(url):
+            return None
         if not value:
             raise ConfigError(
                 f"{var} is not set; profile '{self.name}' reads the API key from it",
@@ -198,6 +215,16 @@ class Profile:
                               hint=f"set {var} to the key alone; a .env file with Windows (CRLF) line "
                                    "endings leaves a \\r at the end of every value")
         return value
+
+    def missing_key_hint(self) -> str | None:
+        """For a 401: what to set when the request went without a key; None when one was sent."""
+        var = self.connection.api_key_env
+        if not var:
+            return (f"this server wants an API key and profile '{self.name}' sends none (api_key_env = \"\"): "
+                    "set connection.api_key_env to the name of the variable that holds it")
+        if os.environ.get(var):
+            return None
+        return f"this server wants an API key and none was sent: export {var}=… (profile '{self.name}' reads it)"
 
     def as_dict(self, *, redact: bool = True) -> dict[str, Any]:
         """Resolved settings as TOML-ready data (None dropped). `redact`: every custom header value

@@ -171,8 +171,9 @@ class Talk:
 
         url = exc.base_url or self.session.base_url
         line = describe_error(exc.error, url, exc.retries)
-        return VoicecliError(f"{exc.stage} failed: {line}" if exc.stage else line, hint=error_hint(exc.error, url),
-                             exit_code=exc.exit_code)
+        asked_by = self.profile if exc.stage is None else None  # a speech endpoint may have its own key variable
+        return VoicecliError(f"{exc.stage} failed: {line}" if exc.stage else line,
+                             hint=error_hint(exc.error, url, asked_by), exit_code=exc.exit_code)
 
     async def _shutdown(self) -> None:
         self.stop.set()

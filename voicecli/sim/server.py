@@ -19,7 +19,7 @@ rewind the script; the phrasebook of what it has said stays).
 Every response carries `x-request-id`; with `config.api_key` set, a request (or WebSocket
 upgrade) without the right `Authorization: Bearer` gets the real 401 (`/_sim/*` needs no key).
 Each request is recorded in `Simulator.log` (method, endpoint, headers without any credential,
-JSON body); WebSocket fronts add one entry per client event (`kind: "ws"`, endpoint, `conn`). Errors always have the
+`credentials`: the names of the credential headers it carried, JSON body); WebSocket fronts add one entry per client event (`kind: "ws"`, endpoint, `conn`). Errors always have the
 real shape `{"error": {"message", "type", "param", "code"}}`.
 """
 
@@ -259,6 +259,8 @@ class Simulator:
             "endpoint": request.path,
             "query": dict(request.query),
             "headers": {k.lower(): v for k, v in request.headers.items() if k.lower() not in SECRET_HEADERS},
+            # which credential headers came (never their values): a test can tell "no key was sent"
+            "credentials": sorted({k.lower() for k in request.headers if k.lower() in SECRET_HEADERS}),
         }
         ctype = request.content_type
         if request.body_exists and not ctype.startswith("multipart/"):  # multipart is left for the handler to read

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import json
 import logging
 import random
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -73,6 +75,29 @@ def retry_delay(failure: Error, attempt: int, max_retries: int, *, emitted: bool
     if emitted or attempt >= max_retries or not (failure.retryable or force):
         return None
     return backoff_delay(attempt, failure.retry_after)
+
+
+def refused_here(exc: BaseException, host: str | None, port: int | None) -> Error | None:
+    """A refused connection to this machine (127.0.0.0/8, ::1, localhost) fails at once, not retried:
+    nothing is listening there, and waiting will not start the server. None for anything else."""
+    from voicecli.transport.urls import is_loopback
+
+    if not is_loopback(host) or not _refused(exc):
+        return None
+    where = f"[{host.strip('[]')}]:{port}" if ":" in host else f"{host}:{port}"
+    return Error("network", f"nothing is listening on {where} — is the server running?")
+
+
+def _refused(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) == errno.ECONNREFUSED:
+            return True
+        if isinstance(exc, OSError) and str(exc).startswith("Multiple exceptions: "):
+            # asyncio tried each address of the name (::1 and 127.0.0.1): refused if every one was
+            codes = re.findall(r"\[Errno (\d+)\]", str(exc))
+            return bool(codes) and all(int(code) == errno.ECONNREFUSED for code in codes)
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def request_headers(conn: Connection, api_key: str | None) -> dict[str, str]:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from voicecli.events import Error, Event
 from voicecli.items import Request
 from voicecli.profiles import Connection
-from voicecli.transport.base import Anchor, Retries, give_up, log, parse_event, redact, request_headers
+from voicecli.transport.base import Anchor, Retries, give_up, log, parse_event, redact, refused_here, request_headers
 from voicecli.transport.httpclient import Client, Response, Timeout, TransportError
 from voicecli.transport.urls import endpoint_url
 from voicecli.wire import chat, errors, responses
@@ -167,7 +167,8 @@ def _failure(exc: TransportError, conn: Connection, base_url: str, api_key: str 
     """The retryable error for a failed exchange; a timeout names the one that fired:
     connecting, sending, waiting for the reply, or silence mid-stream."""
     if not isinstance(exc, Timeout):
-        return errors.connection_error(redact(f"connection to {base_url} failed: {exc}", api_key))
+        refused = refused_here(exc, *exc.address) if exc.address else None  # on loopback: not retried
+        return refused or errors.connection_error(redact(f"connection to {base_url} failed: {exc}", api_key))
     if exc.phase == "connect":
         message = f"could not connect to {base_url} within {conn.connect_timeout:g} s (connection.connect_timeout)"
     elif exc.phase == "write":

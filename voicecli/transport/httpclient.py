@@ -39,7 +39,12 @@ _SAFE_TARGET = "/?#[]@!$&'()*+,;=:%-._~"  # kept as they are when a path or quer
 
 class TransportError(Exception):
     """The exchange failed below HTTP: refused, reset, TLS, a reply that breaks HTTP/1.1.
-    The message says what, in a few words, for "connection to URL failed: …"."""
+    The message says what, in a few words, for "connection to URL failed: …"; `address` is the
+    server's (host, port) when connecting to it (not through a proxy) failed."""
+
+    def __init__(self, message: str, address: tuple[str, int] | None = None):
+        super().__init__(message)
+        self.address = address
 
 
 class Timeout(TransportError):
@@ -500,7 +505,8 @@ class Client:
             if isinstance(exc, TimeoutError):
                 raise Timeout("connect") from None
             if isinstance(exc, (OSError, ssl.SSLError)) and not isinstance(exc, TransportError):
-                raise TransportError(describe(exc, hop.host)) from exc
+                # the address only for the server itself: a proxy that refuses keeps the usual retries
+                raise TransportError(describe(exc, hop.host), None if proxy else (hop.host, hop.port)) from exc
             raise
 
     async def _tunnel(self, connection: _Connection, target: _Target, proxy: _Target) -> None:

@@ -68,6 +68,21 @@ def with_v1(base_url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/v1", parts.query, ""))
 
 
+def is_loopback(host: str | None) -> bool:
+    """127.0.0.0/8, ::1 or localhost: this machine itself."""
+    if not host:
+        return False
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _is_local(host: str | None) -> bool:
     """Loopback or private address: a local server, which usually speaks plain http."""
     if not host:

@@ -39,11 +39,11 @@ _import_on_first_use("importlib.metadata")
 _import_on_first_use("urllib.request")
 
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus  # noqa: E402,F401
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI  # noqa: E402,F401
 
 from voicecli.events import Error  # noqa: E402
 from voicecli.profiles import Connection  # noqa: E402
-from voicecli.transport.base import redact, request_headers  # noqa: E402
+from voicecli.transport.base import redact, refused_here, request_headers  # noqa: E402
 from voicecli.wire import errors  # noqa: E402
 
 CLOSE_TIMEOUT = 2.0  # seconds to wait for the server's close frame
@@ -81,7 +81,25 @@ async def open_websocket(url: str, conn: Connection, api_key: str | None) -> Cli
             redact(f"could not open a WebSocket to {url} within {conn.connect_timeout:g} s "
                    "(connection.connect_timeout)", api_key), timeout=True)) from None
     except (InvalidHandshake, OSError) as exc:
-        raise ConnectError(errors.connection_error(redact(f"cannot connect to {url}: {exc}", api_key))) from None
+        refused = _refused_here(exc, url)
+        raise ConnectError(refused or errors.connection_error(redact(f"cannot connect to {url}: {exc}", api_key))) \
+            from None
+
+
+def _refused_here(exc: BaseException, url: str) -> Error | None:
+    """`refused_here` for a WebSocket opened straight to the server (a proxy keeps the usual retries)."""
+    from websockets.uri import parse_uri
+
+    try:
+        uri = parse_uri(url)
+    except InvalidURI:
+        return None
+    if _proxy():
+        from websockets.proxy import get_proxy
+
+        if get_proxy(uri):
+            return None
+    return refused_here(exc, uri.host, uri.port)
 
 
 async def close_websocket(ws: ClientConnection | None, *, leaving: bool = False) -> None:

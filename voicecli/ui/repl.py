@@ -446,7 +446,7 @@ class Repl:
         if result.error is not None:
             retries = getattr(transport, "retries_used", 0)
             self._say(f"voicecli: {describe_error(result.error, transport.base_url, retries)} — /retry sends it again")
-            hint = error_hint(result.error, transport.base_url)
+            hint = error_hint(result.error, transport.base_url, self.profile)
             if hint:
                 self._say(f"  hint: {hint}")
         elif result.status == "incomplete":
@@ -476,7 +476,8 @@ class Repl:
             self.transcript.write(entry)
 
     def _start_log(self, items: list[HistoryItem]) -> None:
-        self.log = convlog.ConversationLog.create(**convlog.where(self.profile))
+        # lazy: the file appears with the first turn written, so a /talk that cannot start leaves none
+        self.log = convlog.ConversationLog.create(lazy=True, **convlog.where(self.profile))
         for item in items:
             self.log.add_item(item)
 

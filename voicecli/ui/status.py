@@ -40,8 +40,11 @@ def describe_error(error: Error, base_url: str, retries: int = 0) -> str:
     return f"{line}: {error.message}"
 
 
-def error_hint(error: Error, base_url: str) -> str | None:
-    """A hint for errors that usually mean a typo in the base URL: a 404 from a root without /v1."""
+def error_hint(error: Error, base_url: str, profile=None) -> str | None:
+    """A hint for errors that usually mean a typo in the base URL (a 404 from a root without /v1), or
+    a 401 from a server that was asked without a key (`profile`: the one that asked)."""
+    if error.status == 401 and profile is not None:
+        return profile.missing_key_hint()
     if error.status == 404 and error.code != "model_not_found":
         from voicecli.transport.urls import lacks_v1, with_v1
 
