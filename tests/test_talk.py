@@ -273,6 +273,24 @@ def test_terminal_keys_push_to_talk_text_and_ctrl_c(tmp_path, sim):
 
 
 @pytest.mark.slow
+def test_terminal_footer_states_the_ctrl_c_rule_and_one_idle_ctrl_c_quits(tmp_path, sim):
+    pexpect = pytest.importorskip("pexpect")
+    wav = speech_wav(tmp_path / "in.wav", [("silence", 60.0)])  # nothing said: talk stays idle
+    child = pexpect.spawn(sys.executable, ["-m", "voicecli", "talk", "-p", "offline", "--base-url", sim.base_url,
+                                           "--input", str(wav), "--output", str(tmp_path / "o.wav")],
+                          env=cli_env(tmp_path), encoding="utf-8", timeout=30, dimensions=(30, 120))
+    try:
+        child.expect_exact("type + Enter: send text · Ctrl-C: interrupt (idle: quit) · Ctrl-D: quit")
+        child.expect("listening")
+        child.sendintr()  # idle: one Ctrl-C quits, as the footer says
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    assert "twice" not in child.before and "Ctrl-C again" not in child.before
+
+
+@pytest.mark.slow
 def test_session_is_renewed_before_its_age_limit(tmp_path, sim):
     wav = speech_wav(tmp_path / "in.wav", [("silence", 14.0)])
     r = talk(tmp_path, sim, "--input", str(wav), "--output", str(tmp_path / "o.wav"),
