@@ -320,6 +320,17 @@ def test_quitting_while_text_runs_ahead_of_the_voice_keeps_only_what_was_heard()
     assert heard.text == s1.strip() and heard.interrupted
 
 
+def test_an_answer_whose_speech_failed_keeps_the_text_received():
+    from voicecli.events import AudioDelta, TextDelta, TurnEnd
+
+    s1, s2 = "First one. ", "Second one, never synthesised."
+    turns, buf = _turns_with(AudioDelta(b"", "i1", "r1", ""), TextDelta(s1 + s2, "i1"),
+                             AudioDelta(b"\x01\x00" * 4800, "i1", "r1", s1))
+    turns.feed(TurnEnd("failed", "r1"))  # text-to-speech broke at the second sentence
+    [heard] = turns.finished(force=True)  # talk ends with the failure, nothing of it played yet
+    assert heard.text == (s1 + s2).strip() and not heard.interrupted  # shown and logged, not an empty line
+
+
 @pytest.mark.parametrize("piece", [1, 5, 100000])
 @pytest.mark.slow
 def test_a_wav_of_another_rate_and_layout_is_converted(piece):
