@@ -214,6 +214,40 @@ def test_plain_json_transcripts(name, reply):
     assert "stream" not in seen[0]["form"]  # whisper-1 does not stream
 
 
+SRT = ("1\r\n00:00:00,000 --> 00:00:01,500\r\nWhat time\r\nis it?\r\n\r\n"
+       "2\r\n00:00:01,500 --> 00:00:02,000\r\nThanks.\r\n")
+VTT = ("WEBVTT - made by a local server\n\nNOTE a comment\n\nintro\n00:00.000 --> 00:01.500 align:start\n"
+       "<v Speaker 1>What time <i>is</i> it?</v>\n\n00:00:01.500 --> 00:00:02.000\nThanks.\n")
+
+
+@pytest.mark.parametrize("body, content_type", [(SRT, "text/plain"), (SRT, "application/x-subrip"),
+                                                (VTT, "text/vtt; charset=utf-8")])
+def test_subtitle_transcripts_give_the_words_without_cue_numbers_or_timestamps(body, content_type):
+    events = _run(_streamed(body.encode(), content_type, 7), lambda c: _all(c.transcribe(b"RIFF....WAVE", model="x")))
+    assert events == [Transcript("user", "What time is it? Thanks.", final=True)]
+
+
+def test_plain_text_without_cue_timings_is_kept_as_it_is():
+    from voicecli.wire.subtitles import subtitle_words
+
+    assert subtitle_words("1\nWhat time is it?\n") == "1\nWhat time is it?\n"
+    assert subtitle_words("a --> b") == "a --> b"
+
+
+def test_the_simulators_srt_and_vtt_replies_are_read_as_words():
+    from voicecli.wire.subtitles import subtitle_words
+
+    handle = start_in_thread(SimConfig())
+    try:
+        wav = sim_speech(handle.base_url, "Hi.", wav=True)
+        for fmt in ("srt", "vtt"):
+            reply = httpx.post(f"{handle.base_url}/audio/transcriptions", files={"file": ("s.wav", wav, "audio/wav")},
+                               data={"model": "whisper-1", "response_format": fmt}, timeout=30)
+            assert subtitle_words(reply.text) == "Hi.", reply.text
+    finally:
+        handle.stop()
+
+
 def test_a_streaming_request_answered_with_json_still_works():
     events = _run(_streamed(b'{"text": " hi there "}', "application/json", 3),
                   lambda c: _all(c.transcribe(b"x", model="gpt-4o-transcribe")))
