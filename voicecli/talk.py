@@ -163,7 +163,8 @@ class Talk:
             from voicecli.ui import approval
 
             # the prompt shared with chat, answered by one key; the mic pauses while it is open
-            approve = functools.partial(approval.approve, say=self.view.note, ask=self.keys.ask, reason=False)
+            approve = functools.partial(approval.approve, say=self.view.note, ask=self.keys.ask, reason=False,
+                                        single_key=sys.stdin.isatty())  # else lines from a pipe
             self.toolbox = ToolBox.for_profile(self.profile, approve, debug=self.opts.debug)
             await self.toolbox.start(require=self.opts.require_mcp)  # MCP tools join the session.update
             runner = self.toolbox.run
