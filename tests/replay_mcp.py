@@ -22,9 +22,10 @@ def _exchanges(path: Path) -> list[dict]:
 
 
 @contextlib.contextmanager
-def start_replay(path: Path) -> Iterator[tuple[str, list[tuple[str, str | None]]]]:
+def start_replay(path: Path, *, ping_first: bool = False) -> Iterator[tuple[str, list[tuple[str, str | None]]]]:
     """Serve the session in `path` (its `*.http.jsonl`). Yields (url, seen): `seen` collects
-    (method, Mcp-Session-Id header) per POST."""
+    (method, Mcp-Session-Id header) per POST. `ping_first`: each event stream starts with the
+    server's keep-alive (`event: ping`, recorded at the end of each), as while a slow call runs."""
     from aiohttp import web
 
     by_method: dict[str, dict] = {}
@@ -43,6 +44,8 @@ def start_replay(path: Path) -> Iterator[tuple[str, list[tuple[str, str | None]]
         body = recorded["body"] or ""
         if request_id is not None:  # only the id changes: `"id":N` on the data lines
             body = re.sub(r'("id":)\d+', lambda m: m.group(1) + json.dumps(request_id), body, count=1)
+        if ping_first and body.startswith("event: message"):
+            body = "event: ping\ndata: ping\n\n" + body
         return web.Response(status=recorded["status"]["code"], body=body.encode(), headers=headers)
 
     async def post(request: web.Request) -> web.Response:

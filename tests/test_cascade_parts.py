@@ -214,6 +214,40 @@ def test_plain_json_transcripts(name, reply):
     assert "stream" not in seen[0]["form"]  # whisper-1 does not stream
 
 
+SRT = ("1\r\n00:00:00,000 --> 00:00:01,500\r\nWhat time\r\nis it?\r\n\r\n"
+       "2\r\n00:00:01,500 --> 00:00:02,000\r\nThanks.\r\n")
+VTT = ("WEBVTT - made by a local server\n\nNOTE a comment\n\nintro\n00:00.000 --> 00:01.500 align:start\n"
+       "<v Speaker 1>What time <i>is</i> it?</v>\n\n00:00:01.500 --> 00:00:02.000\nThanks.\n")
+
+
+@pytest.mark.parametrize("body, content_type", [(SRT, "text/plain"), (SRT, "application/x-subrip"),
+                                                (VTT, "text/vtt; charset=utf-8")])
+def test_subtitle_transcripts_give_the_words_without_cue_numbers_or_timestamps(body, content_type):
+    events = _run(_streamed(body.encode(), content_type, 7), lambda c: _all(c.transcribe(b"RIFF....WAVE", model="x")))
+    assert events == [Transcript("user", "What time is it? Thanks.", final=True)]
+
+
+def test_plain_text_without_cue_timings_is_kept_as_it_is():
+    from voicecli.wire.subtitles import subtitle_words
+
+    assert subtitle_words("1\nWhat time is it?\n") == "1\nWhat time is it?\n"
+    assert subtitle_words("a --> b") == "a --> b"
+
+
+def test_the_simulators_srt_and_vtt_replies_are_read_as_words():
+    from voicecli.wire.subtitles import subtitle_words
+
+    handle = start_in_thread(SimConfig())
+    try:
+        wav = sim_speech(handle.base_url, "Hi.", wav=True)
+        for fmt in ("srt", "vtt"):
+            reply = httpx.post(f"{handle.base_url}/audio/transcriptions", files={"file": ("s.wav", wav, "audio/wav")},
+                               data={"model": "whisper-1", "response_format": fmt}, timeout=30)
+            assert subtitle_words(reply.text) == "Hi.", reply.text
+    finally:
+        handle.stop()
+
+
 def test_a_streaming_request_answered_with_json_still_works():
     events = _run(_streamed(b'{"text": " hi there "}', "application/json", 3),
                   lambda c: _all(c.transcribe(b"x", model="gpt-4o-transcribe")))
@@ -318,6 +352,17 @@ def test_quitting_while_text_runs_ahead_of_the_voice_keeps_only_what_was_heard()
         buf.pull(480)
     [heard] = turns.finished(force=True)
     assert heard.text == s1.strip() and heard.interrupted
+
+
+def test_an_answer_whose_speech_failed_keeps_the_text_received():
+    from voicecli.events import AudioDelta, TextDelta, TurnEnd
+
+    s1, s2 = "First one. ", "Second one, never synthesised."
+    turns, buf = _turns_with(AudioDelta(b"", "i1", "r1", ""), TextDelta(s1 + s2, "i1"),
+                             AudioDelta(b"\x01\x00" * 4800, "i1", "r1", s1))
+    turns.feed(TurnEnd("failed", "r1"))  # text-to-speech broke at the second sentence
+    [heard] = turns.finished(force=True)  # talk ends with the failure, nothing of it played yet
+    assert heard.text == (s1 + s2).strip() and not heard.interrupted  # shown and logged, not an empty line
 
 
 @pytest.mark.parametrize("piece", [1, 5, 100000])

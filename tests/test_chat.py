@@ -388,13 +388,13 @@ def test_tool_approval_prompt(home, sim, tmp_path):
     child.child.send('please shout {"word": "hello"}\r')
     asked = plain(child.prompt())
     assert "run the tool 'shout'" in asked and '"word": "hello"' in asked
-    out = child.ask("y")
-    assert "[a] always" in out and "Tool shout returned: hello" in out
+    out = child.ask("y")  # the question is drawn after the prompt is up: it is in what follows
+    assert "Allow? y once · a always · n no [y/a/N, Enter]:" in out and "Tool shout returned: hello" in out
     child.child.send('shout again {"word": "no"}\r')
     child.prompt()
     child.say("n")  # deny, then the optional reason
     out = child.ask("not now")
-    assert "denied" in out and "not now" in out
+    assert "Reason for the model (optional), then Enter:" in out and "denied" in out and "not now" in out
     child.child.send('shout {"word": "always"}\r')
     child.prompt()
     assert "Tool shout returned: always" in child.ask("a")

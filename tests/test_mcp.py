@@ -564,3 +564,19 @@ def test_a_recorded_real_streamable_http_server(tmp_path, sim, make_profile):
     assert "initialize" in methods and "tools/list" in methods and "tools/call" in methods
     assert all(sid == "964c798ce4aa10ca9c0f9d880542fc3b4e87e275755e8eec04cb83b2e7750669"
                for m, sid in seen if m not in ("initialize",))
+
+
+@pytest.mark.slow
+def test_the_sdks_own_log_lines_show_only_with_debug(tmp_path, sim, make_profile):
+    """A server's keep-alive pings make the SDK log "Unknown SSE event: ping": a detail for --debug,
+    not a line on a user's stderr."""
+    from replay_mcp import start_replay
+
+    with start_replay(recording("mcp_http_deepwiki_session_01.http.jsonl"), ping_first=True) as (url, _):
+        profile = make_profile(mcp_table("dw", url=url, approval="auto"))
+        call = 'dw__ask_question {"repoName": "pydantic/pydantic-ai", "question": "what?"}'
+        r = infer(tmp_path, sim, profile, call)
+        assert r.code == 0 and r.out.startswith("Tool dw__ask_question returned: "), r.err
+        assert "ping" not in r.err and "SSE" not in r.err, r.err
+        r = infer(tmp_path, sim, profile, call, "--debug")
+        assert r.code == 0 and "voicecli: mcp: Unknown SSE event: ping" in r.err, r.err

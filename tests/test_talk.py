@@ -236,6 +236,32 @@ def test_tool_call_with_approval_from_the_keyboard(tmp_path, sim):
 
 
 @pytest.mark.slow
+def test_approval_on_a_terminal_says_one_key_answers_and_takes_it_without_enter(tmp_path, sim):
+    pexpect = pytest.importorskip("pexpect")
+    prof = tmp_path / "tools.toml"
+    prof.write_text('extends = "offline"\n[[tools]]\nname = "get_weather"\ndescription = "Weather now"\n'
+                    'command = ["echo", "sunny and 21 C"]\napproval = "ask"\n')
+    wav = speech_wav(tmp_path / "in.wav", [("silence", 60.0)])
+    child = pexpect.spawn(sys.executable, ["-m", "voicecli", "talk", "-p", str(prof), "--base-url", sim.base_url,
+                                           "--input", str(wav), "--output", str(tmp_path / "o.wav")],
+                          env=cli_env(tmp_path), encoding="utf-8", timeout=30, dimensions=(30, 120))
+    try:
+        child.expect("Ctrl-D: quit")  # the footer: talk reads the keyboard
+        child.send("what does get_weather say\r")
+        child.expect_exact("Allow? y once · a always · n no [press y, a or n]:")
+        child.send("y")  # the key alone, no Enter
+        child.expect("sunny and 21 C")
+        child.sendcontrol("d")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    output = next(e["item"] for e in realtime_events(sim) if e["type"] == "conversation.item.create"
+                  and e["item"]["type"] == "function_call_output")
+    assert "sunny and 21 C" in output["output"]
+
+
+@pytest.mark.slow
 def test_terminal_keys_push_to_talk_text_and_ctrl_c(tmp_path, sim):
     pexpect = pytest.importorskip("pexpect")
     wav = speech_wav(tmp_path / "in.wav", [("speech", 60.0)])  # sent only while recording: the keys drive it
@@ -270,6 +296,24 @@ def test_terminal_keys_push_to_talk_text_and_ctrl_c(tmp_path, sim):
     assert "response.cancel" in kinds or "conversation.item.truncate" in kinds
     i = kinds.index("input_audio_buffer.commit")
     assert kinds[i - 1: i + 2] == ["input_audio_buffer.clear", "input_audio_buffer.commit", "response.create"]
+
+
+@pytest.mark.slow
+def test_terminal_footer_states_the_ctrl_c_rule_and_one_idle_ctrl_c_quits(tmp_path, sim):
+    pexpect = pytest.importorskip("pexpect")
+    wav = speech_wav(tmp_path / "in.wav", [("silence", 60.0)])  # nothing said: talk stays idle
+    child = pexpect.spawn(sys.executable, ["-m", "voicecli", "talk", "-p", "offline", "--base-url", sim.base_url,
+                                           "--input", str(wav), "--output", str(tmp_path / "o.wav")],
+                          env=cli_env(tmp_path), encoding="utf-8", timeout=30, dimensions=(30, 120))
+    try:
+        child.expect_exact("type + Enter: send text · Ctrl-C: interrupt (idle: quit) · Ctrl-D: quit")
+        child.expect("listening")
+        child.sendintr()  # idle: one Ctrl-C quits, as the footer says
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    assert "twice" not in child.before and "Ctrl-C again" not in child.before
 
 
 @pytest.mark.slow

@@ -234,7 +234,8 @@ def test_chat_hands_the_conversation_to_talk_and_back(audio_stack, tmp_path):
         chat = Chat(tmp_path / "home", sim.base_url, **audio_stack.env)
         assert "You said: hello from chat" in chat.ask("hello from chat")
         chat.child.send("/talk\r")
-        chat.expect("talk: sim-realtime")  # talk's own banner: it now reads the keyboard
+        banner = plain(chat.expect("talk: sim-realtime"))  # talk's own banner: it now reads the keyboard
+        assert "Ctrl-C: interrupt (idle: return to chat) · Ctrl-D: return to chat" in banner  # chat's, before it
         chat.child.send("typed in talk\r")
         chat.expect("You said: typed in talk")  # the transcript arrives ahead of the audio…
         chat.expect(r"●(\x1b\[[0-9;]*m)* listening")  # …so wait until it has been heard (not "◌ muted")
@@ -243,6 +244,11 @@ def test_chat_hands_the_conversation_to_talk_and_back(audio_stack, tmp_path):
         chat.prompt()
         history = chat.say("/history")
         assert "you: typed in talk" in history and "assistant: You said: typed in talk" in history
+        chat.child.send("/talk\r")
+        chat.expect(r"●(\x1b\[[0-9;]*m)* listening")
+        chat.child.sendintr()  # idle: one Ctrl-C returns to chat, as the banner says; chat stays
+        chat.expect("back in chat")
+        chat.prompt()
         items = [e["event"]["item"] for e in sim.log if e.get("endpoint") == "/v1/realtime"
                  and e.get("event", {}).get("type") == "conversation.item.create"]
         texts = [(i.get("role"), i["content"][0].get("text")) for i in items if i.get("type") == "message"]

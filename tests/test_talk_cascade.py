@@ -250,6 +250,10 @@ def test_a_failing_stage_is_named_and_the_conversation_kept(tmp_path, sim, stage
     assert len(errors) == 1 and errors[0].startswith(f"voicecli: {stage} failed:"), r.err
     assert f"127.0.0.1:{port}" in errors[0] and "Traceback" not in r.err
     assert_quiet_exit(r.err)
+    if stage == "text-to-speech":  # the answer could not be spoken: its text is shown and logged, not ""
+        assert r.out.splitlines() == ["user: What time is it?", "assistant: You said: What time is it?"], r.out
+        shown = run_cli(tmp_path, "logs", "show", "-c", "--json")
+        assert [i.get("text") for i in json.loads(shown.out)["items"]][-1] == "You said: What time is it?"
     if ask_first:  # what was said before the failure is in the log
         shown = run_cli(tmp_path, "logs", "show", "-c", "--json")
         texts = [i.get("text") for i in json.loads(shown.out)["items"]]

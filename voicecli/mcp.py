@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import shlex
@@ -54,6 +55,22 @@ def import_sdk() -> Any:
         raise ConfigError("this profile declares [[mcp]] servers, but the mcp package (2.x) is not installed",
                           hint=INSTALL_HINT) from None
     return mcp
+
+
+def route_sdk_logs(debug: bool) -> None:
+    """The SDK's own log lines ("Unknown SSE event: ping", reconnects) are details: on stderr with
+    --debug (as `voicecli: mcp: …`), else dropped — never Python's bare last-resort output."""
+    sdk = logging.getLogger("mcp")
+    sdk.propagate = False
+    for handler in sdk.handlers[:]:
+        sdk.removeHandler(handler)
+    if debug:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("voicecli: mcp: %(message)s"))
+        sdk.addHandler(handler)
+        sdk.setLevel(logging.DEBUG)
+    else:
+        sdk.addHandler(logging.NullHandler())
 
 
 def offered_name(server: str, remote: str, taken: set[str]) -> str:
@@ -322,6 +339,7 @@ class McpHub:
         """Start every server in parallel; the tools of those that came up. `require`: any failure is
         a ConfigError (exit 3), after the others are stopped again."""
         sdk = import_sdk()
+        route_sdk_logs(self.debug)
         loop = asyncio.get_running_loop()
         self.servers = {s.name: _Server(s, self.base_dir, self.debug) for s in self.specs}
         for server in self.servers.values():

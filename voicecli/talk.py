@@ -56,6 +56,13 @@ class TalkOptions:
     debug: bool = False
     require_mcp: bool = False
     engine: str = "realtime"  # realtime | cascade (see `Profile.talk_engine`)
+    leave: str = "quit"  # what Ctrl-D and an idle Ctrl-C do: "quit", or "return to chat" from chat's /talk
+
+
+def ctrl_c_rule(leave: str = "quit") -> str:
+    """Talk's one Ctrl-C rule, as the footer and chat's /talk state it (and the README): it stops
+    the answer or recording in progress; with none, it leaves (so does a second press within 2 s)."""
+    return f"Ctrl-C: interrupt (idle: {leave})"
 
 
 def run_talk(profile: Profile, opts: TalkOptions) -> int:
@@ -122,8 +129,9 @@ class Talk:
         if o.transcript is not None:
             self.transcript = open_transcript(o.transcript)
             self.transcript.session(command="talk", model=_model(self.profile, o))
-        keys = (["Space/Enter: record/send"] if self.ptt else []) + ["type + Enter: send text", "Ctrl-C: interrupt"]
-        self.view = TalkView(footer=" · ".join(keys) + " · twice: quit", level=lambda: self.audio.level,
+        keys = (["Space/Enter: record/send"] if self.ptt else []) + [
+            "type + Enter: send text", ctrl_c_rule(o.leave), f"Ctrl-D: {o.leave}"]
+        self.view = TalkView(footer=" · ".join(keys), level=lambda: self.audio.level,
                              data_out=sys.stdout if not sys.stdout.isatty() else None)
         self.keys = TalkKeys(self.view, ptt=self.ptt, send=lambda t: self.jobs.spawn(self.send_text(t)),
                              toggle=lambda: self.jobs.spawn(self.toggle_recording()), quit=self.stop.set)
@@ -155,7 +163,8 @@ class Talk:
             from voicecli.ui import approval
 
             # the prompt shared with chat, answered by one key; the mic pauses while it is open
-            approve = functools.partial(approval.approve, say=self.view.note, ask=self.keys.ask, reason=False)
+            approve = functools.partial(approval.approve, say=self.view.note, ask=self.keys.ask, reason=False,
+                                        single_key=sys.stdin.isatty())  # else lines from a pipe
             self.toolbox = ToolBox.for_profile(self.profile, approve, debug=self.opts.debug)
             await self.toolbox.start(require=self.opts.require_mcp)  # MCP tools join the session.update
             runner = self.toolbox.run
@@ -294,14 +303,15 @@ class Talk:
         await self.session.commit()
 
     def on_sigint(self) -> None:
-        """First Ctrl-C cancels what is going on; a second one (or one when idle) quits."""
+        """Ctrl-C cancels what is going on (see `ctrl_c_rule`); with nothing going on, or pressed
+        again within DOUBLE_PRESS_S, it quits."""
         if self.stop.is_set():
             return  # already on the way out
         again, self.last_sigint = time.monotonic() - self.last_sigint < DOUBLE_PRESS_S, time.monotonic()
         if (self.turns.busy or self.recording or self.user_speaking) and not (self.cancel_armed or again):
             self.cancel_armed = True
             self.jobs.spawn(self._cancel_all())
-            self.view.note("interrupted — Ctrl-C again to quit")
+            self.view.note(f"interrupted — Ctrl-C again to {self.opts.leave}")
         else:
             self.stop.set()
 

@@ -22,6 +22,9 @@ from voicecli.transport.httpclient import Response, multipart
 from voicecli.transport.urls import endpoint_url
 from voicecli.wire import errors
 from voicecli.wire.sse import SSEDecoder
+from voicecli.wire.subtitles import subtitle_words
+
+TEXT_TYPES = ("text/plain", "text/vtt", "application/x-subrip", "text/srt")  # plain text or subtitles
 
 
 def streams_transcript(model: str) -> bool:
@@ -82,8 +85,9 @@ async def _transcript_events(resp: Response) -> AsyncIterator[Event]:
         try:
             data = json.loads(raw)
             text = data.get("text") if isinstance(data, dict) else None
-        except ValueError:
-            data, text = None, raw.decode("utf-8", "replace") if content_type.startswith("text/plain") else None
+        except ValueError:  # plain text, or subtitles (a server set to srt / vtt): their words only
+            text = raw.decode("utf-8", "replace") if content_type.startswith(TEXT_TYPES) else None
+            text = subtitle_words(text) if text is not None else None
         if not isinstance(text, str):
             yield errors.not_a_stream(content_type, raw[:512], request_id=resp.headers.get("x-request-id"))
             return

@@ -68,7 +68,8 @@ COMMANDS = {  # name → (arguments, help); /help prints this table and the comp
     "copy": ("", "copy the last answer to the clipboard"),
     "edit": ("[TEXT]", "write the next message in $EDITOR"),
     "file": ("[PATH|URL]", "attach a file, image or web page to your next message (alone: list them)"),
-    "talk": ("", "continue by voice (devices: /set voice.input_device, voice.output_device); Ctrl-D comes back"),
+    "talk": ("", "continue by voice (devices: /set voice.input_device, voice.output_device); Ctrl-D (or Ctrl-C "
+             "when idle) returns"),
 }
 ALIASES = {"quit": "exit", "q": "exit", "?": "help", "new": "clear"}
 
@@ -788,15 +789,16 @@ class Repl:
 
     async def cmd_talk(self, arg: str) -> None:
         """Continue this conversation by voice; what is said comes back into the chat."""
-        from voicecli.talk import Talk, TalkOptions
+        from voicecli.talk import Talk, TalkOptions, ctrl_c_rule
 
         if self.log is None:  # voice turns go to the conversation log like typed ones
             self._start_log(self.conversation.history)
             self.conversation.log = self.log
         before = len(self.conversation.history)
-        talk = Talk(self.profile, TalkOptions(debug=self.opts.debug), self.conversation)  # replayed, then added to
-        self._note("talk: speak, or type a line · Ctrl-C stops the answer · Ctrl-D (or Ctrl-C twice) comes "
-                   "back to chat")
+        leave = "return to chat"
+        talk = Talk(self.profile, TalkOptions(debug=self.opts.debug, leave=leave),
+                    self.conversation)  # replayed, then added to
+        self._note(f"talk: speak, or type a line · {ctrl_c_rule(leave)} · Ctrl-D: {leave}")
         loop = asyncio.get_running_loop()
         try:
             await talk.run()

@@ -47,6 +47,7 @@ class AssistantItem:
     received: int = 0  # audio bytes received
     done: bool = False  # its response has ended
     interrupted: bool = False
+    failed: bool = False  # its response failed (in a cascade: text-to-speech broke, or the text model)
     played_ms: int | None = None  # where it was cut, when interrupted
     played_bytes: int | None = None  # the same, exactly
     truncated: bool = False
@@ -165,6 +166,7 @@ class Turns:
                 item.usage = self.usage
                 if event.status == "cancelled":
                     item.interrupted = True
+                item.failed = event.status == "failed"
         if rid == self.response_id:
             self.in_progress = False
         self._audio_ended(ended)
@@ -231,7 +233,9 @@ class Turns:
             self.order.pop(0)
             text = item.said
             if item.sentences is not None:  # spoken sentence by sentence: heard is known per sentence
-                if item.interrupted or force:
+                if item.failed and not item.interrupted:
+                    pass  # the speech (or the model) broke, named once: the text received is shown and kept
+                elif item.interrupted or force:
                     played = item.played_bytes if item.played_bytes is not None else self.played_bytes(item.item_id)
                     text = heard_sentences(item.sentences, played, item.received)
                     item.interrupted = item.interrupted or text.strip() != item.said.strip()
