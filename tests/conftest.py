@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
@@ -15,6 +16,10 @@ import pytest
 # handler installed here instead, exec resets SIGINT to its default in each child, whoever ran pytest.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# pytest caches the assertion-rewritten test modules as .pyc files, but not under
+# PYTHONDONTWRITEBYTECODE=1: each worker would rewrite all of them again, ~2 s of CPU a worker a run
+sys.dont_write_bytecode = False
 
 TESTS = Path(__file__).parent
 TRAFFIC = TESTS / "traffic"  # recorded real traffic, copied from the shared set (see traffic/SOURCES.md)
@@ -105,6 +110,8 @@ def pytest_runtest_setup(item):
 
 
 def pytest_xdist_auto_num_workers(config):
-    """Workers for `-n auto`: the suite mostly waits (real-time audio, subprocesses, servers), so four per
-    core (at most 16) keep the CPUs busy; VOICECLI_TEST_WORKERS overrides."""
-    return int(os.environ.get("VOICECLI_TEST_WORKERS") or min(4 * (os.cpu_count() or 1), 16))
+    """Workers for `-n auto`: the whole suite mostly waits (real-time audio, subprocesses, servers), so
+    four per core (at most 16) keep the CPUs busy; without the slow tests it waits far less, and two per
+    core do (each worker costs its start-up). VOICECLI_TEST_WORKERS overrides."""
+    per_core = 2 if "not slow" in (config.option.markexpr or "") else 4
+    return int(os.environ.get("VOICECLI_TEST_WORKERS") or min(per_core * (os.cpu_count() or 1), 16))

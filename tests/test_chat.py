@@ -327,6 +327,7 @@ def test_markdown_and_code_are_rendered_on_a_terminal(home, tmp_path):
 
 
 @pytest.mark.parametrize("columns", [80, 300])
+@pytest.mark.slow
 def test_wide_and_narrow_windows(home, sim, columns):
     words = " ".join(f"word{i}" for i in range(120))
     chat = Chat(home, sim.base_url, size=(40, columns))
@@ -403,6 +404,7 @@ def test_tool_approval_prompt(home, sim, tmp_path):
     child.exit()
 
 
+@pytest.mark.slow
 def test_hosted_tools_are_refused_on_the_chat_transport(tmp_path):
     from clihelp import run_cli
 

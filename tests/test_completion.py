@@ -29,6 +29,7 @@ def complete(home, line: str, **env) -> list[str]:
     return proc.stdout.split()
 
 
+@pytest.mark.slow
 def test_profile_names_for_p_and_the_profiles_commands(tmp_path):
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "work.toml").write_text('extends = "default"\n')

@@ -64,6 +64,7 @@ def test_unknown_models_have_no_price_rather_than_a_guess(home, sim):
     assert r.code == 0 and r.err.rstrip().endswith("· unknown price")
 
 
+@pytest.mark.slow
 def test_the_simulators_models_are_free(home, sim):
     from voicecli.events import Usage
     from voicecli.sim.models import MODELS
@@ -85,6 +86,7 @@ def test_usage_line_ends_with_the_cost(home, sim):
     assert re.search(r"^gpt-4o over ws · \d+ in .* · (<\$0\.0001|\$0\.\d{4})$", r.err.strip()), r.err
 
 
+@pytest.mark.slow
 def test_profile_price_overrides_the_table(home, sim):
     (home / "profiles").mkdir(parents=True)
     (home / "profiles" / "local.toml").write_text(
@@ -114,6 +116,7 @@ def test_bad_price_tables_are_configuration_errors(home, table, message):
     assert r.code == 3 and message in r.err and f"{path}:4" in r.err, r.err
 
 
+@pytest.mark.slow
 def test_logs_and_chat_show_the_cost(home, sim):
     r = run_cli(home, "chat", "-p", "offline", "--base-url", sim.base_url, "-m", "gpt-5.5",
                 input="first question\nsecond question\n/model my-local-model\nthird\n/usage\n")

@@ -111,6 +111,7 @@ def _requests(sim) -> list[dict]:
             or isinstance(e.get("event"), dict) and "input" in e["event"]]
 
 
+@pytest.mark.slow
 def test_continue_uses_the_conversations_profile_model_and_base_url(home, sim):
     """`infer -c` after `infer -p offline --base-url URL -m M -t sse` goes back to the same place;
     flags given with -c override what the conversation ran with."""

@@ -20,6 +20,7 @@ CORPUS = ((ROOT / "voicecli" / "ui" / "render.py").read_text(encoding="utf-8").s
 
 
 @pytest.mark.parametrize("language", ["python", "bash", "javascript", "sql", "html", "rust", "markdown", "toml", "go"])
+@pytest.mark.slow
 def test_the_same_tokens_as_pygments(language):
     lexer = get_lexer_by_name(language)
     assert fastlex.plain(lexer)

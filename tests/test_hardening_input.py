@@ -70,6 +70,7 @@ def test_stdin_over_the_default_50_mib_limit_is_an_error_not_a_silent_cut(home, 
     assert r.stdout == b"" and model_requests(sim) == []
 
 
+@pytest.mark.slow
 def test_the_input_limit_is_a_setting_and_applies_to_files(home, sim, tmp_path):
     limit = 0.01  # MiB
     size = int(limit * MIB)

@@ -92,6 +92,17 @@ def start(home, sim, command, *args, fault=None, stdin=subprocess.DEVNULL):
                             env=cli_env(home))
 
 
+def finish(proc) -> bytes:
+    """Its stderr once it exits; if it has not within DEADLINE, its threads' stacks (faulthandler, on
+    SIGABRT) go into the failure."""
+    try:
+        return proc.communicate(timeout=DEADLINE)[1]
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        stacks = proc.communicate(timeout=30)[1].decode(errors="replace")
+        raise AssertionError(f"still running {DEADLINE} s after the signal; where it was:\n{stacks}") from None
+
+
 def read_until(proc, marker: bytes) -> bytes:
     """stdout until `marker` has appeared (text is flowing)."""
     seen = b""
@@ -184,7 +195,7 @@ def test_sigterm_and_sighup_during_infer_keep_the_partial_answer(home, sim, sig,
     proc = start(home, sim, "infer", "-t", transport, words, fault=SLOW)
     read_until(proc, b"w3")
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=DEADLINE)
+    err = finish(proc)
     assert proc.returncode == 128 + sig, err
     assert_clean(err)
     assert b"the partial answer was kept" in err
@@ -201,7 +212,7 @@ def test_sigterm_during_a_tool_answers_the_call_and_kills_the_tool(home, sim):
     proc = start(home, sim, "infer", "-t", "ws", "call slow")
     wait_for_file(pidfile, proc)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=DEADLINE)
+    err = finish(proc)
     assert proc.returncode == 143, err
     assert_clean(err)
     assert gone(int(pidfile.read_text()))
@@ -221,7 +232,7 @@ def test_sigterm_during_chat_keeps_the_partial_answer(home, sim):
     proc.stdin.flush()
     read_until(proc, b"w3")
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=DEADLINE)
+    err = finish(proc)
     assert proc.returncode == 143, err
     assert_clean(err)
     user, answer = items(home)
@@ -256,7 +267,7 @@ def test_ctrl_c_on_ws_does_not_wait_for_the_close_handshake(home, sim):
     read_until(proc, b"w3")
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=DEADLINE)
+    err = finish(proc)
     took = time.monotonic() - sent
     assert proc.returncode == 130, err
     assert took < 1.5, f"exit took {took:.2f} s after Ctrl-C"  # loose: the handshake alone takes 2 s

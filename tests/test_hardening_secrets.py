@@ -55,6 +55,7 @@ def test_key_with_a_line_break_is_a_config_error_and_never_sent(tmp_path, make_s
     assert "x-evil" not in json.dumps(sim.log).lower()
 
 
+@pytest.mark.slow
 def test_custom_header_with_a_line_break_is_a_config_error(tmp_path, make_sim):
     sim = make_sim()
     profile(tmp_path, "h", f'[connection]\nbase_url = "{sim.base_url}"\napi_key_env = ""\n'
@@ -82,6 +83,7 @@ def silence_wav(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_realtime_refuses_a_key_with_a_line_break(tmp_path, make_sim):
     sim = make_sim()
     profile(tmp_path, "k", f'[connection]\nbase_url = "{sim.base_url}"\napi_key_env = "K"\n')
@@ -108,6 +110,7 @@ def test_redact_covers_repr_bytes_and_json_forms_of_the_key():
 # ---- 3. passwords in URLs, custom headers, tool env, keys pasted into api_key_env -----------
 
 
+@pytest.mark.slow
 def test_url_password_is_masked_in_errors_and_the_log(tmp_path):
     url = "http://alice:pa55-hidden-word@127.0.0.1:9/v1"
     for transport in TRANSPORTS:
@@ -146,6 +149,7 @@ env = { SERVICE_TOKEN = "env-hidden-literal", FORWARDED = "$OPENAI_API_KEY", MIX
 
 
 @pytest.mark.parametrize("pasted", ["sk-proj-AbCdEf0123456789xyz", "0123456789abcdef0123456789abcdef.x/y"])
+@pytest.mark.slow
 def test_a_key_pasted_into_api_key_env_is_never_echoed(tmp_path, pasted):
     profile(tmp_path, "p", f'[connection]\napi_key_env = "{pasted}"\n')
     for args in (["profiles", "show", "p"], ["profiles", "validate", "p"], ["infer", "-p", "p", "hi"],

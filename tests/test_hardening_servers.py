@@ -77,6 +77,7 @@ def test_base_url_with_a_host_name_dns_cannot_carry_is_a_usage_error(tmp_path, s
     assert r.code == 2 and f"base URL '{bad}' has an invalid host name" in r.err, r.err
 
 
+@pytest.mark.slow
 def test_talk_checks_the_base_url_too(tmp_path, sim):
     r = talk(tmp_path, "localhost:11434/v1")
     assert r.code == 2, r.err

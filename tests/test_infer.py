@@ -106,6 +106,7 @@ def test_usage_summary_goes_to_stderr(home, sim):
     assert "over ws" in r.err and " in (" in r.err and "first token" in r.err
 
 
+@pytest.mark.slow
 def test_continue_replays_the_conversation(home, sim):
     assert infer(home, sim, "first").code == 0
     r = infer(home, sim, "-c", "second", "--json")
@@ -204,6 +205,7 @@ def test_response_failed_exits_7(home, sim, transport):
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.slow
 def test_wrong_key_exits_4_and_never_prints_the_key(home, transport):
     handle = start_in_thread(SimConfig(api_key="sk-right"))
     try:
@@ -259,6 +261,7 @@ def test_a_401_to_a_request_without_a_key_names_the_variable(home, make_sim, tra
     assert secret not in json.dumps(sim.log)
 
 
+@pytest.mark.slow
 def test_a_401_hint_in_models_chat_and_a_profile_that_sends_no_key(home, make_sim):
     sim = make_sim(api_key="sk-local-server-secret-0123")
     r = run_cli(home, "models", "--base-url", sim.base_url)

@@ -31,6 +31,7 @@ def test_profiles_list_json(home):
     assert rows["broken"]["model"] is None and "unknown key 'model.temprature'" in rows["broken"]["error"]
 
 
+@pytest.mark.slow
 def test_profiles_show_json_redacts_like_the_toml_form(home):
     (home / "profiles" / "p.toml").write_text(
         'extends = "default"\n[connection]\napi_key_env = "MY_KEY"\n'

@@ -47,6 +47,7 @@ def write_log(home, cid, *, mtime=None, model="gpt-5.5", messages=(), turns=()):
     return path
 
 
+@pytest.mark.slow
 def test_list_shows_latest_first_with_turns_tokens_and_cost(home, sim):
     first = cid_of(home, sim, "-m", "my-local-model", "hello there, how are you")  # a model with no price
     infer(home, sim, "--cid", first, "and a follow-up")
@@ -163,6 +164,7 @@ def test_search_is_case_insensitive_over_user_and_assistant_text(home, tmp_path)
     assert len(json.loads(run_cli(home, "logs", "search", "docker", "-n", "1", "--json").out)) == 2  # one conversation
 
 
+@pytest.mark.slow
 def test_search_ignores_metadata_and_finds_escaped_text(home):
     write_log(home, "c1", messages=[("user", 'say "hi" to C:\\temp\nand then stop'),
                                     ("assistant", "one\u2028two, for the user")])
@@ -199,6 +201,7 @@ def sim():
         yield handle
 
 
+@pytest.mark.slow
 def test_options_before_the_subcommand_apply_to_it(home):
     now = time.time()
     for i in range(3):
@@ -222,6 +225,7 @@ def test_options_before_the_subcommand_apply_to_it(home):
 # ---- runs that fail before a request leave nothing -------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_failed_run_leaves_no_conversation_and_c_continues_the_real_one(home, sim, tmp_path):
     """issue #23: `infer hi` without a key used to leave an empty conversation that `-c` then continued."""
     real = cid_of(home, sim, "real question")
@@ -243,6 +247,7 @@ def test_a_failed_run_leaves_no_conversation_and_c_continues_the_real_one(home, 
     assert (listed["cid"], listed["first_message"], listed["turns"]) == (real, "real question", 2)
 
 
+@pytest.mark.slow
 def test_c_and_logs_pass_over_an_empty_conversation_file(home, sim):
     """Older versions left a file holding only its meta line after a failed run."""
     real = cid_of(home, sim, "real question")

@@ -402,6 +402,7 @@ def test_talk_with_require_mcp_exits_3_for_a_bad_server(tmp_path, sim, make_prof
 # ---- the hosted (remote) MCP tool of the Responses API ------------------------------------------------
 
 
+@pytest.mark.slow
 def test_hosted_mcp_tool_passes_through_on_responses_and_is_refused_on_chat(tmp_path, sim, make_profile):
     profile = make_profile(extra=(
         '[[tools]]\ntype = "mcp"\nserver_label = "deepwiki"\nserver_url = "https://mcp.deepwiki.com/mcp"\n'

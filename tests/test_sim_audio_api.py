@@ -348,6 +348,7 @@ def test_refusing_faults_on_both_audio_endpoints(sim, endpoint):
     assert r.status_code == 429 and r.headers["retry-after-ms"] == "250"
 
 
+@pytest.mark.slow
 def test_transcription_stream_faults(sim, api):
     full = sse_events(_post_stt(sim).text.replace("data: [DONE]", ""))
     assert len(full) >= 3

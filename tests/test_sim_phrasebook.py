@@ -77,6 +77,7 @@ def book() -> Phrasebook:
 
 
 @pytest.mark.parametrize("how", list(DEGRADE))
+@pytest.mark.slow
 def test_its_own_speech_is_recognised_exactly(book, how):
     rng = np.random.default_rng(7)
     heard = {text: book.recognise(speech.to_int16(DEGRADE[how](speech.samples(speech.synthesize(text)), rng)))
@@ -85,6 +86,7 @@ def test_its_own_speech_is_recognised_exactly(book, how):
 
 
 @pytest.mark.parametrize("how", ["exact", "all of it", "echo canceller"])
+@pytest.mark.slow
 def test_a_sentence_it_did_not_say_is_never_taken_for_a_similar_one(how):
     """Each sentence against a phrasebook holding all the others (its minimal-pair twin included)."""
     rng = np.random.default_rng(3)

@@ -66,6 +66,7 @@ def shape(kinds: list[str]) -> list[str]:
 # -- plain SDK use ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_non_stream_response_object_is_strictly_valid(sim):
     r = httpx.post(f"{sim.base_url}/responses", json={"model": "gpt-sim", "input": "hello"}, timeout=10)
     assert r.status_code == 200

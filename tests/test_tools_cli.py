@@ -59,6 +59,7 @@ def test_allow_tool_must_name_a_tool(home, sim, profile):
     assert r.code == 2 and "no tool named 'askee'" in r.err and "asky, echo" in r.err
 
 
+@pytest.mark.slow
 def test_events_json_and_the_conversation_log_record_each_call(home, sim, profile):
     r = infer(home, sim, profile, "--events", 'echo {"text": "a \\"quoted\\" $(word)"}')
     assert r.code == 0, r.err

