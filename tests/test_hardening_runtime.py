@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -98,9 +99,13 @@ def finish(proc) -> bytes:
     try:
         return proc.communicate(timeout=DEADLINE)[1]
     except subprocess.TimeoutExpired:
+        native = ""
+        if shutil.which("gdb"):  # where it waits below Python, in every thread
+            native = subprocess.run(["gdb", "-p", str(proc.pid), "-batch", "-ex", "thread apply all bt 30"],
+                                    capture_output=True, text=True, timeout=60).stdout
         proc.send_signal(signal.SIGABRT)
         stacks = proc.communicate(timeout=30)[1].decode(errors="replace")
-        raise AssertionError(f"still running {DEADLINE} s after the signal; where it was:\n{stacks}") from None
+        raise AssertionError(f"still running {DEADLINE} s after the signal; where it was:\n{stacks}\n{native}") from None
 
 
 def read_until(proc, marker: bytes) -> bytes:
