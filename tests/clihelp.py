@@ -23,7 +23,6 @@ class Result:
 def cli_env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in SCRUB}
     env["VOICECLI_HOME"] = str(home)
-    env["PYTHONFAULTHANDLER"] = "1"  # a crash, or a SIGABRT sent to a stuck process, shows every thread's stack
     env.update(extra)
     return env
 

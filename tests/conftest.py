@@ -75,10 +75,11 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: 0 if item.get_closest_marker("audio") else 1 if item.get_closest_marker("slow") else 2)
 
 
-# Tests marked `realtime` judge real-time audio processing (echo cancellation on a leaking speaker)
-# that busy CPUs still disturb (issue 27): they run on a quiet machine. A machine-wide reader-writer
-# lock: every test holds it shared, a realtime test exclusively; the gate keeps new tests from
-# starting (here and in any other run of this suite on the machine) while one waits for the rest.
+# Tests marked `alone` run while no other test of this suite runs on the machine: the echo test judges
+# real-time audio processing that busy CPUs still disturb (issue 27), and two signal-during-a-tool tests
+# hang now and then among other tests (an open bug). A machine-wide reader-writer lock: every test holds
+# it shared, an `alone` test exclusively; the gate keeps new tests from starting (here and in any other
+# run of this suite) while one waits for the rest to finish.
 _LOCKS = Path(tempfile.gettempdir()) / f"voicecli-tests-{os.getuid()}"
 
 
@@ -86,7 +87,7 @@ _LOCKS = Path(tempfile.gettempdir()) / f"voicecli-tests-{os.getuid()}"
 def pytest_runtest_protocol(item, nextitem):
     import fcntl
 
-    alone = item.get_closest_marker("realtime") is not None
+    alone = item.get_closest_marker("alone") is not None
     with open(f"{_LOCKS}.gate.lock", "a") as gate, open(f"{_LOCKS}.tests.lock", "a") as tests:
         fcntl.flock(gate, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
         fcntl.flock(tests, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
