@@ -90,7 +90,7 @@ def start(home, sim, command, *args, fault=None, stdin=subprocess.DEVNULL):
     extra = ["-o", f'connection.headers={{ x-sim-fault = "{fault}" }}'] if fault else []
     return subprocess.Popen([sys.executable, "-m", "voicecli", command, "-p", "rt", "--base-url", sim.base_url,
                              *extra, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=stdin,
-                            env=cli_env(home))
+                            env=cli_env(home, PYTHONFAULTHANDLER="1"))  # SIGABRT shows its stacks (finish)
 
 
 def finish(proc) -> bytes:
