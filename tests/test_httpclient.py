@@ -417,14 +417,19 @@ def test_cancelled_while_reading_the_rest_of_a_stream_closes_the_connection(raw)
     async def go():
         client = Recording(connect_timeout=5, read_timeout=5)
 
+        done_seen = asyncio.Event()
+
         async def consume():
             async with client.stream("GET", server.url + "/") as reply:
                 async for chunk in reply.aiter_bytes():
                     if b"[DONE]" in chunk:
+                        done_seen.set()
                         break
 
         task = asyncio.create_task(consume())
-        await asyncio.sleep(0.1)  # in finish(), waiting for the rest
+        await asyncio.wait_for(done_seen.wait(), 30)
+        for _ in range(5):  # the task leaves the loop and waits in finish() for the rest
+            await asyncio.sleep(0)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
