@@ -79,3 +79,25 @@ def talk_with_approval(home: Path, argv: list[str], line: str, prompt: str, answ
         proc.kill()
     reader.join(5)
     return proc.returncode, out, "".join(err_lines)
+
+
+@dataclass
+class Measured(Result):
+    peak_rss_mib: float  # the CLI process's peak resident memory
+    seconds: float
+
+
+_MEASURE = ("import resource, subprocess, sys, time; t = time.monotonic(); "
+            "code = subprocess.run(sys.argv[1:]).returncode; "
+            "sys.stderr.write(f'\\n@@ {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} "
+            "{time.monotonic() - t}\\n'); sys.exit(code)")
+
+
+def run_cli_measured(home: Path, *args: str, timeout: float = 60, **env: str) -> Measured:
+    """`run_cli`, also measuring the CLI's peak RSS (getrusage of a wrapper's only child) and wall time."""
+    proc = subprocess.run([sys.executable, "-c", _MEASURE, sys.executable, "-m", "voicecli", *args],
+                          capture_output=True, text=True, timeout=timeout, env=cli_env(home, **env),
+                          stdin=subprocess.DEVNULL)
+    err, _, numbers = proc.stderr.rpartition("\n@@ ")
+    rss_kib, seconds = numbers.split()
+    return Measured(proc.returncode, proc.stdout, err, int(rss_kib) / 1024, float(seconds))

@@ -251,23 +251,25 @@ def test_exit_leaves_the_startup_objects_to_the_process_end(home, sim, args, cod
 
 @pytest.mark.parametrize("transport", ["ws", "sse", "chat"])
 def test_infer_imports_only_what_its_transport_needs(home, sim, transport):
-    """ws loads websockets and no HTTP client; sse/chat load h11 (voicecli's own client) and never
-    httpx, httpcore or anyio (~55 ms a run); no answer piped to a file needs the markdown
-    renderer's highlighter."""
+    """ws loads websockets and no HTTP client (httpx2, httpcore2, anyio, h11: ~110 ms); sse/chat load
+    httpx2 and not websockets; plain http reads no CA bundle; no answer piped to a file needs the
+    markdown renderer's highlighter."""
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "voicecli", "infer", "-p", "offline",
                            "--base-url", sim.base_url, "-t", transport, "hi"],
                           capture_output=True, text=True, env=cli_env(home))
     assert proc.returncode == 0, proc.stderr
     mods = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     tops = {m.split(".")[0] for m in mods}
-    assert ("h11" in tops) == (transport != "ws") and ("websockets" in tops) == (transport == "ws")
-    assert not tops & {"httpx", "httpcore", "anyio", "certifi"}, tops & {"httpx", "httpcore", "anyio", "certifi"}
+    http_client = {"httpx2", "httpcore2", "anyio", "h11"}
+    assert (tops & http_client == http_client) == (transport != "ws"), tops & http_client
+    assert (tops & http_client == set()) == (transport == "ws") and ("websockets" in tops) == (transport == "ws")
+    assert not tops & {"httpx", "httpcore", "certifi"}, tops & {"httpx", "httpcore", "certifi"}
     unwanted = tops & {"rich", "click", "pygments", "numpy", "prompt_toolkit", "openai"}
     assert not unwanted, unwanted
     assert "voicecli.tools" not in mods  # a profile without tools runs none
     assert "voicecli.ui.render" not in mods  # the markdown renderer: stdout is a pipe here
-    assert "importlib.metadata" not in mods  # websockets imports it for a development checkout only
-    if transport == "ws":  # websockets looks up a proxy with urllib.request (http.client, email…): none is set
+    if transport == "ws":
+        assert "importlib.metadata" not in mods  # websockets imports it for a development checkout only  # websockets looks up a proxy with urllib.request (http.client, email…): none is set
         assert not mods & {"urllib.request", "http.client", "email.utils"}, mods & {"urllib.request", "http.client"}
 
 

@@ -94,7 +94,7 @@ def test_plain_http_reads_no_ca_certificates(home, sim, transport):
 def test_https_through_a_proxy_tunnel(home, tls_url, cert, transport):
     """HTTPS_PROXY: a CONNECT tunnel through the proxy, then TLS with the server itself — the
     certificate is still checked against the server's name, not the proxy's."""
-    from test_httpclient import Proxy
+    from test_http_client import Proxy
 
     proxy = Proxy()
     try:

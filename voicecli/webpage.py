@@ -31,6 +31,9 @@ def is_url(spec: str) -> bool:
     return bool(URL_SCHEME.match(spec))
 
 
+_PROGRESS_BYTES = 16384  # a page trickling less than this within read_timeout counts as silent
+
+
 @dataclass
 class Page:
     url: str  # after redirects
@@ -45,13 +48,13 @@ def fetch(url: str, *, limit_mib: float, connect_timeout: float, read_timeout: f
         raise UsageError(f"{what}: only http:// and https:// URLs can be fetched")
     import asyncio
 
-    from voicecli.transport.httpclient import Client, InvalidURL, Timeout, TransportError
+    from voicecli.transport.client import Client, InvalidURL, Timeout, TransportError
 
     client = Client(connect_timeout=connect_timeout, read_timeout=read_timeout)
     try:
         return asyncio.run(_fetch(client, url, int(limit_mib * 1024 * 1024), limit_mib, what))
     except Timeout as exc:
-        which = "connect_timeout" if exc.phase == "connect" else "read_timeout"
+        which = "connect_timeout" if exc.phase == "connect" else "read_timeout"  # write, reply, read
         seconds = connect_timeout if which == "connect_timeout" else read_timeout
         raise _network(what, f"timed out after {seconds:g} s (connection.{which})") from None
     except InvalidURL as exc:
@@ -78,7 +81,7 @@ async def _fetch(client, url: str, limit_bytes: int, limit_mib: float, what: str
                 if size.isdigit() and int(size) > limit_bytes:
                     raise _too_big(what, limit_mib)
                 body = bytearray()
-                async for chunk in response.aiter_bytes():
+                async for chunk in response.aiter_bytes(limit=limit_bytes + (1 << 20), progress_bytes=_PROGRESS_BYTES):
                     body += chunk
                     if len(body) > limit_bytes:
                         break  # one byte over tells "over the limit" from "at it"

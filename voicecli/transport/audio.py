@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from voicecli.events import Error, Event, Transcript, TurnEnd
 from voicecli.profiles import Connection
 from voicecli.transport.base import Retries, parse_event, request_headers
 from voicecli.transport.http import post_stream
-from voicecli.transport.httpclient import Response, multipart
+from voicecli.transport.client import JSON_LIMIT, Response
 from voicecli.transport.urls import endpoint_url
 from voicecli.wire import errors
 from voicecli.wire.sse import SSEDecoder
@@ -48,16 +49,15 @@ class AudioClient:
         if stream:
             headers["Accept"] = "text/event-stream"
 
-        content, headers["Content-Type"] = multipart(form, {"file": ("speech.wav", wav, "audio/wav")})
-
-        def body() -> dict[str, Any]:
-            return {"content": content, "headers": headers}
+        def body() -> dict[str, Any]:  # a multipart form (httpx2 makes it)
+            return {"data": form, "files": {"file": ("speech.wav", wav, "audio/wav")}, "headers": headers}
 
         url = endpoint_url(self.base_url, "/audio/transcriptions")
-        async for event in post_stream(self.conn, self.base_url, url, self.api_key,
-                                       Retries(self.conn.max_retries, self.api_key), body, _transcript_events):
-            if not isinstance(event, TurnEnd):
-                yield event
+        async with aclosing(post_stream(self.conn, self.base_url, url, self.api_key,
+                                        Retries(self.conn.max_retries, self.api_key), body, _transcript_events)) as events:
+            async for event in events:
+                if not isinstance(event, TurnEnd):
+                    yield event
 
     async def speak(self, text: str, *, model: str, voice: str, instructions: str | None = None,
                     speed: float | None = None) -> AsyncIterator[bytes | Error]:
@@ -70,18 +70,19 @@ class AudioClient:
         content = json.dumps(payload).encode()
         headers = {**request_headers(self.conn, self.api_key), "Content-Type": "application/json"}
         url = endpoint_url(self.base_url, "/audio/speech")
-        async for piece in post_stream(self.conn, self.base_url, url, self.api_key,
-                                       Retries(self.conn.max_retries, self.api_key),
-                                       lambda: {"content": content, "headers": headers}, _pcm_pieces):
-            if isinstance(piece, (bytes, Error)):
-                yield piece
+        async with aclosing(post_stream(self.conn, self.base_url, url, self.api_key,
+                                        Retries(self.conn.max_retries, self.api_key),
+                                        lambda: {"content": content, "headers": headers}, _pcm_pieces)) as pieces:
+            async for piece in pieces:
+                if isinstance(piece, (bytes, Error)):
+                    yield piece
 
 
 async def _transcript_events(resp: Response) -> AsyncIterator[Event]:
     """An SSE stream of `transcript.text.*`, or a JSON / plain-text reply (servers that ignore `stream`)."""
     content_type = resp.headers.get("content-type", "").lower()
     if not content_type.startswith("text/event-stream"):
-        raw = await resp.aread()
+        raw = await resp.aread(JSON_LIMIT)
         try:
             data = json.loads(raw)
             text = data.get("text") if isinstance(data, dict) else None
@@ -94,8 +95,9 @@ async def _transcript_events(resp: Response) -> AsyncIterator[Event]:
         yield Transcript("user", text.strip(), final=True)
         return
     sse, done = SSEDecoder(), False
-    async for chunk in resp.aiter_bytes():
+    async for chunk in resp.aiter_bytes(progress_bytes=None):  # silence: no complete event
         for message in [*sse.feed(chunk)]:
+            resp.progress()
             data = parse_event(message.data) if message.data and not message.is_done else None
             kind = (data or {}).get("type")
             if kind == "transcript.text.delta" and isinstance(data.get("delta"), str):
@@ -110,6 +112,7 @@ async def _transcript_events(resp: Response) -> AsyncIterator[Event]:
         yield errors.connection_error("the transcription stream ended before transcript.text.done")
 
 
+PROGRESS_BYTES = 4800  # a tenth of a second of 24 kHz PCM16: less within read_timeout is silence
 PCM_TYPES = ("audio/pcm", "audio/l16", "audio/raw", "audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave",
              "application/octet-stream", "")
 
@@ -127,7 +130,7 @@ async def _pcm_pieces(resp: Response) -> AsyncIterator[bytes | Error]:
             yield errors.not_a_stream(content_type, raw[:512], request_id=resp.headers.get("x-request-id"))
         return
     reader = PcmReader()
-    async for chunk in resp.aiter_bytes():
+    async for chunk in resp.aiter_bytes(progress_bytes=PROGRESS_BYTES):
         try:
             pcm = reader.feed(chunk)
         except ValueError as exc:

@@ -1,6 +1,6 @@
 """HTTP streaming transports: Responses over SSE (`sse`) and Chat Completions over SSE (`chat`).
 
-One HTTP client (`httpclient`) per process; explicit connect/read timeouts; retries (bounded by the profile)
+One HTTP client (`client`, on httpx2) per process; explicit connect/read timeouts; retries (bounded by the profile)
 on connection errors and retryable statuses, but only before any output reached the caller —
 retrying after text was shown would show it twice.
 """
@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any, TypeVar
 
 from voicecli.events import Error, Event
 from voicecli.items import Request
 from voicecli.profiles import Connection
 from voicecli.transport.base import Anchor, Retries, give_up, log, parse_event, redact, refused_here, request_headers
-from voicecli.transport.httpclient import Client, Response, Timeout, TransportError
+from voicecli.transport.client import JSON_LIMIT, Client, Response, Timeout, TransportError
 from voicecli.transport.urls import endpoint_url
 from voicecli.wire import chat, errors, responses
 from voicecli.wire.sse import SSEDecoder
@@ -75,9 +76,12 @@ class HttpStreamTransport:
                 return True
             return False
 
-        async for event in post_stream(self.conn, self.base_url, self.url, self.api_key, self.retries, body,
-                                       lambda resp: self._decode(resp, request), rejected=rejected):
-            yield event
+        # aclosing (here and below): a caller that stops early closes the request at once, in its own
+        # task — left to the garbage collector, httpx2 would be closed from another task and complain
+        async with aclosing(post_stream(self.conn, self.base_url, self.url, self.api_key, self.retries, body,
+                                        lambda resp: self._decode(resp, request), rejected=rejected)) as events:
+            async for event in events:
+                yield event
 
     async def _decode(self, resp: Response, request: Request) -> AsyncIterator[Event]:
         sse = SSEDecoder()
@@ -88,11 +92,12 @@ class HttpStreamTransport:
         done = False
         head = b""  # the first bytes, to show what came back if it was not an event stream
         messages = 0
-        async for chunk in resp.aiter_bytes():
+        async for chunk in resp.aiter_bytes(progress_bytes=None):  # silence: no complete event
             if len(head) < _HEAD_BYTES:
                 head += chunk[: _HEAD_BYTES - len(head)]
             for message in sse.feed(chunk):
                 messages += 1
+                resp.progress()
                 for event in self._events(decoder, message):
                     yield event
                 done = done or message.is_done
@@ -150,10 +155,13 @@ async def post_stream(conn: Connection, base_url: str, url: str, api_key: str | 
                     failure = errors.from_http(resp.status_code, await resp.aread(), resp.headers)
                     if rejected is not None and rejected(failure):
                         continue
+                elif 300 <= resp.status_code < 400:
+                    failure = not_followed(resp)
                 else:
-                    async for item in decode(resp):
-                        emitted = True
-                        yield item
+                    async with aclosing(decode(resp)) as items:
+                        async for item in items:
+                            emitted = True
+                            yield item
                     return
         except TransportError as exc:
             failure = _failure(exc, conn, base_url, api_key, answered)
@@ -163,17 +171,26 @@ async def post_stream(conn: Connection, base_url: str, url: str, api_key: str | 
             return
 
 
+def not_followed(resp: Response) -> Error:
+    """A redirect: never followed (it would carry the key and the request to wherever it points)."""
+    where = resp.headers.get("location") or "nowhere (no Location header)"
+    return Error("protocol", f"the server answered {resp.status_code} {resp.reason_phrase}: redirect to {where} "
+                 "not followed (point --base-url at the final address if you trust it)".replace("  ", " "),
+                 code="redirect_not_followed", request_id=resp.headers.get("x-request-id"))
+
+
 def _failure(exc: TransportError, conn: Connection, base_url: str, api_key: str | None, answered: bool) -> Error:
     """The retryable error for a failed exchange; a timeout names the one that fired:
     connecting, sending, waiting for the reply, or silence mid-stream."""
     if not isinstance(exc, Timeout):
         refused = refused_here(exc, *exc.address) if exc.address else None  # on loopback: not retried
-        return refused or errors.connection_error(redact(f"connection to {base_url} failed: {exc}", api_key))
+        failure = refused or errors.connection_error(redact(f"connection to {base_url} failed: {exc}", api_key))
+        return failure if exc.retryable else dataclasses.replace(failure, retryable=False)
     if exc.phase == "connect":
         message = f"could not connect to {base_url} within {conn.connect_timeout:g} s (connection.connect_timeout)"
     elif exc.phase == "write":
         message = f"could not send the request to {base_url} within {conn.read_timeout:g} s (connection.read_timeout)"
-    elif not answered:
+    elif exc.phase == "reply" or not answered:
         message = f"connected, but no reply from {base_url} within {conn.read_timeout:g} s (connection.read_timeout)"
     else:
         message = f"no data from {base_url} for {conn.read_timeout:g} s (connection.read_timeout)"
@@ -192,10 +209,15 @@ async def get_json(conn: Connection, base_url: str, api_key: str | None, path: s
     while True:
         answered = False
         try:
-            resp = await client.get(url, headers=headers)
+            resp = await client.get(url, headers=headers, limit=JSON_LIMIT)
             answered = True
             if resp.status_code >= 400:
                 failure = errors.from_http(resp.status_code, resp.content, resp.headers)
+            elif 300 <= resp.status_code < 400:
+                return None, not_followed(resp)
+            elif resp.truncated:
+                return None, Error("protocol", f"the reply from {url} is larger than {JSON_LIMIT >> 20} MiB; "
+                                   "voicecli stopped reading it", request_id=resp.headers.get("x-request-id"))
             else:
                 try:
                     return resp.json(), None

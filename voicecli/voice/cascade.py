@@ -245,13 +245,16 @@ class CascadeSession:
         from voicecli.audio.wav import wav_bytes
 
         v = self.voice
-        async for event in self.stt.transcribe(wav_bytes(pcm), model=v.transcription_model,
-                                               language=v.transcription_language, prompt=v.transcription_prompt):
-            if isinstance(event, Error):
-                raise StageFailed("speech-to-text", event, self.stt_url)
-            if event.final:
-                return event.text
-            self._put(event)
+        # aclosing: an early return closes the request here, in this task (httpx2 needs that)
+        async with aclosing(self.stt.transcribe(wav_bytes(pcm), model=v.transcription_model,
+                                                language=v.transcription_language,
+                                                prompt=v.transcription_prompt)) as events:
+            async for event in events:
+                if isinstance(event, Error):
+                    raise StageFailed("speech-to-text", event, self.stt_url)
+                if event.final:
+                    return event.text
+                self._put(event)
         return ""
 
     async def _respond(self, text: str) -> None:
@@ -329,11 +332,12 @@ class Speech:
         v, s = self.session.voice, self.session
         async with self.slots:
             try:
-                async for piece in s.tts.speak(text, model=v.speech_model, voice=v.voice,
-                                               instructions=v.speech_instructions, speed=v.speed):
-                    audio.put_nowait(piece)
-                    if isinstance(piece, Error):
-                        return
+                async with aclosing(s.tts.speak(text, model=v.speech_model, voice=v.voice,
+                                                instructions=v.speech_instructions, speed=v.speed)) as pieces:
+                    async for piece in pieces:
+                        audio.put_nowait(piece)
+                        if isinstance(piece, Error):
+                            return
             except Exception as exc:  # not a server error but a bug or a broken body: the player raises it
                 audio.put_nowait(exc)
             finally:
