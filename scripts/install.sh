@@ -2,6 +2,7 @@
 # Install voicecli into ./.venv from this checkout.
 #   bash scripts/install.sh          the tool itself (+ PortAudio, the only system library it needs)
 #   bash scripts/install.sh --mcp    also the MCP SDK, for profiles with [[mcp]] servers
+#   bash scripts/install.sh --link   also link ~/.local/bin/voicecli to it (so plain `voicecli` works)
 #   bash scripts/install.sh --test   also what the test suite needs: PulseAudio null sinks, espeak-ng,
 #                                    sox, and the Python test dependencies (pytest, openai, pexpect, mcp)
 set -euo pipefail
@@ -9,11 +10,13 @@ cd "$(dirname "$0")/.."
 
 want_test=0
 want_mcp=0
+want_link=0
 for arg in "$@"; do
   case "$arg" in
     --test) want_test=1 ;;
     --mcp) want_mcp=1 ;;
-    *) echo "install.sh: unknown option $arg (use --test and/or --mcp)" >&2; exit 2 ;;
+    --link) want_link=1 ;;
+    *) echo "install.sh: unknown option $arg (use --test, --mcp and/or --link)" >&2; exit 2 ;;
   esac
 done
 
@@ -57,3 +60,4 @@ extra=""
 [ ${#extras[@]} -gt 0 ] && extra="[$(IFS=,; echo "${extras[*]}")]"
 .venv/bin/python -m pip install -q -e ".${extra}" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/voicecli --version
+if [ "$want_link" = 1 ]; then bash scripts/on-path.sh --link; else bash scripts/on-path.sh; fi
