@@ -177,6 +177,8 @@ def infer(
     schema: Annotated[Optional[str], typer.Option(
         "--schema", metavar="JSON|FILE|FIELDS",
         help="Answer as JSON matching this schema: inline JSON, a .json file, or 'name, age int, bio: one sentence'.")] = None,
+    extract: Annotated[bool, typer.Option("-x", "--extract", help="Print only the first fenced code block's contents.")] = False,
+    extract_last: Annotated[bool, typer.Option("--extract-last", help="Print only the last fenced code block's contents.")] = False,
     require_mcp: RequireMcpOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -185,6 +187,10 @@ def infer(
     if json_out and events:  # two different stdout formats: a script could parse neither
         raise VoicecliError("--json and --events cannot be used together", exit_code=ExitCode.USAGE,
                             hint="--json prints one object at the end; --events one JSON line per event")
+    clash = [flag for flag, given in (("--json", json_out), ("--events", events), ("--schema", schema)) if given]
+    if (extract or extract_last) and clash:
+        raise VoicecliError(f"--extract cannot be used with {clash[0]}", exit_code=ExitCode.USAGE,
+                            hint="--extract prints code; --json, --events and --schema print JSON")
     resume = (cid or "") if continue_ or cid else None
     prof = Selection(profile, model, system, transport, base_url, option or []).load_profile(resume)
     from voicecli.infer import InferOptions, run_infer
@@ -192,7 +198,7 @@ def infer(
     opts = InferOptions(prompt=prompt or [], files=file or [], images=image or [], no_stream=no_stream,
                         json_out=json_out, events=events, usage=usage, raw=raw, continue_=continue_, cid=cid,
                         no_log=no_log, allow_tools=allow_tool or [], yes=yes, require_mcp=require_mcp, debug=debug,
-                        schema=schema)
+                        schema=schema, extract="last" if extract_last else "first" if extract else None)
     raise typer.Exit(run_infer(prof, opts))
 
 

@@ -50,6 +50,7 @@ class InferOptions:
     require_mcp: bool = False
     debug: bool = False
     schema: str | None = None  # --schema: inline JSON, a file, or the concise form
+    extract: str | None = None  # -x: "first" or "last" fenced code block only
 
 
 def build_prompt(opts: InferOptions, stdin_data: bytes | None, limit_mib: float, connection=None) -> str:
@@ -296,7 +297,8 @@ class _InferSession:
         self.conversation = Conversation(self.profile, transport, history=self.history, log=self.log,
                                          tool_runner=self.toolbox.run if self.toolbox else None)
         self.conversation.text_format = self.text_format
-        streaming = not (self.opts.no_stream or self.opts.json_out or self.opts.events or self.text_format)
+        streaming = not (self.opts.no_stream or self.opts.json_out or self.opts.events or self.text_format
+                         or self.opts.extract)
         markdown = self.profile.ui.markdown and wants_markdown(sys.stdout, raw=self.opts.raw)
         renderer = make_renderer(sys.stdout, markdown=markdown) if streaming else None
         task = asyncio.current_task()
@@ -374,7 +376,13 @@ class _InferSession:
             print(json.dumps(self._json(result), ensure_ascii=False))
         elif self.data is not None and not self.opts.events:
             print(json.dumps(self.data, ensure_ascii=False, indent=2 if sys.stdout.isatty() else None))
-        elif (self.opts.no_stream or self.text_format) and not self.opts.events:
+        elif self.opts.extract and not self.interrupted:
+            from voicecli.extract import extract
+
+            code = extract(result.text, last=self.opts.extract == "last")
+            text = result.text if code is None else code  # no code block: the answer is the command (as llm does)
+            sys.stdout.write(text + ("" if text.endswith("\n") or not text else "\n"))
+        elif (self.opts.no_stream or self.text_format or self.opts.extract) and not self.opts.events:
             sys.stdout.write(result.text + ("" if result.text.endswith("\n") else "\n"))
         sys.stdout.flush()
         if self.opts.usage:
