@@ -16,6 +16,7 @@ from voicecli.events import Error, Event
 from voicecli.items import Request
 from voicecli.profiles import Connection
 from voicecli.transport.base import Anchor, Retries, give_up, log, parse_event, redact, refused_here, request_headers
+from voicecli.transport.base import redact_error, scrub
 from voicecli.transport.httpclient import Client, Response, Timeout, TransportError
 from voicecli.transport.urls import endpoint_url
 from voicecli.wire import chat, errors, responses
@@ -153,7 +154,7 @@ async def post_stream(conn: Connection, base_url: str, url: str, api_key: str | 
                 else:
                     async for item in decode(resp):
                         emitted = True
-                        yield item
+                        yield scrub(item, api_key)  # an in-stream error may quote the key
                     return
         except TransportError as exc:
             failure = _failure(exc, conn, base_url, api_key, answered)
@@ -206,7 +207,7 @@ async def get_json(conn: Connection, base_url: str, api_key: str | None, path: s
         except TransportError as exc:
             failure = _failure(exc, conn, base_url, api_key, answered)
         if not await retries.wait(failure):
-            return None, dataclasses.replace(failure, message=redact(failure.message, api_key))
+            return None, redact_error(failure, api_key)
 
 
 async def close_shared_client() -> None:
