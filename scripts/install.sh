@@ -3,7 +3,8 @@
 #   bash scripts/install.sh          the tool itself (+ PortAudio, the only system library it needs)
 #   bash scripts/install.sh --mcp    also the MCP SDK, for profiles with [[mcp]] servers
 #   bash scripts/install.sh --test   also what the test suite needs: PulseAudio null sinks, espeak-ng,
-#                                    sox, and the Python test dependencies (pytest, openai, pexpect, mcp)
+#                                    sox, and the Python test dependencies (pytest, openai, pexpect, mcp,
+#                                    hypothesis)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
