@@ -311,3 +311,26 @@ def test_header_value_with_surrounding_whitespace_is_refused(tmp_path, shared_si
         r = run_cli(tmp_path, *args, K=KEY)
         assert r.code == 3, (args, r.err)
         assert "connection.headers.OpenAI-Project begins or ends with whitespace" in r.err, r.err
+
+
+# ---- the last line of defence: writers that hold no key ----------------------------------------
+
+
+def test_log_transcript_and_json_never_hold_a_loaded_key_even_from_the_model(tmp_path_factory):
+    """A model that repeats the key (it was pasted into a prompt, or a tool printed it): the
+    conversation log, a chat transcript and `--json` still hold `***`."""
+    home = tmp_path_factory.mktemp("home")
+    script = tmp_path_factory.mktemp("sim") / "script.json"
+    script.write_text(json.dumps({"turns": [{"reply": f"your key is {KEY}."}] * 2}))
+    sim = start_in_thread(SimConfig(script=script))
+    try:
+        write_profile(home, sim.base_url, "sse")
+        r = run_cli(home, "infer", "-p", "k", "--json", "hi", K=KEY)
+        assert r.code == 0 and json.loads(r.out)["text"] == "your key is ***.", r.out
+        r2 = run_cli(home, "chat", "-p", "k", "--transcript", str(home / "t.jsonl"), input="hi\n", K=KEY)
+        assert r2.code == 0, r2.err
+    finally:
+        sim.stop()
+    assert "your key is ***." in (home / "t.jsonl").read_text()
+    assert "your key is ***." in "".join(p.read_text() for p in (home / "conversations").glob("*.jsonl"))
+    assert KEY not in everything_written(home)
