@@ -58,8 +58,7 @@ def redact_data(data: Any, *secrets: str | None) -> Any:
     """JSON-like `data` (dicts, lists, strings) with every string redacted as `redact` does, URLs
     left as they are (a log keeps the user's own text); `data` itself when there is nothing to
     hide. For writers that hold no key: the conversation log, `--json` and `--events`."""
-    hidden = [s for s in (*secrets, *_remembered) if s]
-    if not hidden:
+    if not _remembered and not any(secrets):
         return data
 
     def walk(value: Any) -> Any:
