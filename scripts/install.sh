@@ -4,7 +4,8 @@
 #   bash scripts/install.sh --mcp    also the MCP SDK, for profiles with [[mcp]] servers
 #   bash scripts/install.sh --link   also link ~/.local/bin/voicecli to it (so plain `voicecli` works)
 #   bash scripts/install.sh --test   also what the test suite needs: PulseAudio null sinks, espeak-ng,
-#                                    sox, and the Python test dependencies (pytest, openai, pexpect, mcp)
+#                                    sox, and the Python test dependencies (pytest, openai, pexpect, mcp,
+#                                    hypothesis)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

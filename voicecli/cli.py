@@ -516,12 +516,11 @@ def tools_run(
 
 
 def _shown(text: str) -> str:
-    """An error line as printed: a password in any URL it quotes is masked."""
-    if "@" not in text:
-        return text
-    from voicecli.sanitize import mask_url_password
+    """An error line as printed: no loaded key, no URL userinfo, and on a terminal no control
+    characters (it may quote what a server sent)."""
+    from voicecli.sanitize import for_terminal, redact
 
-    return mask_url_password(text)
+    return for_terminal(redact(text), sys.stderr)
 
 
 def _app_for(argv: list[str]) -> typer.Typer:

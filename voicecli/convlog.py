@@ -149,7 +149,10 @@ class ConversationLog:
         if self._meta is not None:
             meta, self._meta = self._meta, None
             self.write(meta)
-        line = json.dumps(record, ensure_ascii=False) + "\n"
+        from voicecli.sanitize import redact_data
+
+        # the transports redacted errors already: this is the last line of defence for the key
+        line = json.dumps(redact_data(record), ensure_ascii=False) + "\n"
         if self._turn is not None:
             self._turn.append(line)
         else:

@@ -22,6 +22,7 @@ from voicecli import convlog
 from voicecli.errors import ExitCode, UsageError
 from voicecli.events import Error, Event, HostedToolProgress, ReasoningDelta, TextDelta, ToolResult, to_json
 from voicecli.profiles import Profile
+from voicecli.sanitize import for_terminal, redact_data
 from voicecli.ui.term import dim, make_renderer, wants_markdown
 from voicecli.ui.spinner import Spinner
 from voicecli.ui.status import describe_error, error_hint, setup_logging, usage_line
@@ -337,7 +338,7 @@ class _InferSession:
 
     def _show(self, event: Event, renderer) -> None:
         if self.opts.events:
-            sys.stdout.write(json.dumps(to_json(event), ensure_ascii=False) + "\n")
+            sys.stdout.write(json.dumps(redact_data(to_json(event)), ensure_ascii=False) + "\n")
             sys.stdout.flush()
         elif isinstance(event, ReasoningDelta):
             if self.show_reasoning:
@@ -373,17 +374,17 @@ class _InferSession:
             result.status, result.reason = "cancelled", "interrupted"
         schema_problem = self._check_schema(result)
         if self.opts.json_out:
-            print(json.dumps(self._json(result), ensure_ascii=False))
+            print(json.dumps(redact_data(self._json(result)), ensure_ascii=False))
         elif self.data is not None and not self.opts.events:
-            print(json.dumps(self.data, ensure_ascii=False, indent=2 if sys.stdout.isatty() else None))
+            print(json.dumps(redact_data(self.data), ensure_ascii=False, indent=2 if sys.stdout.isatty() else None))
         elif self.opts.extract and not self.interrupted:
             from voicecli.extract import extract
 
             code = extract(result.text, last=self.opts.extract == "last")
             text = result.text if code is None else code  # no code block: the answer is the command (as llm does)
-            sys.stdout.write(text + ("" if text.endswith("\n") or not text else "\n"))
+            sys.stdout.write(for_terminal(text + ("" if text.endswith("\n") or not text else "\n"), sys.stdout))
         elif (self.opts.no_stream or self.text_format or self.opts.extract) and not self.opts.events:
-            sys.stdout.write(result.text + ("" if result.text.endswith("\n") else "\n"))
+            sys.stdout.write(for_terminal(result.text + ("" if result.text.endswith("\n") else "\n"), sys.stdout))
         sys.stdout.flush()
         if self.opts.usage:
             dim(usage_line(result.usage, ttft_ms=result.ttft_ms, total_ms=result.total_ms,

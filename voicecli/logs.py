@@ -265,7 +265,9 @@ def list_conversations(n: int, since: str | None, json_out: bool) -> None:
         print("no conversations" + (" in that time" if since else " yet") +
               f" (they are kept in {convlog.conversations_dir()})", file=sys.stderr)
         return
-    rows = [_row(c) for c in convs]
+    from voicecli.sanitize import for_terminal
+
+    rows = [[for_terminal(cell, sys.stdout) for cell in _row(c)] for c in convs]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) if i < len(row) - 1 else cell for i, (cell, w) in enumerate(zip(row, widths))))
@@ -331,11 +333,13 @@ def search_conversations(text: str, n: int, since: str | None, json_out: bool) -
     if not found:  # not an error (exit 0): like an empty listing
         print(f"no conversation mentions '{text}'", file=sys.stderr)
         return
+    from voicecli.sanitize import for_terminal
+
     bold = sys.stdout.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
-    for conv, matches in found:
-        print(f"{conv.cid}  {_local(conv.updated)}  {conv.model}")
+    for conv, matches in found:  # stored text is shown on a terminal, never obeyed
+        print(for_terminal(f"{conv.cid}  {_local(conv.updated)}  {conv.model}", sys.stdout))
         for m in matches[:LINES_PER_CONVERSATION]:
-            print(f"  {m.role}: {_excerpt(m.line, text, bold)}")
+            print(f"  {for_terminal(m.role, sys.stdout)}: {_excerpt(for_terminal(m.line, sys.stdout), text, bold)}")
         if len(matches) > LINES_PER_CONVERSATION:
             more = len(matches) - LINES_PER_CONVERSATION
             print(f"  (+{more} more line{'s' * (more != 1)}: voicecli logs show {conv.cid})")

@@ -207,13 +207,15 @@ class Profile:
                 f"{var} is not set; profile '{self.name}' reads the API key from it",
                 hint=f"export {var}=sk-…, or try `-p offline` to use the built-in simulator",
             )
-        from voicecli.sanitize import header_value_problem
+        from voicecli.sanitize import header_value_problem, remember_secret
 
+        remember_secret(value)  # from now on no output, log line or error shows it
         problem = header_value_problem(value)
         if problem:  # it would go out as a broken (or an extra, injected) header: never send it
             raise ConfigError(f"{var} {problem}; profile '{self.name}' reads the API key from it",
-                              hint=f"set {var} to the key alone; a .env file with Windows (CRLF) line "
-                                   "endings leaves a \\r at the end of every value")
+                              hint=f"set {var} to the key alone" + (
+                                  ", without spaces around it" if "whitespace" in problem else
+                                  "; a .env file with Windows (CRLF) line endings leaves a \\r at the end of every value"))
         return value
 
     def missing_key_hint(self) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import shlex
 import sys
@@ -58,6 +59,11 @@ def list_tools(profile: Profile, json_out: bool = False) -> None:
 
 
 def _print_tools(profile: Profile, box: ToolBox | None) -> None:
+    from voicecli.sanitize import for_terminal
+
+    def print(text: str = "") -> None:  # an MCP server chose the names and descriptions: shown, never obeyed
+        builtins.print(for_terminal(text, sys.stdout))
+
     for i, tool in enumerate(profile.tools):
         if i:
             print()

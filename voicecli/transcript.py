@@ -19,6 +19,7 @@ from typing import IO, Any, Protocol
 
 from voicecli import paths
 from voicecli.errors import UsageError
+from voicecli.sanitize import redact, redact_data
 from voicecli.events import Usage
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -101,10 +102,11 @@ class _AppendFile:
 
 class JsonlTranscript(_AppendFile):
     def session(self, **meta: Any) -> None:
-        self._put(json.dumps({"type": "session", "start": round(time.time(), 3), **meta}, ensure_ascii=False) + "\n")
+        record = redact_data({"type": "session", "start": round(time.time(), 3), **meta})
+        self._put(json.dumps(record, ensure_ascii=False) + "\n")
 
     def write(self, entry: Entry) -> None:
-        self._put(json.dumps(entry.to_json(), ensure_ascii=False) + "\n")
+        self._put(json.dumps(redact_data(entry.to_json()), ensure_ascii=False) + "\n")  # never a loaded key
 
 
 class MarkdownTranscript(_AppendFile):
@@ -116,8 +118,8 @@ class MarkdownTranscript(_AppendFile):
 
     def write(self, entry: Entry) -> None:
         note = entry.meta.get("name") if entry.role == "tool" else None
-        self._put(markdown_entry(entry.role, entry.text, when=entry.start, interrupted=entry.interrupted,
-                                 usage=entry.usage, note=note))
+        self._put(redact(markdown_entry(entry.role, entry.text, when=entry.start, interrupted=entry.interrupted,
+                                        usage=entry.usage, note=note), urls=False))  # never a loaded key
 
 
 def open_transcript(path: Path | str) -> Transcript:

@@ -26,6 +26,7 @@ Keys (every one optional; combine freely):
 | `failed` | end the turn with `response.failed` (server_error) instead of `response.completed` |
 | `incomplete` | end the turn with `response.incomplete`, reason `max_output_tokens` (Chat: finish_reason `length`) |
 | `think` | Chat streams: reasoning as a leading `<think>…</think>` block in `content`, tags split across chunks (as Qwen3 / DeepSeek-R1 on a server without a reasoning parser); also `voicecli sim --think` |
+| `echo_key` | the error's message (of `status`, `quota`, `error`, `failed`) quotes the request's credential — `upstream rejected key <the Bearer token or api-key header>` — as a careless upstream does; for the tests that the client never shows or logs it |
 | `after=N` | where `close`/`stall`/`error` strike (default 2 events) |
 | `times=N` | only the first N requests carrying this exact spec are hit; later ones pass, so a client's retry succeeds. Counted per distinct spec across the whole simulator. |
 
@@ -38,6 +39,7 @@ error instead of its terminal event. `incomplete` and `think` do not apply to au
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 from dataclasses import dataclass, fields
@@ -48,11 +50,20 @@ FAULT_HEADER = "x-sim-fault"
 _INT_KEYS = {"status", "retry_after_ms", "drop", "close", "malformed", "unknown", "after", "times"}
 _FLOAT_KEYS = {"retry_after", "latency", "delta_delay", "stall"}
 _STR_KEYS = {"code", "type", "message", "error"}
-_BOOL_KEYS = {"quota", "failed", "incomplete", "think"}
+_BOOL_KEYS = {"quota", "failed", "incomplete", "think", "echo_key"}
 
 
 class FaultSpecError(ValueError):
     pass
+
+
+def echo_credential(fault: Fault | None, headers: Any) -> Fault | None:
+    """`fault` with its message quoting the request's credential when it asks for `echo_key`."""
+    if fault is None or not fault.echo_key or fault.message:
+        return fault
+    auth = headers.get("Authorization") or ""
+    key = auth.partition(" ")[2] if auth.lower().startswith("bearer ") else headers.get("api-key") or auth
+    return dataclasses.replace(fault, message=f"upstream rejected key {key or '(none sent)'}")
 
 
 @dataclass
@@ -75,6 +86,7 @@ class Fault:
     failed: bool = False
     incomplete: bool = False
     think: bool = False
+    echo_key: bool = False
     after: int = 2
     times: int | None = None
     spec: str = ""  # normalised text, the key for `times` counting

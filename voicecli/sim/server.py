@@ -40,7 +40,7 @@ from typing import Any, Callable
 from aiohttp import WSCloseCode, web
 
 from .config import SimConfig
-from .faults import FAULT_HEADER, Fault, FaultCounter, FaultSpecError, error_body, parse, rejection
+from .faults import FAULT_HEADER, Fault, FaultCounter, FaultSpecError, echo_credential, error_body, parse, rejection
 from .script import Script
 from .validate import ApiError
 
@@ -200,7 +200,7 @@ class Simulator:
         # x-sim-fault: refusing faults answer here, for every endpoint (and WebSocket upgrades);
         # stream faults travel on to the front in request["fault"].
         try:
-            fault = parse(request.headers.get(FAULT_HEADER))
+            fault = echo_credential(parse(request.headers.get(FAULT_HEADER)), request.headers)
         except FaultSpecError as exc:
             return json_error(400, error_body(f"Bad {FAULT_HEADER} header: {exc}", "invalid_request_error", FAULT_HEADER))
         is_ws = request.headers.get("upgrade", "").lower() == "websocket"

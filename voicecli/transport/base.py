@@ -12,7 +12,7 @@ import random
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from voicecli import __version__
 from voicecli.errors import ConfigError
@@ -24,6 +24,7 @@ from voicecli.sanitize import redact  # noqa: F401  (re-exported: the transports
 from voicecli.wire.errors import MAX_RETRY_AFTER
 
 log = logging.getLogger("voicecli")
+T = TypeVar("T")
 # one line per retry; `setup_logging` shows them on a terminal (else only with --debug)
 retry_log = logging.getLogger("voicecli.retry")
 
@@ -144,10 +145,23 @@ def note_retry(failure: Error, delay: float, attempt: int, max_retries: int, api
                    attempt + 1, max_retries)
 
 
+def redact_error(failure: Error, api_key: str | None) -> Error:
+    """`failure` without the key (or a URL's userinfo) in the text the server chose: message, code
+    and request id. Every transport passes each `Error` it makes or decodes through this, so a
+    server that echoes the key ("upstream rejected key sk-…") never gets it shown or logged."""
+    fields = {name: redact(value, api_key) for name in ("message", "code", "request_id")
+              if isinstance(value := getattr(failure, name), str)}
+    return dataclasses.replace(failure, **fields)
+
+
+def scrub(event: T, api_key: str | None) -> T:
+    """`event` as is, unless it is an `Error`: then `redact_error` of it."""
+    return redact_error(event, api_key) if isinstance(event, Error) else event  # type: ignore[return-value]
+
+
 def give_up(failure: Error, api_key: str | None) -> list[Event]:
     """The events that end a turn that failed for good."""
-    return [dataclasses.replace(failure, message=redact(failure.message, api_key)),
-            TurnEnd("failed", None, failure.kind)]
+    return [redact_error(failure, api_key), TurnEnd("failed", None, failure.kind)]
 
 
 def parse_event(raw: str | bytes) -> dict | None:

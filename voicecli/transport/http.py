@@ -17,6 +17,7 @@ from voicecli.events import Error, Event
 from voicecli.items import Request
 from voicecli.profiles import Connection
 from voicecli.transport.base import Anchor, Retries, give_up, log, parse_event, redact, refused_here, request_headers
+from voicecli.transport.base import redact_error, scrub
 from voicecli.transport.client import JSON_LIMIT, Client, Response, Timeout, TransportError
 from voicecli.transport.urls import endpoint_url
 from voicecli.wire import chat, errors, responses
@@ -161,7 +162,7 @@ async def post_stream(conn: Connection, base_url: str, url: str, api_key: str | 
                     async with aclosing(decode(resp)) as items:
                         async for item in items:
                             emitted = True
-                            yield item
+                            yield scrub(item, api_key)  # an in-stream error may quote the key
                     return
         except TransportError as exc:
             failure = _failure(exc, conn, base_url, api_key, answered)
@@ -214,7 +215,7 @@ async def get_json(conn: Connection, base_url: str, api_key: str | None, path: s
             if resp.status_code >= 400:
                 failure = errors.from_http(resp.status_code, resp.content, resp.headers)
             elif 300 <= resp.status_code < 400:
-                return None, not_followed(resp)
+                return None, redact_error(not_followed(resp), api_key)
             elif resp.truncated:
                 return None, Error("protocol", f"the reply from {url} is larger than {JSON_LIMIT >> 20} MiB; "
                                    "voicecli stopped reading it", request_id=resp.headers.get("x-request-id"))
@@ -228,7 +229,7 @@ async def get_json(conn: Connection, base_url: str, api_key: str | None, path: s
         except TransportError as exc:
             failure = _failure(exc, conn, base_url, api_key, answered)
         if not await retries.wait(failure):
-            return None, dataclasses.replace(failure, message=redact(failure.message, api_key))
+            return None, redact_error(failure, api_key)
 
 
 async def close_shared_client() -> None:

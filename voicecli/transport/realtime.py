@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 
 from voicecli.events import Disconnected, Event
 from voicecli.profiles import Connection
-from voicecli.transport.base import parse_event, redact
+from voicecli.transport.base import parse_event, redact, scrub
 from voicecli.transport.urls import endpoint_url
 from voicecli.transport.ws import close_websocket, open_websocket
 from voicecli.wire.realtime import RealtimeDecoder
@@ -65,7 +65,7 @@ class RealtimeTransport:
                 if data is None:
                     continue
                 for event in self.decoder.feed(data):
-                    yield event
+                    yield scrub(event, self.api_key)  # an `error` event may quote the key
             reason = self._close_reason()
         except ConnectionClosed as exc:
             reason = redact(f"connection closed ({exc})", self.api_key)
@@ -75,7 +75,7 @@ class RealtimeTransport:
         ws = self._ws
         code = ws.close_code if ws is not None else None
         why = ws.close_reason if ws is not None else ""
-        return f"connection closed ({code}{': ' + why if why else ''})"
+        return redact(f"connection closed ({code}{': ' + why if why else ''})", self.api_key)
 
     async def aclose(self) -> None:
         ws, self._ws = self._ws, None

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from voicecli.events import Error, Event, TurnEnd
 from voicecli.items import Request
 from voicecli.profiles import Connection
-from voicecli.transport.base import Anchor, Retries, give_up, log, parse_event, redact
+from voicecli.transport.base import Anchor, Retries, give_up, log, parse_event, redact, scrub
 from voicecli.transport.urls import endpoint_url
 from voicecli.transport.ws import ClientConnection, ConnectError, ConnectionClosed, close_websocket, open_websocket
 from voicecli.wire import errors, responses
@@ -102,7 +102,7 @@ class ResponsesWebSocketTransport:
                         emitted = True
                         if isinstance(event, TurnEnd) and event.status == "completed":
                             self._latest_response = event.response_id  # the server's cache now holds it
-                        yield event
+                        yield scrub(event, self.api_key)  # an `error` event may quote the key
                     if decoder.finished:
                         if decoder.gaps:
                             log.debug("sequence_number gaps: %s", decoder.gaps)

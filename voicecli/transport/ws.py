@@ -43,7 +43,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from voicecli.events import Error  # noqa: E402
 from voicecli.profiles import Connection  # noqa: E402
-from voicecli.transport.base import redact, refused_here, request_headers  # noqa: E402
+from voicecli.transport.base import redact, redact_error, refused_here, request_headers  # noqa: E402
 from voicecli.wire import errors  # noqa: E402
 
 CLOSE_TIMEOUT = 2.0  # seconds to wait for the server's close frame
@@ -66,16 +66,49 @@ def _proxy() -> Literal[True] | None:
     return None
 
 
+class _NoRedirects(connect):
+    """`connect` that follows no redirect (as the HTTP transports): websockets would follow one to
+    another origin with the profile's custom credential headers (`api-key`, `OpenAI-Project`), and
+    a `Location: http://…` would end in an exception no caller expects."""
+
+    def process_redirect(self, exc: Exception) -> Exception:
+        return exc
+
+
+def _credentials(url: str, headers: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """`url` without its userinfo, and the headers with Basic auth from that userinfo unless an
+    `Authorization` (the Bearer key) is already there: one Authorization header, as over HTTP."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return url, headers
+    if not any(name.lower() == "authorization" for name in headers):
+        from websockets.headers import build_authorization_basic
+
+        user, _, password = userinfo.partition(":")
+        headers = {**headers, "Authorization": build_authorization_basic(unquote(user), unquote(password))}
+    return parts._replace(netloc=host).geturl(), headers
+
+
 async def open_websocket(url: str, conn: Connection, api_key: str | None) -> ClientConnection:
     """Open `url` with the profile's headers, within `connection.connect_timeout`; pings answered
-    within `read_timeout` keep it known to be alive."""
+    within `read_timeout` keep it known to be alive. No redirect is followed."""
     try:
-        return await connect(url, additional_headers=request_headers(conn, api_key), proxy=_proxy(),
-                             open_timeout=conn.connect_timeout, max_size=None, compression=None,
-                             ping_interval=20, ping_timeout=conn.read_timeout, close_timeout=CLOSE_TIMEOUT)
+        target, headers = _credentials(url, request_headers(conn, api_key))
+        return await _NoRedirects(target, additional_headers=headers, proxy=_proxy(),
+                                  open_timeout=conn.connect_timeout, max_size=None, compression=None,
+                                  ping_interval=20, ping_timeout=conn.read_timeout, close_timeout=CLOSE_TIMEOUT)
     except InvalidStatus as exc:
         resp = exc.response
-        raise ConnectError(errors.from_http(resp.status_code, resp.body, dict(resp.headers))) from None
+        if 300 <= resp.status_code < 400:
+            where = resp.headers.get("Location") or "an unnamed place"
+            raise ConnectError(Error("protocol", redact(f"redirect to {where} not followed (is connection.base_url "
+                                                        "right?)", api_key), status=resp.status_code,
+                                     request_id=resp.headers.get("x-request-id"))) from None
+        error = errors.from_http(resp.status_code, resp.body, dict(resp.headers))
+        raise ConnectError(redact_error(error, api_key)) from None
     except (asyncio.TimeoutError, TimeoutError):
         raise ConnectError(errors.connection_error(
             redact(f"could not open a WebSocket to {url} within {conn.connect_timeout:g} s "

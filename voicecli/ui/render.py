@@ -46,6 +46,7 @@ _NUMBER = re.compile(r"(\d{1,9}[.)])(?:[ \t]+|$)")
 _NUMBER_START = re.compile(r"\d{1,9}[.)]?")
 _TABLE_SEP = re.compile(r"\|?(?:[ \t]*:?-+:?[ \t]*\|)*[ \t]*:?-+:?[ \t]*\|?[ \t]*")
 _CELL = re.compile(r"(?<!\\)\|")
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def _width(text: str) -> int:
@@ -401,6 +402,10 @@ class MarkdownRenderer:
     def text(self, delta: str) -> None:
         if not delta:
             return
+        if _CONTROL.search(delta):  # the model's ESC, OSC 52 (clipboard), CSI 2J… shown, never obeyed
+            from voicecli.sanitize import escape_controls
+
+            delta = escape_controls(delta, keep="\n\t\r")  # a CR is dropped below
         if self._mode == PROSE and "\n" not in delta and "\r" not in delta:  # the common case, in short
             self._flow.feed(delta)
             self._flow.show()

@@ -31,7 +31,7 @@ from voicecli import convlog, paths, profiles
 from voicecli.errors import VoicecliError
 from voicecli.events import Event, HostedToolProgress, ReasoningDelta, TextDelta, ToolCall, ToolResult, Usage
 from voicecli.profiles import Profile
-from voicecli.sanitize import escape_controls
+from voicecli.sanitize import escape_controls, for_terminal
 from voicecli.transcript import Entry, markdown_entry, open_transcript
 from voicecli.ui.term import dim, make_renderer, wants_markdown
 from voicecli.ui.spinner import Spinner
@@ -347,7 +347,8 @@ class Repl:
 
     @staticmethod
     def _say(text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
+        # errors, tool descriptions, approval prompts, /history: server or model text, shown never obeyed
+        print(for_terminal(text, sys.stderr), file=sys.stderr, flush=True)
 
     @staticmethod
     def _columns() -> int | None:

@@ -28,16 +28,17 @@ def describe_error(error: Error, base_url: str, retries: int = 0) -> str:
         details.append(error.code)
     if error.request_id:
         details.append(f"request {error.request_id}")
-    from voicecli.sanitize import mask_url_password
-
-    line = f"{_WHAT.get(error.kind, 'error from')} {mask_url_password(base_url)}"
+    line = f"{_WHAT.get(error.kind, 'error from')} {base_url}"
     if details:
         line += f" ({', '.join(details)})"
     if retries:
         line += f"; retried {retries} time{'s' * (retries != 1)}"
     if error.retry_after and error.kind in ("rate_limit", "server"):
         line += f" — try again in {error.retry_after:g} s"
-    return f"{line}: {error.message}"
+    from voicecli.sanitize import for_terminal, redact
+
+    # the transports redacted the message already; this is the last line of defence (and the URL's userinfo)
+    return for_terminal(redact(f"{line}: {error.message}"), sys.stderr)
 
 
 def error_hint(error: Error, base_url: str, profile=None) -> str | None:
@@ -68,6 +69,13 @@ def usage_line(usage: Usage, *, ttft_ms: float | None, total_ms: float, model: s
 
 
 class _Handler(logging.StreamHandler):
+    def format(self, record: logging.LogRecord) -> str:
+        """A note may quote what a server sent (a skipped event, a retried error): no key, and on a
+        terminal no control characters."""
+        from voicecli.sanitize import for_terminal, redact
+
+        return for_terminal(redact(super().format(record)), self.stream)
+
     def emit(self, record: logging.LogRecord) -> None:
         spinner = sys.modules.get("voicecli.ui.spinner")  # a waiting indicator is erased first
         if spinner is not None:

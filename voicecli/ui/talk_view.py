@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable
 from typing import TextIO
 
+from voicecli.sanitize import escape_controls
+
 STATES = {
     "connecting": ("…", "connecting", "yellow"),
     "listening": ("●", "listening", "green"),
@@ -93,6 +95,7 @@ class TalkView:
             from rich.text import Text
 
             label = ("you: ", "bold green") if role == "user" else ("assistant: ", "bold magenta")
+            shown = escape_controls(shown, keep="\n\t")  # what was said: shown, never obeyed
             line = Text.assemble(label, shown, (" (interrupted)" if interrupted else "", "dim"))
             self._console.print(line)  # one print: the live region redraws once, below it
         elif self.data_out is None:
@@ -105,20 +108,20 @@ class TalkView:
 
     def note(self, text: str) -> None:
         if self._console is not None:
-            self._console.print(text, style="dim", markup=False)
+            self._console.print(escape_controls(text, keep="\n\t"), style="dim", markup=False)
         else:
             self._plain(text)
 
     def error(self, text: str) -> None:
         if self._console is not None:
-            self._console.print("error: " + text, style="red", markup=False)
+            self._console.print("error: " + escape_controls(text, keep="\n\t"), style="red", markup=False)
         else:
             self._plain("error: " + text)
 
     def ask(self, question: str) -> None:
         """A question the keyboard answers (tool approval): shown on its own line."""
         if self._console is not None:
-            self._console.print(question, style="bold yellow", markup=False)
+            self._console.print(escape_controls(question, keep="\n"), style="bold yellow", markup=False)
         else:
             self._plain(question)
 
@@ -126,7 +129,9 @@ class TalkView:
         self.typed = text
 
     def _plain(self, text: str) -> None:
-        print(f"voicecli: {text}", file=sys.stderr, flush=True)
+        from voicecli.sanitize import for_terminal
+
+        print(for_terminal(f"voicecli: {text}", sys.stderr), file=sys.stderr, flush=True)
 
     # -- rendering (rich thread) ----------------------------------------------------------------
 
@@ -140,7 +145,7 @@ class TalkView:
             for role in ("user", "assistant"):
                 text = self.partials.get(role)
                 if text:
-                    lines.append(Text(("you: " if role == "user" else "assistant: ") + text[-300:], style="italic"))
+                    lines.append(Text(("you: " if role == "user" else "assistant: ") + escape_controls(text[-300:]), style="italic"))
         value = self.level()
         status = Text.assemble((f"{icon} {label}", style), "   mic ", (meter(value), "green" if value > 0.3 else "dim"))
         lines.append(status)

@@ -23,6 +23,13 @@ def is_terminal(stream: IO[str]) -> bool:
         return False
 
 
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def wants_colour(stream: IO[str]) -> bool:
     """Colour and styles: a terminal that takes escape codes, unless NO_COLOR is set."""
     return is_terminal(stream) and not os.environ.get("NO_COLOR")
@@ -49,9 +56,14 @@ class RawRenderer:
     def __init__(self, stream: IO[str]):
         self.stream = stream
         self._last = "\n"
+        self._tty = _isatty(stream)  # a terminal (--raw, NO_COLOR, TERM=dumb) gets no control characters
 
     def text(self, delta: str) -> None:
         if delta:
+            if self._tty:
+                from voicecli.sanitize import for_terminal
+
+                delta = for_terminal(delta, self.stream)
             self.stream.write(delta)
             self.stream.flush()
             self._last = delta[-1]
@@ -74,6 +86,10 @@ def terminal_columns(stream) -> int:
 def dim(text: str, stream: IO[str] | None = None) -> None:
     """Secondary information (reasoning, footers) on stderr, dim on a terminal."""
     stream = stream or sys.stderr
+    if _isatty(stream):  # reasoning and tool lines come from the model: no control characters
+        from voicecli.sanitize import for_terminal
+
+        text = for_terminal(text, stream)
     if wants_colour(stream):
         stream.write(f"\x1b[2m{text}\x1b[0m")
     else:
