@@ -25,7 +25,7 @@ from voicecli.events import Disconnected, Event
 from voicecli.profiles import Connection
 from voicecli.transport.base import parse_event, redact
 from voicecli.transport.urls import endpoint_url
-from voicecli.transport.ws import close_websocket, open_websocket
+from voicecli.transport.ws import close_websocket, open_websocket, too_big
 from voicecli.wire.realtime import RealtimeDecoder
 
 log = logging.getLogger("voicecli")
@@ -68,7 +68,7 @@ class RealtimeTransport:
                     yield event
             reason = self._close_reason()
         except ConnectionClosed as exc:
-            reason = redact(f"connection closed ({exc})", self.api_key)
+            reason = too_big(exc) or redact(f"connection closed ({exc})", self.api_key)
         yield Disconnected(reason)
 
     def _close_reason(self) -> str:

@@ -24,7 +24,8 @@ from voicecli.items import Request
 from voicecli.profiles import Connection
 from voicecli.transport.base import Anchor, Retries, give_up, log, parse_event, redact
 from voicecli.transport.urls import endpoint_url
-from voicecli.transport.ws import ClientConnection, ConnectError, ConnectionClosed, close_websocket, open_websocket
+from voicecli.transport.ws import (ClientConnection, ConnectError, ConnectionClosed, close_websocket, open_websocket,
+                                  too_big)
 from voicecli.wire import errors, responses
 
 CACHE_MISS = "previous_response_not_found"
@@ -118,7 +119,11 @@ class ResponsesWebSocketTransport:
                     f"no data from {self.url} for {self.conn.read_timeout:g} s (connection.read_timeout)", timeout=True)
             except (ConnectionClosed, OSError) as exc:
                 await self._drop()
-                failure = errors.connection_error(redact(f"connection to {self.url} failed: {exc}", self.api_key))
+                reason = too_big(exc) if isinstance(exc, ConnectionClosed) else None
+                if reason is not None:  # sending the same request again would bring the same message
+                    failure = Error("network", reason)
+                else:
+                    failure = errors.connection_error(redact(f"connection to {self.url} failed: {exc}", self.api_key))
             except (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt):
                 # no cancel event exists: closing the socket stops the response
                 await asyncio.shield(self._drop(leaving=True))

@@ -1,0 +1,308 @@
+"""Issue 22, hostile servers: memory and time stay bounded whatever a server sends. The real CLI as a
+subprocess against tiny loopback servers that generate their huge replies lazily (nothing of gigabyte
+size is ever built); each run is measured — exit code, one-line message, seconds, and the child's peak
+RSS (getrusage(RUSAGE_CHILDREN) in a wrapper process that runs only the CLI)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from clihelp import cli_env
+
+GIB = 1 << 30
+MIB = 1 << 20
+MAX_RSS_MIB = 200
+MAX_SECONDS = 15
+
+_WRAPPER = r"""
+import json, resource, subprocess, sys, time
+start = time.monotonic()
+proc = subprocess.run(sys.argv[1:], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+secs = time.monotonic() - start
+rss_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
+print(json.dumps({"code": proc.returncode, "out": proc.stdout, "err": proc.stderr, "secs": secs,
+                  "rss_mib": rss_kib / 1024}))
+"""
+
+
+class Run:
+    def __init__(self, d: dict):
+        self.code, self.out, self.err = d["code"], d["out"], d["err"]
+        self.secs, self.rss_mib = d["secs"], d["rss_mib"]
+
+    def __repr__(self) -> str:
+        return f"exit {self.code} in {self.secs:.1f} s, {self.rss_mib:.0f} MiB: {self.err!r}"
+
+
+def measured(home: Path, *args: str, timeout: float = 90) -> Run:
+    """`voicecli ARGS` in a wrapper process that reports its exit code, output, time and peak RSS."""
+    argv = [sys.executable, "-c", _WRAPPER, sys.executable, "-m", "voicecli", *args]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=cli_env(home))
+    assert proc.returncode == 0, proc.stderr
+    return Run(json.loads(proc.stdout))
+
+
+def infer(home: Path, base_url: str, transport: str, *args: str) -> Run:
+    return measured(home, "infer", "-p", "offline", "--base-url", base_url, "-t", transport,
+                    "-o", "connection.max_retries=0", *args, "hello")
+
+
+def assert_bounded(r: Run) -> None:
+    print(r)  # the measurement, shown with -s
+    assert r.secs <= MAX_SECONDS, r
+    assert r.rss_mib <= MAX_RSS_MIB, r
+    assert "Traceback" not in r.err, r
+    assert len(r.err.strip().splitlines()) == 1, r  # one line
+
+
+class Server:
+    """A loopback TCP server; `handle(conn)` runs in a thread per connection. Sending stops as soon as
+    the client goes away (a broken pipe), so a '3 GiB' reply costs only what the client reads."""
+
+    def __init__(self, handle: Callable[[socket.socket], None]):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.handle = handle
+        self.sent = 0
+        self.threads: list[threading.Thread] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            t = threading.Thread(target=self._run, args=(conn,), daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _run(self, conn: socket.socket) -> None:
+        try:
+            self.handle(conn)
+        except OSError:
+            pass  # the client dropped the connection: what these tests expect
+        finally:
+            conn.close()
+
+    def send(self, conn: socket.socket, data: bytes) -> None:
+        conn.sendall(data)
+        self.sent += len(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def server():
+    made: list[Server] = []
+
+    def make(handle) -> Server:
+        made.append(Server(handle))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def read_head(conn: socket.socket) -> bytes:
+    """The request line and headers; then the body by Content-Length (read and ignored)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = conn.recv(65536)
+        if not piece:
+            raise OSError("closed")
+        data += piece
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        body += conn.recv(65536)
+    return head
+
+
+SSE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            b"Connection: close\r\n\r\n")
+
+
+def lazily(total: int, piece: bytes):
+    """`total` bytes as repeats of `piece`, generated as they are sent."""
+    for _ in range(total // len(piece)):
+        yield piece
+
+
+# ---- SSE: a line or event over the cap -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["sse", "chat"])
+def test_sse_line_of_3_gib_without_a_newline_is_dropped_at_the_cap(tmp_path, server, transport):
+    def handle(conn):
+        read_head(conn)
+        server_.send(conn, SSE_HEAD + b"data: ")
+        for piece in lazily(3 * GIB, b"x" * MIB):
+            server_.send(conn, piece)
+
+    server_ = server(handle)
+    r = infer(tmp_path, server_.base_url, transport)
+    assert r.code == 6, r
+    assert r.err.strip() == "voicecli: the server sent a line over 16 MiB; the stream was dropped", r
+    assert_bounded(r)
+    assert server_.sent < 512 * MIB  # it stopped reading soon after the cap, not at 3 GiB
+
+
+@pytest.mark.parametrize("transport", ["sse", "chat"])
+def test_sse_event_of_many_data_lines_is_dropped_at_the_cap(tmp_path, server, transport):
+    def handle(conn):
+        read_head(conn)
+        server_.send(conn, SSE_HEAD)
+        for piece in lazily(3 * GIB, b"data:\n" * (MIB // 6)):  # empty data lines, never a blank one
+            server_.send(conn, piece)
+
+    server_ = server(handle)
+    r = infer(tmp_path, server_.base_url, transport)
+    assert r.code == 6, r
+    assert r.err.strip() == "voicecli: the server sent an event over 16 MiB; the stream was dropped", r
+    assert_bounded(r)
+
+
+@pytest.mark.parametrize("eol", [b"\n", b"\r\n"])
+def test_sse_flood_of_blank_lines_costs_little_cpu(tmp_path, server, eol):
+    """256 MiB of blank lines, then an ordinary answer: it arrives, in bounded time and memory."""
+    body = [b'data: {"choices":[{"index":0,"delta":{"content":"after the flood"}}]}\n\n',
+            b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n', b"data: [DONE]\n\n"]
+
+    def handle(conn):
+        read_head(conn)
+        server_.send(conn, SSE_HEAD)
+        for piece in lazily(256 * MIB, eol * (MIB // len(eol))):
+            server_.send(conn, piece)
+        for piece in body:
+            server_.send(conn, piece)
+
+    server_ = server(handle)
+    r = infer(tmp_path, server_.base_url, "chat")
+    assert r.code == 0, r
+    assert r.out == "after the flood\n"
+    print(r)
+    assert r.secs <= MAX_SECONDS and r.rss_mib <= MAX_RSS_MIB, r
+
+
+# ---- WebSocket: a message over the cap, and silence ----------------------------------------------
+
+
+def ws_handshake(conn: socket.socket) -> None:
+    head = read_head(conn)
+    key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+               if line.lower().startswith(b"sec-websocket-key:"))
+    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+
+
+def ws_frame_head(opcode: int, length: int, fin: bool = True) -> bytes:
+    first = (0x80 if fin else 0) | opcode
+    if length < 126:
+        return struct.pack("!BB", first, length)
+    if length < 1 << 16:
+        return struct.pack("!BBH", first, 126, length)
+    return struct.pack("!BBQ", first, 127, length)
+
+
+def drain(conn: socket.socket, stop: threading.Event) -> None:
+    """Read and ignore what the client sends (its request, pongs, the close frame)."""
+    conn.settimeout(0.2)
+    while not stop.is_set():
+        try:
+            if not conn.recv(65536):
+                return
+        except TimeoutError:
+            continue
+        except OSError:
+            return
+
+
+def ws_server(server, send_after_handshake) -> Server:
+    def handle(conn):
+        ws_handshake(conn)
+        stop = threading.Event()
+        reader = threading.Thread(target=drain, args=(conn, stop), daemon=True)
+        reader.start()
+        try:
+            send_after_handshake(srv, conn)
+        finally:
+            stop.set()
+
+    srv = server(handle)
+    return srv
+
+
+def test_ws_one_message_of_3_gib_is_refused_at_the_cap(tmp_path, server):
+    def send(srv, conn):
+        srv.send(conn, ws_frame_head(0x1, 3 * GIB))
+        for piece in lazily(3 * GIB, b"x" * MIB):
+            srv.send(conn, piece)
+
+    srv = ws_server(server, send)
+    r = infer(tmp_path, srv.base_url, "ws")
+    assert r.code == 6, r
+    assert r.err.startswith("voicecli: network error talking to ")
+    assert r.err.strip().endswith(": the server sent a WebSocket message over 16 MiB; the connection was dropped"), r
+    assert_bounded(r)
+    # (websockets reads on, discarding, for up to close_timeout while it waits for the server's close frame)
+
+
+def test_ws_message_in_endless_fragments_is_refused_at_the_cap(tmp_path, server):
+    def send(srv, conn):
+        srv.send(conn, ws_frame_head(0x1, MIB, fin=False) + b"x" * MIB)
+        for piece in lazily(3 * GIB, ws_frame_head(0x0, MIB, fin=False) + b"x" * MIB):
+            srv.send(conn, piece)
+
+    srv = ws_server(server, send)
+    r = infer(tmp_path, srv.base_url, "ws")
+    assert r.code == 6, r
+    assert "WebSocket message over 16 MiB" in r.err, r
+    assert_bounded(r)
+
+
+@pytest.mark.parametrize("how", ["nothing", "pings", "trickle"])
+def test_ws_no_complete_message_within_read_timeout_is_a_timeout(tmp_path, server, how):
+    """A server that sends nothing, only pings, or one message a byte at a time that never ends:
+    no complete message within read_timeout (1 s) is silence, exit 6."""
+    gone = threading.Event()
+
+    def send(srv, conn):
+        if how == "trickle":
+            srv.send(conn, ws_frame_head(0x1, 1, fin=False) + b"{")
+        while not gone.wait(0.1):
+            if how == "pings":
+                srv.send(conn, ws_frame_head(0x9, 0))
+            elif how == "trickle":
+                srv.send(conn, ws_frame_head(0x0, 1, fin=False) + b" ")
+
+    srv = ws_server(server, send)
+    try:
+        r = infer(tmp_path, srv.base_url, "ws", "-o", "connection.read_timeout=1")
+    finally:
+        gone.set()
+    assert r.code == 6, r
+    assert r.err.strip() == (f"voicecli: timed out waiting for {srv.base_url}: no data from "
+                             f"ws://127.0.0.1:{srv.port}/v1/responses for 1 s (connection.read_timeout)"), r
+    assert_bounded(r)
+    assert r.secs < 8, r
