@@ -306,3 +306,33 @@ def test_ws_no_complete_message_within_read_timeout_is_a_timeout(tmp_path, serve
                              f"ws://127.0.0.1:{srv.port}/v1/responses for 1 s (connection.read_timeout)"), r
     assert_bounded(r)
     assert r.secs < 8, r
+
+
+def test_realtime_message_over_the_cap_ends_the_event_stream_with_a_clear_reason(server):
+    """talk's Realtime socket: the same cap; the event stream ends with `Disconnected` naming it (the
+    voice session then starts a new session, as after any lost connection)."""
+    import asyncio
+
+    from voicecli.events import Disconnected
+    from voicecli.profiles import Connection
+    from voicecli.transport.realtime import RealtimeTransport
+
+    def send(srv, conn):
+        srv.send(conn, ws_frame_head(0x1, 3 * GIB))
+        for piece in lazily(3 * GIB, b"x" * MIB):
+            srv.send(conn, piece)
+
+    srv = ws_server(server, send)
+
+    async def run():
+        transport = RealtimeTransport(Connection(), srv.base_url, None, "gpt-realtime")
+        await transport.connect()
+        try:
+            return [e async for e in transport.events()]
+        finally:
+            await transport.aclose()
+
+    start = time.monotonic()
+    events = asyncio.run(asyncio.wait_for(run(), MAX_SECONDS))
+    assert events == [Disconnected("the server sent a WebSocket message over 16 MiB; the connection was dropped")]
+    assert time.monotonic() - start < MAX_SECONDS
