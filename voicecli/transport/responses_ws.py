@@ -23,7 +23,7 @@ from voicecli.events import Error, Event, TurnEnd
 from voicecli.items import Request
 from voicecli.profiles import Connection
 from voicecli.transport.base import Anchor, Retries, give_up, log, parse_event, redact
-from voicecli.transport.urls import endpoint_url
+from voicecli.transport.urls import endpoint_url, refuse_socks_for_websocket
 from voicecli.transport.ws import (ClientConnection, ConnectError, ConnectionClosed, close_websocket, open_websocket,
                                   too_big)
 from voicecli.wire import errors, responses
@@ -56,6 +56,7 @@ class ResponsesWebSocketTransport:
             log.info("rotating the WebSocket after %.0f s", time.monotonic() - self._opened_at)
             await self._drop()
         if self._ws is None:
+            refuse_socks_for_websocket(self.url)
             self._ws = await open_websocket(self.url, self.conn, self.api_key)
             self._opened_at = time.monotonic()
             self._latest_response = None
