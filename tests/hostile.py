@@ -68,8 +68,8 @@ def server():
         s.close()
 
 
-def read_head(conn: socket.socket) -> bytes:
-    """The request line and headers; then the body by Content-Length (read and ignored)."""
+def read_request(conn: socket.socket) -> tuple[bytes, bytes]:
+    """The request line and headers, and the body (by Content-Length)."""
     data = b""
     while b"\r\n\r\n" not in data:
         piece = conn.recv(65536)
@@ -83,8 +83,16 @@ def read_head(conn: socket.socket) -> bytes:
         if name.strip().lower() == b"content-length":
             length = int(value)
     while len(body) < length:
-        body += conn.recv(65536)
-    return head
+        piece = conn.recv(65536)
+        if not piece:
+            raise OSError("closed")
+        body += piece
+    return head, body
+
+
+def read_head(conn: socket.socket) -> bytes:
+    """The request line and headers (the body is read and ignored)."""
+    return read_request(conn)[0]
 
 
 SSE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from clihelp import cli_env
-from hostile import GIB, MIB, SSE_HEAD, lazily, read_head, server, ws_frame_head, ws_server  # noqa: F401 (server: a fixture)
+from hostile import GIB, MIB, SSE_HEAD, Server, lazily, read_head, read_request, server, ws_frame_head, ws_server  # noqa: F401 (server: a fixture)
 
 MAX_RSS_MIB = 200
 MAX_SECONDS = 15
@@ -203,3 +203,143 @@ def test_realtime_message_over_the_cap_ends_the_event_stream_with_a_clear_reason
     events = asyncio.run(asyncio.wait_for(run(), MAX_SECONDS))
     assert events == [Disconnected("the server sent a WebSocket message over 16 MiB; the connection was dropped")]
     assert time.monotonic() - start < MAX_SECONDS
+
+
+# ---- MCP: a huge tool result ------------------------------------------------------------------------
+
+MCP_RAW = Path(__file__).parent / "mcp_raw_server.py"
+
+
+def mcp_http_server(server) -> Server:
+    """The raw MCP server over Streamable HTTP (JSON answers), in a thread of the test."""
+    from mcp_raw_server import answer
+
+    def handle(conn):
+        head, body = read_request(conn)
+        if not head.startswith(b"POST "):
+            conn.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            return
+        pieces = answer(json.loads(body))
+        if pieces is None:
+            conn.sendall(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            return
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
+        for piece in pieces:
+            srv.send(conn, piece)
+
+    srv = server(handle)
+    return srv
+
+
+@pytest.mark.parametrize("via", ["stdio", "http"])
+@pytest.mark.parametrize("mib", [7.5, 50, 1024])
+def test_a_huge_mcp_tool_result_is_bounded(tmp_path, server, via, mib):
+    """Under the 8 MiB message cap the result is kept (its first 64 KiB, as for any tool); over it
+    the call fails at once for the model with one clear line, the bytes skipped as they come, and the
+    server goes on answering."""
+    if via == "stdio":
+        table = f'command = {json.dumps([sys.executable, str(MCP_RAW)])}\n'
+    else:
+        table = f'url = "http://127.0.0.1:{mcp_http_server(server).port}/mcp"\n'
+    profile = tmp_path / "big.toml"
+    profile.write_text(f'extends = "offline"\n[[mcp]]\nname = "r"\n{table}approval = "auto"\n')
+    r = measured(tmp_path / "home", "infer", "-p", str(profile), "-t", "sse", "--json",
+                 f'r__big {{"mib": {mib}}} r__small')
+    print(r)
+    assert r.code == 0, r
+    results = {t["name"]: t for t in json.loads(r.out)["tool_results"]}
+    assert results["r__small"]["ok"] and results["r__small"]["output"] == "small result"
+    big = results["r__big"]
+    if mib < 8:
+        assert big["ok"] and big["output"].endswith(f"[output truncated: showing the first 65536 of "
+                                                    f"{int(mib * MIB)} bytes]"), big["output"][-200:]
+    else:
+        assert not big["ok"]
+        assert big["output"].startswith("error: MCP server 'r': ") and big["output"].endswith(
+            "its answer was over 8 MiB (voicecli's limit for one MCP message) and was skipped"), big["output"]
+    assert r.secs <= MAX_SECONDS and r.rss_mib <= MAX_RSS_MIB, r
+    assert "Traceback" not in r.err
+
+
+def _through_bounded_lines(chunks: list[bytes], limit: int) -> bytes:
+    import asyncio
+
+    import anyio
+
+    from voicecli.mcp import _BoundedLines
+
+    class Source:
+        def __init__(self):
+            self.chunks = list(chunks)
+
+        async def receive(self, max_bytes: int = 65536) -> bytes:
+            if not self.chunks:
+                raise anyio.EndOfStream
+            return self.chunks.pop(0)
+
+    async def run() -> bytes:
+        lines, out = _BoundedLines(Source(), limit), []
+        try:
+            while True:
+                out.append(await lines.receive())
+        except anyio.EndOfStream:
+            return b"".join(out)
+
+    return asyncio.run(run())
+
+
+def test_mcp_stdio_lines_pass_whole_and_unchanged_however_they_are_split():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=10),
+           st.lists(st.integers(0, 500)))
+    def check(lines, cuts):
+        data = b"".join(line + b"\n" for line in lines)
+        points = sorted({c % (len(data) + 1) for c in cuts}) + [len(data)]
+        chunks, start = [], 0
+        for p in points:
+            if p > start:
+                chunks.append(data[start:p])
+            start = p
+        assert _through_bounded_lines(chunks, 64) == data
+
+    check()
+
+
+def test_an_mcp_stdio_line_over_the_limit_becomes_an_error_for_its_request():
+    over = b'{"jsonrpc": "2.0", "id": "a\\"b", "result": {"x": "' + b"x" * 200 + b'"}}\n'
+    out = _through_bounded_lines([b'{"id": 1}\n' + over[:50], over[50:120], over[120:] + b'{"id": 2}\n'], 100)
+    first, error, last, end = out.split(b"\n")
+    assert (first, last, end) == (b'{"id": 1}', b'{"id": 2}', b"")
+    assert json.loads(error) == {"jsonrpc": "2.0", "id": 'a"b', "error": {
+        "code": -32603, "message": "its answer was over 0 MiB (voicecli's limit for one MCP message) and was skipped"}}
+    notification = b'{"jsonrpc": "2.0", "method": "notifications/message", "params": "' + b"y" * 200 + b'"}\n'
+    assert _through_bounded_lines([notification, b'{"id": 3}\n'], 100) == b'{"id": 3}\n'
+
+
+@pytest.mark.parametrize("transport", ["sse", "chat"])
+def test_an_sse_event_just_under_the_cap_is_still_read_within_bounds(tmp_path, server, transport):
+    size = 15 * MIB
+    if transport == "chat":
+        before, after = b'data: {"choices":[{"index":0,"delta":{"content":"', b'"}}]}\n\n'
+        end = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    else:
+        before, after = b'data: {"type":"response.output_text.delta","item_id":"m","output_index":0,' \
+                        b'"content_index":0,"delta":"', b'"}\n\n'
+        end = b'data: {"type":"response.completed","response":{"id":"r","status":"completed","output":[]}}\n\n'
+
+    def handle(conn):
+        read_head(conn)
+        srv.send(conn, SSE_HEAD + before)
+        for piece in lazily(size, b"x" * MIB):
+            srv.send(conn, piece)
+        srv.send(conn, after + end)
+
+    srv = server(handle)
+    r = infer(tmp_path, srv.base_url, transport, "--no-stream")
+    print(r)
+    assert r.code == 0, r
+    assert len(r.out) == size + 1
+    assert r.secs <= MAX_SECONDS and r.rss_mib <= MAX_RSS_MIB, r
