@@ -172,7 +172,6 @@ def test_ws_no_complete_message_within_read_timeout_is_a_timeout(tmp_path, serve
     assert r.err.strip() == (f"voicecli: timed out waiting for {srv.base_url}: no data from "
                              f"ws://127.0.0.1:{srv.port}/v1/responses for 1 s (connection.read_timeout)"), r
     assert_bounded(r)
-    assert r.secs < 8, r
 
 
 def test_realtime_message_over_the_cap_ends_the_event_stream_with_a_clear_reason(server):

@@ -100,3 +100,25 @@ def test_blank_line_runs_mean_one_blank_line(n, cuts, eol):
     data = f"data: a{eol}data: b{eol}".encode() + eol.encode() * n + f"data: c{eol}{eol}".encode()
     events = _decode(_split(data, cuts))
     assert [e.data for e in events] == ["a\nb", "c"]
+
+
+def test_a_line_or_an_event_over_the_cap_raises_a_clear_error_at_once():
+    import pytest
+
+    from voicecli.errors import ExitCode
+    from voicecli.wire.sse import MAX_EVENT_BYTES, EventTooLarge
+
+    d = SSEDecoder()
+    d.feed(b"data: ")
+    with pytest.raises(EventTooLarge) as caught:
+        for _ in range(MAX_EVENT_BYTES // 65536 + 2):  # a line that never ends, 64 KiB at a time
+            d.feed(b"x" * 65536)
+    assert caught.value.exit_code == ExitCode.NETWORK
+    assert caught.value.message == "the server sent a line over 16 MiB; the stream was dropped"
+    d = SSEDecoder()
+    with pytest.raises(EventTooLarge, match="an event over 16 MiB"):
+        for _ in range(MAX_EVENT_BYTES // 65536 + 2):  # short data lines, never a blank one
+            d.feed(b"data: " + b"y" * 65529 + b"\n")
+    d = SSEDecoder()  # just under the cap, in one chunk: still an event
+    (event,) = d.feed(b"data: " + b"z" * (MAX_EVENT_BYTES - 8) + b"\n\n")
+    assert len(event.data) == MAX_EVENT_BYTES - 8
