@@ -158,6 +158,12 @@ def decode_text(data: bytes, name: str, limit_mib: float) -> str:
             raise UsageError(f"stdin is a {kind[0]} image, not text",
                              hint="save it to a file and attach it with --image PATH")
         raise UsageError(f"cannot attach {name} as text: it is a {kind[0]} image", hint=f"use --image {name}")
+    binary = binary_kind(data)
+    if binary is not None:
+        if name == "stdin":
+            raise UsageError(f"stdin is {binary}, not text", hint="pipe text (UTF-8) to voicecli")
+        raise UsageError(f"cannot attach {name}: it is {binary}, not text",
+                         hint="-f takes text (UTF-8), JSON, XML or Markdown files and web pages; images go to --image")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -180,14 +186,41 @@ def image_type(data: bytes) -> tuple[str, str] | None:
     return None
 
 
+# (first bytes, what they are, sure): a `sure` signature refuses a file as text on its own; the others
+# only name what a file that is not text looks like ("BM…" may well start a line of text)
+_MAGIC = ((b"%PDF-", "a PDF document", True), (b"PK\x03\x04", "a ZIP archive", True),
+          (b"\x7fELF", "an ELF executable", True), (b"\x1f\x8b", "a gzip archive", True),
+          (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", True), (b"SQLite format 3\0", "an SQLite database", True),
+          (b"\xcf\xfa\xed\xfe", "a Mach-O executable", True), (b"\0asm", "a WebAssembly module", True),
+          (b"II*\0", "a TIFF image", True), (b"MM\0*", "a TIFF image", True), (b"BM", "a BMP image", False))
+_SNIFF_BYTES = 8192  # how much of a file is looked at to tell binary from text
+
+
+def _known_type(data: bytes, *, sure: bool = False) -> str | None:
+    for magic, what, certain in _MAGIC:
+        if data.startswith(magic) and (certain or not sure):
+            return what
+    return None
+
+
+def binary_kind(data: bytes) -> str | None:
+    """What `data` is when it is certainly not text — a known binary signature, or NUL bytes near the
+    start (no text encoding but UTF-16/32 has them) — else None. Images are `image_type`'s business."""
+    head = data[:_SNIFF_BYTES]
+    what = _known_type(head, sure=True)
+    if what is None and b"\0" in head:
+        what = _known_type(head) or ("a HEIC/AVIF image or a video" if head[4:8] == b"ftyp" else
+                                     "binary data (it holds NUL bytes; UTF-16 text must be converted to UTF-8)")
+    return what
+
+
 def _looks_like(data: bytes) -> str:
     """A few words on what some bytes are, for an error message."""
     if not data:
         return "the file is empty"
-    for magic, what in ((b"%PDF-", "a PDF document"), (b"PK\x03\x04", "a ZIP archive"), (b"BM", "a BMP image"),
-                        (b"II*\0", "a TIFF image"), (b"MM\0*", "a TIFF image")):
-        if data.startswith(magic):
-            return f"it looks like {what}"
+    what = _known_type(data)
+    if what is not None:
+        return f"it looks like {what}"
     if data[4:8] == b"ftyp":
         return "it looks like a HEIC/AVIF image or a video: convert it to JPEG or PNG"
     try:  # incremental: a character cut at the end of the sample is not an error
@@ -368,7 +401,7 @@ class _InferSession:
         result = self.conversation.last if self.conversation else None
         if result is None:
             if self.interrupted:
-                return 128 + self.signal if self.signal else ExitCode.INTERRUPTED
+                return self._interrupted(kept=False)
             return ExitCode.INTERNAL
         if self.interrupted:
             result.status, result.reason = "cancelled", "interrupted"
@@ -393,14 +426,19 @@ class _InferSession:
         if result.refusal:
             print("voicecli: the model refused to answer", file=sys.stderr)
         if self.interrupted:
-            how = f" by {signal.Signals(self.signal).name}" if self.signal else ""
-            print(f"voicecli: interrupted{how}; the partial answer was kept", file=sys.stderr)
-            return 128 + self.signal if self.signal else ExitCode.INTERRUPTED
+            return self._interrupted(kept=bool(result.text or result.reasoning or result.tool_calls))
         code = self._exit_code(result)
         if code == ExitCode.OK and schema_problem:
             print(f"voicecli: the answer does not match the schema: {schema_problem}", file=sys.stderr)
             return ExitCode.INCOMPLETE
         return code
+
+    def _interrupted(self, *, kept: bool) -> int:
+        """Say how the run was interrupted and whether anything of the answer had come; the exit code."""
+        how = f" by {signal.Signals(self.signal).name}" if self.signal else ""
+        what = "the partial answer was kept" if kept else "nothing of the answer had arrived"
+        print(f"voicecli: interrupted{how}; {what}", file=sys.stderr)
+        return 128 + self.signal if self.signal else ExitCode.INTERRUPTED
 
     def _check_schema(self, result) -> str | None:
         """With --schema: parse and validate a completed answer; the reason when it is not valid."""

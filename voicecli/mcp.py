@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -34,9 +35,13 @@ from voicecli.profiles import McpServerDef
 from voicecli.items import ToolDef
 from voicecli.tool_schema import schema_problems
 
+log = logging.getLogger("voicecli")
 SEP = "__"  # SERVER__TOOL: unique per server, and still a valid function name
 INSTALL_HINT = "install the MCP extra: pip install 'voicecli[mcp]' (from a checkout: bash scripts/install.sh --mcp)"
 SHUTDOWN_TIMEOUT = 10.0  # the SDK bounds each step (2 s grace, SIGTERM, 2 s, SIGKILL); this is the backstop
+# The largest message a stdio server may send (one JSON-RPC line). A bigger tool result is answered
+# with an error for the model instead, its bytes skipped as they arrive, never held (`_BoundedLines`).
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 
 @dataclass
@@ -190,6 +195,7 @@ class _Server:
             env = {k: os.path.expandvars(v) for k, v in spec.env.items()}
             self._errlog = sys.stderr if self.debug else tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
             params = StdioServerParameters(command=spec.command[0], args=spec.command[1:], env=env or None, cwd=cwd)
+            _bound_stdio_messages()
             return await stack.enter_async_context(stdio_client(params, errlog=self._errlog))
         from mcp.client.streamable_http import streamable_http_client
 
@@ -202,7 +208,8 @@ class _Server:
             headers[key] = expanded
         # a client we pass in is ours to close: entered first, so it is closed after the transport
         client = await stack.enter_async_context(_http_client(headers, spec.startup_timeout))
-        return await stack.enter_async_context(streamable_http_client(spec.url, http_client=client))
+        return await stack.enter_async_context(streamable_http_client(spec.url, http_client=client,
+                                                                      max_sse_event_size=MAX_MESSAGE_BYTES))
 
     async def run(self, sdk: Any) -> None:
         import anyio
@@ -295,6 +302,96 @@ class _Server:
         return call_output(data, tool.max_output_bytes)
 
 
+class _BoundedLines:
+    """A stdio server's stdout, handed on to the SDK in whole lines of at most `limit` bytes.
+
+    The SDK's reader joins its buffer to every chunk and splits the lot again: a 50 MB line took
+    minutes and hundreds of MiB. Here a line is gathered once, and one over the limit is skipped
+    as it arrives; in its place goes a JSON-RPC error for the request it answered (its id is near
+    the start), so the call fails at once with a clear message instead of waiting for its timeout."""
+
+    _HEAD = 512  # bytes kept from the start of a skipped line, to find its id
+
+    def __init__(self, stream: Any, limit: int):
+        self._stream, self._limit = stream, limit
+        self._pieces: list[bytes] = []
+        self._size = 0
+        self._head = b""
+        self._over = False
+
+    @property
+    def extra_attributes(self) -> Any:
+        return self._stream.extra_attributes
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        while True:
+            out = self._take(await self._stream.receive(max_bytes))
+            if out:
+                return out
+
+    def _take(self, chunk: bytes) -> bytes:
+        lines: list[bytes] = []
+        while chunk:
+            end = chunk.find(b"\n")
+            part = chunk if end < 0 else chunk[:end]
+            if len(self._head) < self._HEAD:
+                self._head += part[: self._HEAD - len(self._head)]
+            self._size += len(part)
+            if self._size > self._limit:
+                self._over, self._pieces = True, []
+            elif not self._over:
+                self._pieces.append(part)
+            if end < 0:
+                break
+            lines.append(self._too_big() if self._over else b"".join(self._pieces) + b"\n")
+            self._pieces, self._size, self._head, self._over = [], 0, b"", False
+            chunk = chunk[end + 1:]
+        return b"".join(lines)
+
+    def _too_big(self) -> bytes:
+        found = re.search(rb'"id"\s*:\s*(-?\d+|"(?:[^"\\]|\\.)*")', self._head)
+        mib = self._limit // (1024 * 1024)
+        if found is None:  # not an answer to a request of ours: nothing waits for it
+            log.warning("an MCP server sent a message over %d MiB; it was skipped", mib)
+            return b""
+        error = {"code": -32603, "message": f"its answer was over {mib} MiB (voicecli's limit for one MCP message) "
+                                            "and was skipped"}
+        return json.dumps({"jsonrpc": "2.0", "id": json.loads(found.group(1)), "error": error}).encode() + b"\n"
+
+
+_bounded_classes: dict[type, type] = {}
+
+
+def _bound_stdio_messages() -> None:
+    """Make the SDK's stdio client read each server's stdout through `_BoundedLines`.
+
+    The SDK has no limit of its own; its process factory is wrapped (once) so the process it returns
+    — still the same object and class, as the SDK's shutdown checks — shows a bounded stdout."""
+    import mcp.client.stdio as stdio
+
+    create = getattr(stdio, "_create_platform_compatible_process", None)
+    if create is None or getattr(create, "voicecli_bounded", False):
+        return  # another SDK layout: its own reader, unbounded
+
+    async def bounded(*args: Any, **kwargs: Any) -> Any:
+        process = await create(*args, **kwargs)
+        cls = type(process)
+        if process.stdout is None or not hasattr(process, "__dict__"):
+            return process
+        if cls not in _bounded_classes:
+            _bounded_classes[cls] = type(cls.__name__, (cls,), {
+                "stdout": property(lambda self: self.__dict__["voicecli_stdout"]), "__module__": cls.__module__})
+        process.__dict__["voicecli_stdout"] = _BoundedLines(process.stdout, MAX_MESSAGE_BYTES)
+        process.__class__ = _bounded_classes[cls]
+        return process
+
+    bounded.voicecli_bounded = True  # type: ignore[attr-defined]
+    stdio._create_platform_compatible_process = bounded
+
+
 async def _list_tools(session: Any) -> list[dict]:
     """Every page of tools/list, as wire dicts."""
     from mcp.types import PaginatedRequestParams
@@ -317,8 +414,33 @@ def _http_client(headers: dict[str, str], connect_timeout: float) -> Any:
     try:
         from mcp.shared._httpx_utils import create_mcp_http_client  # what the SDK's own helpers use
     except ImportError:  # pragma: no cover - a later 2.x moved it
-        return httpx2.AsyncClient(headers=headers, timeout=timeout)
-    return create_mcp_http_client(headers=headers, timeout=timeout)
+        client = httpx2.AsyncClient(headers=headers, timeout=timeout)
+    else:
+        client = create_mcp_http_client(headers=headers, timeout=timeout)
+    client.event_hooks["response"].append(_bound_json_body)
+    return client
+
+
+async def _bound_json_body(response: Any) -> None:
+    """A JSON answer is read whole by the SDK (`response.aread()`): past `MAX_MESSAGE_BYTES` of it
+    (decoded) the read fails as a stream error, which the SDK turns into an error answer for the
+    request. Event streams are bounded per event by the SDK itself (`max_sse_event_size`)."""
+    if response.headers.get("content-type", "").lower().startswith("application/json"):
+        response.aread = functools.partial(_bounded_aread, response, MAX_MESSAGE_BYTES)
+
+
+async def _bounded_aread(response: Any, limit: int) -> bytes:
+    import httpx2
+
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            await response.aclose()
+            raise httpx2.StreamError(f"its answer was over {limit // (1024 * 1024)} MiB "
+                                     "(voicecli's limit for one MCP message) and was skipped")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class McpHub:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import math
 import os
 import re
 import tomllib
@@ -413,6 +414,10 @@ def _validate_value(cls: type, section: str, key: str, value: Any, src: _Source,
         problems = price_problems(coerced)
         if problems:
             raise ConfigError(f"{where()}: {label}: {problems[0]}", hint="e.g. price = { input = 0.5, output = 1.5 }")
+    if isinstance(coerced, float) and not math.isfinite(coerced):  # NaN passes every range check
+        raise ConfigError(f"{where()}: {label} must be a finite number; got {coerced}")
+    if cls is ModelSettings and key == "name" and not coerced.strip():
+        raise ConfigError(f"{where()}: {label} is empty: name a model", hint="e.g. -o model.name=gpt-5.5")
     if isinstance(coerced, (int, float)) and not isinstance(coerced, bool):
         lo, hi = meta.get("lo"), meta.get("hi")
         if (lo is not None and coerced < lo) or (hi is not None and coerced > hi):

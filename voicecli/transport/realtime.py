@@ -24,8 +24,8 @@ from websockets.exceptions import ConnectionClosed
 from voicecli.events import Disconnected, Event
 from voicecli.profiles import Connection
 from voicecli.transport.base import parse_event, redact, scrub
-from voicecli.transport.urls import endpoint_url
-from voicecli.transport.ws import close_websocket, open_websocket
+from voicecli.transport.urls import endpoint_url, refuse_socks_for_websocket
+from voicecli.transport.ws import close_websocket, open_websocket, too_big
 from voicecli.wire.realtime import RealtimeDecoder
 
 log = logging.getLogger("voicecli")
@@ -42,7 +42,9 @@ class RealtimeTransport:
         self._ws: ClientConnection | None = None
 
     async def connect(self) -> None:
-        """Open the socket; a failure is a `ConnectError` carrying a neutral `Error`."""
+        """Open the socket; a failure is a `ConnectError` carrying a neutral `Error` (a SOCKS proxy in the
+        environment: a `ConfigError`)."""
+        refuse_socks_for_websocket(self.url)
         self._ws = await open_websocket(self.url, self.conn, self.api_key)
 
     async def send(self, event: dict[str, Any]) -> bool:
@@ -68,7 +70,7 @@ class RealtimeTransport:
                     yield scrub(event, self.api_key)  # an `error` event may quote the key
             reason = self._close_reason()
         except ConnectionClosed as exc:
-            reason = redact(f"connection closed ({exc})", self.api_key)
+            reason = too_big(exc) or redact(f"connection closed ({exc})", self.api_key)
         yield Disconnected(reason)
 
     def _close_reason(self) -> str:

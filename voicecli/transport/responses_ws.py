@@ -23,8 +23,9 @@ from voicecli.events import Error, Event, TurnEnd
 from voicecli.items import Request
 from voicecli.profiles import Connection
 from voicecli.transport.base import Anchor, Retries, give_up, log, parse_event, redact, scrub
-from voicecli.transport.urls import endpoint_url
-from voicecli.transport.ws import ClientConnection, ConnectError, ConnectionClosed, close_websocket, open_websocket
+from voicecli.transport.urls import endpoint_url, refuse_socks_for_websocket
+from voicecli.transport.ws import (ClientConnection, ConnectError, ConnectionClosed, close_websocket, open_websocket,
+                                  too_big)
 from voicecli.wire import errors, responses
 
 CACHE_MISS = "previous_response_not_found"
@@ -55,6 +56,7 @@ class ResponsesWebSocketTransport:
             log.info("rotating the WebSocket after %.0f s", time.monotonic() - self._opened_at)
             await self._drop()
         if self._ws is None:
+            refuse_socks_for_websocket(self.url)
             self._ws = await open_websocket(self.url, self.conn, self.api_key)
             self._opened_at = time.monotonic()
             self._latest_response = None
@@ -118,7 +120,11 @@ class ResponsesWebSocketTransport:
                     f"no data from {self.url} for {self.conn.read_timeout:g} s (connection.read_timeout)", timeout=True)
             except (ConnectionClosed, OSError) as exc:
                 await self._drop()
-                failure = errors.connection_error(redact(f"connection to {self.url} failed: {exc}", self.api_key))
+                reason = too_big(exc) if isinstance(exc, ConnectionClosed) else None
+                if reason is not None:  # sending the same request again would bring the same message
+                    failure = Error("network", reason)
+                else:
+                    failure = errors.connection_error(redact(f"connection to {self.url} failed: {exc}", self.api_key))
             except (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt):
                 # no cancel event exists: closing the socket stops the response
                 await asyncio.shield(self._drop(leaving=True))

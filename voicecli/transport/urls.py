@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
-from voicecli.errors import UsageError
+from voicecli.errors import ConfigError, UsageError
 
 WHERE = "--base-url, OPENAI_BASE_URL or the profile's connection.base_url"
 
@@ -19,10 +19,10 @@ def check_base_url(url: str) -> None:
     if not url or any(c.isspace() or ord(c) < 32 for c in url):
         raise UsageError(f"base URL '{shown}' is empty or contains spaces or control characters", hint=f"check {WHERE}")
     if "://" not in url:
-        scheme = "http" if _is_local(urlsplit("//" + url).hostname) else "https"
+        scheme = "http" if _is_local(_split("//" + url, shown).hostname) else "https"
         raise UsageError(f"base URL '{shown}' has no scheme",
                          hint=f"did you mean {_masked(f'{scheme}://{url}')}? (set in {WHERE})")
-    parts = urlsplit(url)
+    parts = _split(url, shown)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         rest = shown.split("://", 1)[1]
@@ -39,6 +39,13 @@ def check_base_url(url: str) -> None:
         parts.hostname.encode("idna")  # how a non-ASCII name goes on the wire
     except UnicodeError:
         raise UsageError(f"base URL '{shown}' has an invalid host name", hint=f"check {WHERE}") from None
+
+
+def _split(url: str, shown: str):
+    try:
+        return urlsplit(url)
+    except ValueError as exc:  # an unclosed IPv6 bracket: 'http://[::1'
+        raise UsageError(f"base URL '{shown}' is not a valid URL ({exc})", hint=f"check {WHERE}") from None
 
 
 def endpoint_url(base_url: str, path: str, params: dict[str, str] | None = None, *, websocket: bool = False) -> str:
@@ -104,3 +111,33 @@ def _masked(url: str) -> str:
     if "://" in url:
         return mask_url_password(url)
     return mask_url_password("x://" + url)[len("x://"):]
+
+
+def refuse_socks_for_websocket(url: str) -> None:
+    """A configuration error naming the variable when the environment would send a WebSocket to `url`
+    through a SOCKS proxy: websockets needs python-socks for that, which voicecli does not install.
+    The variables are looked up as websockets does (ws/wss_proxy, socks_proxy, https_proxy, then
+    http_proxy; lower case first, as urllib), then all_proxy, which websockets would silently ignore."""
+    import os
+
+    if not any(k.lower().endswith("_proxy") and v for k, v in os.environ.items()):
+        return
+    parts = urlsplit(url)
+    secure = parts.scheme.lower() == "wss"
+    import urllib.request
+
+    if urllib.request.proxy_bypass(f"{parts.hostname}:{parts.port or (443 if secure else 80)}"):
+        return
+    for scheme in (["wss", "socks", "https"] if secure else ["ws", "socks", "https", "http"]) + ["all"]:
+        for name in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY"):
+            value = os.environ.get(name)
+            if not value:
+                continue
+            kind = value.split("://", 1)[0].lower() if "://" in value else ""
+            if scheme == "socks" or kind.startswith("socks"):
+                raise ConfigError(f"{name} names a SOCKS proxy ({kind or 'socks'}://…), which WebSocket "
+                                  "connections (-t ws, talk) cannot use",
+                                  hint="unset it for voicecli, or use an HTTP proxy (http://host:port)"
+                                       + ("" if scheme == "socks" else f" in {name}"))
+            if scheme != "all":
+                return  # the first proxy websockets finds is an HTTP one: it is used

@@ -47,6 +47,9 @@ from voicecli.transport.base import redact, redact_error, refused_here, request_
 from voicecli.wire import errors  # noqa: E402
 
 CLOSE_TIMEOUT = 2.0  # seconds to wait for the server's close frame
+# The largest message a server may send (a Realtime audio delta is ~100 KiB, a Responses event rarely
+# over 1 MiB); a bigger one closes the socket with 1009 instead of filling memory (`too_big`).
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 class ConnectError(Exception):
@@ -98,7 +101,7 @@ async def open_websocket(url: str, conn: Connection, api_key: str | None) -> Cli
     try:
         target, headers = _credentials(url, request_headers(conn, api_key))
         return await _NoRedirects(target, additional_headers=headers, proxy=_proxy(),
-                                  open_timeout=conn.connect_timeout, max_size=None, compression=None,
+                                  open_timeout=conn.connect_timeout, max_size=MAX_MESSAGE_BYTES, compression=None,
                                   ping_interval=20, ping_timeout=conn.read_timeout, close_timeout=CLOSE_TIMEOUT)
     except InvalidStatus as exc:
         resp = exc.response
@@ -133,6 +136,14 @@ def _refused_here(exc: BaseException, url: str) -> Error | None:
         if get_proxy(uri):
             return None
     return refused_here(exc, uri.host, uri.port)
+
+
+def too_big(exc: ConnectionClosed) -> str | None:
+    """The one-line reason when `exc` is voicecli closing the socket over `MAX_MESSAGE_BYTES`, else None."""
+    if exc.sent is not None and exc.sent.code == 1009:
+        return (f"the server sent a WebSocket message over {MAX_MESSAGE_BYTES // (1024 * 1024)} MiB; "
+                "the connection was dropped")
+    return None
 
 
 async def close_websocket(ws: ClientConnection | None, *, leaving: bool = False) -> None:

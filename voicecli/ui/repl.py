@@ -371,7 +371,8 @@ class Repl:
         task, self._turn_task = self._turn_task, None
         result = self.conversation.last
         if task.cancelled():
-            self._note("[interrupted — the partial answer is kept]")
+            came = result is not None and bool(result.text or result.reasoning or result.tool_calls)
+            self._note("[interrupted — the partial answer is kept]" if came else "[interrupted — nothing had arrived]")
         elif task.exception() is not None:
             exc = task.exception()
             if self.opts.debug:

@@ -9,10 +9,33 @@ httpx-sse because the wire layer is sans-I/O: it must take bytes, not an httpx r
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
+from voicecli.errors import ExitCode, VoicecliError
+
 DONE = "[DONE]"  # Chat Completions' end-of-stream sentinel (tolerated on Responses too)
+# The longest line and the largest event (its data lines together) a stream may send. The biggest
+# real event (a `response.completed` repeating a long answer) is a few hundred KiB; without a cap a
+# server that never sends a newline grows the buffer until memory runs out.
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+
+
+# Three or more line-end characters in a row hold at least two line ends (CRLF is the longest), so
+# at least one blank line; blank lines in a row mean what one does. A flood of them is thus one
+# regex pass in C, not a Python call per line.
+_BLANK_RUN = re.compile(rb"[\r\n]{3,}")
+
+
+class EventTooLarge(VoicecliError):
+    """A line or event over `MAX_EVENT_BYTES`: the stream is dropped (exit 6, like a broken stream)."""
+
+    exit_code = ExitCode.NETWORK
+
+    def __init__(self, what: str):
+        super().__init__(f"the server sent {what} over {MAX_EVENT_BYTES // (1024 * 1024)} MiB; "
+                         "the stream was dropped")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +56,8 @@ class ServerSentEvent:
 class SSEDecoder:
     def __init__(self) -> None:
         self._partial: list[bytes] = []  # pieces of a line still waiting for its end
+        self._partial_len = 0
+        self._event_len = 0  # bytes of the data lines of the event being built
         self._skip_lf = False  # the previous chunk ended in CR: a leading LF belongs to it
         self._at_start = True  # a UTF-8 BOM may open the stream
         self._event = ""
@@ -58,25 +83,38 @@ class SSEDecoder:
         end = max(chunk.rfind(b"\n"), chunk.rfind(b"\r"))
         if end < 0:
             if chunk:
-                self._partial.append(chunk)
+                self._add_partial(chunk)
             return []
         complete = chunk[: end + 1]
         if self._partial:
             complete = b"".join(self._partial) + complete
-        self._partial = [chunk[end + 1 :]] if end + 1 < len(chunk) else []
+        self._partial, self._partial_len = [], 0
+        if end + 1 < len(chunk):
+            self._add_partial(chunk[end + 1 :])
         # a CR as the very last byte may be half of a CRLF whose LF is in the next chunk
         self._skip_lf = chunk[end] == 0x0D and end == len(chunk) - 1
         events: list[ServerSentEvent] = []
+        if len(complete) > 2:
+            complete = _BLANK_RUN.sub(b"\n\n", complete)
         for line in complete.splitlines():
+            if len(line) > MAX_EVENT_BYTES:
+                raise EventTooLarge("a line")
             self._line(line, events)
         return events
+
+    def _add_partial(self, piece: bytes) -> None:
+        self._partial_len += len(piece)
+        if self._partial_len > MAX_EVENT_BYTES:
+            self._partial, self._partial_len = [], 0
+            raise EventTooLarge("a line")
+        self._partial.append(piece)
 
     def flush(self) -> list[ServerSentEvent]:
         """At EOF: finish a last line and event that lack their terminator (lenient, like most clients)."""
         events: list[ServerSentEvent] = []
         if self._partial:
             self._line(b"".join(self._partial), events)
-            self._partial = []
+            self._partial, self._partial_len = [], 0
         self._line(b"", events)
         return events
 
@@ -85,7 +123,7 @@ class SSEDecoder:
             if self._data:
                 events.append(ServerSentEvent(self._event or "message", "\n".join(self._data),
                                               self.last_event_id, self._retry))
-            self._event, self._data, self._retry = "", [], None
+            self._event, self._data, self._retry, self._event_len = "", [], None, 0
             return
         if raw[0] == 0x3A:  # ':' comment / keep-alive
             return
@@ -94,6 +132,10 @@ class SSEDecoder:
         if colon and value[:1] == " ":
             value = value[1:]
         if name == "data":
+            self._event_len += len(raw) + 1  # + 1: an empty data line still costs a list entry
+            if self._event_len > MAX_EVENT_BYTES:
+                self._data, self._event_len = [], 0
+                raise EventTooLarge("an event")
             self._data.append(value)
         elif name == "event":
             self._event = value
