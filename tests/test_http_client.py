@@ -336,7 +336,7 @@ def test_http_proxy_from_the_environment(tmp_path, sim, proxy, transport):
 def test_a_socks_proxy_is_refused_by_name(tmp_path, sim):
     r = run_cli(tmp_path, "infer", "-p", "offline", "--base-url", sim.base_url, "-t", "sse", "hi",
                 "-o", "connection.max_retries=0", ALL_PROXY="socks5://127.0.0.1:1080")
-    assert r.code == 6 and "SOCKS proxies are not supported" in r.err and "ALL_PROXY" in r.err, r.err
+    assert r.code == 3 and "SOCKS proxies are not supported" in r.err and "ALL_PROXY" in r.err, r.err
 
 
 def test_a_header_http_cannot_carry_is_refused_without_quoting_it(raw):

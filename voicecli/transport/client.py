@@ -117,8 +117,11 @@ def proxy_for(target: _Target) -> tuple[str, str] | None:
     if "://" not in value:
         value = "http://" + value
     if value.split("://")[0].lower() not in ("http", "https"):
-        raise TransportError(f"the proxy {name}={value.split('://')[0]}://… is not an http(s) proxy "
-                             "(SOCKS proxies are not supported)", retryable=False)
+        from voicecli.errors import ConfigError
+
+        raise ConfigError(f"{name} names a {value.split('://')[0]}:// proxy, which voicecli cannot use "
+                          "(SOCKS proxies are not supported)", hint=f"unset it for voicecli, or use an HTTP proxy "
+                                                                     f"(http://host:port) in {name}")
     try:
         _Target(value)
     except InvalidURL as exc:

@@ -21,7 +21,7 @@ from voicecli.transport.base import redact_error, scrub
 from voicecli.transport.client import JSON_LIMIT, Client, Response, Timeout, TransportError
 from voicecli.transport.urls import endpoint_url
 from voicecli.wire import chat, errors, responses
-from voicecli.wire.sse import SSEDecoder
+from voicecli.wire.sse import EventTooLarge, SSEDecoder
 
 _client: Client | None = None
 T = TypeVar("T")
@@ -166,6 +166,8 @@ async def post_stream(conn: Connection, base_url: str, url: str, api_key: str | 
                     return
         except TransportError as exc:
             failure = _failure(exc, conn, base_url, api_key, answered)
+        except EventTooLarge as exc:  # a hostile or broken stream: another attempt would get the same
+            failure = dataclasses.replace(errors.connection_error(exc.message), retryable=False)
         if not await retries.wait(failure, emitted=emitted):
             for event in give_up(failure, api_key):
                 yield event
