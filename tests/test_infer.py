@@ -252,7 +252,8 @@ def test_a_401_to_a_request_without_a_key_names_the_variable(home, make_sim, tra
     r = run_cli(home, "infer", "-t", transport, "--base-url", sim.base_url, "hi")
     assert r.code == 4 and r.out == ""
     assert r.err.startswith("voicecli: authentication failed at http://127.0.0.1:")
-    hint = "  hint: this server wants an API key and none was sent: export OPENAI_API_KEY=… (profile 'default' reads it)"
+    hint = ("  hint: this server wants an API key and none was sent: export OPENAI_API_KEY=…, or voicecli keys set "
+            "OPENAI_API_KEY (profile 'default' reads it)")
     assert r.err.splitlines()[1:] == [hint]  # said once, not retried
     assert len(model_requests(sim)) == 1 and model_requests(sim)[0]["credentials"] == []
     r = run_cli(home, "infer", "-t", transport, "--base-url", sim.base_url, "hi", OPENAI_API_KEY=secret)

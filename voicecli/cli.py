@@ -46,6 +46,8 @@ tools_app = typer.Typer(help="List a profile's tools and run one by hand.", no_a
 app.add_typer(tools_app, name="tools")
 logs_app = typer.Typer(help="List, show and search logged conversations (-n, --since, --json).")
 app.add_typer(logs_app, name="logs")
+keys_app = typer.Typer(help="Store API keys (used when the variable a profile names is unset).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 
 class _State:
@@ -343,6 +345,56 @@ def sim(
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise VoicecliError(f"cannot listen on {host}:{port}: {reason}", exit_code=ExitCode.USAGE,
                             hint="pick another --port, or --port 0 for any free one") from None
+
+
+# ---- keys ----------------------------------------------------------------------------------
+
+KeyNameArg = Annotated[str, typer.Argument(metavar="NAME", help="The variable's name, e.g. OPENAI_API_KEY.")]
+
+
+@keys_app.command("set")
+def keys_set(name: KeyNameArg) -> None:
+    """Store a key: typed without echo on a terminal, or read from stdin (`pass show x | voicecli keys set NAME`)."""
+    from voicecli import keys
+
+    keys.check_name(name)
+    keys.save(name, keys.read_key_from_user(name))
+    print(f"stored {name} in {keys.keys_path()}", file=sys.stderr)
+
+
+@keys_app.command("list")
+def keys_list(json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False) -> None:
+    """The names of the stored keys (never the keys)."""
+    import json
+    import os
+
+    from voicecli import keys
+
+    names = sorted(keys.load())
+    if json_out:
+        print(json.dumps([{"name": n, "shadowed_by_env": bool(os.environ.get(n))} for n in names]))
+        return
+    for n in names:
+        print(n + ("  (the environment's value is used: it is set)" if os.environ.get(n) else ""))
+
+
+@keys_app.command("path")
+def keys_path() -> None:
+    """Where the keys are stored."""
+    from voicecli import keys
+
+    print(keys.keys_path())
+
+
+@keys_app.command("rm")
+def keys_rm(names: Annotated[list[str], typer.Argument(metavar="NAME...")]) -> None:
+    """Forget stored keys."""
+    from voicecli import keys
+
+    missing = [n for n in names if not keys.remove(keys.check_name(n))]
+    if missing:
+        raise VoicecliError(f"no stored key named {', '.join(missing)}", exit_code=ExitCode.USAGE,
+                            hint="voicecli keys list shows the names")
 
 
 # ---- profiles -------------------------------------------------------------------------------

@@ -201,12 +201,17 @@ class Profile:
         if not var or url == SIM_BASE_URL:
             return None
         value = os.environ.get(var)
+        if not value:  # `voicecli keys set VAR` stored one under the variable's name
+            from voicecli.keys import stored
+
+            value = stored(var)
         if not value and not requires_key(url):
             return None
         if not value:
             raise ConfigError(
                 f"{var} is not set; profile '{self.name}' reads the API key from it",
-                hint=f"export {var}=sk-…, or try `-p offline` to use the built-in simulator",
+                hint=f"export {var}=sk-…, or store it once: voicecli keys set {var} (or try `-p offline`, "
+                     "the built-in simulator)",
             )
         from voicecli.sanitize import header_value_problem, remember_secret
 
@@ -225,9 +230,12 @@ class Profile:
         if not var:
             return (f"this server wants an API key and profile '{self.name}' sends none (api_key_env = \"\"): "
                     "set connection.api_key_env to the name of the variable that holds it")
-        if os.environ.get(var):
+        from voicecli.keys import stored
+
+        if os.environ.get(var) or stored(var):
             return None
-        return f"this server wants an API key and none was sent: export {var}=… (profile '{self.name}' reads it)"
+        return (f"this server wants an API key and none was sent: export {var}=…, or voicecli keys set {var} "
+                f"(profile '{self.name}' reads it)")
 
     def as_dict(self, *, redact: bool = True) -> dict[str, Any]:
         """Resolved settings as TOML-ready data (None dropped). `redact`: every custom header value
