@@ -259,3 +259,56 @@ def test_c_and_logs_pass_over_an_empty_conversation_file(home, sim):
     r = infer(home, sim, "-c", "follow-up", "--json")
     assert json.loads(r.out)["cid"] == real
     assert "20990101-000000-e0e0e0" in run_cli(home, "logs", "show", "20990101-000000-e0e0e0", "--json").out
+
+
+# ---- rm and titles ----------------------------------------------------------------------------------
+
+
+def test_rm_by_id_and_older_than(home):
+    now = time.time()
+    old = write_log(home, "20260101-old1", mtime=now - 40 * 86400, messages=[("user", "ancient")])
+    mid = write_log(home, "20260501-mid1", mtime=now - 10 * 86400, messages=[("user", "middle")])
+    new = write_log(home, "20261201-new1", mtime=now - 60, messages=[("user", "recent")])
+    r = run_cli(home, "logs", "rm", "--older-than", "30d")  # not a terminal: -y is needed
+    assert r.code == 2 and "would delete 1 conversation; pass -y" in r.err and old.exists()
+    r = run_cli(home, "logs", "rm", "--older-than", "30d", "-y")
+    assert (r.code, r.err) == (0, "deleted 1 conversation\n") and not old.exists() and mid.exists()
+    r = run_cli(home, "logs", "rm", "-y", "20261201")  # a unique start of an id
+    assert r.code == 0 and not new.exists() and mid.exists()
+    r = run_cli(home, "logs", "rm", "-y", "nope")
+    assert r.code == 3 and "no conversation with id 'nope'" in r.err and mid.exists()
+    assert run_cli(home, "logs", "rm", "-y").code == 2
+    assert run_cli(home, "logs", "rm", "-y", "--older-than", "soon").code == 2
+
+
+def test_rm_asks_on_a_terminal(home):
+    import pexpect
+
+    path = write_log(home, "20260101-ask1", messages=[("user", "keep me?")])
+    for answer, kept in (("n", True), ("y", False)):
+        child = pexpect.spawn(sys.executable, ["-m", "voicecli", "logs", "rm", "20260101-ask1"], env=cli_env(home),
+                              encoding="utf-8", timeout=30)
+        child.expect(r"delete 1 conversation from .*\? \[y/N\] ")
+        child.sendline(answer)
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 0 and path.exists() == kept
+
+
+def test_a_title_is_shown_searched_and_leaves_the_order_alone(home):
+    now = time.time()
+    write_log(home, "20260101-one1", mtime=now - 600, messages=[("user", "how do I bake bread " * 5)])
+    write_log(home, "20260101-two1", mtime=now - 60, messages=[("user", "later question")])
+    listed = json.loads(run_cli(home, "logs", "--json").out)
+    assert listed[1]["title"] == ("how do I bake bread " * 5)[:39].strip() + "…"  # the first prompt, shortened
+    r = run_cli(home, "logs", "title", "20260101-one", "Sourdough", "notes")
+    assert r.code == 0, r.err
+    listed = json.loads(run_cli(home, "logs", "--json").out)
+    assert [c["cid"] for c in listed] == ["20260101-two1", "20260101-one1"]  # a title is not activity
+    assert listed[1]["title"] == "Sourdough notes"
+    assert "Sourdough notes" in run_cli(home, "logs").out
+    found = json.loads(run_cli(home, "logs", "search", "sourdough", "--json").out)
+    assert [(m["cid"], m["role"], m["line"]) for m in found] == [("20260101-one1", "title", "Sourdough notes")]
+    assert run_cli(home, "logs", "title", "20260101-one", "bad\x1b]52;c;x\x07").code == 2
+    run_cli(home, "logs", "title", "20260101-one", "")
+    assert json.loads(run_cli(home, "logs", "--json").out)[1]["title"].startswith("how do I bake")

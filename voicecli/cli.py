@@ -478,7 +478,7 @@ def logs(ctx: typer.Context, n: CountOpt = 20, since: SinceOpt = None, json_out:
         from voicecli.logs import list_conversations
 
         list_conversations(n, since, json_out)
-    elif ctx.invoked_subcommand in ("show", "path") and _given(ctx, "n", "since"):
+    elif ctx.invoked_subcommand in ("show", "path", "rm", "title") and _given(ctx, "n", "since"):
         raise VoicecliError(f"-n and --since choose among conversations: they apply to `logs` and `logs search`, "
                             f"not to `logs {ctx.invoked_subcommand}`", exit_code=ExitCode.USAGE)
 
@@ -528,6 +528,30 @@ def logs_search(
 
     n, since, json_out = _with_group_options(ctx, n=n, since=since, json_out=json_out)
     search_conversations(" ".join(text), n, since, json_out)
+
+
+@logs_app.command("rm")
+def logs_rm(
+    cids: Annotated[Optional[list[str]], typer.Argument(metavar="[ID...]", help="Conversation ids or unique starts.")] = None,
+    older_than: Annotated[Optional[str], typer.Option("--older-than", metavar="AGE",
+                                                      help="Also every conversation last active before AGE ago: 12h, 30d, 8w.")] = None,
+    yes: Annotated[bool, typer.Option("-y", "--yes", help="Delete without asking (needed when not on a terminal).")] = False,
+) -> None:
+    """Delete conversations (asks first on a terminal)."""
+    from voicecli.logs import remove_conversations
+
+    remove_conversations(cids or [], older_than, yes)
+
+
+@logs_app.command("title")
+def logs_title(
+    cid: Annotated[str, typer.Argument(metavar="ID", help="A conversation id or its unique start.")],
+    title: Annotated[list[str], typer.Argument(metavar="TITLE...", help="The title; \"\" takes it back.")],
+) -> None:
+    """Give a conversation a title (shown by `logs`, found by `logs search`)."""
+    from voicecli.logs import set_title
+
+    set_title(cid, " ".join(title))
 
 
 @logs_app.command("path")

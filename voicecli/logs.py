@@ -43,6 +43,16 @@ class Conversation:
     items: list[dict[str, Any]] = field(default_factory=list)  # {"time": …, **item_to_json(item)}
     turns: list[dict[str, Any]] = field(default_factory=list)
     tool_results: list[dict[str, Any]] = field(default_factory=list)
+    given_title: str | None = None  # set with `logs title`; the latest wins
+
+    @property
+    def title(self) -> str:
+        """The title given to it, else its first prompt, shortened."""
+        if self.given_title:
+            return self.given_title
+        users = self.messages("user")
+        first = " ".join((users[0].get("text") or "").split()) if users else ""
+        return first[: FIRST_WORDS - 1] + "…" if len(first) > FIRST_WORDS else first
 
     @property
     def created(self) -> float:
@@ -82,7 +92,7 @@ class Conversation:
         users = self.messages("user")
         return {"cid": self.cid, "created": _iso(self.created), "updated": _iso(self.updated),
                 "profile": self.meta.get("profile"), "model": self.model, "transport": self.meta.get("transport"),
-                "first_message": users[0].get("text", "") if users else "", "turns": len(users),
+                "title": self.title, "first_message": users[0].get("text", "") if users else "", "turns": len(users),
                 **self.usage(), "cost_usd": _round_cost(self.cost_usd()), "path": str(self.path)}
 
 
@@ -125,6 +135,8 @@ def _add_record(conv: Conversation, line: str) -> None:
         conv.tool_results.append(record)
     elif kind == "meta":
         conv.meta = record
+    elif kind == "title" and isinstance(record.get("title"), str):
+        conv.given_title = record["title"] or None  # "" takes a title back
 
 
 def conversation_files(since: float | None = None) -> list[tuple[float, str]]:
@@ -209,6 +221,8 @@ def search(text: str, *, limit: int, since: float | None = None) -> list[tuple[C
         matches = [Match(conv, item.get("role", "?"), item.get("time"), line)
                    for item in conv.messages("user", "assistant")
                    for line in (item.get("text") or "").splitlines() if needle in line.lower()]
+        if conv.given_title and needle in conv.given_title.lower():
+            matches.insert(0, Match(conv, "title", None, conv.given_title))
         if matches:  # which model answered: the meta line and the last turn line
             _add_record(conv, lines[0])
             last_turn = next((x for x in reversed(lines) if x.startswith('{"type": "turn"')), None)
@@ -274,14 +288,10 @@ def list_conversations(n: int, since: str | None, json_out: bool) -> None:
 
 
 def _row(conv: Conversation) -> list[str]:
-    users = conv.messages("user")
-    first = " ".join((users[0].get("text") or "").split()) if users else ""
-    if len(first) > FIRST_WORDS:
-        first = first[: FIRST_WORDS - 1] + "…"
     usage = conv.usage()
     tokens = usage["input_tokens"] + usage["output_tokens"]
-    return [conv.cid, _local(conv.updated), conv.model, first or "(no message)", _turns(len(users)),
-            f"{tokens:,} tokens", _cost_text(conv.cost_usd())]
+    return [conv.cid, _local(conv.updated), conv.model, conv.title or "(no message)",
+            _turns(len(conv.messages("user"))), f"{tokens:,} tokens", _cost_text(conv.cost_usd())]
 
 
 def show_conversation(cid: str | None, json_out: bool, raw: bool) -> None:
@@ -356,6 +366,57 @@ def _excerpt(line: str, text: str, bold: bool) -> str:
     if bold and at >= 0:
         line = f"{line[:at]}\x1b[1m{line[at:at + len(text)]}\x1b[0m{line[at + len(text):]}"
     return line
+
+
+def set_title(cid: str | None, title: str) -> None:
+    """Give a conversation a title ("" takes it back): a `title` line appended to its log, its last
+    activity left as it was (a title is not a turn: `-c` still takes the conversation it took)."""
+    title = " ".join(title.split())
+    from voicecli.sanitize import escape_controls
+
+    if escape_controls(title) != title:  # a title is shown on terminals
+        raise UsageError("a title is one line of text without control characters")
+    conv = find(cid)
+    stat = conv.path.stat()
+    log = convlog.ConversationLog(conv.cid, conv.path)
+    log.write({"type": "title", "time": time.time(), "title": title})
+    log.close()
+    os.utime(conv.path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    print(f"{conv.cid}: " + (f"titled '{title}'" if title else "title removed"), file=sys.stderr)
+
+
+def remove_conversations(cids: list[str], older_than: str | None, yes: bool) -> None:
+    """Delete conversations: those named (ids or unique starts) and those whose last activity is older
+    than `older_than` (an age: 30d, 12h…). Asks on a terminal unless `yes`; a script must pass -y."""
+    if not cids and older_than is None:
+        raise UsageError("logs rm needs conversation ids or --older-than AGE", hint="voicecli logs rm 20260501-abc1 "
+                                                                                   "or voicecli logs rm --older-than 30d")
+    paths = {find(cid).path for cid in cids}
+    if older_than is not None:
+        if not _SINCE.match(older_than):
+            raise UsageError(f"--older-than: cannot read '{older_than}'", hint="give an age like 12h, 30d or 8w")
+        cutoff = parse_since(older_than)
+        paths |= {Path(p) for mtime, p in conversation_files() if mtime < cutoff}
+    if not paths:
+        print("no conversation is that old" if older_than else "nothing to remove", file=sys.stderr)
+        return
+    what = f"{len(paths)} conversation{'s' * (len(paths) != 1)}"
+    if not yes:
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            raise UsageError(f"logs rm would delete {what}; pass -y to delete without asking")
+        sys.stderr.write(f"delete {what} from {convlog.conversations_dir()}? [y/N] ")
+        sys.stderr.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            print("nothing deleted", file=sys.stderr)
+            return
+    gone = 0
+    for path in sorted(paths):
+        try:
+            path.unlink()
+            gone += 1
+        except FileNotFoundError:
+            pass  # removed meanwhile: it is gone either way
+    print(f"deleted {gone} conversation{'s' * (gone != 1)}", file=sys.stderr)
 
 
 def print_path(json_out: bool) -> None:
