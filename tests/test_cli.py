@@ -212,7 +212,8 @@ finally:
 
 
 @pytest.mark.parametrize("args, built", [
-    (["infer", "--help"], ["infer"]), (["--version"], []), (["logs", "path"], ["logs_show", "logs_search", "logs_path"]),
+    (["infer", "--help"], ["infer"]), (["--version"], []),
+    (["logs", "path"], ["logs_show", "logs_search", "logs_rm", "logs_title", "logs_path"]),
 ])
 def test_a_command_builds_only_its_own_options(home, args, built):
     """Typer turns every command's signature into options on each start (~25 ms for all of them):

@@ -7,7 +7,7 @@ import json
 import pytest
 from test_wire_support import traffic_bytes
 
-from voicecli.errors import ExitCode
+from voicecli.errors import ExitCode, exit_code_for
 from voicecli.events import Error
 from voicecli.wire import errors
 
@@ -25,7 +25,7 @@ def test_recorded_401(name, request_id):
     assert error == Error("auth", "Incorrect API key provided: invalid-*****2345. You can find your API key at "
                                   "https://platform.openai.com/account/api-keys.",
                           retryable=False, request_id=request_id, code="invalid_api_key", status=401)
-    assert errors.exit_code(error) == ExitCode.AUTH
+    assert exit_code_for(error) == ExitCode.AUTH
 
 
 def body(err_type: str, code: str | None = None, message: str = "boom") -> bytes:
@@ -47,7 +47,7 @@ def body(err_type: str, code: str | None = None, message: str = "boom") -> bytes
 def test_status_classification(status, payload, kind, retryable, exit_code):
     error = errors.from_http(status, payload, {})
     assert (error.kind, error.retryable, error.status) == (kind, retryable, status)
-    assert errors.exit_code(error) == exit_code
+    assert exit_code_for(error) == exit_code
 
 
 def test_non_json_body_gives_a_one_line_message():
@@ -98,17 +98,17 @@ def test_error_frames_flat_nested_and_realtime():
     assert (prompt.kind, prompt.retryable) == ("invalid_request", False)
     auth = errors.from_error_frame({"type": "error", "error": {"type": "invalid_request_error",
                                                                "code": "invalid_api_key", "message": "bad key"}})
-    assert errors.exit_code(auth) == ExitCode.AUTH
+    assert exit_code_for(auth) == ExitCode.AUTH
 
 
 def test_exit_codes_by_kind():
     expected = {"auth": 4, "rate_limit": 5, "quota": 5, "network": 6, "timeout": 6, "invalid_request": 7,
                 "not_found": 7, "server": 7, "protocol": 7}
     for kind, code in expected.items():
-        assert errors.exit_code(Error(kind, "x")) == code
+        assert exit_code_for(Error(kind, "x")) == code
 
 
 def test_connection_errors():
     assert errors.connection_error("reset").kind == "network"
     timeout = errors.connection_error("no data for 60 s", timeout=True)
-    assert (timeout.kind, timeout.retryable, errors.exit_code(timeout)) == ("timeout", True, ExitCode.NETWORK)
+    assert (timeout.kind, timeout.retryable, exit_code_for(timeout)) == ("timeout", True, ExitCode.NETWORK)

@@ -51,3 +51,15 @@ class ConfigError(VoicecliError):
 
 class UsageError(VoicecliError):
     exit_code = ExitCode.USAGE
+
+
+def exit_code_for(error) -> ExitCode:
+    """The exit code of a neutral `events.Error` that ended a run (front ends map errors here,
+    never in the wire layer)."""
+    if error.kind in ("rate_limit", "quota"):
+        return ExitCode.RATE_LIMIT
+    if error.kind == "auth":
+        return ExitCode.AUTH
+    if error.kind in ("network", "timeout"):
+        return ExitCode.NETWORK
+    return ExitCode.API

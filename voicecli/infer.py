@@ -457,7 +457,7 @@ class _InferSession:
         return None
 
     def _exit_code(self, result) -> int:
-        from voicecli.wire.errors import exit_code
+        from voicecli.errors import exit_code_for
 
         retries = getattr(self.conversation.transport, "retries_used", 0)
         if result.error is not None:
@@ -465,7 +465,7 @@ class _InferSession:
             hint = error_hint(result.error, self.base_url, self.profile)
             if hint:
                 print(f"  hint: {hint}", file=sys.stderr)
-            return exit_code(result.error)
+            return exit_code_for(result.error)
         if result.reason == "max_tool_rounds":
             print(f"voicecli: stopped after {self.profile.model.max_tool_rounds} tool rounds without a final "
                   "answer (model.max_tool_rounds)", file=sys.stderr)

@@ -36,7 +36,7 @@ def load() -> dict[str, str]:
         data = json.loads(text)
     except ValueError as exc:  # the message quotes no content: it may hold a key
         raise ConfigError(f"{path} is not valid JSON (line {exc.lineno})",
-                          hint=f"fix it, or remove it and store the keys again: voicecli keys set NAME") from None
+                          hint="fix it, or remove it and store the keys again: voicecli keys set NAME") from None
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise ConfigError(f"{path} should be a JSON object of names to keys")
     return data

@@ -21,6 +21,7 @@ from typing import Any
 
 from voicecli import convlog
 from voicecli.errors import ConfigError, UsageError
+from voicecli.ui.listing import print_json
 
 FIRST_WORDS = 40  # characters of the first user message in a listing row
 LINE_CONTEXT = 120  # characters of a matching line shown by search
@@ -273,7 +274,7 @@ def list_conversations(n: int, since: str | None, json_out: bool) -> None:
             if len(convs) >= n:
                 break
     if json_out:
-        _print_json([c.summary() for c in convs])
+        print_json([c.summary() for c in convs])
         return
     if not convs:
         print("no conversations" + (" in that time" if since else " yet") +
@@ -297,7 +298,7 @@ def _row(conv: Conversation) -> list[str]:
 def show_conversation(cid: str | None, json_out: bool, raw: bool) -> None:
     conv = find(cid)
     if json_out:
-        _print_json({**conv.summary(), "meta": conv.meta, "items": conv.items, "turns": conv.turns,
+        print_json({**conv.summary(), "meta": conv.meta, "items": conv.items, "turns": conv.turns,
                      "tool_results": conv.tool_results})
         return
     from voicecli.ui.term import make_renderer, wants_markdown
@@ -336,7 +337,7 @@ def search_conversations(text: str, n: int, since: str | None, json_out: bool) -
         raise UsageError("logs search needs some text to look for", hint='voicecli logs search "docker"')
     found = search(text, limit=n, since=parse_since(since))
     if json_out:
-        _print_json([{"cid": conv.cid, "updated": _iso(conv.updated), "model": conv.model, "role": m.role,
+        print_json([{"cid": conv.cid, "updated": _iso(conv.updated), "model": conv.model, "role": m.role,
                       "time": _iso(m.time) if m.time else None, "line": m.line.strip()}
                      for conv, matches in found for m in matches])
         return
@@ -425,10 +426,6 @@ def print_path(json_out: bool) -> None:
 
 
 # ---- formatting --------------------------------------------------------------------------------
-
-
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, ensure_ascii=False, indent=2 if sys.stdout.isatty() else None))
 
 
 def _turns(n: int) -> str:

@@ -150,7 +150,7 @@ def call_output(result: dict, limit: int) -> tuple[bool, str, tuple[str, ...]]:
     structured = result.get("structuredContent")
     if structured is not None and not any(p for p in parts if not p.startswith("[")):
         parts.insert(0, json.dumps(structured, ensure_ascii=False))
-    from voicecli.tools import bounded_text
+    from voicecli.sanitize import bounded_text
 
     raw = "\n".join(parts).encode()
     text = bounded_text(raw[:limit], len(raw), limit)

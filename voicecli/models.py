@@ -59,7 +59,7 @@ async def fetch(profile: Profile) -> list[dict]:
     from voicecli.transport.base import Retries
     from voicecli.transport.http import get_json
     from voicecli.ui.status import describe_error, error_hint
-    from voicecli.wire.errors import exit_code
+    from voicecli.errors import exit_code_for
 
     base_url = resolve_base_url(profile)
     api_key = profile.api_key()
@@ -77,7 +77,7 @@ async def fetch(profile: Profile) -> list[dict]:
         else:
             return sorted(items, key=lambda m: m["id"])
     raise VoicecliError(describe_error(error, base_url, retries.used), hint=error_hint(error, base_url, profile),
-                        exit_code=exit_code(error))
+                        exit_code=exit_code_for(error))
 
 
 def list_models(profile: Profile, json_out: bool, debug: bool = False) -> int:
@@ -87,7 +87,9 @@ def list_models(profile: Profile, json_out: bool, debug: bool = False) -> int:
     models = asyncio.run(fetch(profile))
     write_cache(_key(profile), [m["id"] for m in models])
     if json_out:
-        print(json.dumps(models, ensure_ascii=False, indent=2 if sys.stdout.isatty() else None))
+        from voicecli.ui.listing import print_json
+
+        print_json(models)
     elif sys.stdout.isatty():
         _table(models, profile.model.name)
     else:

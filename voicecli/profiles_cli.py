@@ -8,6 +8,7 @@ from typing import Any
 
 from voicecli import paths, profiles
 from voicecli.errors import ConfigError
+from voicecli.ui.listing import print_json, print_table
 
 NEW_PROFILE_TEMPLATE = """\
 # voicecli profile '{name}'. Unset keys come from '{base}'.
@@ -35,28 +36,6 @@ NEW_PROFILE_TEMPLATE = """\
 """
 
 
-def _to_stdout_table(rows: list[list[str]], headers: list[str]) -> None:
-    if sys.stdout.isatty():
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(*headers, box=None, header_style="bold")
-        for row in rows:
-            table.add_row(*row)
-        Console().print(table)
-    else:  # pipes get tab-separated lines, no header decoration
-        print("\t".join(headers))
-        for row in rows:
-            print("\t".join(row))
-
-
-def print_json(data: Any) -> None:
-    """`--json` output of the listing commands: indented on a terminal, one line when piped."""
-    import json
-
-    print(json.dumps(data, ensure_ascii=False, indent=2 if sys.stdout.isatty() else None))
-
-
 def list_profiles(json_out: bool = False) -> None:
     rows, records = [], []
     for ref in profiles.discover():
@@ -72,7 +51,7 @@ def list_profiles(json_out: bool = False) -> None:
     if json_out:
         print_json(records)
         return
-    _to_stdout_table(rows, ["name", "source", "model", "transport", "description"])
+    print_table(rows, ["name", "source", "model", "transport", "description"])
 
 
 def show_profile(name: str, json_out: bool = False) -> None:

@@ -116,3 +116,12 @@ def for_terminal(text: str, stream) -> str:
     if not tty:
         return text
     return escape_controls(text.replace("\r\n", "\n"), keep="\n\t")
+
+
+def bounded_text(data: bytes, total: int, limit: int) -> str:
+    """A tool's (or MCP server's) output for the model: the first `limit` of `total` bytes as text,
+    saying when the rest was dropped."""
+    text = data.decode("utf-8", "replace").rstrip()
+    if total > limit:
+        text += f"\n[output truncated: showing the first {limit} of {total} bytes]"
+    return text or "(no output)"

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 from voicecli.errors import ConfigError
 from voicecli.events import ToolCall, ToolResult
+from voicecli.sanitize import bounded_text
 from voicecli.sanitize import escape_controls, redact
 from voicecli.tool_schema import PLACEHOLDER, argument_errors, drop_absent
 from voicecli.items import FunctionOutput, ToolDef
@@ -422,13 +423,6 @@ def in_daemon_thread(func: Any, /, *args: Any, **kwargs: Any) -> asyncio.Future:
 
     threading.Thread(target=work, name="voicecli-tool", daemon=True).start()
     return future
-
-
-def bounded_text(data: bytes, total: int, limit: int) -> str:
-    text = data.decode("utf-8", "replace").rstrip()
-    if total > limit:
-        text += f"\n[output truncated: showing the first {limit} of {total} bytes]"
-    return text or "(no output)"
 
 
 def command_argv(template: Sequence[str], args: dict) -> list[str]:

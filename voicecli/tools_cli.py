@@ -37,7 +37,7 @@ def list_tools(profile: Profile, json_out: bool = False) -> None:
 
     def show(box: ToolBox | None) -> None:
         if json_out:
-            from voicecli.profiles_cli import print_json
+            from voicecli.ui.listing import print_json
 
             print_json([_tool_json(tool) for tool in profile.tools])
         else:

@@ -101,7 +101,7 @@ def print_devices(json_out: bool = False) -> None:
     d_in, d_out = default_indices()
     via, listed = _sound_server(devices)
     if json_out:
-        from voicecli.profiles_cli import print_json
+        from voicecli.ui.listing import print_json
 
         print_json([{"index": d["index"], "name": d["name"], "input_channels": d["max_input_channels"],
                      "output_channels": d["max_output_channels"], "default_samplerate": d["default_samplerate"],
@@ -130,9 +130,9 @@ def print_devices(json_out: bool = False) -> None:
         channels = str(p["channels"] or "?")
         rows.append(["-", marks, p["name"], channels if source else "0", "0" if source else channels,
                      str(p["rate"] or "?"), f"{p['description']} ({'microphone' if source else 'speaker'})"])
-    from voicecli.profiles_cli import _to_stdout_table
+    from voicecli.ui.listing import print_table
 
-    _to_stdout_table(rows, ["index", "default", "name", "in", "out", "rate", "about"])
+    print_table(rows, ["index", "default", "name", "in", "out", "rate", "about"])
     if sys.stdout.isatty():
         print("< default input   > default output", file=sys.stderr)
     if shown:

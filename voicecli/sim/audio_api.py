@@ -42,7 +42,7 @@ from . import brain, speech
 from .faults import MALFORMED, Fault, SseSink, midstream_error, play
 from .phrasebook import transcribe
 from .responses import _delays
-from .server import put
+from .aio import put
 from .validate import ApiError, invalid_value, missing, parse_json
 
 TRANSCRIBE_FORMATS = ["json", "text", "srt", "verbose_json", "vtt"]

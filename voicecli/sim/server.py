@@ -32,13 +32,13 @@ import secrets
 import string
 import threading
 import time
-import warnings
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from aiohttp import WSCloseCode, web
 
+from .aio import put
 from .config import SimConfig
 from .faults import FAULT_HEADER, Fault, FaultCounter, FaultSpecError, echo_credential, error_body, parse, rejection
 from .script import Script
@@ -54,13 +54,6 @@ NO_KEY_MESSAGE = (
 
 log = logging.getLogger("voicecli.sim")
 
-
-def put(mapping: Any, key: str, value: Any) -> None:
-    """mapping[key] = value without aiohttp's NotAppKeyWarning: the fronts share plain string keys
-    (`app["sim"]`, `request["fault"]`), an agreed contract that works on every aiohttp 3.x."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mapping[key] = value
 
 _ALNUM = string.ascii_letters + string.digits
 # id shapes seen in real traffic: resp_/msg_/fc_/rs_ + 50 hex, call_ + 24, chatcmpl- + 29, req_ + 32 hex

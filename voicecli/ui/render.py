@@ -24,7 +24,7 @@ import re
 import sys
 from typing import IO
 
-from voicecli.ui.term import terminal_columns
+from voicecli.ui.size import terminal_columns
 
 CODE_THEME = "monokai"  # minus its near-white default text colour, so plain code suits any background
 RESET = "\x1b[0m"

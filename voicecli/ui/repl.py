@@ -353,7 +353,7 @@ class Repl:
     @staticmethod
     def _columns() -> int | None:
         """The width to wrap /help and /tools to: the terminal's (a file or pipe gets whole lines)."""
-        from voicecli.ui.term import terminal_columns
+        from voicecli.ui.size import terminal_columns
 
         return terminal_columns(sys.stderr) if sys.stderr.isatty() else None
 

@@ -75,14 +75,6 @@ class RawRenderer:
         self.stream.flush()
 
 
-def terminal_columns(stream) -> int:
-    """The width of the terminal `stream` writes to (at least 20), or 80 when it is none."""
-    try:
-        return max(20, os.get_terminal_size(stream.fileno()).columns)
-    except (AttributeError, ValueError, OSError):
-        return 80
-
-
 def dim(text: str, stream: IO[str] | None = None) -> None:
     """Secondary information (reasoning, footers) on stderr, dim on a terminal."""
     stream = stream or sys.stderr

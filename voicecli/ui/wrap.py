@@ -11,7 +11,8 @@ from __future__ import annotations
 import sys
 from typing import IO, Callable
 
-from voicecli.ui.term import dim, terminal_columns
+from voicecli.ui.size import terminal_columns
+from voicecli.ui.term import dim
 
 
 def _cells(text: str) -> int:

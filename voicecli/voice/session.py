@@ -30,7 +30,7 @@ from voicecli.transport.base import Retries
 from voicecli.transport.realtime import RealtimeTransport
 from voicecli.transport.ws import ConnectError
 from voicecli.voice.jobs import Jobs, drain_events
-from voicecli.wire import errors
+from voicecli.errors import exit_code_for
 from voicecli.wire import realtime as rt
 from voicecli.items import FunctionCall, Message
 
@@ -46,7 +46,7 @@ class SessionError(Exception):
     def __init__(self, error: Error, retries: int = 0, *, stage: str | None = None, base_url: str | None = None):
         super().__init__(error.message)
         self.error, self.retries, self.stage, self.base_url = error, retries, stage, base_url
-        self.exit_code = errors.exit_code(error)
+        self.exit_code = exit_code_for(error)
 
 
 class RealtimeSession:

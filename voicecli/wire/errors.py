@@ -12,7 +12,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from voicecli.errors import ExitCode
 from voicecli.events import Error, ErrorKind
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
@@ -68,16 +67,6 @@ def not_a_stream(content_type: str, head: bytes, *, request_id: str | None = Non
     body = f": {shown}" if shown else " with an empty body"
     return Error("protocol", f"expected an event stream (text/event-stream) but the server replied with {got}{body}",
                  request_id=request_id, code="not_an_event_stream")
-
-
-def exit_code(error: Error) -> ExitCode:
-    if error.kind in ("rate_limit", "quota"):
-        return ExitCode.RATE_LIMIT
-    if error.kind == "auth":
-        return ExitCode.AUTH
-    if error.kind in ("network", "timeout"):
-        return ExitCode.NETWORK
-    return ExitCode.API
 
 
 def classify(status: int | None, err_type: str | None, code: str | None) -> ErrorKind:
