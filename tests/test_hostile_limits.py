@@ -75,7 +75,8 @@ def test_sse_line_of_3_gib_without_a_newline_is_dropped_at_the_cap(tmp_path, ser
     server_ = server(handle)
     r = infer(tmp_path, server_.base_url, transport)
     assert r.code == 6, r
-    assert r.err.strip() == "voicecli: the server sent a line over 16 MiB; the stream was dropped", r
+    assert r.err.strip().endswith(": the server sent a line over 16 MiB; the stream was dropped"), r
+    assert r.err.count("\n") == 1, r
     assert_bounded(r)
     assert server_.sent < 512 * MIB  # it stopped reading soon after the cap, not at 3 GiB
 
@@ -91,20 +92,22 @@ def test_sse_event_of_many_data_lines_is_dropped_at_the_cap(tmp_path, server, tr
     server_ = server(handle)
     r = infer(tmp_path, server_.base_url, transport)
     assert r.code == 6, r
-    assert r.err.strip() == "voicecli: the server sent an event over 16 MiB; the stream was dropped", r
+    assert r.err.strip().endswith(": the server sent an event over 16 MiB; the stream was dropped"), r
+    assert r.err.count("\n") == 1, r
     assert_bounded(r)
 
 
 @pytest.mark.parametrize("eol", [b"\n", b"\r\n"])
 def test_sse_flood_of_blank_lines_costs_little_cpu(tmp_path, server, eol):
-    """256 MiB of blank lines, then an ordinary answer: it arrives, in bounded time and memory."""
+    """200 MiB of blank lines (under the 256 MiB a stream may hold), then an ordinary answer: it
+    arrives, in bounded time and memory."""
     body = [b'data: {"choices":[{"index":0,"delta":{"content":"after the flood"}}]}\n\n',
             b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n', b"data: [DONE]\n\n"]
 
     def handle(conn):
         read_head(conn)
         server_.send(conn, SSE_HEAD)
-        for piece in lazily(256 * MIB, eol * (MIB // len(eol))):
+        for piece in lazily(200 * MIB, eol * (MIB // len(eol))):
             server_.send(conn, piece)
         for piece in body:
             server_.send(conn, piece)
