@@ -184,10 +184,10 @@ def test_malformed_event_is_skipped(home, sim, transport):
 def test_stall_beyond_read_timeout_exits_6(home, sim, transport):
     start = time.monotonic()
     r = infer(home, sim, "-t", transport, "-o", "connection.read_timeout=0.5", "-o", "connection.max_retries=0",
-              "a b c d e f", fault="stall=5; after=4")
+              "a b c d e f", fault="stall=60; after=4")
     assert r.code == 6, r.err
     assert "no data from" in r.err
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 30  # the timeout ended it, not the stall (however busy the machine)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
