@@ -107,3 +107,27 @@ def test_https_through_a_proxy_tunnel(home, tls_url, cert, transport):
         assert r.code == 6 and "certificate" in r.err.lower(), r.err
     finally:
         proxy.stop()
+
+
+def test_the_systems_trust_store_is_used_without_ssl_cert_file(tls_url, cert, monkeypatch):
+    """A company root added to the operating system's store (update-ca-certificates) is trusted:
+    with neither SSL_CERT_FILE nor SSL_CERT_DIR set, the client reads OpenSSL's default paths
+    (here pointed at the test's certificate, as a system store holding it would be)."""
+    from voicecli.transport.client import Client, TransportError
+
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    real = ssl.get_default_verify_paths()
+
+    async def get(cafile: str) -> int:
+        monkeypatch.setattr(ssl, "get_default_verify_paths",
+                            lambda: real._replace(openssl_cafile=cafile, openssl_capath="/nonexistent"))
+        client = Client(connect_timeout=5, read_timeout=5)
+        try:
+            return (await client.get(tls_url + "/models")).status_code
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(get(str(cert[0]))) == 200
+    with pytest.raises(TransportError, match="certificate was refused"):
+        asyncio.run(get(real.openssl_cafile or "/nonexistent"))  # the real store does not know it
