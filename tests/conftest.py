@@ -76,8 +76,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 # Tests marked `alone` run while no other test of this suite runs on the machine: the echo test judges
-# real-time audio processing that busy CPUs still disturb (issue 27), and two signal-during-a-tool tests
-# hang now and then among other tests (an open bug). A machine-wide reader-writer lock: every test holds
+# real-time audio processing that busy CPUs still disturb (issue 27). A machine-wide reader-writer lock: every test holds
 # it shared, an `alone` test exclusively; the gate keeps new tests from starting (here and in any other
 # run of this suite) while one waits for the rest to finish.
 _LOCKS = Path(tempfile.gettempdir()) / f"voicecli-tests-{os.getuid()}"

@@ -167,7 +167,6 @@ def test_a_tool_whose_setsid_child_holds_its_pipes_ends_at_its_timeout(home, sim
 
 
 @pytest.mark.slow
-@pytest.mark.alone  # with other tests running, infer sometimes still holds on after the signal: an open bug
 def test_ctrl_c_during_a_runaway_tool_cancels_it_cleanly(home, sim):
     pidfile = escape_tools(home)
     proc = start(home, sim, "infer", "-t", "sse", "call slow")
@@ -213,7 +212,6 @@ def test_sigterm_and_sighup_during_infer_keep_the_partial_answer(home, sim, sig,
 
 
 @pytest.mark.slow
-@pytest.mark.alone  # with other tests running, infer sometimes still holds on after the signal: an open bug
 def test_sigterm_during_a_tool_answers_the_call_and_kills_the_tool(home, sim):
     pidfile = escape_tools(home)
     proc = start(home, sim, "infer", "-t", "ws", "call slow")

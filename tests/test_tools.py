@@ -466,3 +466,64 @@ def test_demo_profile_tools(tmp_path, monkeypatch):
     assert not outside.ok and "PermissionError" in outside.output
     assert json.loads(miles.output) == {"value": 6.213712, "unit": "mi"}
     assert not bad.ok and "cannot convert km to kg" in bad.output
+
+
+# ---- cancelled while the command is still being started -------------------------------------------
+
+ESCAPER = """
+[[tools]]
+name = "escaper"
+command = [@PY@, "-c", "import subprocess, sys, time; c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True); open(sys.argv[1], 'w').write(str(c.pid)); time.sleep(60)", "{pidfile}"]
+approval = "auto"
+timeout = 60
+[tools.parameters]
+type = "object"
+properties = { pidfile = { type = "string" } }
+"""
+
+
+def children() -> list[str]:
+    import os
+
+    return [pid for task in os.listdir("/proc/self/task")
+            for pid in open(f"/proc/self/task/{task}/children").read().split()]
+
+
+def test_cancelled_while_its_pipes_are_connected_the_command_is_stopped_at_once(tmp_path):
+    """Ctrl-C in the moment between fork and the pipes being connected (a loaded machine makes it
+    long): Python 3.11's asyncio then kills only the command and waits for its pipes to close, which
+    a child that left its group (setsid) holds for a minute. The start completes, then the command,
+    its group and whatever holds its pipes are stopped, as on any other cancellation."""
+    import os
+
+    box = auto_box(load_tools(tmp_path, ESCAPER))
+    (tool,) = box.tools
+    pidfile = tmp_path / "grandchild.pid"
+
+    async def main():
+        before = set(children())
+        task = asyncio.create_task(box._run_command(tool, {"pidfile": str(pidfile)}))
+        for _ in range(100):  # one loop step at a time, until one of them has forked the command
+            await asyncio.sleep(0)
+            if set(children()) - before:
+                break
+        deadline = time.monotonic() + 30  # the loop held (as a busy machine would) until the child escaped
+        while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        task.cancel()
+        started = time.monotonic()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(task), 30)
+        return time.monotonic() - started
+
+    assert asyncio.run(main()) < 20  # not the minute the escaped child would hold its pipes
+    pid = int(pidfile.read_text())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the escaped child outlived the cancelled tool")

@@ -235,7 +235,7 @@ class ToolBox:
             return False, f"error: the tool's working folder {cwd} does not exist"
         stdin = json.dumps(args).encode() if tool.stdin == "json" else None
         try:
-            transport, capture = await asyncio.get_running_loop().subprocess_exec(
+            transport, capture = await _start(
                 lambda: _Capture(tool.max_output_bytes), *argv,
                 stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -347,6 +347,25 @@ class _Capture(asyncio.SubprocessProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.done.done():
             self.done.set_result(None)
+
+
+async def _start(factory: Any, *argv: str, **kwargs: Any) -> tuple[asyncio.SubprocessTransport, _Capture]:
+    """`loop.subprocess_exec`, never abandoned halfway. Cancelled while asyncio connects the pipes
+    (a moment a busy machine stretches), Python 3.11 kills only the command, then waits for its pipes
+    to close — which a child that left the group (setsid) may hold for as long as it runs. Instead
+    the start completes, then the command is stopped as on any cancellation, and the cancellation
+    goes on."""
+    starting = asyncio.ensure_future(asyncio.get_running_loop().subprocess_exec(factory, *argv, **kwargs))
+    try:
+        return await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):  # it could not start after all: nothing to stop
+            transport, capture = await starting
+            try:
+                await _stop(transport, capture)
+            finally:
+                transport.close()
+        raise
 
 
 async def _stop(transport: asyncio.SubprocessTransport, capture: _Capture) -> None:
