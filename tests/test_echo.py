@@ -115,3 +115,25 @@ def test_a_burst_of_late_microphone_blocks_keeps_its_place_among_the_played_fram
     assert calls == ["far", "near"] * 10
     calls.clear()
     assert aec.process(np.zeros(FRAME, np.int16)).size == FRAME and calls == ["near"]  # no time: all queued first
+
+
+@pytest.mark.parametrize("text", ["What is the weather like in Paris today?", "Stop, wait a moment please.",
+                                  "hello there what is the weather like today"])
+def test_the_first_utterance_after_digital_silence_keeps_its_words(text):
+    """A microphone that gives digital silence until someone speaks (the virtual devices; noise-gated
+    mics) leaves the noise suppressor no floor to learn: unprimed, it reshaped the session's first
+    sentence past recognition (1 of these 3 recognised). With the speaker's silent reference flowing,
+    as in talk, the simulator still recognises every word."""
+    from voicecli.sim import speech
+    from voicecli.sim.phrasebook import Phrasebook
+
+    book = Phrasebook()
+    book.add(text)
+    speech_pcm = np.frombuffer(speech.synthesize(text), dtype="<i2")
+    mic = np.concatenate([np.zeros(12000, np.int16), speech_pcm, np.zeros(12000, np.int16)])
+    canceller = EchoCanceller(noise_suppression=True)
+    out = []
+    for i in range(0, mic.size, 480):
+        canceller.far_end(np.zeros(480, np.int16))
+        out.append(canceller.process(mic[i:i + 480]))
+    assert book.recognise(np.concatenate(out).tobytes()) == text

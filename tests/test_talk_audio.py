@@ -440,13 +440,14 @@ def cascade_said(talk: TalkProcess) -> list[dict]:
 
 @pytest.mark.parametrize("transport", ["chat", "sse"])
 def test_cascade_round_trip_through_the_virtual_devices(audio_stack, make_sim, tmp_path, transport):
-    """Through the echo canceller (on by default): the words arrive exactly. Its noise suppressor is off
-    here: it reshapes some sentences beyond what the simulator's phrasebook still recognises."""
+    """Through the echo canceller and noise suppressor (on by default): the first utterance of the
+    session arrives exactly (the virtual microphone gives digital silence before it: the suppressor
+    starts from a primed noise floor)."""
     sim = make_sim()
     wav = sim_voice_wav(tmp_path / "q.wav", sim, "What is the weather like in Paris today?")
     tr = tmp_path / "talk.jsonl"
     monitor = audio_stack.monitor()
-    talk = TalkProcess(tmp_path, sim, "--engine", "cascade", "-t", transport, "-o", "voice.noise_suppression=false",
+    talk = TalkProcess(tmp_path, sim, "--engine", "cascade", "-t", transport,
                        "--transcript", str(tr), env=audio_stack.env)
     err = StderrLines(talk.proc)
     try:

@@ -29,6 +29,13 @@ from voicecli.audio.pcm import RATE
 FRAME = RATE // 100  # 10 ms: the only frame size the module accepts
 HALF_SAMPLE = 0.5 / RATE  # times computed on both sides from sample counts compare equal within this
 MAX_QUEUED = 300  # far-end frames (3 s) kept while the mic side stalls (a busy loop, a mic reopening)
+# The noise suppressor learns the noise floor from what comes before speech. A microphone that gives
+# digital silence until someone speaks (virtual devices, noise-gated and Bluetooth mics) leaves it
+# nothing to learn from, and it then reshapes the whole first utterance: with the speaker's (silent)
+# reference flowing, as in talk, 1 of 3 first sentences was still recognised by the simulator. Half a
+# second of dither (about -80 dBFS) with a silent reference beside it, fed before the first real
+# frame and its output dropped, gives it a floor to start from: 3 of 3.
+PRIME_FRAMES, PRIME_LEVEL = 50, 3.0
 
 
 class EchoUnavailable(RuntimeError):
@@ -59,6 +66,12 @@ class EchoCanceller:
         self._near_rest = np.zeros(0, np.int16)  # capture side only
         self.last_level_input = 0.0  # RMS (0..1 of full scale) of the last frame before / after processing
         self.last_level_output = 0.0
+        if noise_suppression:
+            dither = np.random.default_rng(0).normal(0.0, PRIME_LEVEL, PRIME_FRAMES * FRAME).astype(np.int16)
+            silence = np.zeros(FRAME, np.int16).tobytes()
+            for i in range(0, dither.size, FRAME):
+                self._apm.process_reverse_stream(self._rtc.AudioFrame(silence, RATE, 1, FRAME))
+                self._apm.process_stream(self._rtc.AudioFrame(dither[i: i + FRAME].tobytes(), RATE, 1, FRAME))
 
     def set_delay(self, delay_ms: float) -> None:
         """The time from a sample handed to the speaker until its echo reaches `process`: PortAudio's
