@@ -181,6 +181,8 @@ def infer(
         help="Answer as JSON matching this schema: inline JSON, a .json file, or 'name, age int, bio: one sentence'.")] = None,
     extract: Annotated[bool, typer.Option("-x", "--extract", help="Print only the first fenced code block's contents.")] = False,
     extract_last: Annotated[bool, typer.Option("--extract-last", help="Print only the last fenced code block's contents.")] = False,
+    speak: Annotated[bool, typer.Option("--speak", help="Also say the answer on the speaker as it streams "
+                                                        "(voice.speech_model, voice.voice).")] = False,
     require_mcp: RequireMcpOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -200,7 +202,8 @@ def infer(
     opts = InferOptions(prompt=prompt or [], files=file or [], images=image or [], no_stream=no_stream,
                         json_out=json_out, events=events, usage=usage, raw=raw, continue_=continue_, cid=cid,
                         no_log=no_log, allow_tools=allow_tool or [], yes=yes, require_mcp=require_mcp, debug=debug,
-                        schema=schema, extract="last" if extract_last else "first" if extract else None)
+                        schema=schema, extract="last" if extract_last else "first" if extract else None,
+                        speak=speak)
     raise typer.Exit(run_infer(prof, opts))
 
 
@@ -280,6 +283,37 @@ def talk(
                        continue_=continue_, cid=cid, no_log=no_log, debug=debug, require_mcp=require_mcp,
                        engine=engine)
     raise typer.Exit(run_talk(prof, opts))
+
+
+VoiceOpt = Annotated[Optional[str], typer.Option("--voice", metavar="NAME", help="Voice, e.g. marin, cedar, alloy.")]
+
+
+@app.command(epilog=EXIT_CODE_HELP)
+def say(
+    text: Annotated[Optional[list[str]], typer.Argument(metavar="[TEXT...|-]", help="What to say; stdin when none or -.")] = None,
+    profile: ProfileOpt = None, base_url: BaseUrlOpt = None, option: OptionOpt = None,
+    model: Annotated[Optional[str], typer.Option("-m", "--model", metavar="MODEL",
+                                                 help="Text-to-speech model (default: voice.speech_model).")] = None,
+    voice: VoiceOpt = None,
+    instructions: Annotated[Optional[str], typer.Option("--instructions", metavar="TEXT",
+                                                        help="How to speak: tone, pace (gpt-4o-mini-tts).")] = None,
+    output: Annotated[Optional[str], typer.Option("-O", "--output", metavar="FILE.wav|-",
+                                                  help="Write a 24 kHz WAV instead of playing it (- = stdout).")] = None,
+    output_device: Annotated[Optional[str], typer.Option("--output-device", metavar="INDEX|NAME",
+                                                         autocompletion=_completer("sink"), help="Speaker.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Speak text (arguments, or stdin as it streams) on the speaker, or write it as a WAV (-O)."""
+    _State.debug = debug
+    prof = Selection(profile, base_url=base_url, options=option or []).load_profile()
+    if model:
+        from voicecli import profiles
+
+        profiles.apply_setting(prof, "voice.speech_model", model)
+    from voicecli.say import SayOptions, run_say
+
+    raise typer.Exit(run_say(prof, SayOptions(text=text or [], output=output, output_device=output_device,
+                                              voice=voice, instructions=instructions, debug=debug)))
 
 
 @app.command()
