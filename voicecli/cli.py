@@ -316,6 +316,43 @@ def say(
                                               voice=voice, instructions=instructions, debug=debug)))
 
 
+@app.command(epilog=EXIT_CODE_HELP)
+def transcribe(
+    source: Annotated[Optional[str], typer.Argument(metavar="[FILE.wav|-]",
+                                                    help="A WAV file, or - for a WAV on stdin; none: dictate from the microphone.")] = None,
+    profile: ProfileOpt = None, base_url: BaseUrlOpt = None, option: OptionOpt = None,
+    model: Annotated[Optional[str], typer.Option("-m", "--model", metavar="MODEL",
+                                                 help="Speech-to-text model (default: voice.transcription_model).")] = None,
+    format_: Annotated[str, typer.Option("--format", "-F", metavar="text|json|srt|vtt",
+                                         help="text: lines · json: segments with start/end seconds · srt/vtt: subtitles.")] = "text",
+    language: Annotated[Optional[str], typer.Option("--language", metavar="CODE", help="The spoken language, e.g. en, de.")] = None,
+    prompt: Annotated[Optional[str], typer.Option("--prompt", metavar="TEXT", help="Words and spellings to expect.")] = None,
+    engine: Annotated[Optional[str], typer.Option(
+        "--engine", metavar="http|realtime",
+        help="Dictation: local VAD + /audio/transcriptions (http, default), or a Realtime transcription session.")] = None,
+    partial: Annotated[bool, typer.Option("--partial", help="Dictation on a terminal: show the words in progress on stderr.")] = False,
+    log: Annotated[bool, typer.Option("--log", help="Append the transcript to the conversation log as user turns "
+                                                    "(then `infer -c` can use it).")] = False,
+    input_device: Annotated[Optional[str], typer.Option("--input-device", metavar="INDEX|NAME",
+                                                        autocompletion=_completer("source"), help="Microphone.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Speech to text: dictate from the microphone (a line per utterance), or transcribe a WAV file."""
+    _State.debug = debug
+    if engine is not None and engine not in ("http", "realtime"):
+        raise VoicecliError(f"--engine must be http or realtime; got '{engine}'", exit_code=ExitCode.USAGE)
+    prof = Selection(profile, base_url=base_url, options=option or []).load_profile()
+    if model:
+        from voicecli import profiles
+
+        profiles.apply_setting(prof, "voice.transcription_model", model)
+    from voicecli.transcribe import TranscribeOptions, run_transcribe
+
+    raise typer.Exit(run_transcribe(prof, TranscribeOptions(
+        source=source, format=format_, language=language, prompt=prompt, engine=engine, partial=partial, log=log,
+        input_device=input_device, debug=debug)))
+
+
 @app.command()
 def devices(json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
             debug: DebugOpt = False) -> None:
