@@ -1,0 +1,301 @@
+"""`voicecli transcribe` as a subprocess against the simulator: WAV files and stdin headless (the
+simulator reads its own speech exactly: `sim_speech`), live dictation on the virtual PulseAudio
+stack (marked `audio`), and the piece cutter (`Pieces`) in process."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clihelp import cli_env, run_cli, run_cli_measured, sim_speech
+from test_talk_audio import audio_stack  # noqa: F401  (the session's PulseAudio daemon)
+
+from voicecli.audio.vad import VadEvent
+from voicecli.sim import speech
+from voicecli.transcribe import Output, Pieces, Segment
+
+FIRST, SECOND = "Hello there, this is the first note.", "And here is another one."
+
+
+def write_wav(path: Path, pcm: bytes, rate: int = 24000, channels: int = 1) -> Path:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm)
+    return path
+
+
+def notes_wav(path: Path, sim) -> Path:
+    """0.5 s silence, FIRST, 1.5 s silence, SECOND, 1 s silence — in the simulator's voice."""
+    pcm = (speech.silence(0.5) + sim_speech(sim.base_url, FIRST) + speech.silence(1.5)
+           + sim_speech(sim.base_url, SECOND) + speech.silence(1.0))
+    return write_wav(path, pcm)
+
+
+def transcribe(home, sim, *args: str, **kw):
+    return run_cli(home, "transcribe", "-p", "offline", "--base-url", sim.base_url, *args, **kw)
+
+
+def requests(sim) -> list[dict]:
+    return [e for e in list(sim.log) if e.get("endpoint") == "/v1/audio/transcriptions" and e["kind"] == "audio"]
+
+
+def test_a_wav_file_to_text(tmp_path, sim):
+    r = transcribe(tmp_path, sim, str(notes_wav(tmp_path / "n.wav", sim)))
+    assert r.code == 0, r.err
+    assert r.out == f"{FIRST} {SECOND}\n"  # a short file: one request, one line
+    [req] = requests(sim)
+    assert req["form"]["model"] == "sim-transcribe"
+    assert "transcribe: sim-transcribe · 0.1 min of audio in 1 request" in r.err and "$0" in r.err
+
+
+def test_timed_formats_have_a_segment_per_utterance(tmp_path, sim):
+    wav = notes_wav(tmp_path / "n.wav", sim)
+    r = transcribe(tmp_path, sim, str(wav), "--format", "json")
+    assert r.code == 0, r.err
+    data = json.loads(r.out)
+    assert data["text"] == f"{FIRST} {SECOND}" and abs(data["duration"] - 0.5 - 1.5 - 1.0
+                                                        - (len(sim_speech(sim.base_url, FIRST))
+                                                           + len(sim_speech(sim.base_url, SECOND))) / 48000) < 0.01
+    first, second = data["segments"]
+    assert [first["text"], second["text"]] == [FIRST, SECOND]
+    assert 0.3 <= first["start"] <= 0.7 and first["end"] < second["start"] and second["end"] < data["duration"]
+    srt = transcribe(tmp_path, sim, str(wav), "--format", "srt").out
+    assert srt.startswith("1\n00:00:00,") and f"\n{FIRST}\n\n2\n" in srt and srt.endswith(f"{SECOND}\n\n")
+    vtt = transcribe(tmp_path, sim, str(wav), "-F", "vtt").out
+    assert vtt.startswith("WEBVTT\n\n00:00:00.") and " --> " in vtt and SECOND in vtt
+
+
+def test_stdin_and_other_rates_and_channels(tmp_path, sim):
+    pcm = np.frombuffer(speech.silence(0.3) + sim_speech(sim.base_url, FIRST) + speech.silence(0.8), dtype="<i2")
+    stereo = np.repeat(pcm, 2)  # 24 kHz stereo: both channels the same
+    wav = write_wav(tmp_path / "s.wav", stereo.tobytes(), channels=2)
+    proc = subprocess.run([sys.executable, "-m", "voicecli", "transcribe", "-p", "offline", "--base-url",
+                           sim.base_url, "-"], stdin=open(wav, "rb"), capture_output=True, text=True,
+                          env=cli_env(tmp_path), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{FIRST}\n"
+    import soxr
+
+    at16k = np.clip(np.rint(soxr.resample(pcm.astype(np.float32), 24000, 16000)), -32768, 32767).astype("<i2")
+    r = transcribe(tmp_path, sim, str(write_wav(tmp_path / "16k.wav", at16k.tobytes(), rate=16000)))
+    assert r.code == 0 and r.out == f"{FIRST}\n", r.err  # resampled to 24 kHz: still the same words
+
+
+def test_bad_input_is_a_usage_error_naming_it(tmp_path, sim):
+    text = tmp_path / "notes.txt"
+    text.write_text("not audio\n")
+    r = transcribe(tmp_path, sim, str(text))
+    assert r.code == 2 and f"{text} is not a WAV file" in r.err and "Traceback" not in r.err
+    r = transcribe(tmp_path, sim, str(tmp_path / "missing.wav"))
+    assert r.code == 2 and "cannot read" in r.err and "missing.wav" in r.err
+    r = transcribe(tmp_path, sim, "-", input="")
+    assert r.code == 2 and "stdin is empty" in r.err
+    r = transcribe(tmp_path, sim, str(text), "--format", "docx")
+    assert r.code == 2 and "--format must be" in r.err
+    assert requests(sim) == []
+
+
+def test_no_microphone_is_exit_3_with_the_file_hint(tmp_path, sim):
+    r = transcribe(tmp_path, sim, PULSE_SERVER="unix:/nonexistent/pulse", XDG_RUNTIME_DIR=str(tmp_path))
+    assert r.code == 3, r.err
+    assert "no microphone" in r.err and "voicecli transcribe FILE.wav" in r.err
+
+
+def test_server_failure_names_the_stage(tmp_path, sim):
+    r = transcribe(tmp_path, sim, str(notes_wav(tmp_path / "n.wav", sim)), "-o", "connection.max_retries=0",
+                   "-o", "connection.headers={\"x-sim-fault\" = \"status=401\"}")
+    assert r.code == 4, r.err
+    assert "speech-to-text failed: authentication failed at" in r.err
+
+
+def test_log_appends_user_turns_that_infer_continues(tmp_path, sim):
+    r = transcribe(tmp_path, sim, str(notes_wav(tmp_path / "n.wav", sim)), "--format", "srt", "--log")
+    assert r.code == 0, r.err
+    r2 = run_cli(tmp_path, "infer", "-p", "offline", "--base-url", sim.base_url, "-t", "chat", "-c",
+                 "summarise what I said")
+    assert r2.code == 0, r2.err
+    sent = [e for e in list(sim.log) if e.get("endpoint") == "/v1/chat/completions" and "body" in e][-1]
+    said = [m["content"] for m in sent["body"]["messages"] if m["role"] == "user"]
+    assert said[:2] == [FIRST, SECOND] and said[-1] == "summarise what I said"
+
+
+def test_output_formats_without_segments():
+    import io
+
+    for fmt, expected in (("text", ""), ("json", '{"text": "", "duration": 1.5, "segments": []}\n'),
+                          ("srt", ""), ("vtt", "WEBVTT\n\n")):
+        out = io.StringIO()
+        o = Output(fmt, out)
+        o.segment(Segment(0, 1, "  "))  # nothing said: no line, no cue
+        o.close(1.5)
+        assert out.getvalue() == expected, fmt
+
+
+class FakeVad:
+    """Scripted events at stream positions (ms): what `Pieces` gets from `LocalVad`."""
+
+    silence_ms = 500
+
+    def __init__(self, events: list[tuple[str, int, int]]):  # (kind, at ms reported, speech ms)
+        self.events, self.fed = list(events), 0
+
+    def feed(self, pcm: bytes) -> list[VadEvent]:
+        self.fed += len(pcm) // 48
+        out = [VadEvent(k, ms) for k, at, ms in self.events if at <= self.fed]
+        self.events = [e for e in self.events if e[1] > self.fed]
+        return out
+
+    def finish(self) -> list[VadEvent]:
+        return [VadEvent(k, ms) for k, at, ms in self.events]
+
+
+def _feed(pieces: Pieces, seconds: float, block_s: float = 0.1) -> list:
+    out = []
+    block = b"\x01\x00" * int(24000 * block_s)
+    for _ in range(int(seconds / block_s)):
+        out += pieces.feed(block)
+    return out + pieces.finish()
+
+
+def test_pieces_are_cut_in_pauses_and_never_longer_than_max():
+    # speech 1–3 s, 5–9 s, 10–30 s (no pause), 40–41 s; a pause is reported 500 ms after it began
+    events = [("start", 1100, 1000), ("stop", 3500, 3000), ("start", 5100, 5000), ("stop", 9500, 9000),
+              ("start", 10100, 10000), ("stop", 30500, 30000), ("start", 40100, 40000), ("stop", 41500, 41000)]
+    got = _feed(Pieces(FakeVad(events), per_utterance=False, target_s=4, max_s=12), 45)
+    starts = [p.start_ms for p in got]
+    lengths = [len(p.pcm) // 48 for p in got]
+    assert starts[:4] == [0, 9300, 21300, 30300][:len(starts)] or starts[0] == 0
+    assert all(a + n <= b for a, n, b in zip(starts, lengths, starts[1:]))  # in order, never overlapping
+    assert max(lengths) <= 12000  # the unbroken speech was cut at max_s
+    # the first pause after 4 s ends the first piece, 300 ms after the speech (its fade-out)
+    assert got[0].spans == [(1000, 3000), (5000, 9000)] and lengths[0] == 9300
+    assert [p.spans for p in got[1:3]] == [[(10000, 21300)], [(21300, 30000)]]  # cut mid-speech only at max_s
+    assert starts[1:3] == [9300, 21300] and lengths[1:3] == [12000, 9000]
+    assert got[-1].spans == [(40000, 41000)] and len(got) == 4  # the 30–40 s of silence is not sent
+    timed = _feed(Pieces(FakeVad(events[:4]), per_utterance=True), 12)
+    assert [p.spans for p in timed] == [[(1000, 3000)], [(5000, 9000)]]
+
+
+@pytest.mark.slow
+def test_a_long_file_is_streamed_in_bounded_memory(tmp_path, sim):
+    """Ten minutes of the same sentence every 2.5 s: read in blocks, sent in pieces, RSS bounded."""
+    one = sim_speech(sim.base_url, FIRST)
+    period = one + speech.silence(2.5 - len(one) / 48000)
+    repeats = 240
+    path = tmp_path / "long.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(24000)
+        for _ in range(repeats):
+            w.writeframes(period)
+    r = run_cli_measured(tmp_path, "transcribe", "-p", "offline", "--base-url", sim.base_url, str(path), timeout=300)
+    assert r.code == 0, r.err
+    lines = r.out.splitlines()
+    assert " ".join(lines) == " ".join([FIRST] * repeats)  # every utterance, in order
+    assert 8 <= len(requests(sim)) <= 12  # about a minute a request
+    assert r.peak_rss_mib < 150, r.peak_rss_mib
+
+
+# -- live dictation on the virtual audio stack ----------------------------------------------------
+
+
+class Dictation:
+    def __init__(self, home: Path, sim, *args: str, env: dict[str, str]):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "voicecli", "transcribe", "-p", "offline", "--base-url", sim.base_url, "--debug",
+             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(home, **env))
+        self.out: list[str] = []
+        self.err: list[str] = []
+        for stream, sink in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
+            threading.Thread(target=lambda s=stream, k=sink: k.extend(iter(s.readline, "")), daemon=True).start()
+
+    def wait(self, predicate, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            if self.proc.poll() is not None:
+                time.sleep(0.2)  # the readers finish
+                raise AssertionError(f"transcribe exited ({self.proc.returncode}) before {what}: {''.join(self.err)}")
+            time.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what}: {''.join(self.err)}")
+
+    def stderr_has(self, text: str) -> bool:
+        return any(text in line for line in list(self.err))
+
+    def finish(self, timeout: float = 30) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.proc.kill()
+
+
+@pytest.mark.audio
+@pytest.mark.slow
+def test_dictation_prints_each_utterance_as_it_ends(audio_stack, sim, tmp_path):  # noqa: F811
+    wav = write_wav(tmp_path / "a.wav", speech.silence(0.3) + sim_speech(sim.base_url, FIRST) + speech.silence(1.0))
+    d = Dictation(tmp_path, sim, env=audio_stack.env)
+    try:
+        d.wait(lambda: d.stderr_has("dictation: listening"), 30, "the microphone")
+        audio_stack.play(wav)
+        d.wait(lambda: d.out == [f"{FIRST}\n"], 30, "the first line")  # before the process ends: flushed
+        wav2 = write_wav(tmp_path / "b.wav", sim_speech(sim.base_url, SECOND) + speech.silence(1.0))
+        audio_stack.play(wav2)
+        d.wait(lambda: len(d.out) == 2, 30, "the second line")
+        d.proc.send_signal(signal.SIGINT)  # nothing in progress: exit 0 at once
+        assert d.finish() == 0, "".join(d.err)
+    finally:
+        d.proc.kill()
+    assert d.out == [f"{FIRST}\n", f"{SECOND}\n"]
+    assert any("transcribe: sim-transcribe" in line and "2 utterances" in line for line in d.err)
+
+
+@pytest.mark.audio
+@pytest.mark.slow
+def test_ctrl_c_finishes_the_utterance_in_progress(audio_stack, sim, tmp_path):  # noqa: F811
+    long = sim_speech(sim.base_url, "This is a long sentence that is still being said when Ctrl-C comes along.")
+    wav = write_wav(tmp_path / "a.wav", speech.silence(0.3) + long)
+    d = Dictation(tmp_path, sim, env=audio_stack.env)
+    try:
+        d.wait(lambda: d.stderr_has("dictation: listening"), 30, "the microphone")
+        player, _ = audio_stack.play_async(wav)
+        d.wait(lambda: d.stderr_has("dictation: speech start"), 30, "speech to start")
+        d.proc.send_signal(signal.SIGINT)
+        assert d.finish() == 0, "".join(d.err)
+        player.wait(30)
+    finally:
+        d.proc.kill()
+    assert len(d.out) == 1 and d.out[0].strip()  # what was said so far, as a line
+    assert len(requests(sim)) == 1
+
+
+@pytest.mark.audio
+@pytest.mark.slow
+def test_a_second_ctrl_c_leaves_at_once_with_130(audio_stack, make_sim, tmp_path):  # noqa: F811
+    sim = make_sim(latency=20.0)  # the utterance's transcription would take 20 s
+    wav = write_wav(tmp_path / "a.wav", speech.silence(0.3) + speech.synthesize("Something to say for a while."))
+    d = Dictation(tmp_path, sim, env=audio_stack.env)
+    try:
+        d.wait(lambda: d.stderr_has("dictation: listening"), 30, "the microphone")
+        player, _ = audio_stack.play_async(wav)
+        d.wait(lambda: d.stderr_has("dictation: speech start"), 30, "speech to start")
+        d.proc.send_signal(signal.SIGINT)
+        d.wait(lambda: requests(sim), 30, "the last utterance's request")
+        d.proc.send_signal(signal.SIGINT)
+        assert d.finish(10) == 130, "".join(d.err)
+        player.wait(30)
+    finally:
+        d.proc.kill()
+    assert d.out == []
