@@ -299,3 +299,75 @@ def test_a_second_ctrl_c_leaves_at_once_with_130(audio_stack, make_sim, tmp_path
     finally:
         d.proc.kill()
     assert d.out == []
+
+
+# -- the simulator's Realtime transcription sessions, checked against the openai SDK's types -----
+
+
+def test_sim_transcription_session_speaks_the_sdk_types(make_sim):
+    import asyncio
+    import base64
+
+    from openai import AsyncOpenAI
+    from test_sim_realtime import check_client_events, check_server_event
+
+    sim = make_sim(api_key="sk-test")
+    words = sim_speech(sim.base_url, FIRST, api_key="sk-test")
+
+    async def main() -> list[dict]:
+        client = AsyncOpenAI(base_url=sim.base_url, api_key="sk-test", max_retries=0)
+        got: list[dict] = []
+        async with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
+            async def until(kind: str) -> dict:
+                while True:
+                    event = json.loads(await asyncio.wait_for(conn.recv_bytes(), 10))
+                    check_server_event(event)
+                    got.append(event)
+                    if event["type"] == kind:
+                        return event
+
+            created = await until("session.created")
+            assert created["session"]["type"] == "transcription"
+            await conn.session.update(session={"type": "transcription", "audio": {"input": {
+                "format": {"type": "audio/pcm", "rate": 24000},
+                "transcription": {"model": "gpt-4o-mini-transcribe", "language": "en", "prompt": "notes"},
+                "turn_detection": {"type": "server_vad", "silence_duration_ms": 500}}}})
+            updated = await until("session.updated")
+            assert updated["session"]["audio"]["input"]["transcription"]["model"] == "gpt-4o-mini-transcribe"
+            pcm = speech.silence(0.3) + words + speech.silence(1.0)
+            for i in range(0, len(pcm), 1920):
+                await conn.input_audio_buffer.append(audio=base64.b64encode(pcm[i:i + 1920]).decode())
+            done = await until("conversation.item.input_audio_transcription.completed")
+            assert done["transcript"] == FIRST
+            await conn.response.create()  # not in a transcription session
+            error = await until("error")
+            assert "transcription session" in error["error"]["message"]
+        return got
+
+    got = asyncio.run(asyncio.wait_for(main(), 30))
+    types = [e["type"] for e in got]
+    assert "response.created" not in types  # speech ends in a transcript, not an answer
+    assert types.index("input_audio_buffer.speech_stopped") < types.index("input_audio_buffer.committed") < types.index(
+        "conversation.item.input_audio_transcription.delta")
+    assert check_client_events(sim) >= 3
+
+
+def test_sim_transcription_session_refuses_realtime_settings(make_sim):
+    import asyncio
+
+    from openai import AsyncOpenAI
+
+    sim = make_sim()
+
+    async def main() -> dict:
+        client = AsyncOpenAI(base_url=sim.base_url, api_key="sk-test", max_retries=0)
+        async with client.realtime.connect(model="gpt-realtime") as conn:
+            await conn.send({"type": "session.update", "event_id": "bad_1",
+                             "session": {"type": "transcription", "instructions": "Be brief."}})
+            while True:
+                event = json.loads(await asyncio.wait_for(conn.recv_bytes(), 10))
+                if event["type"] == "error":
+                    return event
+
+    error = asyncio.run(asyncio.wait_for(main(), 30))
+    assert error["error"]["param"] == "session.instructions"
