@@ -244,9 +244,10 @@ class Dictation:
 
 @pytest.mark.audio
 @pytest.mark.slow
-def test_dictation_prints_each_utterance_as_it_ends(audio_stack, sim, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("engine", ["http", "realtime"])
+def test_dictation_prints_each_utterance_as_it_ends(audio_stack, sim, tmp_path, engine):  # noqa: F811
     wav = write_wav(tmp_path / "a.wav", speech.silence(0.3) + sim_speech(sim.base_url, FIRST) + speech.silence(1.0))
-    d = Dictation(tmp_path, sim, env=audio_stack.env)
+    d = Dictation(tmp_path, sim, "--engine", engine, env=audio_stack.env)
     try:
         d.wait(lambda: d.stderr_has("dictation: listening"), 30, "the microphone")
         audio_stack.play(wav)
@@ -260,14 +261,21 @@ def test_dictation_prints_each_utterance_as_it_ends(audio_stack, sim, tmp_path):
         d.proc.kill()
     assert d.out == [f"{FIRST}\n", f"{SECOND}\n"]
     assert any("transcribe: sim-transcribe" in line and "2 utterances" in line for line in d.err)
+    if engine == "realtime":  # a transcription session, not a conversation
+        sent = [e["event"] for e in list(sim.log) if e.get("endpoint") == "/v1/realtime" and "event" in e]
+        assert sent[0]["session"]["type"] == "transcription" and not requests(sim)
+        assert not [e for e in sent if e["type"] == "response.create"]
+    else:
+        assert len(requests(sim)) == 2
 
 
 @pytest.mark.audio
 @pytest.mark.slow
-def test_ctrl_c_finishes_the_utterance_in_progress(audio_stack, sim, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("engine", ["http", "realtime"])
+def test_ctrl_c_finishes_the_utterance_in_progress(audio_stack, sim, tmp_path, engine):  # noqa: F811
     long = sim_speech(sim.base_url, "This is a long sentence that is still being said when Ctrl-C comes along.")
     wav = write_wav(tmp_path / "a.wav", speech.silence(0.3) + long)
-    d = Dictation(tmp_path, sim, env=audio_stack.env)
+    d = Dictation(tmp_path, sim, "--engine", engine, env=audio_stack.env)
     try:
         d.wait(lambda: d.stderr_has("dictation: listening"), 30, "the microphone")
         player, _ = audio_stack.play_async(wav)
@@ -278,7 +286,11 @@ def test_ctrl_c_finishes_the_utterance_in_progress(audio_stack, sim, tmp_path): 
     finally:
         d.proc.kill()
     assert len(d.out) == 1 and d.out[0].strip()  # what was said so far, as a line
-    assert len(requests(sim)) == 1
+    if engine == "http":
+        assert len(requests(sim)) == 1
+    else:
+        sent = [e["event"]["type"] for e in list(sim.log) if e.get("endpoint") == "/v1/realtime" and "event" in e]
+        assert "input_audio_buffer.commit" in sent
 
 
 @pytest.mark.audio
@@ -286,7 +298,7 @@ def test_ctrl_c_finishes_the_utterance_in_progress(audio_stack, sim, tmp_path): 
 def test_a_second_ctrl_c_leaves_at_once_with_130(audio_stack, make_sim, tmp_path):  # noqa: F811
     sim = make_sim(latency=20.0)  # the utterance's transcription would take 20 s
     wav = write_wav(tmp_path / "a.wav", speech.silence(0.3) + speech.synthesize("Something to say for a while."))
-    d = Dictation(tmp_path, sim, env=audio_stack.env)
+    d = Dictation(tmp_path, sim, "--engine", "http", env=audio_stack.env)
     try:
         d.wait(lambda: d.stderr_has("dictation: listening"), 30, "the microphone")
         player, _ = audio_stack.play_async(wav)
@@ -371,3 +383,31 @@ def test_sim_transcription_session_refuses_realtime_settings(make_sim):
 
     error = asyncio.run(asyncio.wait_for(main(), 30))
     assert error["error"]["param"] == "session.instructions"
+
+
+def test_transcription_session_update_and_failed_items():
+    from types import SimpleNamespace
+
+    from voicecli.events import Error, Transcript
+    from voicecli.wire.realtime import RealtimeDecoder, transcription_session_update
+
+    voice = SimpleNamespace(transcription_model="gpt-4o-transcribe", transcription_language="de", turn_detection="server_vad",
+                            vad_threshold=0.6, vad_prefix_padding_ms=None, vad_silence_duration_ms=None,
+                            vad_eagerness=None, noise_reduction="near_field")
+    event = transcription_session_update(voice, "Kubernetes, Grafana")
+    assert event == {"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
+        "format": {"type": "audio/pcm", "rate": 24000},
+        "transcription": {"model": "gpt-4o-transcribe", "language": "de", "prompt": "Kubernetes, Grafana"},
+        "turn_detection": {"type": "server_vad", "threshold": 0.6, "silence_duration_ms": 500},
+        "noise_reduction": {"type": "near_field"}}}}}
+    voice.turn_detection = "none"  # dictation has no manual turns: the server's VAD all the same
+    assert transcription_session_update(voice)["session"]["audio"]["input"]["turn_detection"]["type"] == "server_vad"
+    decoder = RealtimeDecoder()
+    assert not decoder.configured
+    decoder.feed({"type": "session.updated", "session": {"type": "transcription"}})
+    assert decoder.configured
+    error, ended = decoder.feed({"type": "conversation.item.input_audio_transcription.failed", "item_id": "item_1",
+                                 "content_index": 0, "error": {"type": "server_error", "code": "audio_unintelligible",
+                                                               "message": "Could not transcribe"}})
+    assert isinstance(error, Error) and "Could not transcribe" in error.message
+    assert ended == Transcript("user", "", True, "item_1")

@@ -190,12 +190,15 @@ class Recogniser:
         return ""
 
     def closing_line(self, extra: str = "") -> str:
-        from voicecli.pricing import format_usd, speech_cost
+        return cost_line(self.voice.transcription_model, self.seconds,
+                         f"in {self.requests} request{'s' * (self.requests != 1)}{extra}")
 
-        model = self.voice.transcription_model
-        cost = speech_cost(model, seconds=self.seconds)
-        return (f"{model} · {self.seconds / 60:.1f} min of audio in {self.requests} request"
-                f"{'s' * (self.requests != 1)}{extra} · {format_usd(cost)}")
+
+def cost_line(model: str, seconds: float, how: str) -> str:
+    """The closing line's words: the model, the audio transcribed, how, and its price."""
+    from voicecli.pricing import format_usd, speech_cost
+
+    return f"{model} · {seconds / 60:.1f} min of audio {how} · {format_usd(speech_cost(model, seconds=seconds))}"
 
 
 # -- files --------------------------------------------------------------------------------------

@@ -1,9 +1,14 @@
 """Live dictation for `voicecli transcribe` (no FILE): microphone → one line per finished utterance.
 
-Engine `http`: the cascade's local VAD (`Segmenter`, tuned by `[voice]` vad_*) cuts the microphone
-into utterances; each goes to `/audio/transcriptions` as soon as it ends (one at a time, so lines
-keep their order; a streaming model's deltas show as the partial line). Its text is printed,
-flushed, the moment it is final: `voicecli transcribe >> notes.txt` works line by line.
+Engine `http` (default on Chat Completions servers, like talk's cascade): the cascade's local VAD
+(`Segmenter`, tuned by `[voice]` vad_*) cuts the microphone into utterances; each goes to
+`/audio/transcriptions` as soon as it ends (one at a time, so lines keep their order; a streaming
+model's deltas show as the partial line).
+Engine `realtime` (default elsewhere): a Realtime transcription session (`?intent=transcription`,
+`session.type: "transcription"`): the microphone streams to the server, whose VAD cuts utterances
+and sends `conversation.item.input_audio_transcription.delta` / `.completed`; completed items are
+printed in the order they were spoken.
+Either way a line is printed, flushed, the moment it is final: `voicecli transcribe >> notes.txt`.
 
 Ctrl-C (SIGINT): the utterance in progress ends there, is transcribed and printed, then 0; a second
 Ctrl-C leaves at once with 130. SIGTERM / SIGHUP leave like a second Ctrl-C (143 / 129).
@@ -16,7 +21,7 @@ import logging
 import sys
 import time
 
-from voicecli.errors import ConfigError, ExitCode
+from voicecli.errors import ConfigError, ExitCode, VoicecliError
 
 log = logging.getLogger("voicecli")
 
@@ -52,11 +57,14 @@ class PartialLine:
             self.text = ""
 
 
+FINISH_S = 30.0  # after Ctrl-C: at most this long for the last utterances' words
+
+
 class Dictation:
     def __init__(self, profile, opts, out, convlog=None):
         self.profile, self.opts, self.out, self.convlog = profile, opts, out, convlog
-        self.engine = opts.engine or "http"
-        self.rec = None
+        self.engine_name = opts.engine or ("http" if profile.talk_engine() == "cascade" else "realtime")
+        self.engine = None
         self.partial = PartialLine(opts.partial)
         self.stopping = False  # first Ctrl-C: finish the utterance in progress
         self.leave: int | None = None  # second Ctrl-C (130) or SIGTERM/SIGHUP: at once
@@ -74,30 +82,31 @@ class Dictation:
             raise
         return device
 
-    async def run(self) -> int:
-        from voicecli.audio.devices import import_sounddevice
-        from voicecli.audio.mic import Microphone
-        from voicecli.audio.vad import Segmenter
-        from voicecli.signals import on_leave_signals, on_signal
-        from voicecli.transcribe import Recogniser
-        from voicecli.transport import close_clients
-        from voicecli.voice.cascade import local_vad
+    def emit(self, start_ms: float, end_ms: float, text: str) -> None:
+        """One finished utterance: the line on stdout (flushed), the conversation log (--log)."""
+        from voicecli.transcribe import Segment, _log_user
 
+        self.partial.clear()
+        seg = Segment(start_ms / 1000, end_ms / 1000, text)
+        self.out.segment(seg)
+        if seg.text:
+            self.utterances += 1
+            log.debug("dictation: printed utterance %d", self.utterances)
+            if self.convlog is not None:
+                _log_user(self.convlog, seg.text)
+
+    async def run(self) -> int:
         import signal
 
+        from voicecli.audio.devices import import_sounddevice
+        from voicecli.audio.mic import Microphone
+        from voicecli.signals import on_leave_signals, on_signal
+        from voicecli.transport import close_clients
+
         device = self._microphone()
-        self.rec = Recogniser(self.profile)
-        segmenter = Segmenter(local_vad(self.profile.voice))
+        self.engine = HttpEngine(self) if self.engine_name == "http" else RealtimeEngine(self)
         mic = Microphone(device["index"])
-        sd = import_sounddevice()
-        try:
-            mic.start()
-        except sd.PortAudioError as exc:
-            raise ConfigError(f"cannot open the microphone: {exc}",
-                              hint="check `voicecli devices`, or transcribe a file: voicecli transcribe FILE.wav") from None
-        utterances: asyncio.Queue = asyncio.Queue()
         stop = asyncio.Event()
-        started = time.monotonic()
 
         def on_sigint() -> None:
             if self.stopping:
@@ -111,74 +120,236 @@ class Dictation:
 
         unhook = on_signal(signal.SIGINT, on_sigint)
         unhook_leave = on_leave_signals(on_leave)
-        worker = asyncio.get_running_loop().create_task(self._work(utterances, started))
-        log.debug("dictation: listening (%s)", device["name"])
         try:
-            reading = asyncio.get_running_loop().create_task(self._listen(mic, segmenter, utterances))
-            await asyncio.wait({reading, asyncio.ensure_future(stop.wait()), worker},
-                               return_when=asyncio.FIRST_COMPLETED)
+            await self.engine.start()  # connected (and configured) before the microphone opens
+            sd = import_sounddevice()
+            try:
+                mic.start()
+            except sd.PortAudioError as exc:
+                raise ConfigError(f"cannot open the microphone: {exc}",
+                                  hint="check `voicecli devices`, or transcribe a file: voicecli transcribe FILE.wav") from None
+            log.debug("dictation: listening (%s, %s engine)", device["name"], self.engine_name)
+            reading = asyncio.get_running_loop().create_task(self._listen(mic))
+            waiter = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({reading, waiter, self.engine.worker}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
             reading.cancel()
             await asyncio.gather(reading, return_exceptions=True)
-            if worker.done():
-                await worker  # a failure: its error line
+            if self.engine.worker.done():
+                await self.engine.worker  # a failure: its error line
             mic.close()
             if self.leave is None:  # Ctrl-C: what was being said is the last utterance
-                last = segmenter.flush()
-                if last is not None:
-                    utterances.put_nowait(last)
-                utterances.put_nowait(None)
-                second = asyncio.ensure_future(self._second_press(stop))
-                await asyncio.wait({worker, second}, return_when=asyncio.FIRST_COMPLETED)
+                stop.clear()
+                finishing = asyncio.get_running_loop().create_task(self.engine.finish())
+                second = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({finishing, second}, return_when=asyncio.FIRST_COMPLETED)
                 second.cancel()
-                if worker.done():
-                    await worker
+                if finishing.done():
+                    await finishing
+                else:
+                    finishing.cancel()
+                    await asyncio.gather(finishing, return_exceptions=True)
             return self.leave if self.leave is not None else ExitCode.OK
         finally:
             mic.close()
-            if not worker.done():
-                worker.cancel()
-                await asyncio.gather(worker, return_exceptions=True)
+            await self.engine.aclose()
             self.partial.clear()
             unhook()
             unhook_leave()
             await close_clients()
 
-    async def _second_press(self, stop: asyncio.Event) -> None:
-        stop.clear()
-        await stop.wait()
-
-    async def _listen(self, mic, segmenter, utterances: asyncio.Queue) -> None:
+    async def _listen(self, mic) -> None:
         async for pcm, _ in mic.blocks():
-            for event in segmenter.feed(pcm):
-                log.debug("dictation: speech %s at %d ms", event.kind, event.ms)
-                if event.kind == "start":
-                    self.partial.show("")
-                else:
-                    utt = segmenter.take()
-                    if utt is not None:
-                        utterances.put_nowait(utt)
+            await self.engine.feed(pcm)
 
-    async def _work(self, utterances: asyncio.Queue, started: float) -> None:
-        from voicecli.transcribe import Segment, _log_user
+    def closing_line(self) -> str:
+        if self.engine is None or self.engine.spent is None:
+            return ""
+        from voicecli.transcribe import cost_line
 
-        while (utt := await utterances.get()) is not None:
+        seconds, requests = self.engine.spent()
+        how = f"in {requests} request{'s' * (requests != 1)}" if requests is not None else "streamed"
+        return cost_line(self.profile.voice.transcription_model, seconds,
+                         f"{how}, {self.utterances} utterance{'s' * (self.utterances != 1)}")
+
+
+class HttpEngine:
+    """Local VAD → one /audio/transcriptions request per utterance, in order."""
+
+    def __init__(self, d: Dictation):
+        from voicecli.audio.vad import Segmenter
+        from voicecli.transcribe import Recogniser
+        from voicecli.voice.cascade import local_vad
+
+        self.d = d
+        self.rec = Recogniser(d.profile)
+        self.segmenter = Segmenter(local_vad(d.profile.voice))
+        self.utterances: asyncio.Queue = asyncio.Queue()
+        self.worker: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self.worker = asyncio.get_running_loop().create_task(self._work())
+
+    async def feed(self, pcm: bytes) -> None:
+        for event in self.segmenter.feed(pcm):
+            log.debug("dictation: speech %s at %d ms", event.kind, event.ms)
+            if event.kind == "start":
+                self.d.partial.show("")
+            else:
+                utt = self.segmenter.take()
+                if utt is not None:
+                    self.utterances.put_nowait(utt)
+
+    async def finish(self) -> None:
+        last = self.segmenter.flush()
+        if last is not None:
+            log.debug("dictation: speech stop at %d ms (Ctrl-C)", last.end_ms)
+            self.utterances.put_nowait(last)
+        self.utterances.put_nowait(None)
+        await self.worker
+
+    async def _work(self) -> None:
+        while (utt := await self.utterances.get()) is not None:
             words: list[str] = []
 
             def delta(text: str) -> None:
                 words.append(text)
-                self.partial.show("".join(words))
+                self.d.partial.show("".join(words))
 
-            text = await self.rec.text(utt.pcm, delta)
-            self.partial.clear()
-            seg = Segment(utt.start_ms / 1000, utt.end_ms / 1000, text)
-            self.out.segment(seg)
-            if seg.text:
-                self.utterances += 1
-                log.debug("dictation: printed utterance %d", self.utterances)
-                if self.convlog is not None:
-                    _log_user(self.convlog, seg.text)
+            self.d.emit(utt.start_ms, utt.end_ms, await self.rec.text(utt.pcm, delta))
 
-    def closing_line(self) -> str:
-        if self.rec is None:
-            return ""
-        return self.rec.closing_line(f", {self.utterances} utterance{'s' * (self.utterances != 1)}")
+    def spent(self) -> tuple[float, int | None]:
+        return self.rec.seconds, self.rec.requests
+
+    async def aclose(self) -> None:
+        if self.worker is not None and not self.worker.done():
+            self.worker.cancel()
+            await asyncio.gather(self.worker, return_exceptions=True)
+        self.segmenter = None  # its native resampler goes now (see voicecli.cli.main)
+
+
+class RealtimeEngine:
+    """A Realtime transcription session: the microphone streams up, utterances' words come down."""
+
+    def __init__(self, d: Dictation):
+        self.d = d
+        self.transport = None
+        self.worker: asyncio.Task | None = None
+        self.configured = asyncio.Event()
+        self.order: list[str] = []  # utterance item ids, in the order they began
+        self.times: dict[str, list[int]] = {}  # item id → [start ms, end ms]
+        self.words: dict[str, str] = {}  # item id → its words so far
+        self.final: dict[str, str] = {}  # item id → its transcript, once completed
+        self.speaking: str | None = None  # the item being said
+        self.sent_bytes = 0
+        self.problem = None  # the error that ended the session, as a VoicecliError
+
+    async def start(self) -> None:
+        from voicecli.transport import resolve_base_url
+        from voicecli.transport.realtime import RealtimeTransport
+        from voicecli.transport.ws import ConnectError
+        from voicecli.ui.status import failure
+        from voicecli.wire.realtime import transcription_session_update
+
+        p = self.d.profile
+        base_url = resolve_base_url(p)
+        self.base_url = base_url
+        self.transport = RealtimeTransport(p.connection, base_url, p.api_key(), None, query={"intent": "transcription"})
+        try:
+            await self.transport.connect()
+        except ConnectError as exc:
+            raise failure(exc.error, base_url, profile=p) from None
+        self.worker = asyncio.get_running_loop().create_task(self._events())
+        await self.transport.send(transcription_session_update(p.voice, p.voice.transcription_prompt))
+        deadline = time.monotonic() + p.connection.read_timeout
+        while not self.transport.decoder.configured and not self.worker.done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # session.updated: the server took the transcription settings
+        if self.worker.done():
+            await self.worker
+        if self.transport.decoder.configured:
+            self.configured.set()
+        else:
+            raise VoicecliError(f"the Realtime server at {base_url} did not confirm the transcription session",
+                                exit_code=ExitCode.NETWORK)
+
+    async def feed(self, pcm: bytes) -> None:
+        from voicecli.wire.realtime import append_audio
+
+        if await self.transport.send(append_audio(pcm)):
+            self.sent_bytes += len(pcm)
+
+    async def finish(self) -> None:
+        """The utterance in progress is committed; then wait for every utterance's words."""
+        from voicecli.wire.realtime import commit
+
+        if self.speaking is not None:
+            log.debug("dictation: committing the utterance in progress (Ctrl-C)")
+            await self.transport.send(commit())
+        deadline = time.monotonic() + FINISH_S
+        while self._pending() and not self.worker.done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if self.worker.done():
+            await self.worker
+
+    def _pending(self) -> bool:
+        return any(item not in self.final for item in self.order)
+
+    async def _events(self) -> None:
+        from voicecli.events import Disconnected, Error, SpeechStarted, SpeechStopped, Transcript
+        from voicecli.ui.status import failure
+
+        async for event in self.transport.events():
+            if isinstance(event, SpeechStarted):
+                log.debug("dictation: speech start at %d ms", event.audio_start_ms)
+                self._item(event.item_id)[0] = event.audio_start_ms
+                self.speaking = event.item_id
+                self.d.partial.show("")
+            elif isinstance(event, SpeechStopped):
+                log.debug("dictation: speech stop at %d ms", event.audio_end_ms)
+                self._item(event.item_id)[1] = event.audio_end_ms
+                self.speaking = None
+            elif isinstance(event, Transcript) and event.role == "user":
+                item = event.item_id or f"item{len(self.order)}"
+                self._item(item)
+                if event.final:
+                    self.final[item] = event.text
+                    self._flush()
+                else:
+                    self.words[item] = self.words.get(item, "") + event.text
+                    self.d.partial.show(self.words[item])
+            elif isinstance(event, Error):
+                if not self.transport.decoder.configured:
+                    raise failure(event, self.base_url, profile=self.d.profile)
+                from voicecli.sanitize import escape_controls
+
+                print(f"voicecli: warning: {escape_controls(event.message)}", file=sys.stderr, flush=True)
+            elif isinstance(event, Disconnected):
+                if self.d.stopping and not self._pending():
+                    return
+                raise VoicecliError(f"the Realtime transcription session ended: {event.reason}",
+                                    exit_code=ExitCode.NETWORK)
+
+    def _item(self, item_id: str) -> list[int]:
+        if item_id not in self.times:
+            self.order.append(item_id)
+            end = self.sent_bytes // 48
+            self.times[item_id] = [end, end]
+        return self.times[item_id]
+
+    def _flush(self) -> None:
+        """Print the completed utterances at the head of the order (a later one waits for an earlier)."""
+        while self.order and self.order[0] in self.final:
+            item = self.order.pop(0)
+            start, end = self.times.pop(item)
+            self.words.pop(item, None)
+            self.d.emit(start, max(start, end), self.final.pop(item))
+
+    def spent(self) -> tuple[float, int | None]:
+        return self.sent_bytes / 48000, None
+
+    async def aclose(self) -> None:
+        if self.worker is not None and not self.worker.done():
+            self.worker.cancel()
+            await asyncio.gather(self.worker, return_exceptions=True)
+        if self.transport is not None:
+            await self.transport.aclose()
