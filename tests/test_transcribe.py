@@ -59,6 +59,16 @@ def test_a_wav_file_to_text(tmp_path, sim):
     assert "transcribe: sim-transcribe · 0.1 min of audio in 1 request" in r.err and "$0" in r.err
 
 
+def test_model_language_and_prompt_reach_the_request(tmp_path, sim):
+    r = transcribe(tmp_path, sim, str(notes_wav(tmp_path / "n.wav", sim)), "-m", "gpt-4o-mini-transcribe",
+                   "--language", "en", "--prompt", "Grafana, Kubernetes")
+    assert r.code == 0 and r.out == f"{FIRST} {SECOND}\n", r.err
+    [req] = requests(sim)
+    assert req["form"] == {"model": "gpt-4o-mini-transcribe", "response_format": "json", "stream": "true",
+                           "language": "en", "prompt": "Grafana, Kubernetes"}
+    assert "gpt-4o-mini-transcribe · 0.1 min of audio in 1 request" in r.err and "unknown price" not in r.err
+
+
 def test_timed_formats_have_a_segment_per_utterance(tmp_path, sim):
     wav = notes_wav(tmp_path / "n.wav", sim)
     r = transcribe(tmp_path, sim, str(wav), "--format", "json")
@@ -411,3 +421,44 @@ def test_transcription_session_update_and_failed_items():
                                                                "message": "Could not transcribe"}})
     assert isinstance(error, Error) and "Could not transcribe" in error.message
     assert ended == Transcript("user", "", True, "item_1")
+
+
+@pytest.mark.parametrize("pause_s, requests_made, lines", [(1.0, 2, 2), (0.05, 2, 1)])
+def test_dictation_sends_early_and_drops_it_when_the_speaker_goes_on(sim, pause_s, requests_made, lines):
+    """http engine: the request leaves 300 ms before the pause ends the utterance; a pause that turns
+    out shorter (the speaker goes on) drops it, and the whole utterance is sent once it ends."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from voicecli import profiles
+    from voicecli.voice.dictation import HttpEngine
+
+    clip = sim_speech(sim.base_url, FIRST)  # its voice ends ~300 ms before the clip does: the pause is that + pause_s
+    pcm = speech.silence(0.3) + clip + speech.silence(pause_s) + clip + speech.silence(1.0)
+    sent, emitted = [], []
+
+    class Rec:
+        seconds, requests = 0.0, 0
+
+        async def text(self, audio: bytes, on_delta=None) -> str:
+            sent.append(len(audio))
+            await asyncio.sleep(0.01)
+            return f"{len(audio)} bytes"
+
+    d = SimpleNamespace(profile=profiles.load("offline"), partial=SimpleNamespace(show=lambda t: None),
+                        emit=lambda start, end, text: emitted.append((start, end, text)))
+
+    async def main():
+        engine = HttpEngine(d)
+        engine.rec = Rec()
+        await engine.start()
+        for i in range(0, len(pcm), 960):
+            await engine.feed(pcm[i:i + 960])
+            await asyncio.sleep(0)  # the early request runs while audio comes in, as live
+        await engine.finish()
+        await engine.aclose()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    assert len(sent) == requests_made and len(emitted) == lines
+    if lines == 1:  # the early request had only the first part; the line is the whole utterance's
+        assert emitted[0][2] == f"{sent[-1]} bytes" and sent[-1] > 2 * len(clip)

@@ -173,8 +173,17 @@ class Dictation:
                          f"{how}, {self.utterances} utterance{'s' * (self.utterances != 1)}")
 
 
+SPECULATE_MS = 300  # http engine: an utterance is sent this long before its pause is long enough to end it
+
+
 class HttpEngine:
-    """Local VAD → one /audio/transcriptions request per utterance, in order."""
+    """Local VAD → one /audio/transcriptions request per utterance, lines in order.
+
+    To print sooner, the request starts SPECULATE_MS before the pause would end the utterance
+    (at 200 ms of a 500 ms `vad_silence_duration_ms`): when the pause does end it, the words are
+    (nearly) there; when the speaker goes on, that early request is dropped (and, if the server
+    already answered it, billed: a pause of 200–500 ms in mid-sentence costs one extra request).
+    """
 
     def __init__(self, d: Dictation):
         from voicecli.audio.vad import Segmenter
@@ -184,6 +193,9 @@ class HttpEngine:
         self.d = d
         self.rec = Recogniser(d.profile)
         self.segmenter = Segmenter(local_vad(d.profile.voice))
+        silence = self.segmenter.vad.silence_ms
+        self.speculate_at = max(silence // 2, silence - SPECULATE_MS)
+        self.early: tuple[int, int, asyncio.Task] | None = None  # (start ms, end ms, its request)
         self.utterances: asyncio.Queue = asyncio.Queue()
         self.worker: asyncio.Task | None = None
 
@@ -198,30 +210,61 @@ class HttpEngine:
             else:
                 utt = self.segmenter.take()
                 if utt is not None:
-                    self.utterances.put_nowait(utt)
+                    self.utterances.put_nowait((utt, self._claim(utt.start_ms, utt.end_ms)))
+        vad = self.segmenter.vad
+        if self.early is not None and (not vad.speaking or vad.last_voiced_ms != self.early[1]):
+            self._drop_early()  # the speaker went on: those were not the utterance's last words
+        if vad.speaking and self.early is None and vad.silent_ms >= self.speculate_at:
+            utt = self.segmenter.peek()
+            if utt is not None:
+                task = asyncio.get_running_loop().create_task(self.rec.text(utt.pcm, self._delta()))
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a dropped one's failure: unseen
+                self.early = (utt.start_ms, utt.end_ms, task)
+
+    def _claim(self, start_ms: int, end_ms: int) -> asyncio.Task | None:
+        """The early request, if it was for exactly this utterance."""
+        early, self.early = self.early, None
+        if early is not None and early[:2] == (start_ms, end_ms):
+            return early[2]
+        if early is not None:
+            early[2].cancel()
+        return None
+
+    def _drop_early(self) -> None:
+        early, self.early = self.early, None
+        if early is not None:
+            early[2].cancel()
+            log.debug("dictation: the speaker went on; the early request is dropped")
+
+    def _delta(self):
+        words: list[str] = []
+
+        def delta(text: str) -> None:
+            words.append(text)
+            self.d.partial.show("".join(words))
+
+        return delta
 
     async def finish(self) -> None:
+        self._drop_early()
         last = self.segmenter.flush()
         if last is not None:
             log.debug("dictation: speech stop at %d ms (Ctrl-C)", last.end_ms)
-            self.utterances.put_nowait(last)
+            self.utterances.put_nowait((last, None))
         self.utterances.put_nowait(None)
         await self.worker
 
     async def _work(self) -> None:
-        while (utt := await self.utterances.get()) is not None:
-            words: list[str] = []
-
-            def delta(text: str) -> None:
-                words.append(text)
-                self.d.partial.show("".join(words))
-
-            self.d.emit(utt.start_ms, utt.end_ms, await self.rec.text(utt.pcm, delta))
+        while (entry := await self.utterances.get()) is not None:
+            utt, early = entry
+            text = await early if early is not None else await self.rec.text(utt.pcm, self._delta())
+            self.d.emit(utt.start_ms, utt.end_ms, text)
 
     def spent(self) -> tuple[float, int | None]:
         return self.rec.seconds, self.rec.requests
 
     async def aclose(self) -> None:
+        self._drop_early()
         if self.worker is not None and not self.worker.done():
             self.worker.cancel()
             await asyncio.gather(self.worker, return_exceptions=True)
