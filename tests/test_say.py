@@ -89,6 +89,27 @@ def test_speech_starts_while_stdin_still_streams(tmp_path, sim):
     assert [b["input"] for b in speech_requests(sim)] == ["The first sentence is here.", "The second one follows."]
 
 
+@pytest.mark.slow
+def test_typed_lines_are_said_on_enter(tmp_path, sim):
+    """At a terminal a line without a full stop is said when Enter is pressed, not at Ctrl-D."""
+    import os
+    import pty
+
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "voicecli", "say", "-p", "offline", "--base-url", sim.base_url,
+                             "-O", str(tmp_path / "o.wav")], stdin=terminal, stderr=subprocess.PIPE,
+                            env=cli_env(tmp_path))
+    os.close(terminal)
+    try:
+        os.write(controller, b"no full stop here\n")
+        wait_for(lambda: [b["input"] for b in speech_requests(sim)] == ["no full stop here"], 30, "the typed line")
+        os.write(controller, b"\x04")  # Ctrl-D: the end
+        assert proc.wait(30) == 0, proc.stderr.read()
+    finally:
+        proc.kill()
+        os.close(controller)
+
+
 def test_voice_model_instructions_and_speed_reach_the_request(tmp_path, sim):
     r = say(tmp_path, sim, "Quietly now.", "-O", str(tmp_path / "o.wav"), "--voice", "cedar", "-m", "gpt-4o-mini-tts",
             "--instructions", "Whisper.", "-o", "voice.speed=1.5")

@@ -46,9 +46,10 @@ def run_say(profile: Profile, opts: SayOptions) -> int:
     configure(profile, opts.voice, opts.instructions)
     sink = open_sink(opts.output, opts.output_device or profile.voice.output_device)
     text = " ".join(opts.text)
-    pieces = StdinText().pieces() if not opts.text or opts.text == ["-"] else _once(text)
-    try:
-        chars, seconds = asyncio.run(_say(profile, pieces, sink))
+    stdin = StdinText() if not opts.text or opts.text == ["-"] else None
+    pieces = stdin.pieces() if stdin is not None else _once(text)
+    try:  # typed at a terminal, each line is said on Enter
+        chars, seconds = asyncio.run(_say(profile, pieces, sink, flush_lines=stdin is not None and stdin.tty))
     except BrokenPipeError:  # -O - into a reader that stopped (`| head -c`): it has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return ExitCode.OK
@@ -76,14 +77,14 @@ async def _once(text: str) -> AsyncIterator[str]:
     yield text
 
 
-async def _say(profile: Profile, pieces: AsyncIterator[str], sink: "Sink") -> tuple[int, float]:
+async def _say(profile: Profile, pieces: AsyncIterator[str], sink: "Sink", flush_lines: bool = False) -> tuple[int, float]:
     from voicecli.transport import close_clients
     from voicecli.voice.cascade import audio_client
 
     tts, url = audio_client(profile, "speech")
     sink.start()
     try:
-        chars = await speak(pieces, tts, profile.voice, url, sink.write)
+        chars = await speak(pieces, tts, profile.voice, url, sink.write, flush_lines)
         await sink.drain()
         return chars, sink.bytes / 48000
     finally:
