@@ -462,3 +462,53 @@ def test_dictation_sends_early_and_drops_it_when_the_speaker_goes_on(sim, pause_
     assert len(sent) == requests_made and len(emitted) == lines
     if lines == 1:  # the early request had only the first part; the line is the whole utterance's
         assert emitted[0][2] == f"{sent[-1]} bytes" and sent[-1] > 2 * len(clip)
+
+
+@pytest.mark.audio
+@pytest.mark.slow
+def test_partial_words_go_to_the_terminal_and_only_final_lines_to_stdout(audio_stack, sim, tmp_path):  # noqa: F811
+    import os
+    import pty
+
+    wav = write_wav(tmp_path / "a.wav", speech.silence(0.3) + sim_speech(sim.base_url, FIRST) + speech.silence(1.0))
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "voicecli", "transcribe", "-p", "offline", "--base-url", sim.base_url,
+                             "--engine", "http", "--partial", "-m", "gpt-4o-mini-transcribe", "--debug"],
+                            stdout=subprocess.PIPE, stderr=terminal, text=True, env=cli_env(tmp_path, **audio_stack.env))
+    os.close(terminal)
+    seen = bytearray()
+
+    def read_terminal() -> None:
+        while True:
+            try:
+                data = os.read(controller, 4096)
+            except OSError:
+                return
+            if not data:
+                return
+            seen.extend(data)
+
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
+    out: list[str] = []
+    threading.Thread(target=lambda: out.extend(iter(proc.stdout.readline, "")), daemon=True).start()
+
+    def wait(predicate, what: str) -> None:
+        deadline = time.monotonic() + 30
+        while not predicate():
+            assert proc.poll() is None and time.monotonic() < deadline, f"{what}: {seen.decode(errors='replace')}"
+            time.sleep(0.02)
+
+    try:
+        wait(lambda: b"dictation: listening" in seen, "the microphone")
+        audio_stack.play(wav)
+        wait(lambda: out, "the line")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+        reader.join(5)
+        os.close(controller)
+    assert out and out[0] == f"{FIRST}\n"  # stdout: the final line only
+    shown = seen.decode(errors="replace")
+    assert "\r\x1b[K" in shown and "…" in shown and "first" in shown  # the words in progress, rewritten in place
