@@ -512,3 +512,20 @@ def test_partial_words_go_to_the_terminal_and_only_final_lines_to_stdout(audio_s
     assert out and out[0] == f"{FIRST}\n"  # stdout: the final line only
     shown = seen.decode(errors="replace")
     assert "\r\x1b[K" in shown and "…" in shown and "first" in shown  # the words in progress, rewritten in place
+
+
+def test_say_into_transcribe_through_a_pipe(tmp_path, sim):
+    """`say -O -` writes a streamed WAV (sizes 0xFFFFFFFF); `transcribe -` reads it as it comes."""
+    env = cli_env(tmp_path)
+    base = ["-p", "offline", "--base-url", sim.base_url]
+    say = subprocess.Popen([sys.executable, "-m", "voicecli", "say", *base, "Hello there. This goes through a pipe.",
+                            "-O", "-"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    try:
+        got = subprocess.run([sys.executable, "-m", "voicecli", "transcribe", *base, "-"], stdin=say.stdout,
+                             capture_output=True, text=True, env=env, timeout=60)
+        say.stdout.close()
+        assert say.wait(30) == 0
+    finally:
+        say.kill()
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == "Hello there. This goes through a pipe.\n"

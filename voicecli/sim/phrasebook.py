@@ -186,7 +186,7 @@ class Phrasebook:
         return next(iter(ranked[0][1]))
 
 
-PAUSE_MS = 600  # an upload with pauses this long is also read part by part (several sentences in one file)
+PAUSE_MS = 250  # an upload with pauses this long is also read part by part (several sentences in one file)
 
 
 def transcribe(book: Phrasebook | None, pcm: bytes) -> str:
