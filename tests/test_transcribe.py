@@ -529,3 +529,26 @@ def test_say_into_transcribe_through_a_pipe(tmp_path, sim):
         say.kill()
     assert got.returncode == 0, got.stderr
     assert got.stdout == "Hello there. This goes through a pipe.\n"
+
+
+@pytest.mark.audio
+@pytest.mark.slow
+def test_realtime_dictation_goes_on_in_a_new_session_when_one_ends(audio_stack, make_sim, tmp_path):  # noqa: F811
+    sim = make_sim(realtime_max_age=6.0)  # the real limit is 60 minutes
+    first = write_wav(tmp_path / "a.wav", speech.silence(0.3) + sim_speech(sim.base_url, FIRST) + speech.silence(1.0))
+    second = write_wav(tmp_path / "b.wav", sim_speech(sim.base_url, SECOND) + speech.silence(1.0))
+    d = Dictation(tmp_path, sim, "--engine", "realtime", env=audio_stack.env)
+    try:
+        d.wait(lambda: d.stderr_has("dictation: listening"), 30, "the microphone")
+        audio_stack.play(first)
+        d.wait(lambda: len(d.out) == 1, 30, "the first line")
+        d.wait(lambda: d.stderr_has("the transcription session ended"), 30, "the session's end")
+        d.wait(lambda: len([e for e in list(sim.log) if e.get("endpoint") == "/v1/realtime" and "event" in e
+                            and e["event"]["type"] == "session.update"]) == 2, 30, "the new session")
+        audio_stack.play(second)
+        d.wait(lambda: len(d.out) == 2, 30, "the second line")
+        d.proc.send_signal(signal.SIGINT)
+        assert d.finish() == 0, "".join(d.err)
+    finally:
+        d.proc.kill()
+    assert d.out == [f"{FIRST}\n", f"{SECOND}\n"]

@@ -271,23 +271,38 @@ class HttpEngine:
         self.segmenter = None  # its native resampler goes now (see voicecli.cli.main)
 
 
+RECONNECT_DELAYS_S = (0.0, 0.5, 2.0)  # a transcription session that ends (60 min limit, dropped): new ones
+BACKLOG_BYTES = 10 * 48000  # microphone audio kept while reconnecting (10 s), sent to the new session
+
+
 class RealtimeEngine:
-    """A Realtime transcription session: the microphone streams up, utterances' words come down."""
+    """A Realtime transcription session: the microphone streams up, utterances' words come down.
+
+    A session that ends (the server's 60-minute limit, a dropped connection) is replaced by a new
+    one with the same settings; the microphone's audio meanwhile is kept (up to 10 s) and sent to it.
+    An utterance the old session had not finished transcribing is lost, and said so on stderr."""
 
     def __init__(self, d: Dictation):
         self.d = d
         self.transport = None
         self.worker: asyncio.Task | None = None
-        self.configured = asyncio.Event()
         self.order: list[str] = []  # utterance item ids, in the order they began
-        self.times: dict[str, list[int]] = {}  # item id → [start ms, end ms]
+        self.times: dict[str, list[int]] = {}  # item id → [start ms, end ms] (of the whole dictation)
         self.words: dict[str, str] = {}  # item id → its words so far
         self.final: dict[str, str] = {}  # item id → its transcript, once completed
         self.speaking: str | None = None  # the item being said
         self.sent_bytes = 0
-        self.problem = None  # the error that ended the session, as a VoicecliError
+        self.offset_ms = 0  # the dictation's time at the current session's start (its clock starts at 0)
+        self.backlog: bytearray | None = None  # audio while reconnecting
+        self.catching_up: asyncio.Task | None = None  # sends the backlog to a new session
+        self.sessions = 0
 
     async def start(self) -> None:
+        await self._connect()
+        self.worker = asyncio.get_running_loop().create_task(self._run())
+        await self._configured()
+
+    async def _connect(self) -> None:
         from voicecli.transport import resolve_base_url
         from voicecli.transport.realtime import RealtimeTransport
         from voicecli.transport.ws import ConnectError
@@ -295,29 +310,36 @@ class RealtimeEngine:
         from voicecli.wire.realtime import transcription_session_update
 
         p = self.d.profile
-        base_url = resolve_base_url(p)
-        self.base_url = base_url
-        self.transport = RealtimeTransport(p.connection, base_url, p.api_key(), None, query={"intent": "transcription"})
+        self.base_url = resolve_base_url(p)
+        transport = RealtimeTransport(p.connection, self.base_url, p.api_key(), None, query={"intent": "transcription"})
         try:
-            await self.transport.connect()
+            await transport.connect()
         except ConnectError as exc:
-            raise failure(exc.error, base_url, profile=p) from None
-        self.worker = asyncio.get_running_loop().create_task(self._events())
-        await self.transport.send(transcription_session_update(p.voice, p.voice.transcription_prompt))
-        deadline = time.monotonic() + p.connection.read_timeout
-        while not self.transport.decoder.configured and not self.worker.done() and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)  # session.updated: the server took the transcription settings
-        if self.worker.done():
-            await self.worker
-        if self.transport.decoder.configured:
-            self.configured.set()
-        else:
-            raise VoicecliError(f"the Realtime server at {base_url} did not confirm the transcription session",
-                                exit_code=ExitCode.NETWORK)
+            raise failure(exc.error, self.base_url, profile=p) from None
+        await transport.send(transcription_session_update(p.voice, p.voice.transcription_prompt))
+        self.transport, self.sessions = transport, self.sessions + 1
+        self.offset_ms = self.sent_bytes // 48
+
+    async def _configured(self) -> None:
+        """Until the server confirms the session (session.updated; an error before it is fatal)."""
+        deadline = time.monotonic() + self.d.profile.connection.read_timeout
+        while not self.transport.decoder.configured:
+            if self.worker.done():
+                await self.worker
+                raise VoicecliError(f"the Realtime server at {self.base_url} closed the transcription session",
+                                    exit_code=ExitCode.NETWORK)
+            if time.monotonic() > deadline:
+                raise VoicecliError(f"the Realtime server at {self.base_url} did not confirm the transcription "
+                                    "session", exit_code=ExitCode.NETWORK)
+            await asyncio.sleep(0.01)
 
     async def feed(self, pcm: bytes) -> None:
         from voicecli.wire.realtime import append_audio
 
+        if self.backlog is not None:  # reconnecting
+            self.backlog += pcm
+            del self.backlog[:max(0, len(self.backlog) - BACKLOG_BYTES)]
+            return
         if await self.transport.send(append_audio(pcm)):
             self.sent_bytes += len(pcm)
 
@@ -325,7 +347,7 @@ class RealtimeEngine:
         """The utterance in progress is committed; then wait for every utterance's words."""
         from voicecli.wire.realtime import commit
 
-        if self.speaking is not None:
+        if self.speaking is not None and self.backlog is None:
             log.debug("dictation: committing the utterance in progress (Ctrl-C)")
             await self.transport.send(commit())
         deadline = time.monotonic() + FINISH_S
@@ -337,19 +359,70 @@ class RealtimeEngine:
     def _pending(self) -> bool:
         return any(item not in self.final for item in self.order)
 
-    async def _events(self) -> None:
+    async def _run(self) -> None:
+        """Read the session's events; when it ends, go on in a new one."""
+        while True:
+            reason = await self._read()
+            if self.d.stopping and not self._pending():
+                return
+            await self._reconnect(reason)
+
+    async def _reconnect(self, reason: str) -> None:
+        lost = [item for item in self.order if item not in self.final]
+        for item in lost:
+            self.order.remove(item)
+            self.times.pop(item, None)
+            self.words.pop(item, None)
+        self.speaking = None
+        self.d.partial.clear()
+        print(f"voicecli: the transcription session ended ({reason}); starting a new one"
+              + (f" ({len(lost)} utterance{'s' * (len(lost) != 1)} not transcribed)" if lost else ""),
+              file=sys.stderr, flush=True)
+        self.backlog = bytearray()
+        old, self.transport = self.transport, None
+        await old.aclose()
+        problem: VoicecliError | None = None
+        for delay in RECONNECT_DELAYS_S:
+            await asyncio.sleep(delay)
+            try:
+                await self._connect()
+                break
+            except VoicecliError as exc:
+                problem = exc
+        else:
+            raise problem
+        self._flush()
+        self.catching_up = asyncio.get_running_loop().create_task(self._send_backlog())
+
+    async def _send_backlog(self) -> None:
+        """Once the new session is confirmed: what was said meanwhile, in 1 s events; then live again."""
+        from voicecli.wire.realtime import append_audio
+
+        deadline = time.monotonic() + self.d.profile.connection.read_timeout
+        transport = self.transport
+        while not transport.decoder.configured and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        while self.backlog:
+            chunk = bytes(self.backlog[:48000])
+            del self.backlog[:48000]
+            if await transport.send(append_audio(chunk)):
+                self.sent_bytes += len(chunk)
+        self.backlog = None
+
+    async def _read(self) -> str:
+        """This session's events until it ends; returns why it ended."""
         from voicecli.events import Disconnected, Error, SpeechStarted, SpeechStopped, Transcript
-        from voicecli.ui.status import failure
+        from voicecli.sanitize import escape_controls
 
         async for event in self.transport.events():
             if isinstance(event, SpeechStarted):
                 log.debug("dictation: speech start at %d ms", event.audio_start_ms)
-                self._item(event.item_id)[0] = event.audio_start_ms
+                self._item(event.item_id)[0] = self.offset_ms + event.audio_start_ms
                 self.speaking = event.item_id
                 self.d.partial.show("")
             elif isinstance(event, SpeechStopped):
                 log.debug("dictation: speech stop at %d ms", event.audio_end_ms)
-                self._item(event.item_id)[1] = event.audio_end_ms
+                self._item(event.item_id)[1] = self.offset_ms + event.audio_end_ms
                 self.speaking = None
             elif isinstance(event, Transcript) and event.role == "user":
                 item = event.item_id or f"item{len(self.order)}"
@@ -361,16 +434,15 @@ class RealtimeEngine:
                     self.words[item] = self.words.get(item, "") + event.text
                     self.d.partial.show(self.words[item])
             elif isinstance(event, Error):
-                if not self.transport.decoder.configured:
-                    raise failure(event, self.base_url, profile=self.d.profile)
-                from voicecli.sanitize import escape_controls
+                if not self.transport.decoder.configured:  # the session's settings were refused
+                    from voicecli.ui.status import failure
 
-                print(f"voicecli: warning: {escape_controls(event.message)}", file=sys.stderr, flush=True)
+                    raise failure(event, self.base_url, profile=self.d.profile)
+                if event.code != "session_expired":  # said when the session ends
+                    print(f"voicecli: warning: {escape_controls(event.message)}", file=sys.stderr, flush=True)
             elif isinstance(event, Disconnected):
-                if self.d.stopping and not self._pending():
-                    return
-                raise VoicecliError(f"the Realtime transcription session ended: {event.reason}",
-                                    exit_code=ExitCode.NETWORK)
+                return event.reason
+        return "connection closed"
 
     def _item(self, item_id: str) -> list[int]:
         if item_id not in self.times:
@@ -391,8 +463,9 @@ class RealtimeEngine:
         return self.sent_bytes / 48000, None
 
     async def aclose(self) -> None:
-        if self.worker is not None and not self.worker.done():
-            self.worker.cancel()
-            await asyncio.gather(self.worker, return_exceptions=True)
+        for task in (self.worker, self.catching_up):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self.transport is not None:
             await self.transport.aclose()
