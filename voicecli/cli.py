@@ -26,6 +26,8 @@ Examples:
   cat notes.md | voicecli infer "summarise this"  # stdin joins the prompt; stdout carries only the answer
   voicecli chat -m gpt-5.5 -s "Be brief."         # interactive text chat
   voicecli talk --vad server                      # talk to the model; talk over it to interrupt
+  voicecli transcribe >> notes.txt                # dictate: a line per utterance; Ctrl-C ends
+  voicecli infer "tell me a joke" | voicecli say  # speak the answer while it streams
   voicecli profiles list                          # profiles live in ~/.config/voicecli/profiles
   voicecli logs search "docker"                   # find an earlier conversation; `logs show ID` shows it
   voicecli sim --port 8000                        # an OpenAI-compatible simulator for offline work

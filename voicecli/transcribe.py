@@ -34,6 +34,7 @@ FORMATS = ("text", "json", "srt", "vtt")
 TARGET_S = 60.0  # a `text` piece ends at the first pause after this much audio
 MAX_S = 300.0  # never more audio than this in one request: 14.4 MB of 24 kHz PCM16 (the API takes 25 MB)
 PIPELINE = 2  # requests in flight at once (order is kept); with TARGET_S this bounds memory
+PIPELINE_TIMED = 4  # the timed formats' requests are single utterances: small, more of them at once
 READ_BYTES = 1 << 16
 BYTES_PER_S = 48000
 
@@ -288,7 +289,7 @@ class FileJob:
         self.rec = Recogniser(self.profile)
         reader = PcmReader()
         pieces = Pieces(local_vad(self.profile.voice), per_utterance=self.opts.format != "text")
-        inflight: asyncio.Queue = asyncio.Queue(PIPELINE)
+        inflight: asyncio.Queue = asyncio.Queue(PIPELINE if self.opts.format == "text" else PIPELINE_TIMED)
         writer = asyncio.get_running_loop().create_task(self._write(inflight))
         try:
             data = head
