@@ -431,7 +431,7 @@ def test_dictation_sends_early_and_drops_it_when_the_speaker_goes_on(sim, pause_
     from types import SimpleNamespace
 
     from voicecli import profiles
-    from voicecli.voice.dictation import HttpEngine
+    from voicecli.dictation import HttpEngine
 
     clip = sim_speech(sim.base_url, FIRST)  # its voice ends ~300 ms before the clip does: the pause is that + pause_s
     pcm = speech.silence(0.3) + clip + speech.silence(pause_s) + clip + speech.silence(1.0)

@@ -12,7 +12,7 @@ answers only text. Stretches with no speech in them are not sent (recognisers in
 No piece is longer than MAX_S (≤ 25 MB, the API's upload limit), cut mid-speech only when nobody pauses.
 
 Live dictation: the cascade's local VAD cuts the microphone into utterances (the `http` engine) or a
-Realtime transcription session does (`realtime`, see voice/dictation.py). Ctrl-C finishes the
+Realtime transcription session does (`realtime`, see dictation.py). Ctrl-C finishes the
 utterance in progress, prints it and exits 0; a second Ctrl-C exits 130 at once.
 """
 
@@ -103,7 +103,7 @@ def _open_log(profile: Profile):
 
 
 def _live(profile: Profile, opts: TranscribeOptions, out: "Output", log):
-    from voicecli.voice.dictation import Dictation
+    from voicecli.dictation import Dictation
 
     return Dictation(profile, opts, out, log)
 
