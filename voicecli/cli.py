@@ -26,6 +26,8 @@ Examples:
   cat notes.md | voicecli infer "summarise this"  # stdin joins the prompt; stdout carries only the answer
   voicecli chat -m gpt-5.5 -s "Be brief."         # interactive text chat
   voicecli talk --vad server                      # talk to the model; talk over it to interrupt
+  voicecli transcribe >> notes.txt                # dictate: a line per utterance; Ctrl-C ends
+  voicecli infer "tell me a joke" | voicecli say  # speak the answer while it streams
   voicecli profiles list                          # profiles live in ~/.config/voicecli/profiles
   voicecli logs search "docker"                   # find an earlier conversation; `logs show ID` shows it
   voicecli sim --port 8000                        # an OpenAI-compatible simulator for offline work
@@ -181,6 +183,8 @@ def infer(
         help="Answer as JSON matching this schema: inline JSON, a .json file, or 'name, age int, bio: one sentence'.")] = None,
     extract: Annotated[bool, typer.Option("-x", "--extract", help="Print only the first fenced code block's contents.")] = False,
     extract_last: Annotated[bool, typer.Option("--extract-last", help="Print only the last fenced code block's contents.")] = False,
+    speak: Annotated[bool, typer.Option("--speak", help="Also say the answer on the speaker as it streams "
+                                                        "(voice.speech_model, voice.voice).")] = False,
     require_mcp: RequireMcpOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -200,7 +204,8 @@ def infer(
     opts = InferOptions(prompt=prompt or [], files=file or [], images=image or [], no_stream=no_stream,
                         json_out=json_out, events=events, usage=usage, raw=raw, continue_=continue_, cid=cid,
                         no_log=no_log, allow_tools=allow_tool or [], yes=yes, require_mcp=require_mcp, debug=debug,
-                        schema=schema, extract="last" if extract_last else "first" if extract else None)
+                        schema=schema, extract="last" if extract_last else "first" if extract else None,
+                        speak=speak)
     raise typer.Exit(run_infer(prof, opts))
 
 
@@ -280,6 +285,74 @@ def talk(
                        continue_=continue_, cid=cid, no_log=no_log, debug=debug, require_mcp=require_mcp,
                        engine=engine)
     raise typer.Exit(run_talk(prof, opts))
+
+
+VoiceOpt = Annotated[Optional[str], typer.Option("--voice", metavar="NAME", help="Voice, e.g. marin, cedar, alloy.")]
+
+
+@app.command(epilog=EXIT_CODE_HELP)
+def say(
+    text: Annotated[Optional[list[str]], typer.Argument(metavar="[TEXT...|-]", help="What to say; stdin when none or -.")] = None,
+    profile: ProfileOpt = None, base_url: BaseUrlOpt = None, option: OptionOpt = None,
+    model: Annotated[Optional[str], typer.Option("-m", "--model", metavar="MODEL",
+                                                 help="Text-to-speech model (default: voice.speech_model).")] = None,
+    voice: VoiceOpt = None,
+    instructions: Annotated[Optional[str], typer.Option("--instructions", metavar="TEXT",
+                                                        help="How to speak: tone, pace (gpt-4o-mini-tts).")] = None,
+    output: Annotated[Optional[str], typer.Option("-O", "--output", metavar="FILE.wav|-",
+                                                  help="Write a 24 kHz WAV instead of playing it (- = stdout).")] = None,
+    output_device: Annotated[Optional[str], typer.Option("--output-device", metavar="INDEX|NAME",
+                                                         autocompletion=_completer("sink"), help="Speaker.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Speak text (arguments, or stdin as it streams) on the speaker, or write it as a WAV (-O)."""
+    _State.debug = debug
+    prof = Selection(profile, base_url=base_url, options=option or []).load_profile()
+    if model:
+        from voicecli import profiles
+
+        profiles.apply_setting(prof, "voice.speech_model", model)
+    from voicecli.say import SayOptions, run_say
+
+    raise typer.Exit(run_say(prof, SayOptions(text=text or [], output=output, output_device=output_device,
+                                              voice=voice, instructions=instructions, debug=debug)))
+
+
+@app.command(epilog=EXIT_CODE_HELP)
+def transcribe(
+    source: Annotated[Optional[str], typer.Argument(metavar="[FILE.wav|-]",
+                                                    help="A WAV file, or - for a WAV on stdin; none: dictate from the microphone.")] = None,
+    profile: ProfileOpt = None, base_url: BaseUrlOpt = None, option: OptionOpt = None,
+    model: Annotated[Optional[str], typer.Option("-m", "--model", metavar="MODEL",
+                                                 help="Speech-to-text model (default: voice.transcription_model).")] = None,
+    format_: Annotated[str, typer.Option("--format", "-F", metavar="text|json|srt|vtt",
+                                         help="text: lines · json: segments with start/end seconds · srt/vtt: subtitles.")] = "text",
+    language: Annotated[Optional[str], typer.Option("--language", metavar="CODE", help="The spoken language, e.g. en, de.")] = None,
+    prompt: Annotated[Optional[str], typer.Option("--prompt", metavar="TEXT", help="Words and spellings to expect.")] = None,
+    engine: Annotated[Optional[str], typer.Option(
+        "--engine", metavar="http|realtime",
+        help="Dictation: local VAD + /audio/transcriptions (http, default), or a Realtime transcription session.")] = None,
+    partial: Annotated[bool, typer.Option("--partial", help="Dictation on a terminal: show the words in progress on stderr.")] = False,
+    log: Annotated[bool, typer.Option("--log", help="Append the transcript to the conversation log as user turns "
+                                                    "(then `infer -c` can use it).")] = False,
+    input_device: Annotated[Optional[str], typer.Option("--input-device", metavar="INDEX|NAME",
+                                                        autocompletion=_completer("source"), help="Microphone.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Speech to text: dictate from the microphone (a line per utterance), or transcribe a WAV file."""
+    _State.debug = debug
+    if engine is not None and engine not in ("http", "realtime"):
+        raise VoicecliError(f"--engine must be http or realtime; got '{engine}'", exit_code=ExitCode.USAGE)
+    prof = Selection(profile, base_url=base_url, options=option or []).load_profile()
+    if model:
+        from voicecli import profiles
+
+        profiles.apply_setting(prof, "voice.transcription_model", model)
+    from voicecli.transcribe import TranscribeOptions, run_transcribe
+
+    raise typer.Exit(run_transcribe(prof, TranscribeOptions(
+        source=source, format=format_, language=language, prompt=prompt, engine=engine, partial=partial, log=log,
+        input_device=input_device, debug=debug)))
 
 
 @app.command()

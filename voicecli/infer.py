@@ -52,6 +52,7 @@ class InferOptions:
     debug: bool = False
     schema: str | None = None  # --schema: inline JSON, a file, or the concise form
     extract: str | None = None  # -x: "first" or "last" fenced code block only
+    speak: bool = False  # --speak: also say the answer on the speaker (voicecli.say's pipeline)
 
 
 def build_prompt(opts: InferOptions, stdin_data: bytes | None, limit_mib: float, connection=None) -> str:
@@ -274,9 +275,15 @@ def run_infer(profile: Profile, opts: InferOptions) -> int:
     prompt = build_prompt(opts, read_stdin(profile.ui.max_input_mib), profile.ui.max_input_mib, profile.connection)
     images = tuple(image_url(s) for s in opts.images)
     toolbox = _toolbox(profile, opts)
+    sink = None
+    if opts.speak:  # the speaker is checked before anything is sent: none is exit 3
+        from voicecli.say import open_sink
+
+        sink = open_sink(None, profile.voice.output_device)
     # a new conversation's file appears with its first turn: a run that fails before it leaves none
     log, history = convlog.open_for(opts.continue_, opts.cid, opts.no_log, **convlog.where(profile))
     session = _InferSession(profile, opts, history, log, toolbox, text_format)
+    session.sink = sink
     try:
         asyncio.run(session.run(Message("user", prompt, images)))
     except KeyboardInterrupt:
@@ -288,6 +295,8 @@ def run_infer(profile: Profile, opts: InferOptions) -> int:
     finally:
         if log is not None:
             log.close()
+        if sink is not None:
+            sink.close()
     return session.report()
 
 
@@ -320,6 +329,8 @@ class _InferSession:
         self.base_url = ""
         self.show_reasoning = sys.stderr.isatty() and not (opts.json_out or opts.events)
         self.reasoning = None  # the WordWrap of a reasoning summary being shown
+        self.sink = None  # --speak: where the spoken answer goes (voicecli.say)
+        self.spoken: asyncio.Queue[str | None] | None = None  # the answer's text for the speaker
 
     async def run(self, message: Message) -> None:
         from voicecli.conversation import Conversation
@@ -343,6 +354,7 @@ class _InferSession:
 
         remove_handlers = on_leave_signals(leave)
         spinner = Spinner()  # on a terminal's stderr only: scripts never see it
+        speaking = self._speak() if self.sink is not None else None
         try:
             if self.toolbox is not None:  # MCP servers start (in parallel) before the first request
                 await self.toolbox.start(require=self.opts.require_mcp)
@@ -353,6 +365,10 @@ class _InferSession:
                     self._show(event, renderer)
                     if isinstance(event, (ToolResult, HostedToolProgress)):  # waiting again: a follow-up,
                         spinner.start()  # or the server's own tool (web search…) at work
+            if speaking is not None:  # the answer is printed: the rest of it is said, to the end
+                self.spoken.put_nowait(None)
+                await speaking
+                await self.sink.drain()
         except asyncio.CancelledError:
             if self.signal is None:
                 raise
@@ -360,6 +376,9 @@ class _InferSession:
             self.interrupted = True
         finally:
             spinner.stop()
+            if speaking is not None and not speaking.done():
+                speaking.cancel()
+                await asyncio.gather(speaking, return_exceptions=True)
             remove_handlers()
             self._end_reasoning()
             if renderer is not None:
@@ -369,7 +388,24 @@ class _InferSession:
             await transport.aclose(leaving=True)  # the answer is complete: the process ends here
             await close_clients()
 
+    def _speak(self) -> asyncio.Task:
+        """--speak: the answer's text deltas → sentences → text-to-speech → the speaker, as they stream."""
+        from voicecli.say import speak
+        from voicecli.voice.cascade import audio_client
+
+        tts, url = audio_client(self.profile, "speech")
+        self.spoken = asyncio.Queue()
+        self.sink.start()
+
+        async def pieces():
+            while (text := await self.spoken.get()) is not None:
+                yield text
+
+        return asyncio.get_running_loop().create_task(speak(pieces(), tts, self.profile.voice, url, self.sink.write))
+
     def _show(self, event: Event, renderer) -> None:
+        if self.spoken is not None and isinstance(event, TextDelta):
+            self.spoken.put_nowait(event.text)
         if self.opts.events:
             sys.stdout.write(json.dumps(redact_data(to_json(event)), ensure_ascii=False) + "\n")
             sys.stdout.flush()

@@ -101,3 +101,15 @@ def format_usd(cost: float | None) -> str:
     if cost < 0.0001:
         return "<$0.0001"
     return f"${cost:.4f}" if cost < 1 else f"${cost:,.2f}"
+
+
+def speech_cost(model: str, *, seconds: float = 0.0, chars: int = 0) -> float | None:
+    """Dollars for speech-to-text or text-to-speech on `model`: `seconds` of audio (transcribed, or
+    spoken) or `chars` of text, as the table prices the model; None when it is not in the table."""
+    speech = table().get("speech", {})
+    data = speech.get(model) or speech.get(_SNAPSHOT.sub("", model))
+    if not data:
+        return None
+    if "per_1m_chars" in data:
+        return chars * float(data["per_1m_chars"]) / 1_000_000
+    return seconds / 60 * float(data.get("per_minute", 0.0))

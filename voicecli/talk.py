@@ -176,13 +176,13 @@ class Talk:
             raise self._failure(exc) from None
 
     def _failure(self, exc) -> VoicecliError:
-        from voicecli.ui.status import describe_error, error_hint
+        from voicecli.ui.status import failure
 
-        url = exc.base_url or self.session.base_url
-        line = describe_error(exc.error, url, exc.retries)
         asked_by = self.profile if exc.stage is None else None  # a speech endpoint may have its own key variable
-        return VoicecliError(f"{exc.stage} failed: {line}" if exc.stage else line,
-                             hint=error_hint(exc.error, url, asked_by), exit_code=exc.exit_code)
+        error = failure(exc.error, exc.base_url or self.session.base_url, stage=exc.stage, retries=exc.retries,
+                        profile=asked_by)
+        error.exit_code = exc.exit_code
+        return error
 
     async def _shutdown(self) -> None:
         self.stop.set()

@@ -111,6 +111,16 @@ class LocalVad:
         return self._run_start
 
     @property
+    def silent_ms(self) -> int:
+        """While speaking: the pause so far (ms of non-speech since the last voiced frame)."""
+        return self._silent_ms if self._speaking else 0
+
+    @property
+    def last_voiced_ms(self) -> int:
+        """Where the utterance in progress was last heard (its end, if the pause goes on)."""
+        return self._last_voiced_end
+
+    @property
     def position_ms(self) -> int:
         """Audio fed since the start (or reset), in ms: an event's decision delay is this minus its `ms`."""
         return self._fed_samples * 1000 // self.rate
@@ -228,6 +238,15 @@ class Segmenter:
         utt = Utterance(self._slice(first, end), start_ms, end_ms)
         self._trim()
         return utt
+
+    def peek(self) -> Utterance | None:
+        """The utterance in progress as it would end if its pause goes on (its audio so far, up to
+        the tail after its last voiced frame), without taking it; None when no speech is open."""
+        if self._open is None:
+            return None
+        end_ms = self.vad.last_voiced_ms
+        end = min(self._buf_at + len(self._buf) // self._bps, self._sample(end_ms + min(TAIL_MS, self.vad.silence_ms)))
+        return Utterance(self._slice(self._open, end), self._open_ms, end_ms)
 
     def flush(self) -> Utterance | None:
         """End the stream: one utterance from the first untaken speech to the end of the audio fed,

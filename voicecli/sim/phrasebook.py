@@ -186,8 +186,35 @@ class Phrasebook:
         return next(iter(ranked[0][1]))
 
 
+PAUSE_MS = 250  # an upload with pauses this long is also read part by part (several sentences in one file)
+
+
 def transcribe(book: Phrasebook | None, pcm: bytes) -> str:
     """What the simulator hears in `pcm`: the exact text when it is its own speech (per `book`),
-    else `vad.describe_speech` ("[speech 1.23 s]", "" for silence)."""
+    else `vad.describe_speech` ("[speech 1.23 s]", "" for silence). An upload that is not one
+    phrase but has pauses is read part by part, each part as above, the texts joined: a recording
+    of several of its sentences reads as those sentences."""
     text = book.recognise(pcm) if book is not None else None
-    return text if text is not None else describe_speech(pcm)
+    if text is not None:
+        return text
+    parts = _split_at_pauses(pcm) if book is not None else []
+    if len(parts) > 1:
+        return " ".join(t for t in (transcribe(book, part) for part in parts) if t)
+    return describe_speech(pcm)
+
+
+def _split_at_pauses(pcm: bytes) -> list[bytes]:
+    """`pcm` cut in the middle of each silence of PAUSE_MS or more (10 ms frames under the VAD level)."""
+    from .vad import _FRAME_BYTES, _frame_rms, level_for
+
+    n = len(pcm) // _FRAME_BYTES
+    if n < 2:
+        return [pcm]
+    frames = np.frombuffer(pcm[: n * _FRAME_BYTES], dtype="<i2").reshape(n, -1)
+    voiced = np.flatnonzero(_frame_rms(frames) > level_for(0.5))
+    if voiced.size < 2:
+        return [pcm]
+    gaps = np.flatnonzero(np.diff(voiced) * 10 >= PAUSE_MS)
+    cuts = [int(voiced[g] + voiced[g + 1]) // 2 * _FRAME_BYTES for g in gaps]
+    edges = [0, *cuts, len(pcm)]
+    return [pcm[a:b] for a, b in zip(edges, edges[1:])]

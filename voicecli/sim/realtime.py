@@ -36,6 +36,12 @@ Script turns (`voicecli.sim.script`) fix the reply (`reply` / `tool_calls`), the
 `replay` a recorded session's server events verbatim (minus session.*); a turn's `transcript`
 attribute, if the script format ever grows one, replaces the audio transcript of a VAD turn.
 
+Transcription sessions (`?intent=transcription`, or a first `session.update` with `session.type:
+"transcription"`): the session object is the GA transcription shape (`type`, `audio.input`,
+`include`); speech the VAD ends (or a commit) is committed and transcribed
+(`conversation.item.input_audio_transcription.delta` / `.completed`), never answered;
+`response.create` and `conversation.item.create` are refused.
+
 Every client event is logged with `Simulator.record("ws", {"endpoint": "/v1/realtime", "conn",
 "event"})` (`"raw"` instead of `"event"` when it was not JSON). Not simulated: `idle_timeout_ms`
 (`input_audio_buffer.timeout_triggered`), G.711 formats, images, MCP tools, WebRTC-only events.
@@ -81,6 +87,7 @@ SERVER_VAD_DEFAULTS = {
 SEMANTIC_VAD_DEFAULTS = {"type": "semantic_vad", "eagerness": "auto", "create_response": True, "interrupt_response": True}
 EAGERNESS_SILENCE_MS = {"low": 800, "medium": 500, "auto": 500, "high": 250}
 
+TRANSCRIPTION_SESSION_KEYS = {"type", "audio", "include"}
 SESSION_KEYS = {
     "type", "output_modalities", "instructions", "audio", "tools", "tool_choice", "max_output_tokens",
     "tracing", "truncation", "include", "prompt", "model", "parallel_tool_calls", "reasoning",
@@ -161,6 +168,8 @@ class RealtimeConnection:
         self.config = sim.config
         self.conn = sim.new_connection_id() if hasattr(sim, "new_connection_id") else ""
         self.model = request.query.get("model") or "gpt-realtime"
+        # `?intent=transcription`: a transcription session (speech in, transcripts out, no responses)
+        self.transcription = request.query.get("intent") == "transcription"
         self.max_age = max_age
         self.conversation_id = self._id("conv")
         self.session = self._default_session()
@@ -304,9 +313,18 @@ class RealtimeConnection:
         s = _need(event, "session", dict)
         if "type" not in s:
             raise _Invalid("Missing required parameter: 'session.type'.", "missing_required_parameter", "session.type")
-        if s["type"] != "realtime":
-            raise _Invalid(f"Invalid value: '{s['type']}'. The simulator supports only 'realtime' sessions.",
+        if s["type"] not in ("realtime", "transcription"):
+            raise _Invalid(f"Invalid value: '{s['type']}'. Supported values are: 'realtime' and 'transcription'.",
                            param="session.type")  # fmt: skip
+        if (s["type"] == "transcription") != self.transcription:
+            if self.items or self.received_bytes:  # a session's type is fixed once it is in use
+                raise _Invalid(f"Cannot change the session type to '{s['type']}' once the session is in use.",
+                               param="session.type")  # fmt: skip
+            self.transcription = s["type"] == "transcription"
+            self.session = self._default_session()
+        if self.transcription:
+            await self._update_transcription_session(s)
+            return
         unknown = sorted(set(s) - SESSION_KEYS)
         if unknown:  # e.g. the beta shape's `modalities` or `voice`
             raise _Invalid(f"Unknown parameter: 'session.{unknown[0]}'.", "unknown_parameter", f"session.{unknown[0]}")
@@ -330,13 +348,29 @@ class RealtimeConnection:
         self._configure_vad()
         await self.send({"type": "session.updated", "session": self.session})
 
+    async def _update_transcription_session(self, s: dict) -> None:
+        """`session.update` of a transcription session: only `audio.input` and `include` (GA shape)."""
+        unknown = sorted(set(s) - TRANSCRIPTION_SESSION_KEYS)
+        if unknown:
+            raise _Invalid(f"Unknown parameter: 'session.{unknown[0]}'.", "unknown_parameter", f"session.{unknown[0]}")
+        audio = s.get("audio")
+        if isinstance(audio, dict) and audio.get("output"):
+            raise _Invalid("Unknown parameter: 'session.audio.output'.", "unknown_parameter", "session.audio.output")
+        new = copy.deepcopy(self.session)
+        if "include" in s:
+            new["include"] = s["include"]
+        self._merge_audio(new, audio)
+        self.session = new
+        self._configure_vad()
+        await self.send({"type": "session.updated", "session": self.session})
+
     def _merge_audio(self, new: dict, audio: object) -> None:
         if audio is None:
             return
         if not isinstance(audio, dict):
             raise _Invalid("Invalid type for 'session.audio'.", "invalid_type", "session.audio")
         inp, out = audio.get("input") or {}, audio.get("output") or {}
-        cur_in, cur_out = new["audio"]["input"], new["audio"]["output"]
+        cur_in, cur_out = new["audio"]["input"], new["audio"].get("output", {})
         for where, fmt in (("input", inp.get("format")), ("output", out.get("format"))):
             if fmt is not None and (fmt.get("type") != "audio/pcm" or fmt.get("rate", 24000) != 24000):
                 raise _Invalid("The simulator supports only audio/pcm at 24000 Hz.", param=f"session.audio.{where}.format")
@@ -407,7 +441,7 @@ class RealtimeConnection:
         del self.buffer[:end]
         self.buffer_start_ms = max(self.buffer_start_ms, audio_end_ms)
         td = self.session["audio"]["input"]["turn_detection"] or {}
-        if td.get("create_response", True) and not self.response:
+        if td.get("create_response", True) and not self.response and not self.transcription:
             # The script turn is taken now, so that it can also fix this audio's transcript.
             turn = self.sim.next_script_turn() if hasattr(self.sim, "next_script_turn") else None
             await self._commit_audio(item_id, pcm, getattr(turn, "transcript", None))
@@ -518,6 +552,7 @@ class RealtimeConnection:
         return {"id": item_id, "type": "message", "status": "completed", "role": role, "content": content}, audio
 
     async def on_conversation_item_create(self, event: dict) -> None:
+        self._not_in_transcription("conversation.item.create")
         item, audio = self._normalize_item(_need(event, "item", dict))
         if self._find(item["id"]):
             raise _Invalid(f"Item with id '{item['id']}' already exists.", "item_id_already_exists", "item.id")
@@ -587,6 +622,7 @@ class RealtimeConnection:
     # -- responses --------------------------------------------------------------------------
 
     async def on_response_create(self, event: dict) -> None:
+        self._not_in_transcription("response.create")
         if self.response:
             raise _Invalid(f"Conversation already has an active response in progress: {self.response.id}. Wait until "
                            "the response is finished before creating a new one.",
@@ -920,7 +956,16 @@ class RealtimeConnection:
             "output_token_details": {"text_tokens": text_out, "audio_tokens": audio_out},
         }  # fmt: skip
 
+    def _not_in_transcription(self, kind: str) -> None:
+        if self.transcription:
+            raise _Invalid(f"'{kind}' is not supported in a transcription session.", param="type")
+
     def _default_session(self) -> dict:
+        if self.transcription:  # the GA transcription session object (RealtimeTranscriptionSessionCreateRequest)
+            return {"type": "transcription",
+                    "audio": {"input": {"format": dict(PCM_FORMAT), "transcription": None, "noise_reduction": None,
+                                        "turn_detection": dict(SERVER_VAD_DEFAULTS)}},
+                    "include": None}  # fmt: skip
         return {
             "type": "realtime", "object": "realtime.session", "id": self._id("sess"), "model": self.model,
             "output_modalities": ["audio"], "instructions": DEFAULT_INSTRUCTIONS, "tools": [], "tool_choice": "auto",

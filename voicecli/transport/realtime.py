@@ -32,11 +32,11 @@ log = logging.getLogger("voicecli")
 
 
 class RealtimeTransport:
-    def __init__(self, conn: Connection, base_url: str, api_key: str | None, model: str,
+    def __init__(self, conn: Connection, base_url: str, api_key: str | None, model: str | None,
                  query: dict[str, str] | None = None):
         self.conn = conn
         self.api_key = api_key
-        params = {"model": model, **(query or {})}
+        params = {**({"model": model} if model else {}), **(query or {})}  # a transcription session has none
         self.url = endpoint_url(base_url, "/realtime", {k: str(v) for k, v in params.items()}, websocket=True)
         self.decoder = RealtimeDecoder()
         self._ws: ClientConnection | None = None

@@ -54,6 +54,16 @@ def error_hint(error: Error, base_url: str, profile=None) -> str | None:
     return None
 
 
+def failure(error: Error, base_url: str, *, stage: str | None = None, retries: int = 0, profile=None):
+    """A request that failed for good as the one error line the CLI prints (`stage`: "speech-to-text",
+    "text-to-speech"… of a voice pipeline), with its hint and exit code."""
+    from voicecli.errors import VoicecliError, exit_code_for
+
+    line = describe_error(error, base_url, retries)
+    return VoicecliError(f"{stage} failed: {line}" if stage else line, hint=error_hint(error, base_url, profile),
+                         exit_code=exit_code_for(error))
+
+
 def usage_line(usage: Usage, *, ttft_ms: float | None, total_ms: float, model: str, transport: str,
                cost_usd: float | None = None, priced: bool = False) -> str:
     """`priced`: end with the cost (`cost_usd`, where None means the price is unknown)."""

@@ -54,8 +54,8 @@ class CascadeSession:
 
         self.profile, self.voice, self.conversation = profile, profile.voice, conversation
         self.base_url = resolve_base_url(profile)
-        self.stt_url = self._endpoint(self.voice.transcription_base_url)
-        self.tts_url = self._endpoint(self.voice.speech_base_url)
+        self.stt_url = speech_endpoint(profile, self.voice.transcription_base_url, self.base_url)
+        self.tts_url = speech_endpoint(profile, self.voice.speech_base_url, self.base_url)
         self.conversation.tool_runner = tool_runner
         self.ptt = self.voice.turn_detection == "none"
         self._vad = vad
@@ -73,27 +73,8 @@ class CascadeSession:
         self._working = False  # the worker is on a turn
         self._queued_audio = 0  # utterances waiting behind the one being transcribed
 
-    def _endpoint(self, base_url: str | None) -> str:
-        from voicecli.transport import resolve_base_url
-        from voicecli.transport.urls import check_base_url
-
-        if not base_url or base_url == self.profile.connection.base_url:
-            return self.base_url
-        if base_url == SIM_BASE_URL:
-            return resolve_base_url(_with_base(self.profile, base_url))
-        check_base_url(base_url)
-        return base_url.rstrip("/")
-
     def _key(self, var: str | None, base_url: str | None) -> str | None:
-        """A speech endpoint's key: from its own variable; else the connection's, but only for the same
-        server — the text model's key is never sent to another host unasked."""
-        from urllib.parse import urlsplit
-
-        if var is None and base_url and base_url != SIM_BASE_URL:
-            mine, theirs = urlsplit(self.profile.connection.base_url), urlsplit(base_url)
-            if (mine.scheme, mine.netloc) != (theirs.scheme, theirs.netloc):
-                return None
-        return self.profile.api_key(var, base_url)
+        return speech_key(self.profile, var, base_url)
 
     def describe(self) -> str:
         m = self.profile.model
@@ -104,7 +85,6 @@ class CascadeSession:
 
     async def start(self) -> None:
         from voicecli.transport import open_transport
-        from voicecli.transport.audio import AudioClient
 
         p, v = self.profile, self.voice
         if not v.transcription_model:
@@ -112,17 +92,12 @@ class CascadeSession:
 
             raise ConfigError("cascaded talk needs a speech-to-text model; voice.transcription_model is empty")
         self.conversation.transport = open_transport(p)  # checks the text model's key now, not at the first turn
-        stt_key = self._key(v.transcription_api_key_env, v.transcription_base_url)
-        tts_key = self._key(v.speech_api_key_env, v.speech_base_url)
-        self.stt = AudioClient(p.connection, self.stt_url, stt_key)
-        self.tts = AudioClient(p.connection, self.tts_url, tts_key)
+        self.stt, _ = audio_client(p, "transcription", self.base_url)
+        self.tts, _ = audio_client(p, "speech", self.base_url)
         if not self.ptt:
-            from voicecli.audio.vad import LocalVad, Segmenter
+            from voicecli.audio.vad import Segmenter
 
-            self._segmenter = Segmenter(self._vad or LocalVad(
-                threshold=v.vad_threshold if v.vad_threshold is not None else 0.5,
-                silence_ms=v.vad_silence_duration_ms if v.vad_silence_duration_ms is not None else 500,
-                prefix_ms=v.vad_prefix_padding_ms if v.vad_prefix_padding_ms is not None else 300))
+            self._segmenter = Segmenter(self._vad or local_vad(v))
         self._jobs.spawn(self._work(), "cascade")
 
     def events(self) -> AsyncIterator[Event]:
@@ -262,7 +237,8 @@ class CascadeSession:
         rid, parts = f"cascade_resp_{n}", itertools.count(1)
         self._put(ResponseStarted(rid))
         item: str | None = None  # one item per message the model writes (a tool round starts another)
-        speech = Speech(self, rid)
+        speech = Speech(self.tts, self.voice, self.tts_url,
+                        lambda item, pcm, spoken: self._put(AudioDelta(pcm, item, rid, spoken)))
         sentences = Sentences()
         status, reason, usage, failure = "cancelled", "interrupted", Usage(), None
         try:
@@ -311,29 +287,33 @@ class CascadeSession:
 
 
 class Speech:
-    """Sentences → text-to-speech requests (`TTS_AHEAD` at once) → `AudioDelta`s, in order."""
+    """Sentences → text-to-speech requests (`TTS_AHEAD` at once) → audio, in order: `emit(item_id,
+    pcm, spoken)` gets each piece, `spoken` (the sentence's text) with its first piece only (b"" when
+    the sentence has nothing to say). Shared by the cascade and `voicecli say`."""
 
-    def __init__(self, session: CascadeSession, response_id: str):
-        self.session, self.response_id = session, response_id
+    def __init__(self, tts, voice, tts_url: str, emit: Callable[[str, bytes, str | None], None]):
+        self.tts, self.voice, self.tts_url, self.emit = tts, voice, tts_url, emit
         self.parts: asyncio.Queue[tuple[str, Chunk, asyncio.Queue] | None] = asyncio.Queue()
         self.slots = asyncio.Semaphore(TTS_AHEAD)
         self.fetches: list[asyncio.Task] = []
+        self.chars = 0  # characters sent to text-to-speech (what tts-1 is priced by)
         self.player = asyncio.get_running_loop().create_task(self._play())
 
     def add(self, item_id: str, chunk: Chunk) -> None:
         audio: asyncio.Queue = asyncio.Queue()
         if chunk.spoken:
+            self.chars += len(chunk.spoken)
             self.fetches.append(asyncio.get_running_loop().create_task(self._fetch(chunk.spoken, audio)))
         else:
             audio.put_nowait(None)  # nothing to say (a code block): it still counts as heard once reached
         self.parts.put_nowait((item_id, chunk, audio))
 
     async def _fetch(self, text: str, audio: asyncio.Queue) -> None:
-        v, s = self.session.voice, self.session
+        v = self.voice
         async with self.slots:
             try:
-                async with aclosing(s.tts.speak(text, model=v.speech_model, voice=v.voice,
-                                                instructions=v.speech_instructions, speed=v.speed)) as pieces:
+                async with aclosing(self.tts.speak(text, model=v.speech_model, voice=v.voice,
+                                                   instructions=v.speech_instructions, speed=v.speed)) as pieces:
                     async for piece in pieces:
                         audio.put_nowait(piece)
                         if isinstance(piece, Error):
@@ -349,13 +329,13 @@ class Speech:
             spoken: str | None = chunk.text
             while (piece := await audio.get()) is not None:
                 if isinstance(piece, Error):
-                    raise StageFailed("text-to-speech", piece, self.session.tts_url)
+                    raise StageFailed("text-to-speech", piece, self.tts_url)
                 if isinstance(piece, Exception):
                     raise piece
-                self.session._put(AudioDelta(piece, item_id, self.response_id, spoken))
+                self.emit(item_id, piece, spoken)
                 spoken = None
             if spoken is not None:
-                self.session._put(AudioDelta(b"", item_id, self.response_id, spoken))
+                self.emit(item_id, b"", spoken)
 
     def check(self) -> None:
         """Raise now if text-to-speech already failed (rather than after the model's whole answer)."""
@@ -369,6 +349,56 @@ class Speech:
     def cancel(self) -> None:
         for task in [*self.fetches, self.player]:
             task.cancel()
+
+
+def local_vad(voice):
+    """The local voice-activity detector as `[voice]` tunes it (vad_threshold, vad_silence_duration_ms,
+    vad_prefix_padding_ms)."""
+    from voicecli.audio.vad import LocalVad
+
+    v = voice
+    return LocalVad(threshold=v.vad_threshold if v.vad_threshold is not None else 0.5,
+                    silence_ms=v.vad_silence_duration_ms if v.vad_silence_duration_ms is not None else 500,
+                    prefix_ms=v.vad_prefix_padding_ms if v.vad_prefix_padding_ms is not None else 300)
+
+
+def speech_endpoint(profile: Profile, base_url: str | None, main_url: str | None = None) -> str:
+    """The API root of a speech endpoint (`voice.transcription_base_url` / `speech_base_url`): its
+    own, else the connection's (`main_url`, already resolved)."""
+    from voicecli.transport import resolve_base_url
+    from voicecli.transport.urls import check_base_url
+
+    main_url = main_url or resolve_base_url(profile)
+    if not base_url or base_url == profile.connection.base_url:
+        return main_url
+    if base_url == SIM_BASE_URL:
+        return resolve_base_url(_with_base(profile, base_url))
+    check_base_url(base_url)
+    return base_url.rstrip("/")
+
+
+def speech_key(profile: Profile, var: str | None, base_url: str | None) -> str | None:
+    """A speech endpoint's key: from its own variable; else the connection's, but only for the same
+    server — the text model's key is never sent to another host unasked."""
+    from urllib.parse import urlsplit
+
+    if var is None and base_url and base_url != SIM_BASE_URL:
+        mine, theirs = urlsplit(profile.connection.base_url), urlsplit(base_url)
+        if (mine.scheme, mine.netloc) != (theirs.scheme, theirs.netloc):
+            return None
+    return profile.api_key(var, base_url)
+
+
+def audio_client(profile: Profile, which: str, main_url: str | None = None):
+    """(`AudioClient`, its API root) for "transcription" (speech-to-text) or "speech" (text-to-speech),
+    as the profile's `[voice]` places them (their own server and key, or the connection's)."""
+    from voicecli.transport.audio import AudioClient
+
+    v = profile.voice
+    base, var = ((v.transcription_base_url, v.transcription_api_key_env) if which == "transcription"
+                 else (v.speech_base_url, v.speech_api_key_env))
+    url = speech_endpoint(profile, base, main_url)
+    return AudioClient(profile.connection, url, speech_key(profile, var, base)), url
 
 
 def _with_base(profile: Profile, base_url: str) -> Profile:

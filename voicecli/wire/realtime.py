@@ -35,7 +35,8 @@ class VoiceOptions(Protocol):
     max_output_tokens: int | None
 
 
-PCM_FORMAT = {"type": "audio/pcm", "rate": 24000}  # PCM16 LE mono 24 kHz, both directions
+PCM_FORMAT = {"type": "audio/pcm", "rate": 24000}
+DICTATION_SILENCE_MS = 500  # transcription sessions: server VAD silence unless the profile sets one  # PCM16 LE mono 24 kHz, both directions
 _STATUSES = ("completed", "incomplete", "failed", "cancelled")
 # server errors after which the client should reconnect and carry on
 _RECONNECT_CODES = ("session_expired", "websocket_connection_limit_reached")
@@ -71,6 +72,24 @@ def session_update(voice: VoiceOptions, instructions: str | None, tools: Sequenc
     if voice.max_output_tokens is not None:
         session["max_output_tokens"] = voice.max_output_tokens
     return {"type": "session.update", "session": session}
+
+
+def transcription_session_update(voice: VoiceOptions, prompt: str | None = None) -> dict[str, Any]:
+    """`session.update` of a transcription session (`?intent=transcription`): speech in, transcripts
+    out, no responses. Turns are always detected by the server (dictation has no manual turns)."""
+    transcription: dict[str, Any] = {"model": voice.transcription_model}
+    if voice.transcription_language:
+        transcription["language"] = voice.transcription_language
+    if prompt:
+        transcription["prompt"] = prompt
+    detection = _turn_detection(voice) or {"type": "server_vad"}
+    if detection["type"] == "server_vad":  # a line ends at a pause, not at a comma: 500 ms, as the local VAD
+        detection.setdefault("silence_duration_ms", DICTATION_SILENCE_MS)
+    audio_in: dict[str, Any] = {"format": dict(PCM_FORMAT), "transcription": transcription,
+                                "turn_detection": detection}
+    if voice.noise_reduction is not None:
+        audio_in["noise_reduction"] = None if voice.noise_reduction == "none" else {"type": voice.noise_reduction}
+    return {"type": "session.update", "session": {"type": "transcription", "audio": {"input": audio_in}}}
 
 
 def _turn_detection(voice: VoiceOptions) -> dict[str, Any] | None:
@@ -144,12 +163,14 @@ class RealtimeDecoder:
 
     def __init__(self) -> None:
         self._called: set[str] = set()  # call_ids already emitted as ToolCall
+        self.configured = False  # a session.updated came: the server took the session's settings
         self._handlers: dict[str, Callable[[dict[str, Any]], list[Event]]] = {
             "response.output_audio.delta": self._audio,
             "response.output_audio_transcript.delta": self._assistant_delta,
             "response.output_audio_transcript.done": self._assistant_done,
             "conversation.item.input_audio_transcription.delta": self._user_delta,
             "conversation.item.input_audio_transcription.completed": self._user_done,
+            "conversation.item.input_audio_transcription.failed": self._user_failed,
             "response.output_text.delta": self._text,
             "input_audio_buffer.speech_started": self._speech_started,
             "input_audio_buffer.speech_stopped": self._speech_stopped,
@@ -161,6 +182,8 @@ class RealtimeDecoder:
         }
 
     def feed(self, event: dict[str, Any]) -> list[Event]:
+        if event.get("type") == "session.updated":
+            self.configured = True
         handler = self._handlers.get(event.get("type", ""))
         return handler(event) if handler is not None else []
 
@@ -178,6 +201,12 @@ class RealtimeDecoder:
 
     def _user_done(self, event: dict[str, Any]) -> list[Event]:
         return [Transcript("user", event.get("transcript") or "", True, event.get("item_id"))]
+
+    def _user_failed(self, event: dict[str, Any]) -> list[Event]:
+        """The words of one utterance could not be transcribed: said, and the utterance ends empty."""
+        error = errors.from_error_frame({"error": event.get("error") or {}})
+        error = replace(error, message=f"transcription failed: {error.message}")
+        return [error, Transcript("user", "", True, event.get("item_id"))]
 
     def _text(self, event: dict[str, Any]) -> list[Event]:
         return [TextDelta(event.get("delta", ""), event.get("item_id"))]
