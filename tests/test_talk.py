@@ -184,12 +184,33 @@ def test_no_device_message(tmp_path, sim):
     fake = tmp_path / "fakes"
     fake.mkdir()
     (fake / "sounddevice.py").write_text(FAKE_NO_DEVICES)
-    r = talk(tmp_path, sim, PYTHONPATH=str(fake))
+    r = talk(tmp_path, sim, PYTHONPATH=str(fake))  # no microphone: typed turns, but nowhere to speak
     assert r.code == 3
-    assert r.err.splitlines()[0] == "voicecli: no audio input device found"
-    assert "--input FILE.wav" in r.err
+    assert r.err.splitlines()[0] == "voicecli: no audio output device found"
+    assert "--output FILE.wav" in r.err
     r = talk(tmp_path, sim, "--input", str(speech_wav(tmp_path / "i.wav", [("silence", 0.2)])), PYTHONPATH=str(fake))
     assert r.code == 3 and "no audio output device found" in r.err
+    r = talk(tmp_path, sim, "--input-device", "usb", PYTHONPATH=str(fake))  # a microphone asked for by name
+    assert r.code == 3 and "input device" in r.err
+
+
+@pytest.mark.parametrize("engine", ["realtime", "cascade"])
+def test_without_a_microphone_typed_turns_are_answered_aloud(tmp_path, sim, engine):
+    """No input device (or --no-mic): lines typed or piped are the user's turns, the answers are spoken
+    (here into --output), and the end of stdin ends talk once the last answer was spoken."""
+    fake = tmp_path / "fakes"
+    fake.mkdir()
+    (fake / "sounddevice.py").write_text(FAKE_NO_DEVICES)
+    out, tr = tmp_path / "out.wav", tmp_path / "t.jsonl"
+    r = talk(tmp_path, sim, "--engine", engine, "--output", str(out), "--transcript", str(tr),
+             input="what time is it\n", PYTHONPATH=str(fake))
+    assert r.code == 0, r.err
+    assert "no microphone found: type your turns; answers are spoken" in r.err
+    said = [(e["role"], e["text"]) for e in map(json.loads, tr.read_text().splitlines()) if e.get("type") == "entry"]
+    assert said == [("user", "what time is it"), ("assistant", "You said: what time is it")]
+    assert out.stat().st_size > 44 + 24000  # more than a second of the answer's voice
+    r = talk(tmp_path, sim, "--no-mic", "--input", str(out), "--output", str(tmp_path / "o2.wav"), input="hi\n")
+    assert r.code == 0, r.err  # --input wins over --no-mic
 
 
 def test_bad_vad_value_is_a_usage_error(tmp_path, sim):

@@ -253,6 +253,7 @@ def talk(
     output_device: Annotated[Optional[str], typer.Option("--output-device", metavar="INDEX|NAME", autocompletion=_completer("sink"), help="Speaker.")] = None,
     input_wav: Annotated[Optional[Path], typer.Option("--input", metavar="FILE.wav", help="Stream a WAV file instead of the microphone.")] = None,
     output_wav: Annotated[Optional[Path], typer.Option("--output", metavar="FILE.wav", help="Record the assistant to a WAV file.")] = None,
+    no_mic: Annotated[bool, typer.Option("--no-mic", help="No microphone: type your turns (keyboard or stdin); answers are spoken.")] = False,
     transcript: Annotated[Optional[Path], typer.Option("--transcript", metavar="PATH", help="Append the conversation to this .jsonl or .md file.")] = None,
     continue_: Annotated[bool, typer.Option("-c", "--continue", help="Continue the latest conversation (text or voice).")] = False,
     cid: Annotated[Optional[str], typer.Option("--cid", metavar="ID", help="Continue conversation ID.")] = None,
@@ -283,7 +284,7 @@ def talk(
     opts = TalkOptions(vad=vad, half_duplex=half_duplex, aec=aec, input_device=input_device, output_device=output_device,
                        input_wav=input_wav, output_wav=output_wav, transcript=transcript, voice=voice,
                        continue_=continue_, cid=cid, no_log=no_log, debug=debug, require_mcp=require_mcp,
-                       engine=engine)
+                       engine=engine, no_mic=no_mic)
     raise typer.Exit(run_talk(prof, opts))
 
 

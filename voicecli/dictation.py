@@ -71,14 +71,13 @@ class Dictation:
         self.utterances = 0
 
     def _microphone(self):
-        from voicecli.audio.devices import resolve_device
+        from voicecli.audio.devices import NoDevice, resolve_device
 
         try:
             device = resolve_device(self.opts.input_device or self.profile.voice.input_device, "input")
-        except ConfigError as exc:
-            if exc.message == "no audio input device found":
-                exc.message = "no microphone found"
-                exc.hint = "transcribe a recording instead: voicecli transcribe FILE.wav (or - for a WAV on stdin)"
+        except NoDevice as exc:
+            exc.message = "no microphone found"
+            exc.hint = "transcribe a recording instead: voicecli transcribe FILE.wav (or - for a WAV on stdin)"
             raise
         return device
 

@@ -56,6 +56,7 @@ class TalkOptions:
     debug: bool = False
     require_mcp: bool = False
     engine: str = "realtime"  # realtime | cascade (see `Profile.talk_engine`)
+    no_mic: bool = False  # typed turns only, spoken answers
     leave: str = "quit"  # what Ctrl-D and an idle Ctrl-C do: "quit", or "return to chat" from chat's /talk
 
 
@@ -123,7 +124,7 @@ class Talk:
         o = self.opts
         self.audio = AudioIO(self.voice, input_device=o.input_device, output_device=o.output_device,
                              input_wav=o.input_wav, output_wav=o.output_wav, half_duplex=o.half_duplex,
-                             echo_cancellation=o.aec)
+                             echo_cancellation=o.aec, no_mic=o.no_mic)
         self.buffer = self.audio.buffer
         self.turns = Turns(self.buffer)
         if o.transcript is not None:
@@ -134,7 +135,8 @@ class Talk:
         self.view = TalkView(footer=" · ".join(keys), level=lambda: self.audio.level,
                              data_out=sys.stdout if not sys.stdout.isatty() else None)
         self.keys = TalkKeys(self.view, ptt=self.ptt, send=lambda t: self.jobs.spawn(self.send_text(t)),
-                             toggle=lambda: self.jobs.spawn(self.toggle_recording()), quit=self.stop.set)
+                             toggle=lambda: self.jobs.spawn(self.toggle_recording()), quit=self.stop.set,
+                             ended=self.audio.typing_ended)
         loop, unhook = asyncio.get_running_loop(), lambda: None  # unhook: SIGINT back to the default
         unhook_leave = on_leave_signals(self.on_leave)  # before MCP servers start: they stop with talk
         try:

@@ -161,6 +161,10 @@ def duplex_mode() -> str:
 HEADSET_WORDS = ("headset", "headphone", "earphone", "earbud", "airpods", "buds", "hands-free", "handsfree")
 
 
+class NoDevice(ConfigError):
+    """There is no audio device of the kind at all (not just no default one)."""
+
+
 def resolve_device(spec: str | None, kind: str) -> dict[str, Any]:
     """The device `--input-device`/`--output-device` names, else the default one (exit 3 if none)."""
     if spec:
@@ -175,10 +179,10 @@ def resolve_device(spec: str | None, kind: str) -> dict[str, Any]:
         return match[0]
     if any(d[channels] > 0 for d in devices):
         hint = f"no default {kind} device: pick one with --{kind}-device (see `voicecli devices`)"
-    else:
-        hint = (f"connect a {'microphone' if kind == 'input' else 'speaker'}, or use "
-                f"--{kind} FILE.wav to run without one")
-    raise ConfigError(f"no audio {kind} device found", hint=hint)
+        raise ConfigError(f"no audio {kind} device found", hint=hint)
+    hint = (f"connect a {'microphone' if kind == 'input' else 'speaker'}, or use "
+            f"--{kind} FILE.wav to run without one")
+    raise NoDevice(f"no audio {kind} device found", hint=hint)
 
 
 def looks_like_headset(*names: str) -> bool:

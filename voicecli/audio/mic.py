@@ -96,3 +96,24 @@ class Microphone(DeviceStream):
         """Async iterator of (pcm, captured_at monotonic time)."""
         while True:
             yield await self.queue.get()
+
+
+class NoMicrophone:
+    """Stands in for the microphone when there is none (or `talk --no-mic`): no audio at all; the
+    user types. `done` is set when typed input has ended (EOF on a pipe), as a `--input` file's."""
+
+    level = 0.0
+    dropped = 0
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+        self._closed = asyncio.Event()
+
+    async def blocks(self):
+        """Like Microphone.blocks(): yields nothing, ends when closed."""
+        await self._closed.wait()
+        return
+        yield  # an async generator
+
+    def close(self) -> None:
+        self._closed.set()

@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 class TalkKeys:
     def __init__(self, view, *, ptt: bool, send: Callable[[str], None], toggle: Callable[[], None],
-                 quit: Callable[[], None]):
+                 quit: Callable[[], None], ended: Callable[[], None] = lambda: None):
         self.view, self.ptt = view, ptt
-        self.send, self.toggle, self.quit = send, toggle, quit
+        self.send, self.toggle, self.quit, self.ended = send, toggle, quit, ended
         self._answer: asyncio.Future | None = None
 
     @property
@@ -61,7 +61,8 @@ class TalkKeys:
     def line(self, line: str | None) -> None:
         """One line from a pipe: text to send; an empty line toggles recording in push-to-talk."""
         if line is None:
-            return  # EOF on a pipe: keep talking (the microphone is still there)
+            self.ended()  # EOF on a pipe: keep talking if a microphone is there
+            return
         if self.asking:
             self._answer.set_result(line.strip().lower()[:1] or "n")
             return

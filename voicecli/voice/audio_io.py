@@ -19,15 +19,30 @@ HANG_S = 0.3  # half-duplex: keep the mic muted this long after the assistant's 
 
 class AudioIO:
     def __init__(self, voice, *, input_device: str | None, output_device: str | None, input_wav: Path | None,
-                 output_wav: Path | None, half_duplex: bool | None, echo_cancellation: bool | None = None):
-        from voicecli.audio.devices import looks_like_headset, resolve_device
+                 output_wav: Path | None, half_duplex: bool | None, echo_cancellation: bool | None = None,
+                 no_mic: bool = False):
+        from voicecli.audio.devices import NoDevice, looks_like_headset, resolve_device
         from voicecli.audio.speaker import PlaybackBuffer
 
         self.input_wav, self.output_wav = input_wav, output_wav
         headless = input_wav is not None and output_wav is not None
         in_spec, out_spec = input_device or voice.input_device, output_device or voice.output_device
-        self.in_dev = resolve_device(in_spec, "input") if input_wav is None else None
-        self.out_dev = resolve_device(out_spec, "output") if not headless else None
+        self.no_mic = no_mic and input_wav is None  # typed turns only
+        self.missing_mic = False  # there was none to find: typed turns only, said in the header
+        self.in_dev = None
+        if input_wav is None and not self.no_mic:
+            try:
+                self.in_dev = resolve_device(in_spec, "input")
+            except NoDevice:
+                if in_spec:
+                    raise
+                self.no_mic = self.missing_mic = True
+        try:
+            self.out_dev = resolve_device(out_spec, "output") if not headless else None
+        except NoDevice:
+            if output_wav is None or out_spec:
+                raise
+            self.out_dev = None  # recorded to --output, paced by a clock
         self.voice = voice
         names = [d["name"] for d in (self.in_dev, self.out_dev) if d]
         headset = bool(names) and looks_like_headset(*names)
@@ -38,8 +53,8 @@ class AudioIO:
         # echo cancellation when a real mic may hear a real speaker and the mic is not muted anyway;
         # not on a headset unless asked: with no echo path, AEC3 dampens the first syllables of a
         # user talking over the answer
-        self.echo_wanted = (bool(aec) and not half and input_wav is None and self.out_dev is not None
-                            and (not headset or bool(echo_cancellation)))
+        self.echo_wanted = (bool(aec) and not half and input_wav is None and not self.no_mic
+                            and self.out_dev is not None and (not headset or bool(echo_cancellation)))
         self.echo_problem: str | None = None  # why the canceller could not be loaded
         if self.echo_wanted:
             from voicecli.audio.echo import EchoUnavailable, load_module
@@ -50,7 +65,7 @@ class AudioIO:
                 self.echo_wanted, self.echo_problem = False, str(exc)
         if half is None and not self.echo_wanted:
             half = not headset
-        self.half_duplex = bool(half) and input_wav is None  # a file hears no echo
+        self.half_duplex = bool(half) and input_wav is None and not self.no_mic  # a file hears no echo
         self.echo = None  # the EchoCanceller, once the devices are open
         self.buffer = PlaybackBuffer(prebuffer_ms=PREBUFFER_MS, record=output_wav is not None)
         self.source = self.player = self.recorder = None
@@ -64,6 +79,9 @@ class AudioIO:
     @property
     def mode(self) -> str:
         """For the talk header: how the assistant is kept from hearing itself."""
+        if self.no_mic:
+            return ("no microphone found: type your turns" if self.missing_mic else "no microphone (--no-mic)"
+                    ) + "; answers are spoken"
         if self.echo_wanted:
             return "full-duplex with echo cancellation"
         mode = "half-duplex (mic muted while the assistant speaks)" if self.half_duplex else "full-duplex"
@@ -77,6 +95,10 @@ class AudioIO:
             self.recorder = WavRecorder(self.output_wav)
         if self.input_wav is not None:
             self.source = WavSource(self.input_wav)
+        elif self.no_mic:
+            from voicecli.audio.mic import NoMicrophone
+
+            self.source = NoMicrophone()
         else:
             from voicecli.audio.mic import Microphone
 
@@ -136,9 +158,15 @@ class AudioIO:
         """Half-duplex: the mic is not sent while the assistant is heard (and briefly after)."""
         return self.half_duplex and (self.buffer.active or time.monotonic() - self.buffer.last_sound < HANG_S)
 
+    def typing_ended(self) -> None:
+        """Typed input ended (EOF on a pipe): without a microphone, that is the end of the input."""
+        if self.no_mic:
+            self.source.done.set()
+
     @property
     def input_done(self) -> bool:
-        """A `--input` file has been sent to the end (a microphone never is)."""
+        """A `--input` file has been sent to the end, or typed input without a microphone has
+        ended (a microphone never is)."""
         done = getattr(self.source, "done", None)
         return done is not None and done.is_set()
 
