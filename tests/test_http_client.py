@@ -497,3 +497,24 @@ def test_a_reply_sent_before_the_server_hung_up_on_a_large_upload_is_shown(raw):
         return reply.status_code, reply.content
 
     assert run(go()) == (413, b"too large")
+
+
+def test_plain_words_for_what_failed(raw):
+    """httpx2's exceptions, in the words the error lines use."""
+    async def get(url):
+        client = Client(connect_timeout=5, read_timeout=5)
+        try:
+            await client.get(url)
+        finally:
+            await client.aclose()
+
+    with pytest.raises(TransportError, match=r"^cannot resolve the host name nonexistent\.invalid"):
+        run(get("http://nonexistent.invalid/v1/models"))  # .invalid never resolves (RFC 6761)
+    with pytest.raises(TransportError, match="^connection refused$") as caught:
+        run(get("http://127.0.0.1:9/v1/models"))
+    assert caught.value.address == ("127.0.0.1", 9)  # so a refusal on loopback is not retried
+    server = raw(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", close_after=1)
+    with pytest.raises(TransportError, match="closed the connection before the reply was complete"):
+        run(get(server.url + "/"))
+    with pytest.raises(InvalidURL):
+        run(get("ftp://example.com/"))
