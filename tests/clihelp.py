@@ -84,20 +84,33 @@ def talk_with_approval(home: Path, argv: list[str], line: str, prompt: str, answ
 @dataclass
 class Measured(Result):
     peak_rss_mib: float  # the CLI process's peak resident memory
-    seconds: float
+    seconds: float  # wall time
+    cpu_seconds: float  # user + system, the CLI and the children it waited for
+
+    def __repr__(self) -> str:
+        return (f"exit {self.code} in {self.seconds:.1f} s ({self.cpu_seconds:.1f} s of CPU), "
+                f"{self.peak_rss_mib:.0f} MiB: {self.err!r}")
+
+    def bounded(self, *, cpu_seconds: float, rss_mib: float, wall_seconds: float = 60) -> None:
+        """The work is bounded in CPU time (what a busy machine does not inflate) and memory; the
+        generous wall-time bound only tells an end from a hang."""
+        assert self.cpu_seconds <= cpu_seconds, self
+        assert self.peak_rss_mib <= rss_mib, self
+        assert self.seconds <= wall_seconds, self
 
 
 _MEASURE = ("import resource, subprocess, sys, time; t = time.monotonic(); "
-            "code = subprocess.run(sys.argv[1:]).returncode; "
-            "sys.stderr.write(f'\\n@@ {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} "
-            "{time.monotonic() - t}\\n'); sys.exit(code)")
+            "code = subprocess.run(sys.argv[1:]).returncode; u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+            "sys.stderr.write(f'\\n@@ {u.ru_maxrss} {time.monotonic() - t} {u.ru_utime + u.ru_stime}\\n'); "
+            "sys.exit(code)")
 
 
-def run_cli_measured(home: Path, *args: str, timeout: float = 60, **env: str) -> Measured:
-    """`run_cli`, also measuring the CLI's peak RSS (getrusage of a wrapper's only child) and wall time."""
+def run_cli_measured(home: Path, *args: str, timeout: float = 90, **env: str) -> Measured:
+    """`run_cli`, also measuring the CLI's peak RSS and CPU time (getrusage of a wrapper's only
+    child) and its wall time."""
     proc = subprocess.run([sys.executable, "-c", _MEASURE, sys.executable, "-m", "voicecli", *args],
                           capture_output=True, text=True, timeout=timeout, env=cli_env(home, **env),
                           stdin=subprocess.DEVNULL)
     err, _, numbers = proc.stderr.rpartition("\n@@ ")
-    rss_kib, seconds = numbers.split()
-    return Measured(proc.returncode, proc.stdout, err, int(rss_kib) / 1024, float(seconds))
+    rss_kib, seconds, cpu = numbers.split()
+    return Measured(proc.returncode, proc.stdout, err, int(rss_kib) / 1024, float(seconds), float(cpu))

@@ -18,6 +18,7 @@ from compat.reconstruct import frames, inline_think, sse
 
 from clihelp import run_cli
 from shared_data import recording
+from voicecli.errors import exit_code_for
 from voicecli.events import ReasoningDelta, TextDelta, TurnEnd
 from voicecli.wire.chat import ChatDecoder, ThinkSplitter
 from voicecli.wire.sse import SSEDecoder
@@ -218,4 +219,4 @@ def test_error_chunk_status_maps_to_exit_codes():
                         ({"error": {"code": 401, "message": "No auth"}}, 4),
                         ({"error": {"message": "x", "status_code": 503}}, 7),
                         ({"error": {"message": "x"}, "status_code": 429}, 5)]:
-        assert errors.exit_code(errors.from_error_frame(frame)) == code, frame
+        assert exit_code_for(errors.from_error_frame(frame)) == code, frame

@@ -1,7 +1,8 @@
 """Hostile HTTP servers on loopback against the real CLI: gzip bombs, endless lines, a byte a
 second, redirects, oversized JSON, a proxy that is not there. Each case ends with one line on
-stderr and a documented exit code, in bounded time (≤ 15 s) and memory (peak RSS ≤ 200 MiB),
-measured in the CLI's own process.
+stderr and a documented exit code, in bounded work (≤ 15 s of CPU) and memory (peak RSS ≤ 200
+MiB), measured in the CLI's own process; wall time only tells an end from a hang (≤ 60 s, however
+busy the machine).
 
 The servers write what a test needs byte for byte and generate big bodies lazily (a gigabyte is
 never built in memory, here or in voicecli).
@@ -92,14 +93,13 @@ def infer(home, server, transport="sse", read_timeout=2, **env):
 
 
 def bounded(r, code: int, *words: str) -> None:
-    print(f"exit {r.code}, {r.seconds:.1f} s, peak RSS {r.peak_rss_mib:.0f} MiB: {r.err.strip()[-160:]}")
+    print(r)
     assert r.code == code, r.err
     lines = [line for line in r.err.splitlines() if line.strip() and not line.startswith("  hint:")]
     assert len(lines) == 1, r.err
     for word in words:
         assert word in r.err, r.err
-    assert r.peak_rss_mib <= MAX_RSS_MIB, f"peak RSS {r.peak_rss_mib:.0f} MiB"
-    assert r.seconds <= MAX_SECONDS, f"{r.seconds:.1f} s"
+    r.bounded(cpu_seconds=MAX_SECONDS, rss_mib=MAX_RSS_MIB)
 
 
 def test_a_gzip_bomb_in_an_error_reply_is_read_to_its_first_mib(tmp_path, hostile, bombs):
@@ -172,7 +172,7 @@ def test_speech_a_byte_a_second_is_silence(tmp_path, hostile):
         client = AudioClient(Connection(read_timeout=2, max_retries=0), server.url + "/v1", None)
         return [piece async for piece in client.speak("hello", model="m", voice="alloy")]
 
-    pieces = asyncio.run(asyncio.wait_for(speak(), MAX_SECONDS))
+    pieces = asyncio.run(asyncio.wait_for(speak(), 60))  # an end, not a hang
     assert len(pieces) == 1 and "no data" in pieces[0].message and pieces[0].kind == "timeout"
 
 

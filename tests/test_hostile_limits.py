@@ -1,12 +1,11 @@
 """Issue 22, hostile servers: memory and time stay bounded whatever a server sends. The real CLI as a
 subprocess against tiny loopback servers that generate their huge replies lazily (nothing of gigabyte
-size is ever built); each run is measured — exit code, one-line message, seconds, and the child's peak
+size is ever built); each run is measured — exit code, one-line message, CPU seconds, and the child's peak
 RSS (getrusage(RUSAGE_CHILDREN) in a wrapper process that runs only the CLI)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import threading
 import time
@@ -14,49 +13,24 @@ from pathlib import Path
 
 import pytest
 
-from clihelp import cli_env
+from clihelp import Measured, run_cli_measured
 from hostile import GIB, MIB, SSE_HEAD, Server, lazily, read_head, read_request, server, ws_frame_head, ws_server  # noqa: F401 (server: a fixture)
 
 MAX_RSS_MIB = 200
 MAX_SECONDS = 15
 
-_WRAPPER = r"""
-import json, resource, subprocess, sys, time
-start = time.monotonic()
-proc = subprocess.run(sys.argv[1:], capture_output=True, text=True, stdin=subprocess.DEVNULL)
-secs = time.monotonic() - start
-rss_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
-print(json.dumps({"code": proc.returncode, "out": proc.stdout, "err": proc.stderr, "secs": secs,
-                  "rss_mib": rss_kib / 1024}))
-"""
+def measured(home: Path, *args: str, timeout: float = 90) -> Measured:
+    return run_cli_measured(home, *args, timeout=timeout)
 
 
-class Run:
-    def __init__(self, d: dict):
-        self.code, self.out, self.err = d["code"], d["out"], d["err"]
-        self.secs, self.rss_mib = d["secs"], d["rss_mib"]
-
-    def __repr__(self) -> str:
-        return f"exit {self.code} in {self.secs:.1f} s, {self.rss_mib:.0f} MiB: {self.err!r}"
-
-
-def measured(home: Path, *args: str, timeout: float = 90) -> Run:
-    """`voicecli ARGS` in a wrapper process that reports its exit code, output, time and peak RSS."""
-    argv = [sys.executable, "-c", _WRAPPER, sys.executable, "-m", "voicecli", *args]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=cli_env(home))
-    assert proc.returncode == 0, proc.stderr
-    return Run(json.loads(proc.stdout))
-
-
-def infer(home: Path, base_url: str, transport: str, *args: str) -> Run:
+def infer(home: Path, base_url: str, transport: str, *args: str) -> Measured:
     return measured(home, "infer", "-p", "offline", "--base-url", base_url, "-t", transport,
                     "-o", "connection.max_retries=0", *args, "hello")
 
 
-def assert_bounded(r: Run) -> None:
+def assert_bounded(r: Measured) -> None:
     print(r)  # the measurement, shown with -s
-    assert r.secs <= MAX_SECONDS, r
-    assert r.rss_mib <= MAX_RSS_MIB, r
+    r.bounded(cpu_seconds=MAX_SECONDS, rss_mib=MAX_RSS_MIB)
     assert "Traceback" not in r.err, r
     assert len(r.err.strip().splitlines()) == 1, r  # one line
 
@@ -117,7 +91,7 @@ def test_sse_flood_of_blank_lines_costs_little_cpu(tmp_path, server, eol):
     assert r.code == 0, r
     assert r.out == "after the flood\n"
     print(r)
-    assert r.secs <= MAX_SECONDS and r.rss_mib <= MAX_RSS_MIB, r
+    r.bounded(cpu_seconds=MAX_SECONDS, rss_mib=MAX_RSS_MIB)
 
 
 # ---- WebSocket: a message over the cap, and silence ----------------------------------------------
@@ -202,9 +176,9 @@ def test_realtime_message_over_the_cap_ends_the_event_stream_with_a_clear_reason
             await transport.aclose()
 
     start = time.monotonic()
-    events = asyncio.run(asyncio.wait_for(run(), MAX_SECONDS))
+    events = asyncio.run(asyncio.wait_for(run(), 60))  # an end, not a hang (wall time: however busy)
     assert events == [Disconnected("the server sent a WebSocket message over 16 MiB; the connection was dropped")]
-    assert time.monotonic() - start < MAX_SECONDS
+    assert time.monotonic() - start < 60
 
 
 # ---- MCP: a huge tool result ------------------------------------------------------------------------
@@ -259,7 +233,7 @@ def test_a_huge_mcp_tool_result_is_bounded(tmp_path, server, via, mib):
         assert not big["ok"]
         assert big["output"].startswith("error: MCP server 'r': ") and big["output"].endswith(
             "its answer was over 8 MiB (voicecli's limit for one MCP message) and was skipped"), big["output"]
-    assert r.secs <= MAX_SECONDS and r.rss_mib <= MAX_RSS_MIB, r
+    r.bounded(cpu_seconds=MAX_SECONDS, rss_mib=MAX_RSS_MIB)
     assert "Traceback" not in r.err
 
 
@@ -344,4 +318,4 @@ def test_an_sse_event_just_under_the_cap_is_still_read_within_bounds(tmp_path, s
     print(r)
     assert r.code == 0, r
     assert len(r.out) == size + 1
-    assert r.secs <= MAX_SECONDS and r.rss_mib <= MAX_RSS_MIB, r
+    r.bounded(cpu_seconds=MAX_SECONDS, rss_mib=MAX_RSS_MIB)
