@@ -351,9 +351,12 @@ def transcribe(
         profiles.apply_setting(prof, "voice.transcription_model", model)
     from voicecli.transcribe import TranscribeOptions, run_transcribe
 
+    live = None
+    if source is None:
+        from voicecli.dictation import Dictation as live
     raise typer.Exit(run_transcribe(prof, TranscribeOptions(
         source=source, format=format_, language=language, prompt=prompt, engine=engine, partial=partial, log=log,
-        input_device=input_device, debug=debug)))
+        input_device=input_device, debug=debug), live=live))
 
 
 @app.command()

@@ -21,13 +21,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from voicecli.errors import ConfigError, ExitCode, UsageError, VoicecliError
+from voicecli.errors import ConfigError, ExitCode, UsageError
 from voicecli.profiles import Profile
 
 FORMATS = ("text", "json", "srt", "vtt")
@@ -66,7 +66,9 @@ class Piece:
     spans: list[tuple[int, int]] = field(default_factory=list)  # speech (start, end) ms, in the stream
 
 
-def run_transcribe(profile: Profile, opts: TranscribeOptions) -> int:
+def run_transcribe(profile: Profile, opts: TranscribeOptions, live: Any = None) -> int:
+    """`live`: the live-dictation job's class (`dictation.Dictation`), when there is no file; the
+    caller passes it, so this module (which dictation builds on) does not import it."""
     from voicecli.ui.status import setup_logging
 
     setup_logging(opts.debug)
@@ -81,7 +83,7 @@ def run_transcribe(profile: Profile, opts: TranscribeOptions) -> int:
         raise ConfigError("no speech-to-text model: voice.transcription_model is empty", hint="pass -m MODEL")
     out = Output(opts.format, sys.stdout, live=opts.source is None)
     log = _open_log(profile) if opts.log else None
-    job = (FileJob(profile, opts, out, log) if opts.source is not None else _live(profile, opts, out, log))
+    job = FileJob(profile, opts, out, log) if opts.source is not None else live(profile, opts, out, log)
     try:
         code = asyncio.run(job.run())
     except BrokenPipeError:
@@ -100,12 +102,6 @@ def _open_log(profile: Profile):
     from voicecli import convlog
 
     return convlog.ConversationLog.create(lazy=True, **convlog.where(profile))
-
-
-def _live(profile: Profile, opts: TranscribeOptions, out: "Output", log):
-    from voicecli.dictation import Dictation
-
-    return Dictation(profile, opts, out, log)
 
 
 # -- output -------------------------------------------------------------------------------------
