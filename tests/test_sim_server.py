@@ -58,7 +58,7 @@ def test_stop_with_open_websocket_and_stalled_stream():
             time.sleep(0.01)
         t0 = time.monotonic()
         handle.stop()
-        assert time.monotonic() - t0 < 3
+        assert time.monotonic() - t0 < 15  # not the stream's 30 s stall (wall time: however busy the machine)
         with pytest.raises(websockets.exceptions.ConnectionClosed):
             ws.recv(timeout=2)
     assert stalled_done.wait(5)
@@ -145,9 +145,7 @@ def test_many_concurrent_connections(sim):
 
             return await asyncio.gather(*[one(i) for i in range(40)], *[ws(i) for i in range(10)])
 
-    t0 = time.monotonic()
-    assert sum(asyncio.run(main())) == 50
-    assert time.monotonic() - t0 < 5
+    assert sum(asyncio.run(main())) == 50  # all served (each client's timeout, 10 s, bounds the wait)
 
 
 def test_routes_for_the_other_fronts_are_registered():
