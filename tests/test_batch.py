@@ -1,0 +1,345 @@
+"""`voicecli batch`: the real CLI against the simulator, local mode and the Batch API."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from clihelp import cli_env, run_cli
+
+
+@pytest.fixture
+def home(tmp_path):
+    (tmp_path / "profiles").mkdir()
+    return tmp_path
+
+
+def batch(home, sim, *args, transport="sse", input=None, **env):
+    return run_cli(home, "batch", *args, "-p", "offline", "--base-url", sim.base_url, "-t", transport,
+                   input=input, **env)
+
+
+def start(home, sim, *args, transport="sse"):
+    """The batch as a background process; its stderr in a file."""
+    err = open(home / "stderr.txt", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "voicecli", "batch", *args, "-p", "offline", "--base-url",
+                             sim.base_url, "-t", transport], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=err, env=cli_env(home))
+    err.close()
+    return proc
+
+
+def wait_for(condition, timeout=30.0, what="the condition"):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def write_input(path: Path, n: int, **extra) -> Path:
+    path.write_text("".join(json.dumps({"id": f"id-{i:03d}", "prompt": f"item-{i:03d} please", **extra}) + "\n"
+                            for i in range(n)))
+    return path
+
+
+def lines(path: Path) -> list[dict]:
+    text = path.read_text() if path.exists() else ""
+    assert text == "" or text.endswith("\n"), "a partial line in OUT"
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def http(sim, endpoint: str, method: str | None = None, since: int = 0) -> list[dict]:
+    return [e for e in list(sim.log)[since:] if e.get("kind") == "http" and e.get("endpoint") == endpoint
+            and (method is None or e.get("method") == method)]
+
+
+def fault(spec: str) -> list[str]:
+    return ["-o", 'connection.headers={"x-sim-fault" = "%s"}' % spec]
+
+
+# ---- input checked before anything is sent ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad, where", [
+    ('{"id": "x", "prompt": "two"\n', "line 3: not valid JSON"),
+    ('{"id": "a", "prompt": "again"}\n', 'line 3: duplicate id "a" (first on line 1)'),
+    ('{"id": "z", "promt": "typo"}\n', "line 3: unknown key 'promt'"),
+    ('{"id": "z", "prompt": "x", "options": {"temperature": 9}}\n', "line 3: \"options\": model.temperature"),
+    ('{"id": "z", "prompt": "x", "schema": "name, age flurb"}\n', "line 3:"),
+])
+def test_a_bad_line_exits_2_naming_it_and_sends_nothing(home, sim, bad, where):
+    source = home / "in.jsonl"
+    source.write_text('{"id": "a", "prompt": "one"}\n{"id": "b", "prompt": "two"}\n' + bad)
+    r = batch(home, sim, str(source))
+    assert r.code == 2, r.err
+    assert where in r.err and "nothing was sent" in r.err
+    assert not [e for e in sim.log if e.get("endpoint", "").startswith("/v1/")]
+    assert not (home / "in.out.jsonl").read_text()
+
+
+def test_output_lines_plain_text_stdin_and_stdout(home, sim):
+    r = batch(home, sim, "-", "--out", "-", "-j", "2", input="first\n\nthird\n")
+    assert r.code == 0, r.err
+    got = sorted((json.loads(line) for line in r.out.splitlines()), key=lambda x: x["id"])
+    assert [g["id"] for g in got] == [1, 3]  # id = line number
+    assert got[0]["text"] == "You said: first"
+    assert set(got[0]) == {"id", "text", "usage", "cost_usd"}
+    assert got[0]["usage"]["input_tokens"] > 0 and got[0]["cost_usd"] == 0.0
+    assert r.err.count("\n") == 1 and "2 of 2" in r.err  # not a terminal: the summary line only
+
+
+@pytest.mark.parametrize("transport", ["sse", "chat", "ws"])
+def test_each_transport_answers_each_item_once_with_per_item_settings(home, sim, transport):
+    source = home / "in.jsonl"
+    source.write_text('{"id": "a", "prompt": "alpha", "system": "Be terse.", "options": {"temperature": 0.2}}\n'
+                      '{"id": 7, "prompt": "beta", "schema": "name, age int"}\n{"id": "c", "prompt": "gamma"}\n')
+    r = batch(home, sim, str(source), "-O", str(home / "out.jsonl"), "--json", transport=transport)
+    assert r.code == 0, r.err
+    got = {g["id"]: g for g in lines(home / "out.jsonl")}
+    assert set(got) == {"a", 7, "c"}
+    assert got[7]["json"] == {"name": "You said: beta", "age": 0}
+    assert json.loads(r.out)["ok"] == 3
+    sent = [e.get("body") or e.get("event") for e in sim.log if e.get("body") or e.get("event")]
+    system = [b for b in sent if "alpha" in json.dumps(b)][0]
+    assert "Be terse." in json.dumps(system) and system.get("temperature") == 0.2
+    assert (home / "out.jsonl").stat().st_mode & 0o077 == 0  # answers are private, as the conversation log
+
+
+def test_per_item_failures_are_error_lines_exit_8_and_a_rerun_retries_only_them(home, sim):
+    source = home / "in.jsonl"
+    long = " ".join(f"w{i}" for i in range(60))
+    source.write_text('{"id": "ok", "prompt": "fine"}\n'
+                      '{"id": "bad", "prompt": "x", "options": {"max_output_tokens": 5}}\n'  # the server's 400
+                      f'{{"id": "cut", "prompt": "{long}", "options": {{"max_output_tokens": 16}}}}\n')
+    r = batch(home, sim, str(source))
+    assert r.code == 8, r.err
+    assert "2 items failed" in r.err and "in.out.jsonl" in r.err
+    got = {g["id"]: g for g in lines(home / "in.out.jsonl")}
+    assert "error" not in got["ok"]
+    assert got["bad"]["error"].startswith("invalid_request (400)")
+    assert "incomplete" in got["cut"]["error"] and got["cut"]["text"]
+    before = len(sim.log)
+    r = batch(home, sim, str(source))
+    assert r.code == 8
+    retried = http(sim, "/v1/responses", since=before)
+    assert len(retried) == 2 and not any("fine" in json.dumps(e["body"]) for e in retried)
+    assert sorted(g["id"] for g in lines(home / "in.out.jsonl")) == ["bad", "cut", "ok"]  # each once
+
+
+def test_an_authentication_failure_stops_the_batch(home, make_sim):
+    sim = make_sim(api_key="sk-right")
+    source = write_input(home / "in.jsonl", 20)
+    r = batch(home, sim, str(source), "-j", "2")
+    assert r.code == 4, r.err
+    assert "401" in r.err and "stopped" in r.err
+    assert lines(home / "in.out.jsonl") == []  # nothing marked done: a rerun with the key does all
+    assert len(http(sim, "/v1/responses")) < 20
+
+
+def test_a_second_batch_on_the_same_out_is_refused(home, sim):
+    import fcntl
+
+    source = write_input(home / "in.jsonl", 2)
+    with open(home / "in.out.jsonl", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        r = batch(home, sim, str(source))
+    assert r.code == 2 and "another voicecli batch" in r.err
+
+
+# ---- resume, interrupts, rate limits ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_rerun_gives_every_id_exactly_once(home, make_sim):
+    sim = make_sim(latency=0.2)
+    source = write_input(home / "in.jsonl", 40)
+    out = home / "in.out.jsonl"
+    proc = start(home, sim, str(source), "-j", "4")
+    try:
+        wait_for(lambda: len(lines(out)) >= 8, what="8 answers")
+        assert proc.poll() is None  # written as each completes, not at the end
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proc.kill()
+    first = {g["id"] for g in lines(out)}  # whole lines only
+    assert 8 <= len(first) < 40
+    before = len(sim.log)
+    r = batch(home, sim, str(source), "-j", "8")
+    assert r.code == 0, r.err
+    assert f"{len(first)} already in" in r.err
+    ids = [g["id"] for g in lines(out)]
+    assert sorted(ids) == [f"id-{i:03d}" for i in range(40)]  # every id exactly once
+    again = [e for e in http(sim, "/v1/responses", since=before)
+             if any(i.replace("id", "item") in json.dumps(e["body"]) for i in first)]
+    assert again == []  # none answered twice
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_keeping_the_finished_lines(home, make_sim):
+    sim = make_sim(latency=0.3)
+    source = write_input(home / "in.jsonl", 30)
+    out = home / "in.out.jsonl"
+    proc = start(home, sim, str(source), "-j", "2")
+    try:
+        wait_for(lambda: len(lines(out)) >= 2, what="2 answers")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 130
+    finally:
+        proc.kill()
+    kept = lines(out)
+    assert 2 <= len(kept) < 30 and not any(g.get("error") for g in kept)
+    assert "interrupted by Ctrl-C" in (home / "stderr.txt").read_text()
+
+
+@pytest.mark.slow
+def test_429_with_retry_after_slows_the_batch_down_without_error_lines(home, sim):
+    source = write_input(home / "in.jsonl", 40)
+    r = batch(home, sim, str(source), "-j", "16", "--json", *fault("status=429; retry_after=0.2; every=5"))
+    assert r.code == 0, r.err
+    got = lines(home / "in.out.jsonl")
+    assert len(got) == 40 and not any(g.get("error") for g in got)
+    summary = json.loads(r.out)
+    assert summary["rate_limited"] >= 8 and summary["failed"] == 0
+    assert len(http(sim, "/v1/responses")) >= 48  # the 429s were sent again
+
+
+def test_rate_limit_headers_hold_every_worker():
+    import asyncio
+
+    from voicecli.batch import Pacer, parse_duration
+
+    assert parse_duration("6ms") == 0.006 and parse_duration("6m0s") == 360 and parse_duration("1.5") == 1.5
+    assert parse_duration("1h2m3.5s") == 3723.5 and parse_duration("soon") is None
+    now = [100.0]
+    pacer = Pacer(clock=lambda: now[0])
+    pacer.observe({"x-ratelimit-remaining-requests": "3", "x-ratelimit-reset-requests": "20s"})
+    assert pacer.resume_at == 0.0
+    pacer.observe({"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "1m30s"})
+    assert pacer.resume_at == 190.0
+    pacer.hold(500)  # a server's word is capped: MAX_HOLD
+    assert pacer.resume_at == 220.0
+    now[0] = 300.0
+    asyncio.run(asyncio.wait_for(pacer.ready(), 1))  # past it: no wait
+
+
+# ---- the Batch API -------------------------------------------------------------------------------------
+
+
+def created(sim, since=0):
+    return http(sim, "/v1/batches", "POST", since)
+
+
+def test_batch_api_end_to_end(home, make_sim):
+    sim = make_sim(batch_delay=0.2)
+    source = write_input(home / "in.jsonl", 6)
+    r = batch(home, sim, str(source), "--api", "batch", "--json")
+    assert r.code == 0, r.err
+    got = {g["id"]: g for g in lines(home / "in.out.jsonl")}
+    assert sorted(got) == [f"id-{i:03d}" for i in range(6)]
+    assert got["id-002"]["text"] == "You said: item-002 please" and got["id-002"]["usage"]["output_tokens"]
+    assert not (home / "in.out.jsonl.batch.json").exists()  # collected: nothing left to resume
+    upload = http(sim, "/v1/files", "POST")
+    assert len(upload) == 1 and upload[0]["content_type"].startswith("multipart/")
+    assert created(sim)[0]["body"]["endpoint"] == "/v1/responses"
+    assert json.loads(r.out)["batch_ids"]
+    requests = [json.loads(line) for line in next(iter(sim.sim.files.values()))["data"].splitlines()]
+    assert {q["custom_id"] for q in requests} == set(got) and requests[0]["body"].get("stream") is None
+
+
+def test_batch_api_chat_transport_uses_chat_completions(home, make_sim):
+    sim = make_sim()
+    source = write_input(home / "in.jsonl", 2)
+    r = batch(home, sim, str(source), "--api", "batch", transport="chat")
+    assert r.code == 0, r.err
+    assert created(sim)[0]["body"]["endpoint"] == "/v1/chat/completions"
+    assert [g["text"] for g in sorted(lines(home / "in.out.jsonl"), key=lambda g: g["id"])][0].startswith("You said")
+
+
+@pytest.mark.slow
+def test_batch_api_killed_while_polling_resumes_without_paying_twice(home, make_sim):
+    sim = make_sim(batch_delay=3.0)
+    source = write_input(home / "in.jsonl", 10)
+    state = home / "in.out.jsonl.batch.json"
+    proc = start(home, sim, str(source), "--api", "batch")
+    try:
+        wait_for(lambda: state.exists() and json.loads(state.read_text())["batches"][0].get("id"),
+                 what="the batch id beside OUT")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proc.kill()
+    batch_id = json.loads(state.read_text())["batches"][0]["id"]
+    r = run_cli(home, "batch", "status", batch_id, "-p", "offline", "--base-url", sim.base_url)
+    assert r.code == 0 and batch_id in r.out and "in_progress" in r.out or "validating" in r.out
+    r = batch(home, sim, str(source), "--api", "batch")
+    assert r.code == 0, r.err
+    assert "resuming 1 batch" in r.err
+    assert len(created(sim)) == 1  # polled the recorded batch; did not create another
+    assert sorted(g["id"] for g in lines(home / "in.out.jsonl")) == [f"id-{i:03d}" for i in range(10)]
+    assert not state.exists()
+
+
+@pytest.mark.slow
+def test_batch_cancel_then_rerun_submits_the_undone_items(home, make_sim):
+    sim = make_sim(batch_delay=20.0)
+    source = write_input(home / "in.jsonl", 40)
+    state = home / "in.out.jsonl.batch.json"
+    proc = start(home, sim, str(source), "--api", "batch")
+    try:
+        wait_for(lambda: state.exists() and json.loads(state.read_text())["batches"][0].get("id"),
+                 what="the batch id beside OUT")
+        batch_id = json.loads(state.read_text())["batches"][0]["id"]
+        r = run_cli(home, "batch", "cancel", batch_id, "-p", "offline", "--base-url", sim.base_url, "--json")
+        assert r.code == 0, r.err
+        assert json.loads(r.out)["status"] in ("cancelling", "cancelled")
+        assert proc.wait(30) == 8  # the batch ended cancelled: what it did not do became error lines
+    finally:
+        proc.kill()
+    first = lines(home / "in.out.jsonl")
+    assert len(first) == 40
+    undone = {g["id"] for g in first if g.get("error")}
+    assert undone and "cancelled" in next(g["error"] for g in first if g.get("error"))
+    sim.sim.config.batch_delay = 0.0
+    r = batch(home, sim, str(source), "--api", "batch")
+    assert r.code == 0, r.err
+    latest = list(sim.sim.files.values())
+    resent = [json.loads(line)["custom_id"] for line in
+              next(f for f in reversed(latest) if f["purpose"] == "batch")["data"].splitlines()]
+    assert set(resent) == undone
+    assert sorted(g["id"] for g in lines(home / "in.out.jsonl")) == [f"id-{i:03d}" for i in range(40)]
+
+
+def test_an_expired_batch_leaves_error_lines_and_a_rerun_submits_only_those(home, make_sim):
+    sim = make_sim()
+    source = write_input(home / "in.jsonl", 8)
+    r = batch(home, sim, str(source), "--api", "batch", *fault("expire_after=3"))
+    assert r.code == 8, r.err
+    first = {g["id"]: g for g in lines(home / "in.out.jsonl")}
+    assert len(first) == 8 and sum(1 for g in first.values() if g.get("error")) == 5
+    assert "batch_expired" in next(g["error"] for g in first.values() if g.get("error"))
+    r = batch(home, sim, str(source), "--api", "batch")
+    assert r.code == 0, r.err
+    second = [f for f in sim.sim.files.values() if f["purpose"] == "batch"][-1]
+    assert len(second["data"].splitlines()) == 5
+    got = lines(home / "in.out.jsonl")
+    assert sorted(g["id"] for g in got) == sorted(first) and not any(g.get("error") for g in got)
+
+
+def test_failed_items_and_failed_batches(home, make_sim):
+    sim = make_sim()
+    source = write_input(home / "in.jsonl", 6)
+    r = batch(home, sim, str(source), "--api", "batch", *fault("fail_items=3"))
+    assert r.code == 8, r.err
+    errors = [g for g in lines(home / "in.out.jsonl") if g.get("error")]
+    assert len(errors) == 2 and errors[0]["error"].startswith("invalid_request (400)")
+    (home / "in.out.jsonl").unlink()
+    r = batch(home, sim, str(source), "--api", "batch", *fault("batch_failed"))
+    assert r.code == 8 and "failed: line 1" in r.err
+    assert all(g.get("error") for g in lines(home / "in.out.jsonl"))
