@@ -236,6 +236,7 @@ def created(sim, since=0):
     return http(sim, "/v1/batches", "POST", since)
 
 
+@pytest.mark.slow
 def test_batch_api_end_to_end(home, make_sim):
     sim = make_sim(batch_delay=0.2)
     source = write_input(home / "in.jsonl", 6)
@@ -277,7 +278,7 @@ def test_batch_api_killed_while_polling_resumes_without_paying_twice(home, make_
         proc.kill()
     batch_id = json.loads(state.read_text())["batches"][0]["id"]
     r = run_cli(home, "batch", "status", batch_id, "-p", "offline", "--base-url", sim.base_url)
-    assert r.code == 0 and batch_id in r.out and "in_progress" in r.out or "validating" in r.out
+    assert r.code == 0 and batch_id in r.out and ("in_progress" in r.out or "validating" in r.out)
     r = batch(home, sim, str(source), "--api", "batch")
     assert r.code == 0, r.err
     assert "resuming 1 batch" in r.err
