@@ -142,6 +142,21 @@ def test_an_authentication_failure_stops_the_batch(home, make_sim):
     assert len(http(sim, "/v1/responses")) < 20
 
 
+def test_nothing_listening_stops_at_once_with_exit_6(home):
+    source = write_input(home / "in.jsonl", 5)
+    r = run_cli(home, "batch", str(source), "-p", "offline", "--base-url", "http://127.0.0.1:9/v1", "-t", "sse")
+    assert r.code == 6 and "nothing is listening" in r.err
+    assert lines(home / "in.out.jsonl") == []
+
+
+def test_not_logged_unless_log(home, sim):
+    source = write_input(home / "in.jsonl", 3)
+    assert batch(home, sim, str(source), "-O", str(home / "a.jsonl")).code == 0
+    assert not list(home.rglob("conversations/*.jsonl"))
+    assert batch(home, sim, str(source), "-O", str(home / "b.jsonl"), "--log").code == 0
+    assert len(list(home.rglob("conversations/*.jsonl"))) == 3  # one conversation per item
+
+
 def test_a_second_batch_on_the_same_out_is_refused(home, sim):
     import fcntl
 
@@ -279,6 +294,8 @@ def test_batch_api_killed_while_polling_resumes_without_paying_twice(home, make_
     batch_id = json.loads(state.read_text())["batches"][0]["id"]
     r = run_cli(home, "batch", "status", batch_id, "-p", "offline", "--base-url", sim.base_url)
     assert r.code == 0 and batch_id in r.out and ("in_progress" in r.out or "validating" in r.out)
+    r = run_cli(home, "batch", "status", "-p", "offline", "--base-url", sim.base_url)  # the recent ones
+    assert r.code == 0 and r.out.startswith(batch_id) and "→ in.out.jsonl" in r.out
     r = batch(home, sim, str(source), "--api", "batch")
     assert r.code == 0, r.err
     assert "resuming 1 batch" in r.err
