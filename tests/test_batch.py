@@ -132,6 +132,24 @@ def test_per_item_failures_are_error_lines_exit_8_and_a_rerun_retries_only_them(
     assert sorted(g["id"] for g in lines(home / "in.out.jsonl")) == ["bad", "cut", "ok"]  # each once
 
 
+def test_attached_files_and_images(home, sim):
+    import base64
+
+    (home / "notes.txt").write_text("the quarterly numbers are up\n")
+    png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+    (home / "dot.png").write_bytes(png)
+    source = home / "in.jsonl"
+    source.write_text(json.dumps({"id": "f", "prompt": "summarise", "file": str(home / "notes.txt"),
+                                  "image": [str(home / "dot.png")]}) + "\n")
+    r = batch(home, sim, str(source))
+    assert r.code == 0, r.err
+    body = json.dumps(http(sim, "/v1/responses")[0]["body"])
+    assert "the quarterly numbers are up" in body and "data:image/png;base64," in body
+    source.write_text(json.dumps({"id": "g", "prompt": "x", "file": str(home / "gone.txt")}) + "\n")
+    r = batch(home, sim, str(source))
+    assert r.code == 2 and "line 1" in r.err and "gone.txt: no such file" in r.err
+
+
 def test_an_authentication_failure_stops_the_batch(home, make_sim):
     sim = make_sim(api_key="sk-right")
     source = write_input(home / "in.jsonl", 20)
@@ -197,20 +215,38 @@ def test_kill_9_mid_run_then_rerun_gives_every_id_exactly_once(home, make_sim):
 
 
 @pytest.mark.slow
-def test_ctrl_c_exits_130_keeping_the_finished_lines(home, make_sim):
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGINT, 130, "by Ctrl-C"), (signal.SIGTERM, 143, "by SIGTERM")])
+def test_ctrl_c_exits_130_keeping_the_finished_lines(home, make_sim, sig, code, said):
     sim = make_sim(latency=0.3)
     source = write_input(home / "in.jsonl", 30)
     out = home / "in.out.jsonl"
     proc = start(home, sim, str(source), "-j", "2")
     try:
         wait_for(lambda: len(lines(out)) >= 2, what="2 answers")
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(20) == 130
+        proc.send_signal(sig)
+        assert proc.wait(20) == code
     finally:
         proc.kill()
     kept = lines(out)
     assert 2 <= len(kept) < 30 and not any(g.get("error") for g in kept)
-    assert "interrupted by Ctrl-C" in (home / "stderr.txt").read_text()
+    assert f"interrupted {said}" in (home / "stderr.txt").read_text()
+
+
+@pytest.mark.slow
+def test_a_progress_bar_on_a_terminal(home, make_sim):
+    import pexpect
+
+    sim = make_sim(latency=0.3)
+    source = write_input(home / "in.jsonl", 6)
+    child = pexpect.spawn(sys.executable, ["-m", "voicecli", "batch", str(source), "-j", "1", "-p", "offline",
+                                           "--base-url", sim.base_url, "-t", "sse"],
+                          env={**cli_env(home), "TERM": "xterm-256color"}, encoding="utf-8", timeout=30)
+    child.expect(r"batch [1-5]/6 · [0-9.]+/s · ETA \d+ s · [0-9,]+ tokens · \$0")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert "6 of 6 to do answered" in child.before
+    assert len(lines(home / "in.out.jsonl")) == 6
 
 
 @pytest.mark.slow
