@@ -261,6 +261,15 @@ def test_429_with_retry_after_slows_the_batch_down_without_error_lines(home, sim
     assert len(http(sim, "/v1/responses")) >= 48  # the 429s were sent again
 
 
+def test_server_errors_are_retried_on_the_batch_budget_not_max_retries(home, sim):
+    source = write_input(home / "in.jsonl", 9)
+    # every request of the spec fails until the third: the offline profile's max_retries (1) would give up
+    r = batch(home, sim, str(source), "-j", "1", "--json", *fault("status=502; retry_after_ms=10; times=18"))
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["retried"] == 18 and "server or network failures retried" in r.err
+    assert not any(g.get("error") for g in lines(home / "in.out.jsonl"))
+
+
 def test_rate_limit_headers_hold_every_worker():
     import asyncio
 

@@ -12,9 +12,9 @@ skips every id that has a line without an error; lines with an error are dropped
 atomically, without them) and their items sent again. One batch at a time per OUT (`flock`).
 
 Local mode keeps `-j N` requests in flight over the profile's transport (each worker its own
-transport — one WebSocket each for `ws` — over one pooled HTTP client for sse/chat). A 429/503 is
-retried on a budget of its own (`RATE_LIMIT_BUDGET` seconds of waiting per item), and a
-`retry-after` holds every worker, as does `x-ratelimit-remaining-requests/-tokens: 0` until its
+transport — one WebSocket each for `ws` — over one pooled HTTP client for sse/chat). A 429/503 (and
+other 5xx, dropped connections, timeouts) is retried on a budget of its own (`RATE_LIMIT_BUDGET`
+seconds per item, not the profile's `max_retries`), and a `retry-after` holds every worker, as does `x-ratelimit-remaining-requests/-tokens: 0` until its
 reset: a run at -j 64 against a limited endpoint slows down instead of failing.
 """
 
@@ -37,7 +37,7 @@ from typing import Any
 from voicecli.errors import ExitCode, UsageError, VoicecliError
 
 KEYS = ("id", "prompt", "system", "schema", "options", "image", "file")
-RATE_LIMIT_BUDGET = 900.0  # seconds one item may spend waiting on 429/503 before it becomes an error line
+RATE_LIMIT_BUDGET = 900.0  # seconds an item may keep retrying 429/5xx/network failures before it is an error line
 MAX_HOLD = 120.0  # the longest pause a rate-limit header can impose at once
 FATAL_KINDS = ("auth", "quota")  # every other item would fail the same way: stop the batch
 
@@ -439,29 +439,35 @@ class Pacer:
 
 
 def batch_retries(pacer: Pacer, max_retries: int, api_key: str | None, stats: dict):
-    """The retry policy of one item: 429 and 503 on a budget of their own (waiting at most
-    RATE_LIMIT_BUDGET seconds, every worker held for a `retry-after`), the rest as the profile says."""
+    """The retry policy of one item: 429 and 503 — and the other 5xx, dropped connections and
+    timeouts, which an overnight run meets too — are retried for up to RATE_LIMIT_BUDGET seconds
+    from the item's first such failure; a `retry-after` holds every worker. The rest as the
+    profile says."""
     from voicecli.transport.base import Retries, backoff_delay
 
     class BatchRetries(Retries):
         def __init__(self) -> None:
             super().__init__(max_retries, api_key, quiet=True)
             self.limited = 0
-            self.waited = 0.0
+            self.since: float | None = None
 
         async def wait(self, failure, *, emitted: bool = False, force: bool = False) -> bool:
-            limited = failure.retryable and (failure.kind == "rate_limit" or failure.status in (429, 503))
-            if not limited:
+            transient = failure.retryable and (failure.kind in ("rate_limit", "server", "network", "timeout")
+                                               or failure.status in (429, 503))
+            if not transient:
                 return await super().wait(failure, emitted=emitted, force=force)
             if emitted:
                 return False
+            now = time.monotonic()
+            self.since = self.since if self.since is not None else now
             delay = backoff_delay(min(self.limited, 6), failure.retry_after)
-            if delay is None or self.waited + delay > RATE_LIMIT_BUDGET:
+            if delay is None or now + delay > self.since + RATE_LIMIT_BUDGET:
                 return False
             self.limited += 1
             self.used += 1
-            self.waited += delay
-            stats["rate_limited"] = stats.get("rate_limited", 0) + 1
+            limited = failure.kind == "rate_limit" or failure.status in (429, 503)
+            key = "rate_limited" if limited else "retried"
+            stats[key] = stats.get(key, 0) + 1
             if failure.retry_after is not None:
                 pacer.hold(delay)  # the server's word holds everyone
                 await pacer.ready()
@@ -557,6 +563,8 @@ def summarize(tally: Tally, out: Output, opts: BatchOptions, ended: str | None, 
             f"{tally.failed} failed")
     if tally.stats.get("rate_limited"):
         line += f"; rate-limited {tally.stats['rate_limited']} times, retried"
+    if tally.stats.get("retried"):
+        line += f"; {tally.stats['retried']} server or network failures retried"
     if ended:
         line += f"; {ended}"
     print(line, file=sys.stderr)
@@ -571,7 +579,8 @@ def summarize(tally: Tally, out: Output, opts: BatchOptions, ended: str | None, 
                    "usage": {"input_tokens": u[0], "cached_tokens": u[1], "output_tokens": u[2],
                              "reasoning_tokens": u[3]},
                    "cost_usd": None if tally.cost is None else round(tally.cost, 6),
-                   "rate_limited": tally.stats.get("rate_limited", 0), "interrupted": bool(ended),
+                   "rate_limited": tally.stats.get("rate_limited", 0), "retried": tally.stats.get("retried", 0),
+                   "interrupted": bool(ended),
                    **(extra or {})}
         print(json.dumps(summary, ensure_ascii=False), flush=True)
 
