@@ -341,6 +341,8 @@ def test_batch_api_killed_while_polling_resumes_without_paying_twice(home, make_
     assert r.code == 0 and batch_id in r.out and ("in_progress" in r.out or "validating" in r.out)
     r = run_cli(home, "batch", "status", "-p", "offline", "--base-url", sim.base_url)  # the recent ones
     assert r.code == 0 and r.out.startswith(batch_id) and "→ in.out.jsonl" in r.out
+    r = run_cli(home, "batch", "status", str(home / "in.out.jsonl"), "-p", "offline", "--base-url", sim.base_url)
+    assert r.code == 0 and r.out.startswith(batch_id)  # the batches OUT waits for
     r = batch(home, sim, str(source), "--api", "batch")
     assert r.code == 0, r.err
     assert "resuming 1 batch" in r.err

@@ -399,20 +399,34 @@ def _line(batch: dict) -> str:
 
 
 def batch_status(profile: Any, batch_id: str | None, json_out: bool, debug: bool) -> int:
+    """One batch (BATCH_ID, or the ones OUT's state file names when given OUT), or the recent ones."""
     from voicecli.ui.status import setup_logging
 
     setup_logging(debug)
+    ids = [batch_id] if batch_id else []
+    if batch_id and Path(batch_id).is_file():
+        state = State(Path(batch_id))
+        if not state.path.exists():
+            raise UsageError(f"{batch_id}: no batch is pending for it ({state.path.name} is not there)")
+        ids = [b["id"] for b in state.batches if b.get("id")]
 
     async def go():
         from voicecli.transport import close_clients
 
         try:
             api = Api(profile)
-            return await api.call("GET", f"/batches/{batch_id}" if batch_id else "/batches", None if batch_id else {"limit": "20"})
+            if ids:
+                return [await api.call("GET", f"/batches/{one}") for one in ids]
+            return await api.call("GET", "/batches", {"limit": "20"})
         finally:
             await close_clients()
 
     data = asyncio.run(go())
+    if ids and not (batch_id and Path(batch_id).is_file()):
+        data = data[0]
+    elif ids:
+        data = {"object": "list", "data": data}
+        batch_id = None
     if json_out:
         print(json.dumps(data, ensure_ascii=False))
     elif batch_id:
