@@ -94,6 +94,23 @@ def test_output_lines_plain_text_stdin_and_stdout(home, sim):
     assert r.err.count("\n") == 1 and "2 of 2" in r.err  # not a terminal: the summary line only
 
 
+@pytest.mark.slow
+def test_a_reader_closing_stdout_stops_the_batch_quietly(home, make_sim):
+    sim = make_sim(latency=0.05)
+    source = write_input(home / "in.jsonl", 200)
+    proc = subprocess.Popen([sys.executable, "-m", "voicecli", "batch", str(source), "-O", "-", "-j", "4", "-p",
+                             "offline", "--base-url", sim.base_url, "-t", "sse"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(home))
+    try:
+        assert json.loads(proc.stdout.readline())["text"].startswith("You said")
+        proc.stdout.close()  # as `| head -1` does
+        assert proc.wait(30) == 0
+        assert "Traceback" not in proc.stderr.read().decode()
+    finally:
+        proc.kill()
+    assert len(http(sim, "/v1/responses")) < 200
+
+
 @pytest.mark.parametrize("transport", ["sse", "chat", "ws"])
 def test_each_transport_answers_each_item_once_with_per_item_settings(home, sim, transport):
     source = home / "in.jsonl"
@@ -111,6 +128,7 @@ def test_each_transport_answers_each_item_once_with_per_item_settings(home, sim,
     assert (home / "out.jsonl").stat().st_mode & 0o077 == 0  # answers are private, as the conversation log
 
 
+@pytest.mark.slow
 def test_per_item_failures_are_error_lines_exit_8_and_a_rerun_retries_only_them(home, sim):
     source = home / "in.jsonl"
     long = " ".join(f"w{i}" for i in range(60))
@@ -132,6 +150,7 @@ def test_per_item_failures_are_error_lines_exit_8_and_a_rerun_retries_only_them(
     assert sorted(g["id"] for g in lines(home / "in.out.jsonl")) == ["bad", "cut", "ok"]  # each once
 
 
+@pytest.mark.slow
 def test_attached_files_and_images(home, sim):
     import base64
 
@@ -167,6 +186,7 @@ def test_nothing_listening_stops_at_once_with_exit_6(home):
     assert lines(home / "in.out.jsonl") == []
 
 
+@pytest.mark.slow
 def test_not_logged_unless_log(home, sim):
     source = write_input(home / "in.jsonl", 3)
     assert batch(home, sim, str(source), "-O", str(home / "a.jsonl")).code == 0
@@ -381,6 +401,7 @@ def test_batch_cancel_then_rerun_submits_the_undone_items(home, make_sim):
     assert sorted(g["id"] for g in lines(home / "in.out.jsonl")) == [f"id-{i:03d}" for i in range(40)]
 
 
+@pytest.mark.slow
 def test_an_expired_batch_leaves_error_lines_and_a_rerun_submits_only_those(home, make_sim):
     sim = make_sim()
     source = write_input(home / "in.jsonl", 8)
@@ -397,6 +418,7 @@ def test_an_expired_batch_leaves_error_lines_and_a_rerun_submits_only_those(home
     assert sorted(g["id"] for g in got) == sorted(first) and not any(g.get("error") for g in got)
 
 
+@pytest.mark.slow
 def test_failed_items_and_failed_batches(home, make_sim):
     sim = make_sim()
     source = write_input(home / "in.jsonl", 6)

@@ -626,6 +626,7 @@ class _Local:
         self.out, self.done, self.tally = out, done, tally
         self.stop: Stop | None = None
         self.signal: int | None = None
+        self.broken = False  # stdout was closed by its reader
 
     def run(self) -> int:
         from voicecli.wire.errors import exit_code
@@ -636,6 +637,9 @@ class _Local:
         except KeyboardInterrupt:
             interrupted = True
         ended = None
+        if self.broken:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return ExitCode.OK
         if self.signal or interrupted:
             import signal
 
@@ -682,15 +686,11 @@ class _Local:
         progress = Progress(self.tally)
         progress.start()
         workers = [asyncio.create_task(self._work(queue, pacer)) for _ in range(self.opts.jobs)]
+        workers.append(asyncio.create_task(self._produce(queue, self.opts.jobs)))
         try:
-            for item in self.source.items():
-                if item.key not in self.done:
-                    await queue.put(item)
-            for _ in workers:
-                await queue.put(None)
-            await asyncio.gather(*workers)
+            await asyncio.gather(*workers)  # a worker that fails ends the wait at once
         except asyncio.CancelledError:
-            if self.signal is None and self.stop is None:
+            if self.signal is None and self.stop is None and not self.broken:
                 raise
             task.uncancel()
         finally:
@@ -700,6 +700,14 @@ class _Local:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             await close_clients()
+
+    async def _produce(self, queue: asyncio.Queue, workers: int) -> None:
+        """The items not done yet, read as the workers take them (the queue holds a few)."""
+        for item in self.source.items():
+            if item.key not in self.done:
+                await queue.put(item)
+        for _ in range(workers):
+            await queue.put(None)
 
     async def _work(self, queue: asyncio.Queue, pacer: Pacer) -> None:
         from voicecli.transport import open_transport
@@ -714,7 +722,12 @@ class _Local:
                 rec = await self._answer(item, transport)
                 if rec is None:
                     return
-                self.out.write(rec)
+                try:
+                    self.out.write(rec)
+                except BrokenPipeError:  # `--out - | head`: the reader has what it wanted
+                    self.broken = True
+                    self.main_task.cancel()
+                    return
                 self.tally.add(rec)
         finally:
             await transport.aclose(leaving=True)

@@ -192,7 +192,11 @@ class Simulator:
         put(request, "request_id", self.new_id("req"))
         if request.path.startswith("/_sim/"):
             return await handler(request)
-        await self._record_request(request)
+        try:
+            await self._record_request(request)
+        except ConnectionError:  # the client left while sending its body (a batch stopped): nothing to answer
+            log.debug("client left during %s %s", request.method, request.path)
+            return web.Response(status=499)
         if self.config.api_key is not None:
             denied = self._check_auth(request)
             if denied is not None:
