@@ -372,6 +372,25 @@ def test_batch_api_killed_while_polling_resumes_without_paying_twice(home, make_
 
 
 @pytest.mark.slow
+def test_ctrl_c_while_polling_leaves_the_batch_to_collect_later(home, make_sim):
+    sim = make_sim(batch_delay=1.0)
+    source = write_input(home / "in.jsonl", 4)
+    state = home / "in.out.jsonl.batch.json"
+    proc = start(home, sim, str(source), "--api", "batch")
+    try:
+        wait_for(lambda: state.exists() and json.loads(state.read_text())["batches"][0].get("id"),
+                 what="the batch id beside OUT")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 130
+    finally:
+        proc.kill()
+    assert "rerun the same command to collect it" in (home / "stderr.txt").read_text()
+    r = batch(home, sim, str(source), "--api", "batch")
+    assert r.code == 0, r.err
+    assert len(created(sim)) == 1 and len(lines(home / "in.out.jsonl")) == 4
+
+
+@pytest.mark.slow
 def test_batch_cancel_then_rerun_submits_the_undone_items(home, make_sim):
     sim = make_sim(batch_delay=20.0)
     source = write_input(home / "in.jsonl", 40)
