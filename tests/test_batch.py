@@ -449,3 +449,66 @@ def test_failed_items_and_failed_batches(home, make_sim):
     r = batch(home, sim, str(source), "--api", "batch", *fault("batch_failed"))
     assert r.code == 8 and "failed: line 1" in r.err
     assert all(g.get("error") for g in lines(home / "in.out.jsonl"))
+
+
+# ---- the simulator's Files and Batches fronts, against the official SDK ------------------------------------
+
+
+@pytest.mark.slow
+def test_simulator_files_and_batches_match_the_sdk(make_sim):
+    import httpx
+    from openai import OpenAI
+    from openai.types import Batch, FileObject
+    from openai.types.chat import ChatCompletion
+    from openai.types.responses import Response
+    from sdkcheck import validate
+
+    sim = make_sim(batch_delay=0.3)
+    client = OpenAI(base_url=sim.base_url, api_key="sk-test", max_retries=0)
+
+    def raw(path):
+        return httpx.get(f"{sim.base_url}{path}").json()
+
+    def finished(batch_id):
+        return client.batches.retrieve(batch_id).status in ("completed", "failed", "expired", "cancelled")
+
+    bodies = {"/v1/responses": (Response, {"model": "sim-1", "input": "hi"}),
+              "/v1/chat/completions": (ChatCompletion, {"model": "sim-1", "messages": [{"role": "user", "content": "hi"}]})}
+    for endpoint, (kind, body) in bodies.items():
+        data = "".join(json.dumps({"custom_id": f"c{i}", "method": "POST", "url": endpoint, "body": body}) + "\n"
+                       for i in range(4))
+        upload = client.files.create(file=("in.jsonl", data.encode()), purpose="batch")
+        validate(FileObject, raw(f"/files/{upload.id}"))
+        created = client.batches.create(input_file_id=upload.id, endpoint=endpoint, completion_window="24h",
+                                        metadata={"k": "v"}, extra_headers={"x-sim-fault": "fail_items=4"})
+        validate(Batch, raw(f"/batches/{created.id}"))
+        wait_for(lambda: finished(created.id), what="the batch")
+        done = raw(f"/batches/{created.id}")
+        validate(Batch, done)
+        assert done["status"] == "completed" and done["request_counts"] == {"total": 4, "completed": 3, "failed": 1}
+        for line in client.files.content(done["output_file_id"]).text.splitlines():
+            validate(kind, json.loads(line)["response"]["body"])
+        failed = json.loads(client.files.content(done["error_file_id"]).text)
+        assert failed["custom_id"] == "c3" and failed["response"]["status_code"] == 400
+    assert len(client.batches.list().data) == 2
+
+    upload = client.files.create(file=("in.jsonl", data.encode()), purpose="batch")
+    for spec, status in (("expire_after=1", "expired"), ("batch_failed", "failed")):
+        b = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h",
+                                  extra_headers={"x-sim-fault": spec})
+        wait_for(lambda: finished(b.id), what="the batch")
+        validate(Batch, raw(f"/batches/{b.id}"))
+        assert client.batches.retrieve(b.id).status == status
+    sim.sim.config.batch_delay = 30.0
+    b = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")
+    cancelling = client.batches.cancel(b.id)
+    validate(Batch, cancelling.model_dump(mode="json", exclude_unset=True))
+    wait_for(lambda: finished(b.id), what="the cancelled batch")
+    assert client.batches.retrieve(b.id).status == "cancelled"
+    mismatched = client.files.create(file=("x.jsonl", data.encode()), purpose="batch")
+    import openai
+
+    with pytest.raises(openai.BadRequestError):
+        client.batches.create(input_file_id=mismatched.id, endpoint="/v1/embeddings", completion_window="24h")
+    with pytest.raises(openai.NotFoundError):
+        client.batches.retrieve("batch_nope")

@@ -214,6 +214,13 @@ def answer(sim: Any, endpoint: str, body: dict) -> tuple[int, dict]:
         return err.status, err.body()
 
 
+async def _pause(entry: dict, seconds: float) -> None:
+    """Wait, but a cancel is seen within 50 ms."""
+    until = time.monotonic() + seconds
+    while entry["status"] != "cancelling" and (left := until - time.monotonic()) > 0:
+        await asyncio.sleep(min(left, 0.05))
+
+
 async def _run(sim: Any, entry: dict, data: bytes, fault: Fault | None) -> None:
     f = fault or Fault()
     await asyncio.sleep(0)
@@ -251,7 +258,7 @@ async def _run(sim: Any, entry: dict, data: bytes, fault: Fault | None) -> None:
         counts["completed" if status == 200 else "failed"] += 1
         done += 1
         if per_step and index % max(1, len(requests) // steps) == 0:
-            await asyncio.sleep(per_step)
+            await _pause(entry, per_step)
     if ended == "expired":
         for line in requests[done:]:
             err.append(dumps({"id": "batch_req_" + sim.new_id("x")[2:34], "custom_id": line["custom_id"],
