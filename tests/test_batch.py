@@ -83,6 +83,13 @@ def test_a_bad_line_exits_2_naming_it_and_sends_nothing(home, sim, bad, where):
     assert not (home / "in.out.jsonl").read_text()
 
 
+def test_out_cannot_be_the_input(home, sim):
+    source = write_input(home / "in.jsonl", 2)
+    r = batch(home, sim, str(source), "-O", str(source))
+    assert r.code == 2 and "is the input file" in r.err
+    assert len(source.read_text().splitlines()) == 2
+
+
 def test_output_lines_plain_text_stdin_and_stdout(home, sim):
     r = batch(home, sim, "-", "--out", "-", "-j", "2", input="first\n\nthird\n")
     assert r.code == 0, r.err

@@ -605,6 +605,9 @@ def run_batch(profile: Any, opts: BatchOptions) -> int:
     settings = Settings(profile, opts.schema)
     out = Output(opts.out or default_out(opts.input))
     source = Input(opts.input, profile.ui.max_input_mib)
+    if out.path is not None and out.path.exists() and os.path.samefile(out.path, source.path):
+        source.close()
+        raise UsageError(f"--out {out.spec} is the input file", hint="answers go to another file, e.g. INPUT.out.jsonl")
     try:
         done = out.open()
         total, skipped = check_input(source, settings, done)
