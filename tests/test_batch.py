@@ -83,11 +83,26 @@ def test_a_bad_line_exits_2_naming_it_and_sends_nothing(home, sim, bad, where):
     assert not (home / "in.out.jsonl").read_text()
 
 
-def test_out_cannot_be_the_input(home, sim):
+def test_out_cannot_be_the_input_nor_a_file_batch_did_not_write(home, sim):
     source = write_input(home / "in.jsonl", 2)
     r = batch(home, sim, str(source), "-O", str(source))
     assert r.code == 2 and "is the input file" in r.err
     assert len(source.read_text().splitlines()) == 2
+    other = home / "precious.jsonl"
+    other.write_text('{"name": "not an answer"}\n')
+    r = batch(home, sim, str(source), "-O", str(other))
+    assert r.code == 2 and "line 1: not an answer line" in r.err
+    assert other.read_text() == '{"name": "not an answer"}\n'
+
+
+def test_a_cut_last_line_is_dropped_and_redone(home, sim):
+    source = write_input(home / "in.jsonl", 3)
+    out = home / "in.out.jsonl"
+    out.write_text('{"id": "id-000", "text": "kept", "usage": {}, "cost_usd": 0}\n{"id": "id-001", "te')
+    r = batch(home, sim, str(source))
+    assert r.code == 0, r.err
+    got = {g["id"]: g["text"] for g in lines(out)}
+    assert got["id-000"] == "kept" and sorted(got) == ["id-000", "id-001", "id-002"]
 
 
 def test_output_lines_plain_text_stdin_and_stdout(home, sim):

@@ -264,10 +264,14 @@ class Output:
             raise UsageError(f"cannot write {self.spec}: {exc.strerror or exc}") from None
         done, keep, rewrite = set(), [], False
         with open(self.path, "rb") as f:
-            for raw in f:
+            for number, raw in enumerate(f, 1):
                 record = _parse(raw) if raw.endswith(b"\n") else None
+                if record is None and raw.endswith(b"\n") and raw.strip():
+                    self.close()  # not ours: never rewrite a file voicecli batch did not write
+                    raise UsageError(f"{self.spec}, line {number}: not an answer line of voicecli batch; "
+                                     "nothing was sent", hint="choose another --out")
                 if record is None or record.get("error") or str(record.get("id")) in done:
-                    rewrite = True  # a cut or foreign line, a failed item (to retry), a repeat
+                    rewrite = True  # a cut last line, a failed item (to retry), a repeat
                     self.dropped += record is not None and bool(record.get("error"))
                     continue
                 done.add(str(record["id"]))
