@@ -636,8 +636,6 @@ class _Local:
         self.broken = False  # stdout was closed by its reader
 
     def run(self) -> int:
-        from voicecli.wire.errors import exit_code
-
         interrupted = False
         try:
             asyncio.run(self._main())
@@ -655,15 +653,11 @@ class _Local:
         elif self.stop is not None:
             ended = "stopped: every item would fail the same way"
         summarize(self.tally, self.out, self.opts, ended)
-        if self.stop is not None:
-            from voicecli.ui.status import describe_error, error_hint
+        if self.stop is not None:  # the error line (and hint) under the summary, with its exit code
+            from voicecli.ui.status import failure
 
-            base_url = getattr(self, "base_url", self.profile.connection.base_url)
-            print(f"voicecli: {describe_error(self.stop.error, base_url)}", file=sys.stderr)
-            hint = error_hint(self.stop.error, base_url, self.profile)
-            if hint:
-                print(f"  hint: {hint}", file=sys.stderr)
-            return exit_code(self.stop.error)
+            raise failure(self.stop.error, getattr(self, "base_url", self.profile.connection.base_url),
+                          profile=self.profile)
         if self.signal:
             return 128 + self.signal
         if interrupted:

@@ -62,10 +62,9 @@ class Api:
         self.api_key = profile.api_key()
 
     def _fail(self, error: Any) -> VoicecliError:
-        from voicecli.ui.status import describe_error
-        from voicecli.wire.errors import exit_code
+        from voicecli.ui.status import failure
 
-        return VoicecliError(describe_error(error, self.base_url), exit_code=exit_code(error))
+        return failure(error, self.base_url, profile=self.profile)
 
     async def call(self, method: str, path: str, params: dict | None = None, **kwargs: Any) -> Any:
         """The JSON reply of one request; retried as the profile says; VoicecliError when it fails."""
