@@ -21,6 +21,7 @@ reset: a run at -j 64 against a limited endpoint slows down instead of failing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import json
@@ -600,7 +601,10 @@ class Stop(Exception):
         self.error = error
 
 
-def run_batch(profile: Any, opts: BatchOptions) -> int:
+@contextlib.contextmanager
+def opened(profile: Any, opts: BatchOptions) -> Iterator[tuple]:
+    """What both modes start from, INPUT checked whole and OUT open and locked:
+    (source, settings, out, done ids, tally); closed on the way out."""
     from voicecli.ui.status import setup_logging
 
     setup_logging(opts.debug)
@@ -609,22 +613,22 @@ def run_batch(profile: Any, opts: BatchOptions) -> int:
     settings = Settings(profile, opts.schema)
     out = Output(opts.out or default_out(opts.input))
     source = Input(opts.input, profile.ui.max_input_mib)
-    if out.path is not None and out.path.exists() and os.path.samefile(out.path, source.path):
-        source.close()
-        raise UsageError(f"--out {out.spec} is the input file", hint="answers go to another file, e.g. INPUT.out.jsonl")
     try:
+        if out.path is not None and out.path.exists() and os.path.samefile(out.path, source.path):
+            raise UsageError(f"--out {out.spec} is the input file",
+                             hint="answers go to another file, e.g. INPUT.out.jsonl")
         done = out.open()
         total, skipped = check_input(source, settings, done)
-        tally = Tally(total, skipped)
-        if opts.api == "batch":
-            from voicecli.batch_api import run_api
-
-            return run_api(profile, opts, source, settings, out, done, tally)
-        runner = _Local(profile, opts, source, settings, out, done, tally)
-        return runner.run()
+        yield source, settings, out, done, Tally(total, skipped)
     finally:
         source.close()
         out.close()
+
+
+def run_batch(profile: Any, opts: BatchOptions) -> int:
+    """Local mode: `-j` requests in flight from here."""
+    with opened(profile, opts) as (source, settings, out, done, tally):
+        return _Local(profile, opts, source, settings, out, done, tally).run()
 
 
 class _Local:

@@ -172,10 +172,17 @@ class State:
 # ---- running a batch ---------------------------------------------------------------------------------
 
 
-def run_api(profile, opts, source, settings, out, done, tally) -> int:
-    if out.stdout:
+def run_api(profile: Any, opts: Any) -> int:
+    """`--api batch`: submit (or resume), poll, write OUT."""
+    from voicecli.batch import opened
+
+    if opts.out == "-":
         raise UsageError("--api batch needs an --out file: the batch id is kept beside it")
-    runner = _Runner(profile, opts, source, settings, out, done, tally)
+    with opened(profile, opts) as (source, settings, out, done, tally):
+        return _run(_Runner(profile, opts, source, settings, out, done, tally), opts, out, tally)
+
+
+def _run(runner: "_Runner", opts: Any, out: Any, tally: Any) -> int:
     interrupted = False
     try:
         asyncio.run(runner.main())

@@ -247,6 +247,10 @@ def batch(
 
     opts = BatchOptions(input=input_, out=out, jobs=jobs, api=api, json_out=json_out, log=log, schema=schema,
                         debug=debug)
+    if api == "batch":
+        from voicecli.batch_api import run_api
+
+        raise typer.Exit(run_api(prof, opts))
     raise typer.Exit(run_batch(prof, opts))
 
 
