@@ -379,6 +379,8 @@ def test_batch_api_killed_while_polling_resumes_without_paying_twice(home, make_
     finally:
         proc.kill()
     batch_id = json.loads(state.read_text())["batches"][0]["id"]
+    r = batch(home, sim, str(source))  # local mode would pay for them twice
+    assert r.code == 2 and "--api batch" in r.err and not http(sim, "/v1/responses")
     r = run_cli(home, "batch", "status", batch_id, "-p", "offline", "--base-url", sim.base_url)
     assert r.code == 0 and batch_id in r.out and ("in_progress" in r.out or "validating" in r.out)
     r = run_cli(home, "batch", "status", "-p", "offline", "--base-url", sim.base_url)  # the recent ones

@@ -627,6 +627,12 @@ def opened(profile: Any, opts: BatchOptions) -> Iterator[tuple]:
 
 def run_batch(profile: Any, opts: BatchOptions) -> int:
     """Local mode: `-j` requests in flight from here."""
+    pending = Path(opts.out or default_out(opts.input)).expanduser()
+    pending = pending.with_name(pending.name + ".batch.json")
+    if opts.out != "-" and pending.exists():  # the items are paid for at the provider already
+        raise UsageError(f"a Batch API batch is pending for this OUT ({pending.name})",
+                         hint="rerun with --api batch to collect it, or `voicecli batch cancel` it and remove "
+                              f"{pending.name}")
     with opened(profile, opts) as (source, settings, out, done, tally):
         return _Local(profile, opts, source, settings, out, done, tally).run()
 

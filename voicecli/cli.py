@@ -431,6 +431,7 @@ def sim(
     script: Annotated[Optional[Path], typer.Option("--script", metavar="PATH", help="JSON/TOML script of replies and faults.")] = None,
     latency: Annotated[float, typer.Option("--latency", metavar="S", help="Seconds before the first byte.")] = 0.0,
     delta_delay: Annotated[float, typer.Option("--delta-delay", metavar="S", help="Seconds between streamed deltas.")] = 0.0,
+    batch_delay: Annotated[float, typer.Option("--batch-delay", metavar="S", help="Seconds a Batch API batch takes to complete.")] = 0.0,
     think: Annotated[bool, typer.Option("--think", help="Chat streams: reasoning as a leading <think> block in the content.")] = False,
     phrase: Annotated[Optional[list[str]], typer.Option("--phrase", metavar="TEXT", help="Transcribe its own speech of TEXT exactly from the start (repeatable).")] = None,
     debug: DebugOpt = False,
@@ -450,7 +451,7 @@ def sim(
             raise VoicecliError(str(exc), exit_code=ExitCode.CONFIG,
                                 hint="the format is described in voicecli/sim/script.py") from None
     config = SimConfig(host=host, port=port, api_key=api_key, script=script, latency=latency,
-                       delta_delay=delta_delay, think=think, phrases=tuple(phrase or ()))
+                       delta_delay=delta_delay, batch_delay=batch_delay, think=think, phrases=tuple(phrase or ()))
     def ready(url: str) -> None:
         print(url, flush=True)  # stdout is data: just the base URL
         print(f"voicecli sim: listening; point any OpenAI client at it, e.g. OPENAI_BASE_URL={url} "
