@@ -185,7 +185,7 @@ def test_cli_import_pulls_in_no_heavy_module(home):
 
 
 @pytest.mark.parametrize("args", [["--version"], ["--help"], ["infer", "--help"], ["talk", "--help"],
-                                  ["profiles", "list"], ["logs"]])
+                                  ["profiles", "list"], ["logs"], ["batch", "--help"]])
 def test_version_and_help_import_no_heavy_module(home, args):
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "voicecli", *args],
                           capture_output=True, text=True, env=cli_env(home))

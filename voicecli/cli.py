@@ -29,6 +29,7 @@ Examples:
   voicecli transcribe >> notes.txt                # dictate: a line per utterance; Ctrl-C ends
   voicecli infer "tell me a joke" | voicecli say  # speak the answer while it streams
   voicecli profiles list                          # profiles live in ~/.config/voicecli/profiles
+  voicecli batch prompts.jsonl -j 32              # many prompts, resumable; answers in prompts.out.jsonl
   voicecli logs search "docker"                   # find an earlier conversation; `logs show ID` shows it
   voicecli sim --port 8000                        # an OpenAI-compatible simulator for offline work
 """
@@ -207,6 +208,50 @@ def infer(
                         schema=schema, extract="last" if extract_last else "first" if extract else None,
                         speak=speak)
     raise typer.Exit(run_infer(prof, opts))
+
+
+@app.command(epilog=EXIT_CODE_HELP)
+def batch(
+    input_: Annotated[str, typer.Argument(metavar="INPUT", help="JSON Lines ({\"id\", \"prompt\"} …) or one prompt a line; "
+                                          "- reads stdin. Or: `status [BATCH_ID]`, `cancel BATCH_ID`.")],
+    batch_id: Annotated[Optional[str], typer.Argument(metavar="[BATCH_ID]", hidden=True)] = None,
+    out: Annotated[Optional[str], typer.Option("-O", "--out", metavar="OUT.jsonl",
+                                               help="Answers, one JSON line per input (default INPUT.out.jsonl; - for stdout).")] = None,
+    jobs: Annotated[int, typer.Option("-j", "--jobs", metavar="N", help="Requests in flight (local mode).")] = 8,
+    profile: ProfileOpt = None, model: ModelOpt = None, system: SystemOpt = None,
+    transport: TransportOpt = None, base_url: BaseUrlOpt = None, option: OptionOpt = None,
+    schema: Annotated[Optional[str], typer.Option(
+        "--schema", metavar="JSON|FILE|FIELDS", help="Answers as JSON matching this schema (as infer's --schema).")] = None,
+    api: Annotated[str, typer.Option("--api", metavar="local|batch",
+                                     help="local: concurrent requests from here; batch: the provider's Batch API (half price, within 24 h).")] = "local",
+    json_out: Annotated[bool, typer.Option("--json", help="A summary object on stdout at the end.")] = False,
+    log: Annotated[bool, typer.Option("--log", help="Log each item to the conversation log (off by default).")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Many prompts from a file: concurrently, or on the Batch API; resumable, one answer line per prompt."""
+    _State.debug = debug
+    prof = Selection(profile, model, system, transport, base_url, option or []).load_profile()
+    if input_ in ("status", "cancel") and not Path(input_).is_file():
+        from voicecli.batch_api import batch_cancel, batch_status
+
+        if input_ == "cancel" and not batch_id:
+            raise VoicecliError("batch cancel needs a BATCH_ID", exit_code=ExitCode.USAGE,
+                                hint="`voicecli batch status` lists the recent batches")
+        raise typer.Exit((batch_status if input_ == "status" else batch_cancel)(prof, batch_id, json_out, debug))
+    if batch_id is not None:
+        raise VoicecliError(f"unexpected argument '{batch_id}'", exit_code=ExitCode.USAGE,
+                            hint="one INPUT file; the output file is --out")
+    if api not in ("local", "batch"):
+        raise VoicecliError(f"--api must be local or batch; got '{api}'", exit_code=ExitCode.USAGE)
+    from voicecli.batch import BatchOptions, run_batch
+
+    opts = BatchOptions(input=input_, out=out, jobs=jobs, api=api, json_out=json_out, log=log, schema=schema,
+                        debug=debug)
+    if api == "batch":
+        from voicecli.batch_api import run_api
+
+        raise typer.Exit(run_api(prof, opts))
+    raise typer.Exit(run_batch(prof, opts))
 
 
 @app.command(epilog=EXIT_CODE_HELP)
@@ -389,6 +434,7 @@ def sim(
     script: Annotated[Optional[Path], typer.Option("--script", metavar="PATH", help="JSON/TOML script of replies and faults.")] = None,
     latency: Annotated[float, typer.Option("--latency", metavar="S", help="Seconds before the first byte.")] = 0.0,
     delta_delay: Annotated[float, typer.Option("--delta-delay", metavar="S", help="Seconds between streamed deltas.")] = 0.0,
+    batch_delay: Annotated[float, typer.Option("--batch-delay", metavar="S", help="Seconds a Batch API batch takes to complete.")] = 0.0,
     think: Annotated[bool, typer.Option("--think", help="Chat streams: reasoning as a leading <think> block in the content.")] = False,
     phrase: Annotated[Optional[list[str]], typer.Option("--phrase", metavar="TEXT", help="Transcribe its own speech of TEXT exactly from the start (repeatable).")] = None,
     debug: DebugOpt = False,
@@ -408,7 +454,7 @@ def sim(
             raise VoicecliError(str(exc), exit_code=ExitCode.CONFIG,
                                 hint="the format is described in voicecli/sim/script.py") from None
     config = SimConfig(host=host, port=port, api_key=api_key, script=script, latency=latency,
-                       delta_delay=delta_delay, think=think, phrases=tuple(phrase or ()))
+                       delta_delay=delta_delay, batch_delay=batch_delay, think=think, phrases=tuple(phrase or ()))
     def ready(url: str) -> None:
         print(url, flush=True)  # stdout is data: just the base URL
         print(f"voicecli sim: listening; point any OpenAI client at it, e.g. OPENAI_BASE_URL={url} "

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+BATCH_DISCOUNT = 0.5  # the Batch API's price: half the table's
 PRICE_KEYS = ("input", "cached_input", "output", "audio_input", "audio_cached_input", "audio_output")
 _SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 TABLE = Path(__file__).with_name("pricing.toml")

@@ -18,4 +18,5 @@ class SimConfig:
     realtime_max_age: float = 3600.0  # Realtime session lifetime before session_expired
     realtime_speed: float = 1.0  # Realtime output audio is streamed at this multiple of real time
     think: bool = False  # Chat: stream the reasoning as a leading <think>…</think> block in `content`
+    batch_delay: float = 0.0  # seconds a batch (POST /v1/batches) takes from validating to completed
     phrases: tuple[str, ...] = field(default_factory=tuple)  # known to the phrasebook from the start

@@ -29,6 +29,10 @@ Keys (every one optional; combine freely):
 | `echo_key` | the error's message (of `status`, `quota`, `error`, `failed`) quotes the request's credential — `upstream rejected key <the Bearer token or api-key header>` — as a careless upstream does; for the tests that the client never shows or logs it |
 | `after=N` | where `close`/`stall`/`error` strike (default 2 events) |
 | `times=N` | only the first N requests carrying this exact spec are hit; later ones pass, so a client's retry succeeds. Counted per distinct spec across the whole simulator. |
+| `every=N` | only every Nth request carrying this exact spec is hit (N=5: 20 % of them), counted like `times` |
+| `fail_items=N` | `POST /v1/batches`: every Nth request of the batch's input file fails (a 400 in the error file) |
+| `expire_after=N` | `POST /v1/batches`: the batch expires after N requests are done (the rest: `batch_expired` in the error file) |
+| `batch_failed` | `POST /v1/batches`: the batch fails validation (status `failed`, `errors` set, no output) |
 
 The audio endpoints (`/v1/audio/transcriptions`, `/v1/audio/speech`) apply these keys as
 described in `voicecli.sim.audio_api`. A raw audio body has no events, so `malformed` and
@@ -47,10 +51,11 @@ from typing import Any, Callable, Iterable
 
 FAULT_HEADER = "x-sim-fault"
 
-_INT_KEYS = {"status", "retry_after_ms", "drop", "close", "malformed", "unknown", "after", "times"}
+_INT_KEYS = {"status", "retry_after_ms", "drop", "close", "malformed", "unknown", "after", "times", "every",
+             "fail_items", "expire_after"}
 _FLOAT_KEYS = {"retry_after", "latency", "delta_delay", "stall"}
 _STR_KEYS = {"code", "type", "message", "error"}
-_BOOL_KEYS = {"quota", "failed", "incomplete", "think", "echo_key"}
+_BOOL_KEYS = {"quota", "failed", "incomplete", "think", "echo_key", "batch_failed"}
 
 
 class FaultSpecError(ValueError):
@@ -89,6 +94,10 @@ class Fault:
     echo_key: bool = False
     after: int = 2
     times: int | None = None
+    every: int | None = None
+    fail_items: int | None = None
+    expire_after: int | None = None
+    batch_failed: bool = False
     spec: str = ""  # normalised text, the key for `times` counting
 
     @property
@@ -168,12 +177,14 @@ class FaultCounter:
         self._lock = threading.Lock()
 
     def take(self, fault: Fault | None) -> Fault | None:
-        if fault is None or fault.times is None:
+        if fault is None or (fault.times is None and not fault.every):
             return fault
         with self._lock:
             n = self._hits.get(fault.spec, 0) + 1
             self._hits[fault.spec] = n
-        return fault if n <= fault.times else None
+        if fault.every and n % fault.every:
+            return None
+        return fault if fault.times is None or n <= fault.times else None
 
     def reset(self) -> None:
         with self._lock:

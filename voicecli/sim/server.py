@@ -12,7 +12,7 @@ or, from synchronous code (tests, the offline profile):
 
 Routes: `POST /v1/responses` (+ `GET` WebSocket mode), `POST /v1/chat/completions`,
 `GET /v1/realtime` (WebSocket), `POST /v1/audio/transcriptions`, `POST /v1/audio/speech`,
-`GET /v1/models` (+ `/v1/models/{id}`), and for tests in another process `GET /_sim/log` (recorded
+`GET /v1/models` (+ `/v1/models/{id}`), `/v1/files` and `/v1/batches` (sim/batches.py), and for tests in another process `GET /_sim/log` (recorded
 requests and client events as JSON) and `POST /_sim/reset` (clear the log and the fault counters,
 rewind the script; the phrasebook of what it has said stays).
 
@@ -176,6 +176,13 @@ class Simulator:
         r.add_post("/v1/audio/speech", _speech)
         r.add_get("/v1/models", _models)
         r.add_get("/v1/models/{model}", _model)
+        r.add_post("/v1/files", _batches("upload"))
+        r.add_get("/v1/files/{file_id}", _batches("retrieve_file"))
+        r.add_get("/v1/files/{file_id}/content", _batches("file_content"))
+        r.add_post("/v1/batches", _batches("create_batch"))
+        r.add_get("/v1/batches", _batches("list_batches"))
+        r.add_get("/v1/batches/{batch_id}", _batches("retrieve_batch"))
+        r.add_post("/v1/batches/{batch_id}/cancel", _batches("cancel_batch"))
         r.add_get("/_sim/log", _sim_log)
         r.add_post("/_sim/reset", _sim_reset)
         return app
@@ -185,7 +192,11 @@ class Simulator:
         put(request, "request_id", self.new_id("req"))
         if request.path.startswith("/_sim/"):
             return await handler(request)
-        await self._record_request(request)
+        try:
+            await self._record_request(request)
+        except ConnectionError:  # the client left while sending its body (a batch stopped): nothing to answer
+            log.debug("client left during %s %s", request.method, request.path)
+            return web.Response(status=499)
         if self.config.api_key is not None:
             denied = self._check_auth(request)
             if denied is not None:
@@ -338,6 +349,15 @@ async def _model(request: web.Request) -> web.StreamResponse:
     from . import models
 
     return await models.handle_one(request)
+
+
+def _batches(name: str) -> Callable:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        from . import batches
+
+        return await getattr(batches, name)(request)
+
+    return handler
 
 
 async def _sim_log(request: web.Request) -> web.Response:

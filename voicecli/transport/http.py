@@ -28,11 +28,12 @@ T = TypeVar("T")
 _HEAD_BYTES = 512  # of a reply that is not an event stream, kept to say what it was
 
 
-def shared_client(conn: Connection) -> Client:
-    """The process-wide client (connection pooling across turns and transports)."""
+def shared_client(conn: Connection, pool: int | None = None) -> Client:
+    """The process-wide client (connection pooling across turns and transports); `pool`, when
+    the first call makes it: the connections it keeps (batch -j N)."""
     global _client
     if _client is None or _client.is_closed:
-        _client = Client(connect_timeout=conn.connect_timeout, read_timeout=conn.read_timeout)
+        _client = Client(connect_timeout=conn.connect_timeout, read_timeout=conn.read_timeout, pool=pool)
     return _client
 
 
@@ -48,6 +49,10 @@ class HttpStreamTransport:
         self.api_key = api_key
         self.bytes_sent = 0
         self.retries = Retries(conn.max_retries, api_key)  # the latest turn's
+        # a front end may set these: its own retry policy (batch: a larger, time-bound budget for
+        # 429/503) and a look at each successful reply's headers (batch: x-ratelimit-* pacing)
+        self.make_retries: Callable[[], Retries] = lambda: Retries(conn.max_retries, api_key)
+        self.on_headers: Callable[[Any], None] | None = None
 
     @property
     def retries_used(self) -> int:
@@ -63,7 +68,7 @@ class HttpStreamTransport:
 
     async def stream(self, request: Request, anchor: Anchor | None = None) -> AsyncIterator[Event]:
         headers = {**request_headers(self.conn, self.api_key), "Content-Type": "application/json"}
-        self.retries = Retries(self.conn.max_retries, self.api_key)
+        self.retries = self.make_retries()
         state = {"anchor": anchor}
 
         def body() -> dict[str, Any]:
@@ -85,6 +90,8 @@ class HttpStreamTransport:
                 yield event
 
     async def _decode(self, resp: Response, request: Request) -> AsyncIterator[Event]:
+        if self.on_headers is not None:
+            self.on_headers(resp.headers)
         sse = SSEDecoder()
         if self.dialect == "chat":
             decoder: Any = chat.ChatDecoder(think_tags=request.settings.get("think_tags") or "auto")

@@ -42,6 +42,7 @@ class ResponsesWebSocketTransport:
         self.api_key = api_key
         self.bytes_sent = 0
         self.retries = Retries(conn.max_retries, api_key)  # the latest turn's
+        self.make_retries = lambda: Retries(conn.max_retries, api_key)  # a front end may set its own policy
         self.connections_opened = 0
         self._ws: ClientConnection | None = None
         self._opened_at = 0.0
@@ -69,7 +70,7 @@ class ResponsesWebSocketTransport:
         await close_websocket(ws, leaving=leaving)
 
     async def stream(self, request: Request, anchor: Anchor | None = None) -> AsyncIterator[Event]:
-        self.retries = retries = Retries(self.conn.max_retries, self.api_key)
+        self.retries = retries = self.make_retries()
         while True:
             use_anchor = anchor is not None and self._ws is not None and anchor.response_id == self._latest_response
             emitted = False

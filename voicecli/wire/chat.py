@@ -293,3 +293,13 @@ def _partial_suffix(text: str, tag: str) -> int:
         if tag.startswith(text[-n:]):
             return n
     return 0
+
+
+def completion_events(completion: dict[str, Any]) -> list[Event]:
+    """A whole (non-streamed) chat completion — a Batch API result — as the neutral events its
+    stream would have given: its message fed to the decoder as one delta."""
+    decoder = ChatDecoder()
+    choices = [{"index": c.get("index", 0), "delta": c.get("message") or {}, "finish_reason": c.get("finish_reason")}
+               for c in completion.get("choices") or ()]
+    out = decoder.feed({"id": completion.get("id"), "choices": choices, "usage": completion.get("usage")})
+    return out + decoder.finish()

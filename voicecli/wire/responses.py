@@ -261,3 +261,19 @@ class ResponsesDecoder:
         if len(parts) == 3 and parts[1] in _HOSTED_CALLS:
             return [HostedToolProgress(_HOSTED_CALLS[parts[1]], parts[2], event.get("item_id"))]
         return []
+
+
+def response_events(response: dict[str, Any]) -> list[Event]:
+    """A whole (non-streamed) response object — a Batch API result — as the neutral events its
+    stream would have given: the output text and refusals, then what the terminal event gives."""
+    out: list[Event] = []
+    for item in response.get("output") or ():
+        if item.get("type") == "message":
+            for part in item.get("content") or ():
+                if part.get("type") == "output_text" and part.get("text"):
+                    out.append(TextDelta(part["text"], item.get("id")))
+                elif part.get("type") == "refusal" and part.get("refusal"):
+                    out.append(TextDelta(part["refusal"], item.get("id"), refusal=True))
+    kind = {"incomplete": "response.incomplete", "failed": "response.failed",
+            "cancelled": "response.cancelled"}.get(response.get("status"), "response.completed")
+    return out + ResponsesDecoder().feed({"type": kind, "response": response})
