@@ -328,9 +328,12 @@ def _cascade_rows(section) -> None:
     to_handed = [(t["after_vad"] - c) * 1000 for t, c in zip(turns, configured)]
     n = f"n={len(turns)}"
     lat = f"sim latency {CASCADE_LATENCY * 1000:.0f} ms"
+    reported = [t["reported"] for t in turns if t.get("reported") is not None]
     section.rows.extend([
         [f"cascade: end of speech → first audio sample handed to the speaker (median, {n})",
-         f"{med('vad') + med('after_vad'):.0f} ms", ""],
+         f"{statistics.median(t['vad'] + t['after_vad'] for t in turns) * 1000:.0f} ms", ""],
+        [f"cascade: · the same as talk's latency line reports it (median, n={len(reported)})",
+         f"{statistics.median(reported):.0f} ms" if reported else "–", ""],
         ["cascade: · VAD decision (end of speech → stop decided; 500 ms of silence is the setting)",
          f"{med('vad'):.0f} ms", ""],
         [f"cascade: · speech-to-text (upload → final words; {lat})", f"{med('stt'):.0f} ms", ""],
@@ -416,6 +419,17 @@ def cascade_probe(base_url: str, wav: Path, out: Path) -> None:
             turns[-1]["sentence"] = time.monotonic() - turns[-1]["token_at"]
         return add(self, item_id, chunk)
 
+    from voicecli.voice.turns import Turns
+
+    latency = Turns.latency
+
+    def reported_latency(self):  # what talk's own line says: end of speech → first sample handed
+        got = latency(self)
+        if got is not None and turns and got[2] == "end of speech":
+            turns[-1]["reported"] = got[1]
+        return got
+
+    Turns.latency = reported_latency
     AudioClient.transcribe, AudioClient.speak, Conversation.send = timed_transcribe, timed_speak, timed_send
     cascade.Speech.add = timed_add
     asyncio.run(talk.run())

@@ -370,3 +370,42 @@ def test_server_vad_on_a_cascade_is_explained(tmp_path, sim):
     assert r.code == 0, r.err  # (and text-to-speech takes a speed above 1.5)
     assert "--vad semantic is the Realtime API's; the cascade detects speech itself" in r.err
     assert [e for e in list(sim.log) if e.get("endpoint") == "/v1/audio/speech" and "body" in e][-1]["body"]["speed"] == 2
+
+
+def speech_end_s(path: Path) -> float:
+    """Where the speech in a WAV ends (s): its last sample above 1 % of full scale."""
+    import numpy as np
+
+    from voicecli.audio.wav import read_wav_24k
+
+    x = np.abs(np.frombuffer(read_wav_24k(path), dtype="<i2").astype(np.int32))
+    return (int(np.nonzero(x > 328)[0][-1]) + 1) / 24000
+
+
+@pytest.mark.slow
+def test_latency_line_counts_from_where_the_speech_ended(tmp_path, make_sim):
+    """#27: the line measures what it names — end of the user's speech (the VAD's estimate of where
+    it ended, so the 500 ms of turn-end silence is in it) → first sample handed to the speaker —
+    checked against the input file's known speech end and the speaker's first sample."""
+    import re
+
+    sim = make_sim(latency=0.15)
+    wav = voice_wav(tmp_path / "q.wav", sim, 0.5, "How far away is the moon?", 3.0)
+    end_s = speech_end_s(wav)
+    marks = tmp_path / "marks.json"
+    proc = subprocess.run([sys.executable, str(Path(__file__).parent / "latency_probe.py"), sim.base_url, str(wav),
+                           str(tmp_path / "o.wav"), str(marks)], capture_output=True, text=True, timeout=90,
+                          env=cli_env(tmp_path), stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    [line] = [ln for ln in proc.stderr.splitlines() if "latency:" in ln]
+    found = re.search(r"latency: end of speech → first audio (\d+) ms → first sound (\d+) ms", line)
+    assert found, line
+    printed = int(found.group(2))
+    m = json.loads(marks.read_text())
+    truth = (m["first_played"][0] - (m["first_block"] + end_s)) * 1000
+    # the VAD's estimate of the end is in 32 ms frames, and a WAV block counts from its first sample
+    print(f"printed {printed} ms, from the files {truth:.0f} ms")
+    assert abs(printed - truth) <= 120, (printed, truth, line)
+    # 500 ms of turn-end silence + 3 × 150 ms endpoints at the least; the old clock (from the stop
+    # decision) printed about 480 ms here
+    assert printed >= 900, line

@@ -226,9 +226,31 @@ def test_turn_latency_with_an_injected_clock():
     assert turns.latency() is None  # not played yet
     turns.playback.pull(480)
     turns.playback.first_played["a"] = 10.45  # the device took it 50 ms later
-    to_audio, to_play = turns.latency()
-    assert round(to_audio) == 400 and round(to_play) == 450
+    to_audio, to_play, since = turns.latency()
+    assert round(to_audio) == 400 and round(to_play) == 450 and since == "end of speech"
     assert turns.latency() is None  # reported once per turn
+
+
+def test_turn_latency_starts_where_the_speech_ended_not_at_the_vad_decision():
+    from voicecli.voice.turns import AudioTimeline
+
+    timeline = AudioTimeline()
+    for i in range(100):  # 20 ms blocks, the last sample of block i captured at 100.02 + i * 0.02
+        timeline.sent(960, 100.02 + i * 0.02)
+    assert timeline.time_of(1000) == pytest.approx(101.0)  # 1 s into the stream
+    assert timeline.time_of(5000) is None and timeline.time_of(-1) is None  # not sent (yet), or not ours
+    clock = Clock(101.5)  # the VAD decided at 101.5 that the speech had ended at 1000 ms (101.0)
+    turns = make_turns(clock)
+    turns.start_clock(at=timeline.time_of(1000))
+    clock.now = 101.7
+    turns.feed(ResponseStarted("r"))
+    turns.feed(AudioDelta(b"\x01\x00" * 480, "a", "r"))
+    turns.playback.pull(480)
+    turns.playback.first_played["a"] = 101.75
+    to_audio, to_play, since = turns.latency()
+    assert round(to_audio) == 700 and round(to_play) == 750 and since == "end of speech"
+    timeline.reset()
+    assert timeline.time_of(1000) is None
 
 
 def test_a_lost_connection_ends_the_running_response():

@@ -106,6 +106,7 @@ class Talk:
         self.stop = asyncio.Event()
         self.stats = {"mic_to_send": [], "sent_blocks": 0}  # for bench/talk.py
         self.session = self.turns = self.audio = self.buffer = self.transcript = self.view = None
+        self.timeline = None  # when the audio sent to the session was captured (voice.turns.AudioTimeline)
         self.keys = self.key_input = self.toolbox = None
         self.jobs = Jobs(on_error=self._fail)  # pumps, and short jobs started from keys and signals
         self.fatal: VoicecliError | None = None  # why talk has to end (a reconnect failed, no device left)
@@ -119,14 +120,14 @@ class Talk:
         from voicecli.ui.keys import KeyInput, TalkKeys
         from voicecli.ui.talk_view import TalkView
         from voicecli.voice.audio_io import AudioIO
-        from voicecli.voice.turns import Turns
+        from voicecli.voice.turns import AudioTimeline, Turns
 
         o = self.opts
         self.audio = AudioIO(self.voice, input_device=o.input_device, output_device=o.output_device,
                              input_wav=o.input_wav, output_wav=o.output_wav, half_duplex=o.half_duplex,
                              echo_cancellation=o.aec, no_mic=o.no_mic)
         self.buffer = self.audio.buffer
-        self.turns = Turns(self.buffer)
+        self.turns, self.timeline = Turns(self.buffer), AudioTimeline()
         if o.transcript is not None:
             self.transcript = open_transcript(o.transcript)
             self.transcript.session(command="talk", model=_model(self.profile, o))
@@ -233,11 +234,11 @@ class Talk:
             await self.barge_in()
         elif isinstance(event, SpeechStopped):
             self.user_speaking = False
-            self.turns.start_clock()
+            self._speech_ended(event.audio_end_ms)
         elif isinstance(event, ToolCall):
             self.view.note(escape_controls(f"tool call: {event.name}({event.arguments})"))
         elif isinstance(event, ToolResult):
-            self.turns.start_clock()  # the follow-up answer is a new turn for the latency line
+            self.turns.start_clock(since="tool result")  # the follow-up answer is a new turn for the latency line
             self._write("tool", event.output, start=time.time(), meta={"call_id": event.call_id, "name": event.name})
         elif isinstance(event, ResponseStarted):
             self.cancel_armed = False
@@ -248,11 +249,22 @@ class Talk:
                 self.view.note(f"the response ended {event.status} ({event.reason})")
         elif isinstance(event, Disconnected):
             self.turns.lost()
+            self.timeline.reset()  # the next session's audio positions count from 0
             self.user_speaking = False
             if not event.planned:
                 self.view.note(f"{event.reason}; starting a new session with the conversation so far")
         elif isinstance(event, Error):
             self.view.error(event.message + (f" ({event.code})" if event.code else ""))
+
+    def _speech_ended(self, audio_end_ms: int) -> None:
+        """The turn clock starts where the user's speech ended — the VAD's (local or the server's)
+        `audio_end_ms`, a position in the audio sent, mapped to when that audio was captured (less
+        the input device's latency) — not when the VAD decided so, `vad_silence_duration_ms` later."""
+        at = self.timeline.time_of(audio_end_ms)
+        if at is None:  # not a position in the audio we sent (an old one, or the stream restarted)
+            self.turns.start_clock(since="stop decision (the turn-end silence not counted)")
+        else:
+            self.turns.start_clock(at=at - self.audio.latencies.get("in", 0.0))
 
     async def barge_in(self) -> None:
         """Stop the assistant, if it is talking: flush the speaker, cancel, truncate to what was heard."""
@@ -278,6 +290,7 @@ class Talk:
             elif self.audio.muted():
                 continue
             if await self.session.append_audio(pcm):
+                self.timeline.sent(len(pcm), captured)
                 self.stats["sent_blocks"] += 1
                 if len(self.stats["mic_to_send"]) < 100000:
                     self.stats["mic_to_send"].append(time.monotonic() - captured)
@@ -287,7 +300,7 @@ class Talk:
     async def send_text(self, text: str) -> None:
         await self.barge_in()
         self._said("user", text)
-        self.turns.start_clock()
+        self.turns.start_clock(since="line sent")
         await self.session.say(text)
 
     async def toggle_recording(self) -> None:
@@ -301,7 +314,7 @@ class Talk:
             await self.session.clear()
             self.view.note("too short — nothing sent")
             return
-        self.turns.start_clock()
+        self.turns.start_clock(since="recording sent")
         await self.session.commit()
 
     def on_sigint(self) -> None:

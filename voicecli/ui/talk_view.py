@@ -101,10 +101,12 @@ class TalkView:
         elif self.data_out is None:
             self._plain(f"{role}: {shown}")
 
-    def latency(self, to_audio_ms: float | None, to_play_ms: float | None) -> None:
+    def latency(self, to_audio_ms: float | None, to_play_ms: float | None, since: str = "end of speech") -> None:
+        """One turn's latency: from `since` (where the user's speech ended, or what the clock started at
+        when that is not known) to the first audio received and the first sample handed to the speaker."""
         def fmt(v: float | None) -> str:
             return f"{v:.0f} ms" if v is not None else "–"
-        self.note(f"latency: end of speech → first audio {fmt(to_audio_ms)} → first sound {fmt(to_play_ms)}")
+        self.note(f"latency: {since} → first audio {fmt(to_audio_ms)} → first sound {fmt(to_play_ms)}")
 
     def note(self, text: str) -> None:
         if self._console is not None:

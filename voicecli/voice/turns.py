@@ -11,6 +11,7 @@ need no sleeps.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -62,12 +63,48 @@ class AssistantItem:
 
 @dataclass
 class TurnClock:
-    """Latency of one turn: end of user speech → first audio received → first sample played."""
+    """Latency of one turn: end of user speech → first audio received → first sample played.
+
+    `since` names where the clock started: "end of speech" (where the user's speech ended in the
+    audio, by the VAD's own estimate — the turn-end silence included), or something else when that
+    is not known ("stop decision": the VAD's decision, the silence left out; "line sent"…)."""
 
     end: float | None = None
     first_audio: float | None = None
     item: str | None = None
     reported: bool = False
+    since: str = "end of speech"
+
+
+class AudioTimeline:
+    """When the audio sent to a voice session was captured: a stream position (ms of audio sent
+    since the session's stream began — what a VAD's events and Realtime's `audio_end_ms` count)
+    → the monotonic time its sample was captured. So the latency clock can start where the speech
+    ended, not when the VAD decided that it had (`vad_silence_duration_ms` later)."""
+
+    def __init__(self, keep: int = 3000, bytes_per_ms: int = BYTES_PER_MS):
+        self.blocks: deque[tuple[float, float, float]] = deque(maxlen=keep)  # (start ms, end ms, captured)
+        self.sent_ms = 0.0
+        self.bytes_per_ms = bytes_per_ms
+
+    def sent(self, nbytes: int, captured: float) -> None:
+        """A block of `nbytes` went to the session; `captured` is when its last sample arrived."""
+        start, self.sent_ms = self.sent_ms, self.sent_ms + nbytes / self.bytes_per_ms
+        self.blocks.append((start, self.sent_ms, captured))
+
+    def reset(self) -> None:
+        """A new stream (a new Realtime session): positions count from 0 again."""
+        self.blocks.clear()
+        self.sent_ms = 0.0
+
+    def time_of(self, ms: float) -> float | None:
+        """The capture time of stream position `ms`, or None if it is not (or no longer) known."""
+        for start, end, captured in reversed(self.blocks):
+            if start <= ms <= end:
+                return captured - (end - ms) / 1000
+            if end < ms:
+                break
+        return None
 
 
 @dataclass(frozen=True)
@@ -113,16 +150,17 @@ class Turns:
         elif isinstance(event, ResponseStarted):
             self.response_id, self.in_progress, self.usage = event.response_id, True, None
             if self.turn.end is None:  # a response we did not see the speech end of (tool follow-up)
-                self.turn = TurnClock(end=self.clock())
+                self.turn = TurnClock(end=self.clock(), since="response start")
         elif isinstance(event, Usage):
             self.usage = event
         elif isinstance(event, TurnEnd):
             self._response_done(event)
         return None
 
-    def start_clock(self) -> None:
-        """The user stopped speaking, committed a recording or sent a line: the turn clock starts."""
-        self.turn = TurnClock(end=self.clock())
+    def start_clock(self, at: float | None = None, since: str = "end of speech") -> None:
+        """The user stopped speaking (at `at`, on this clock: where the speech ended), committed a
+        recording or sent a line (now): the turn clock starts. `since` names that moment."""
+        self.turn = TurnClock(end=self.clock() if at is None else at, since=since)
 
     def _audio(self, event: AudioDelta) -> None:
         if event.response_id in self.cancelled or not event.item_id:
@@ -260,8 +298,9 @@ class Turns:
     def played_ms(self, item_id: str) -> int:
         return self.playback.played.get(item_id, 0) * 1000 // RATE
 
-    def latency(self) -> tuple[float, float] | None:
-        """(end of speech → first audio, → first sample played) in ms, once per turn, when known."""
+    def latency(self) -> tuple[float, float, str] | None:
+        """(end of speech → first audio received, → first sample handed to the speaker) in ms, and
+        what the clock started at (`TurnClock.since`), once per turn, when known."""
         t = self.turn
         if t.reported or t.end is None or t.item is None or t.first_audio is None:
             return None
@@ -269,7 +308,7 @@ class Turns:
         if played is None:
             return None
         t.reported = True
-        return (t.first_audio - t.end) * 1000, (played - t.end) * 1000
+        return (t.first_audio - t.end) * 1000, (played - t.end) * 1000, t.since
 
 
 def heard(text: str, played_ms: int, received_ms: int) -> str:
