@@ -393,8 +393,10 @@ def test_latency_line_counts_from_where_the_speech_ended(tmp_path, make_sim):
     wav = voice_wav(tmp_path / "q.wav", sim, 0.5, "How far away is the moon?", 3.0)
     end_s = speech_end_s(wav)
     marks = tmp_path / "marks.json"
+    # preemptive answers off: the answer starts after the whole turn-end silence, as before #24
     proc = subprocess.run([sys.executable, str(Path(__file__).parent / "latency_probe.py"), sim.base_url, str(wav),
-                           str(tmp_path / "o.wav"), str(marks)], capture_output=True, text=True, timeout=90,
+                           str(tmp_path / "o.wav"), str(marks), "-o", "voice.preemptive_ms=0"],
+                          capture_output=True, text=True, timeout=90,
                           env=cli_env(tmp_path), stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
     [line] = [ln for ln in proc.stderr.splitlines() if "latency:" in ln]

@@ -78,6 +78,8 @@ class Conversation:
         self.text_format: dict | None = None  # structured output for the answers (schema.response_format)
         self._anchor: Anchor | None = None
         self._anchor_fingerprint: str | None = None
+        self._held: int | None = None  # a tentative turn: the history's length before it (see `tentative`)
+        self._held_logged = False
 
     def request(self) -> Request:
         m = self.profile.model
@@ -107,6 +109,28 @@ class Conversation:
         self._anchor = None  # the server's copy still holds the whole answer: send the history next time
         if self.log is not None:
             self.log.write({"type": "heard", "time": time.time(), "said": said, "heard": heard})
+
+    # -- a turn that may be taken back (a voice cascade's preemptive answer) ----------------------
+
+    def tentative(self) -> None:
+        """The next turn may be taken back: its log lines are held until `confirm` (then written as
+        usual), and `discard` (after its task ended) removes it from the history and the log. What its
+        requests were billed stays in `total_usage`."""
+        self._held, self._held_logged = len(self.history), False
+
+    def confirm(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and self._held_logged and self.log is not None:
+            self.log.end_turn()  # it ended while tentative: its lines go now
+
+    def discard(self) -> None:
+        held, self._held = self._held, None
+        if held is None:
+            return
+        del self.history[held:]
+        self._anchor = None  # the server's last response is the discarded one: send the history next time
+        if self.log is not None:
+            self.log.drop_turn()
 
     def _append(self, item: HistoryItem) -> None:
         self.history.append(item)
@@ -264,4 +288,7 @@ class Conversation:
                                   "output_tokens": u.output_tokens, "reasoning_tokens": u.reasoning_tokens},
                         "cost_usd": result.cost_usd, "ttft_ms": result.ttft_ms, "total_ms": result.total_ms,
                         "error": result.error.message if result.error else None})
+        if self._held is not None:
+            self._held_logged = True  # written when confirmed, dropped when discarded
+            return
         self.log.end_turn()

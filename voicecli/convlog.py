@@ -168,6 +168,13 @@ class ConversationLog:
         if lines:
             self._append("".join(lines))
 
+    def drop_turn(self) -> None:
+        """Forget the lines held since `begin_turn` (a turn taken back: never written) — all but a
+        lazy log's meta line, which the next write needs first."""
+        lines, self._turn = self._turn or [], None
+        if lines and lines[0].startswith('{"type": "meta"'):
+            self._meta = json.loads(lines[0])
+
     def _append(self, text: str) -> None:
         if self._file is None:
             self._file = paths.open_private(self.path, "a")

@@ -113,6 +113,13 @@ class VoiceSettings:
     vad_prefix_padding_ms: int | None = _opt(lo=0, hi=5000)
     vad_silence_duration_ms: int | None = _opt(lo=0, hi=10000)
     vad_eagerness: str | None = _opt(choices=("low", "medium", "high", "auto"))
+    preemptive_ms: int = _opt(200, lo=0, hi=5000,
+                              help="cascade: at this much silence the answer is started while the turn-end silence "
+                                   "still runs (discarded if you go on); 0 turns it off")
+    eager_end_ms: int = _opt(250, lo=0, hi=10000,
+                             help="cascade: turn-end silence when your words so far end a sentence (. ? !)")
+    max_end_ms: int = _opt(1200, lo=0, hi=10000,
+                           help="cascade: turn-end silence when they stop mid-clause (and, but, a comma)")
     transcription_model: str | None = _opt("gpt-4o-mini-transcribe", help="'' turns input transcription off")
     transcription_language: str | None = _opt()
     transcription_prompt: str | None = _opt(help="cascade: words and spellings to expect (speech-to-text prompt)")

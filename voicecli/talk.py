@@ -202,8 +202,20 @@ class Talk:
         if self.toolbox is not None:
             await self.toolbox.aclose()  # MCP servers stop with talk
         self.view.stop()
+        wasted = getattr(self.session, "wasted_usage", None)
         if self.answers:
-            print(f"voicecli: talk: {self._spending(self.spent, self.answers)}", file=sys.stderr)
+            spent = self.spent + wasted if wasted is not None else self.spent
+            print(f"voicecli: talk: {self._spending(spent, self.answers)}{self._discarded()}", file=sys.stderr)
+
+    def _discarded(self) -> str:
+        """A cascade's preemptive answers thrown away (the user went on): how many, their requests; what
+        the server reported for them is in the closing line's tokens and cost (billed, never heard)."""
+        n = getattr(self.session, "discarded", 0)
+        if not n:
+            return ""
+        asked = ", ".join(f"{count} {stage}" for stage, count in self.session.wasted.items() if count)
+        return (f" · {n} preemptive answer{'s' * (n != 1)} discarded ({asked} requests; the tokens the server "
+                f"reported for them are counted above)")
 
     # -- the session's events -------------------------------------------------------------------
 

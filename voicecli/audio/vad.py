@@ -32,7 +32,9 @@ _RUN_GAP_MS = 300  # a pause this long ends a candidate that has not yet become 
 
 @dataclass(frozen=True)
 class VadEvent:
-    kind: Literal["start", "stop"]
+    # pause: `pause_ms` of silence, a stop may follow (`ms`: where the speech ended); resume: speech
+    # again after a pause, before the stop (`ms`: where it came back) — the same utterance goes on
+    kind: Literal["start", "stop", "pause", "resume"]
     ms: int  # start: where the speech began; stop: where it ended (ms since the first sample fed / reset)
 
 
@@ -68,16 +70,21 @@ class LocalVad:
     "start" comes once speech has lasted `min_speech_ms`, with the position where it began; "stop"
     once `silence_ms` of non-speech followed, with the position where it ended. `prefix_ms` is
     the audio a caller keeps before a start (`Segmenter` does). `finish()` ends the stream.
+
+    With `pause_ms`, a "pause" comes first, after that much silence (a stop candidate: a caller may
+    start on the answer), and a "resume" if speech comes back before the stop. `require(ms)` changes
+    the silence this pause needs before its stop (adaptive end of turn); the next speech resets it.
     """
 
     def __init__(self, *, threshold: float = 0.5, silence_ms: int = 500, prefix_ms: int = 300,
-                 min_speech_ms: int = 150, rate: int = 24000):
+                 min_speech_ms: int = 150, rate: int = 24000, pause_ms: int = 0):
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in 0..1, not {threshold}")
         if rate <= 0 or silence_ms < 0 or prefix_ms < 0 or min_speech_ms < 0:
             raise ValueError("rate must be positive and the durations non-negative")
         self.threshold = float(threshold)
         self.silence_ms, self.prefix_ms, self.min_speech_ms = int(silence_ms), int(prefix_ms), int(min_speech_ms)
+        self.pause_ms = int(pause_ms)
         self.rate = int(rate)
         self._engine = self._load_engine()
         self._frame_ms = self._engine.window * 1000 // self._engine.rate
@@ -100,6 +107,8 @@ class LocalVad:
         self._run_voiced = self._run_gap = 0  # ms of speech in the candidate, and of the pause since
         self._last_voiced_end = 0  # ms
         self._silent_ms = 0
+        self._paused = False  # a "pause" was reported and no "resume" or "stop" yet
+        self.end_ms = self.silence_ms  # silence the current pause needs to be a stop (see `require`)
 
     @property
     def speaking(self) -> bool:
@@ -124,6 +133,17 @@ class LocalVad:
     def position_ms(self) -> int:
         """Audio fed since the start (or reset), in ms: an event's decision delay is this minus its `ms`."""
         return self._fed_samples * 1000 // self.rate
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def require(self, ms: int) -> None:
+        """The silence that ends this turn (from the last speech) is `ms`, until speech comes back:
+        shorter after a finished sentence, longer mid-clause. Already past it: the next frame stops.
+        Only during a pause: the next utterance starts with `silence_ms` again."""
+        if self._paused:
+            self.end_ms = max(self._frame_ms, int(ms))
 
     @property
     def probability(self) -> float:
@@ -187,11 +207,17 @@ class LocalVad:
             return [VadEvent("start", self._run_start)]
         if p >= max(0.0, self.threshold - _HYSTERESIS):
             self._silent_ms, self._last_voiced_end = 0, end
+            if self._paused:
+                self._paused, self.end_ms = False, self.silence_ms
+                return [VadEvent("resume", begin)]
             return []
         self._silent_ms += self._frame_ms
-        if self._silent_ms < self.silence_ms:
+        if self._silent_ms < self.end_ms:
+            if self.pause_ms and not self._paused and self._silent_ms >= self.pause_ms:
+                self._paused = True
+                return [VadEvent("pause", self._last_voiced_end)]
             return []
-        self._speaking, self._run_start = False, None
+        self._speaking, self._run_start, self._paused, self.end_ms = False, None, False, self.silence_ms
         return [VadEvent("stop", self._last_voiced_end)]
 
 
@@ -272,7 +298,7 @@ class Segmenter:
             if ev.kind == "start":
                 self._open = max(0, self._sample(ev.ms - self.vad.prefix_ms))
                 self._open_ms = ev.ms
-            elif self._open is not None:  # with a little of the silence after it, as a recogniser expects
+            elif ev.kind == "stop" and self._open is not None:  # with a little of the silence after it, as a recogniser expects
                 end = self._sample(ev.ms + min(TAIL_MS, self.vad.silence_ms))
                 self._done.append((self._open, end, self._open_ms, ev.ms))
                 self._open = None

@@ -13,6 +13,15 @@ previous utterance was being transcribed make one turn. The answer goes through 
 sentence while the model still writes; each sentence's first audio carries its text, so a barge-in
 knows what was heard (`Turns`), and `remember` then corrects the history to that.
 
+Preemptive answers: at `voice.preemptive_ms` of silence (the VAD's "pause", before its "stop") the
+utterance so far is transcribed and answered — text model and the first sentences' text-to-speech —
+while the turn-end silence still runs. Its events are held (`Outbox`) and its conversation turn is
+tentative (`Conversation.tentative`); a tool call waits. If the silence completes, that answer is the
+answer: its events are released and it plays. If the user speaks again first, its requests are
+cancelled, its events dropped and its turn taken out of the history and the log; the utterance goes
+on as one turn. The preemptive transcript also sets the silence that ends this turn (`end_silence`):
+`voice.eager_end_ms` after a finished sentence, `voice.max_end_ms` after "and", "but", a comma.
+
 A stage that fails for good (after the transport's retries) ends `events()` with a `SessionError`
 naming the stage: "speech-to-text", "text model" or "text-to-speech".
 """
@@ -22,9 +31,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
+from dataclasses import dataclass, field
 
 from voicecli.conversation import Conversation, ToolRunner
 from voicecli.errors import ExitCode, VoicecliError
@@ -39,6 +51,51 @@ from voicecli.voice.session import SessionError
 log = logging.getLogger("voicecli")
 
 TTS_AHEAD = 2  # sentences synthesised at once: the next one is ready when the current one ends
+FIRST_CLAUSE_WORDS = 4  # the first text-to-speech request may go at a clause boundary after this many words
+_SENTENCE_END = re.compile(r"""[.!?…]["'”’)\]]*$""")
+_MID_CLAUSE = re.compile(r"(?:[,;:–—-]|\b(?:and|but|or|so|because|then|if|that|which|who|the|a|an|to|of|with|"
+                         r"for|in|on|at|my|your|is|are|was|um|uh|er|like))$", re.I)
+
+
+def end_silence(text: str, silence_ms: int, eager_ms: int, max_ms: int) -> int:
+    """The turn-end silence for an utterance whose words so far are `text`: `eager_ms` when they end
+    a sentence, `max_ms` when they stop mid-clause (a comma, "and", "but"…), else `silence_ms`."""
+    t = text.strip()
+    if _SENTENCE_END.search(t):
+        return min(eager_ms, silence_ms)
+    if _MID_CLAUSE.search(t):
+        return max(max_ms, silence_ms)
+    return silence_ms
+
+
+class Outbox:
+    """Where an answer's events go: the session's queue, or held while the answer is preemptive."""
+
+    def __init__(self, put: Callable[[Event | Exception], None], held: bool = False):
+        self._put = put
+        self.held: list | None = [] if held else None
+        self.tts_requests = lambda: 0  # set by `_respond`: text-to-speech requests made so far
+
+    def put(self, event) -> None:
+        if self.held is None:
+            self._put(event)
+        else:
+            self.held.append(event)
+
+    def release(self) -> None:
+        held, self.held = self.held or [], None
+        for event in held:
+            self._put(event)
+
+
+@dataclass
+class Preemptive:
+    """An answer started at a pause, before the end of the turn was decided."""
+
+    outbox: Outbox
+    confirmed: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+    asked: bool = False  # the text model was asked (its turn is tentative in the conversation)
 
 
 class StageFailed(Exception):
@@ -56,7 +113,7 @@ class CascadeSession:
         self.base_url = resolve_base_url(profile)
         self.stt_url = speech_endpoint(profile, self.voice.transcription_base_url, self.base_url)
         self.tts_url = speech_endpoint(profile, self.voice.speech_base_url, self.base_url)
-        self.conversation.tool_runner = tool_runner
+        self.conversation.tool_runner = self._gated(tool_runner) if tool_runner is not None else None
         self.ptt = self.voice.turn_detection == "none"
         self._vad = vad
         self.clock = clock
@@ -72,6 +129,10 @@ class CascadeSession:
         self._pending = ""  # words of an utterance that the user went on from
         self._working = False  # the worker is on a turn
         self._queued_audio = 0  # utterances waiting behind the one being transcribed
+        self._pre: Preemptive | None = None  # the preemptive answer under way, not yet confirmed
+        self.discarded = 0  # preemptive answers thrown away (the user went on)
+        self.wasted: Counter[str] = Counter()  # their requests, by stage
+        self.wasted_usage = Usage()  # what the server reported for them (billed, not heard)
 
     def _key(self, var: str | None, base_url: str | None) -> str | None:
         return speech_key(self.profile, var, base_url)
@@ -97,7 +158,7 @@ class CascadeSession:
         if not self.ptt:
             from voicecli.audio.vad import Segmenter
 
-            self._segmenter = Segmenter(self._vad or local_vad(v))
+            self._segmenter = Segmenter(self._vad or local_vad(v, pause_ms=v.preemptive_ms))
         self._jobs.spawn(self._work(), "cascade")
 
     def events(self) -> AsyncIterator[Event]:
@@ -105,7 +166,8 @@ class CascadeSession:
 
     @property
     def busy(self) -> bool:
-        """A turn is on its way: an utterance waiting or being transcribed, or an answer (and its tools)."""
+        """A turn is on its way: an utterance waiting or being transcribed, or an answer (and its tools).
+        A preemptive answer not yet confirmed is not: nothing of it is shown or heard yet."""
         return self._working or not self._inbox.empty()
 
     def due_for_renewal(self) -> bool:
@@ -115,6 +177,7 @@ class CascadeSession:
         pass
 
     async def aclose(self) -> None:
+        await self._discard()
         await self._jobs.cancel()
         self._segmenter = None  # the detector and its native soxr resampler go now (see `voicecli.cli.main`)
         if self._answer is not None:
@@ -140,19 +203,101 @@ class CascadeSession:
         for event in self._segmenter.feed(pcm):
             log.debug("vad: speech %s at %d ms (fed %d ms)", event.kind, event.ms, self._segmenter.vad.position_ms)
             if event.kind == "start":
+                await self._discard()
                 self._put(SpeechStarted(event.ms))
+            elif event.kind == "pause":
+                self._preempt()
+            elif event.kind == "resume":
+                await self._discard()  # the user went on: the utterance continues, one turn
             else:
                 self._put(SpeechStopped(event.ms))
                 utterance = self._segmenter.take()
-                if utterance is not None:
+                if self._pre is not None:
+                    self._confirm()  # the answer under way is the answer
+                elif utterance is not None:
                     log.debug("vad: utterance of %d ms for speech-to-text", len(utterance.pcm) // 48)
                     self._queue_audio(utterance.pcm)
         return True
 
+    # -- preemptive answers ---------------------------------------------------------------------
+
+    def _preempt(self) -> None:
+        """A pause: transcribe the utterance so far and start on its answer, held until the stop."""
+        if self.voice.preemptive_ms <= 0 or self._pre is not None or self.busy or self._pending:
+            return  # a turn still on its way (words across a pause): the usual path, after the stop
+        utterance = self._segmenter.peek()
+        if utterance is None or not utterance.pcm:
+            return
+        pcm = utterance.pcm
+        pre = self._pre = Preemptive(Outbox(self._put, held=True))
+        pre.task = asyncio.get_running_loop().create_task(self._run_preemptive(pcm, pre))
+
+    async def _run_preemptive(self, pcm: bytes, pre: Preemptive) -> None:
+        text = await self._transcribe(pcm, pre.outbox.put)
+        if pre is self._pre:  # still pausing: how long this pause has to be
+            self._end_turn_after(text)
+        pre.outbox.put(Transcript("user", text, final=True))
+        if not text:
+            return
+        if not pre.confirmed.is_set():
+            self.conversation.tentative()
+        pre.asked = True
+        await self._respond(text, pre.outbox)
+
+    def _end_turn_after(self, text: str) -> None:
+        """Adaptive end of turn. (No detector in a local here: a traceback would keep its native
+        resampler alive until exit — #23.)"""
+        if self._segmenter is not None:
+            v, silence = self.voice, self._segmenter.vad.silence_ms
+            self._segmenter.vad.require(end_silence(text, silence, v.eager_end_ms, max(v.max_end_ms, silence)))
+
+    def _confirm(self) -> None:
+        """The turn ended as the preemptive answer assumed: release it and let the worker own it."""
+        pre, self._pre = self._pre, None
+        pre.confirmed.set()
+        if pre.asked:
+            self.conversation.confirm()
+        pre.outbox.release()
+        self._answer = pre.task
+        self._inbox.put_nowait(("answer", pre.task))
+
+    async def _discard(self) -> None:
+        """The user went on (or talk ends): cancel the preemptive answer; nothing of it remains."""
+        pre, self._pre = self._pre, None
+        if pre is None:
+            return
+        pre.task.cancel()
+        await asyncio.gather(pre.task, return_exceptions=True)
+        if pre.asked:
+            self.conversation.discard()
+        self.discarded += 1
+        self.wasted["speech-to-text"] += 1
+        self.wasted["text model"] += pre.asked
+        self.wasted["text-to-speech"] += pre.outbox.tts_requests()
+        for event in pre.outbox.held or []:
+            if isinstance(event, Usage):
+                self.wasted_usage = self.wasted_usage + event
+            elif isinstance(event, TextDelta):
+                self._said.pop(event.item_id, None)
+        log.debug("cascade: preemptive answer discarded (%s)", dict(self.wasted))
+
+    def _gated(self, runner: ToolRunner) -> ToolRunner:
+        """Tools run only for a confirmed answer: a preemptive one waits for the end of the turn."""
+        async def run(calls):
+            pre = self._pre
+            if pre is not None and not pre.confirmed.is_set() and asyncio.current_task() is pre.task:
+                await pre.confirmed.wait()
+            return await runner(calls)
+
+        return run
+
     async def input_ended(self) -> None:
         """`--input` is over: an utterance still open (a long `vad_silence_duration_ms`) ends here."""
         utterance = self._segmenter.flush() if self._segmenter is not None else None
-        if utterance is not None:
+        if utterance is not None and self._pre is not None:  # the file ended in the pause: that was the turn
+            self._put(SpeechStopped(utterance.end_ms))
+            self._confirm()
+        elif utterance is not None:
             self._put(SpeechStopped(utterance.end_ms))
             self._queue_audio(utterance.pcm)
 
@@ -194,6 +339,12 @@ class CascadeSession:
                 kind, data = await self._inbox.get()
                 self._working = True
                 self._queued_audio -= kind == "audio"
+                if kind == "answer":  # a preemptive answer, confirmed: already under way
+                    self._answer = data
+                    await asyncio.gather(data, return_exceptions=True)
+                    if not data.cancelled() and data.exception():
+                        raise data.exception()
+                    continue
                 if kind == "audio":
                     text = await self._transcribe(data)
                     if self._queued_audio or (self._segmenter is not None and self._segmenter.vad.speaking):
@@ -216,7 +367,7 @@ class CascadeSession:
             log.debug("cascade failed", exc_info=True)
             self._put(VoicecliError(f"internal error in the voice cascade: {exc!r}", exit_code=ExitCode.INTERNAL))
 
-    async def _transcribe(self, pcm: bytes) -> str:
+    async def _transcribe(self, pcm: bytes, put: Callable | None = None) -> str:
         from voicecli.audio.wav import wav_bytes
 
         v = self.voice
@@ -229,17 +380,20 @@ class CascadeSession:
                     raise StageFailed("speech-to-text", event, self.stt_url)
                 if event.final:
                     return event.text
-                self._put(event)
+                (put or self._put)(event)
         return ""
 
-    async def _respond(self, text: str) -> None:
+    async def _respond(self, text: str, out: Outbox | None = None) -> None:
+        out = out or Outbox(self._put)
+        put = out.put
         n = next(self._answers)
         rid, parts = f"cascade_resp_{n}", itertools.count(1)
-        self._put(ResponseStarted(rid))
+        put(ResponseStarted(rid))
         item: str | None = None  # one item per message the model writes (a tool round starts another)
         speech = Speech(self.tts, self.voice, self.tts_url,
-                        lambda item, pcm, spoken: self._put(AudioDelta(pcm, item, rid, spoken)))
-        sentences = Sentences()
+                        lambda item, pcm, spoken: put(AudioDelta(pcm, item, rid, spoken)))
+        out.tts_requests = lambda: len(speech.fetches)
+        sentences = Sentences(first_clause_words=FIRST_CLAUSE_WORDS)
         status, reason, usage, failure = "cancelled", "interrupted", Usage(), None
         try:
             async with aclosing(self.conversation.send(Message("user", text))) as stream:
@@ -248,9 +402,9 @@ class CascadeSession:
                     if isinstance(event, TextDelta):
                         if item is None:
                             item = f"cascade_item_{n}_{next(parts)}"
-                            self._put(AudioDelta(b"", item, rid, ""))  # spoken sentence by sentence
+                            put(AudioDelta(b"", item, rid, ""))  # spoken sentence by sentence
                         self._said[item] = self._said.get(item, "") + event.text
-                        self._put(TextDelta(event.text, item))
+                        put(TextDelta(event.text, item))
                         for chunk in sentences.feed(event.text):
                             speech.add(item, chunk)
                     elif isinstance(event, ToolCall):
@@ -258,9 +412,9 @@ class CascadeSession:
                             for chunk in sentences.flush():
                                 speech.add(item, chunk)
                         item = None
-                        self._put(event)
+                        put(event)
                     elif isinstance(event, ToolResult):
-                        self._put(event)
+                        put(event)
                     elif isinstance(event, Usage):
                         usage = usage + event
                     elif isinstance(event, Error):
@@ -270,7 +424,7 @@ class CascadeSession:
                         if status == "failed" and failure is not None:
                             raise StageFailed("text model", failure, self.base_url)
             if failure is not None:  # not fatal (e.g. stopped after max_tool_rounds): shown
-                self._put(failure)
+                put(failure)
             if item is not None:
                 for chunk in sentences.flush():
                     speech.add(item, chunk)
@@ -282,8 +436,8 @@ class CascadeSession:
             speech.cancel()
             raise
         finally:
-            self._put(usage)
-            self._put(TurnEnd(status, rid, reason))
+            put(usage)
+            put(TurnEnd(status, rid, reason))
 
 
 class Speech:
@@ -351,15 +505,16 @@ class Speech:
             task.cancel()
 
 
-def local_vad(voice):
+def local_vad(voice, pause_ms: int = 0):
     """The local voice-activity detector as `[voice]` tunes it (vad_threshold, vad_silence_duration_ms,
-    vad_prefix_padding_ms)."""
+    vad_prefix_padding_ms); `pause_ms`: report pauses (the cascade's preemptive answers)."""
     from voicecli.audio.vad import LocalVad
 
     v = voice
     return LocalVad(threshold=v.vad_threshold if v.vad_threshold is not None else 0.5,
                     silence_ms=v.vad_silence_duration_ms if v.vad_silence_duration_ms is not None else 500,
-                    prefix_ms=v.vad_prefix_padding_ms if v.vad_prefix_padding_ms is not None else 300)
+                    prefix_ms=v.vad_prefix_padding_ms if v.vad_prefix_padding_ms is not None else 300,
+                    pause_ms=pause_ms)
 
 
 def speech_endpoint(profile: Profile, base_url: str | None, main_url: str | None = None) -> str:

@@ -6,7 +6,9 @@ text-to-speech gets — markdown marks, code blocks and link targets removed, wh
 read out. A sentence ends at `.`, `!`, `?`, `…` (and closing quotes or brackets) followed by white
 space, at a blank line, or at a line break before a list item; not after "e.g." or "Dr." and not
 inside a number. A run-on longer than `max_chars` is cut at a comma or a space, outside links and
-inline code.
+inline code. With `first_clause_words`, the first chunk of an answer may end sooner: at its first
+clause boundary (a comma, colon, semicolon or dash followed by a space) once that many words came
+before it, so the first audio can be asked for sooner; later chunks stay sentences.
 """
 
 from __future__ import annotations
@@ -27,10 +29,15 @@ class Chunk:
     spoken: str  # what to say; may be empty (a code block, a lone bullet)
 
 
+_CLAUSE = re.compile(r"[,;:](?=\s)|\s[-–—](?=\s)")
+
+
 class Sentences:
-    def __init__(self, max_chars: int = 300):
+    def __init__(self, max_chars: int = 300, first_clause_words: int = 0):
         self.max_chars = max_chars
+        self.first_clause_words = first_clause_words  # 0: the first chunk is a sentence too
         self.buffer = ""
+        self.first = True
 
     def feed(self, delta: str) -> list[Chunk]:
         self.buffer += delta
@@ -41,6 +48,7 @@ class Sentences:
                 return out
             text, self.buffer = self.buffer[:cut], self.buffer[cut:]
             out.append(Chunk(text, self._speakable(text)))
+            self.first = False
 
     def flush(self) -> list[Chunk]:
         """The rest, at the end of the answer."""
@@ -64,8 +72,28 @@ class Sentences:
             return match.end()
         if fence:  # the text before a code block is a sentence of its own
             return fence.start()
+        if self.first and self.first_clause_words:
+            cut = self._first_clause()
+            if cut is not None:
+                return cut
         if len(self.buffer) > self.max_chars:
             return self._run_on_cut()
+        return None
+
+    def _first_clause(self) -> int | None:
+        """The end of the first clause (its mark and the space after it), if it has enough words and
+        is not inside a link or inline code; else None."""
+        whole = [m.span() for m in _ATOMIC.finditer(self.buffer)]
+        for m in _CLAUSE.finditer(self.buffer):
+            head = self.buffer[: m.start()]
+            if any(start < m.start() < end for start, end in whole):
+                continue
+            if len(speakable(head).split()) < self.first_clause_words:
+                continue
+            space = re.match(r"\s+", self.buffer[m.end():])
+            if space is None or m.end() + space.end() >= len(self.buffer):
+                return None  # what follows the space is not here yet: perhaps "1,000" or a list
+            return m.end() + space.end()
         return None
 
     def _run_on_cut(self) -> int:
