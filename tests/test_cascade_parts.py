@@ -428,3 +428,21 @@ def test_headings_no_and_snake_case():
     got = chunks("## Weather today\nIt is sunny. The answer is no. I checked my_var_name and _this_ too.", 1)
     assert [c.spoken for c in got] == ["Weather today", "It is sunny.", "The answer is no.",
                                        "I checked my_var_name and this too."]
+
+
+def test_the_first_chunk_may_end_at_a_clause_once_it_has_enough_words():
+    from voicecli.voice.sentences import Sentences
+
+    def chunks(text, words):
+        s, out = Sentences(first_clause_words=words), []
+        for ch in text:  # streamed a character at a time
+            out += s.feed(ch)
+        return [c.text for c in out + s.flush()]
+
+    text = "Well, the capital of France, as you know, is Paris. It is big, old and lovely."
+    # "Well," has too few words; the first clause after four goes at once; later chunks are sentences
+    assert chunks(text, 4) == ["Well, the capital of France, ", "as you know, is Paris. ", "It is big, old and lovely."]
+    assert chunks(text, 0) == ["Well, the capital of France, as you know, is Paris. ", "It is big, old and lovely."]
+    assert chunks("You said: the [link, with a comma](http://x) is here. ", 2) == ["You said: ",
+                                                                                  "the [link, with a comma](http://x) is here. "]
+    assert chunks("Count to 1,000 and then, stop.", 3) == ["Count to 1,000 and then, ", "stop."]

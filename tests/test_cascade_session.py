@@ -8,10 +8,14 @@ import asyncio
 import types
 
 from voicecli.conversation import Conversation
-from voicecli.events import AudioDelta, TextDelta, ToolCall, ToolResult, Transcript, TurnEnd
+from collections import Counter
+
+from voicecli.audio.vad import VadEvent
+from voicecli.events import (AudioDelta, ResponseStarted, SpeechStarted, SpeechStopped, TextDelta, ToolCall, ToolResult,
+                             Transcript, TurnEnd, Usage)
 from voicecli.items import FunctionOutput
 from voicecli.profiles import Profile
-from voicecli.voice.cascade import CascadeSession
+from voicecli.voice.cascade import CascadeSession, end_silence
 
 
 class Transport:
@@ -135,3 +139,109 @@ def test_a_broken_text_to_speech_ends_the_session_instead_of_skipping_the_senten
             await s.aclose()
 
     asyncio.run(main())
+
+
+class Segmenter:
+    """Stands in for the VAD: `feed` hands out the next scripted events."""
+
+    def __init__(self):
+        self.required, self.script = [], []
+        self.vad = types.SimpleNamespace(speaking=True, silence_ms=500, require=self.required.append, position_ms=0)
+
+    def feed(self, pcm):
+        return self.script.pop(0) if self.script else []
+
+    def peek(self):
+        return b"\0" * 4800
+
+    def take(self):
+        return None
+
+
+async def vad(s, *events):
+    s._segmenter.script.append(list(events))
+    await s.append_audio(b"\0" * 960)
+
+
+async def until(condition, timeout=5.0):
+    """Wait for `condition()` (checked each loop turn) with a deadline."""
+    async def poll():
+        while not condition():
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+def voice_session(*rounds, stt=(), tool_runner=None):
+    s, conversation = session(*rounds, stt=stt, tool_runner=tool_runner)
+    s.ptt, s._segmenter = False, Segmenter()
+    return s, conversation
+
+
+def test_a_preemptive_answer_is_discarded_when_the_user_goes_on_and_kept_when_the_turn_ends():
+    async def main():
+        s, conv = voice_session([TextDelta("Paris is the capital."), Usage(5, 3), TurnEnd("completed", "r1")],
+                                [TextDelta("It is the Seine."), Usage(9, 4), TurnEnd("completed", "r2")],
+                                stt=("What is the capital", "What is the capital of France and its river?"))
+        await vad(s, VadEvent("start", 0))
+        await vad(s, VadEvent("pause", 900))  # answered (and spoken to the stand-in) while the silence runs
+        pre = s._pre
+        await until(pre.task.done)
+        assert s._segmenter.required == [500]  # "…the capital": the usual turn-end silence
+        assert [m.text for m in conv.history] == ["What is the capital", "Paris is the capital."]  # tentative
+        await vad(s, VadEvent("resume", 1200))  # the user goes on
+        assert conv.history == [] and s.discarded == 1
+        assert s.wasted == Counter({"speech-to-text": 1, "text model": 1, "text-to-speech": 1})
+        assert (s.wasted_usage.input_tokens, s.wasted_usage.output_tokens) == (5, 3)  # billed, counted once
+        await vad(s, VadEvent("pause", 2000))
+        await until(s._pre.task.done)
+        assert s._segmenter.required[-1] == 250  # a finished sentence: voice.eager_end_ms
+        await vad(s, VadEvent("stop", 2000))
+        out = await events_until(s, lambda e, _: isinstance(e, TurnEnd))
+        await s.aclose()
+        assert [type(e) for e in out[:4]] == [SpeechStarted, SpeechStopped, Transcript, ResponseStarted]
+        assert out[2].text == "What is the capital of France and its river?" and out[2].final
+        assert "Paris" not in repr(out)  # nothing of the discarded answer reached the front end
+        assert [e.input_tokens for e in out if isinstance(e, Usage)] == [9]
+        assert [m.text for m in conv.history] == ["What is the capital of France and its river?", "It is the Seine."]
+        assert s.tts.asked == ["Paris is the capital.", "It is the Seine."]
+
+    asyncio.run(main())
+
+
+def test_a_preemptive_answer_runs_no_tool_before_the_turn_has_ended():
+    order = []
+
+    async def runner(calls):
+        order.append("tool")
+        return [FunctionOutput(c.call_id, "sunny", c.name) for c in calls]
+
+    async def main():
+        s, conv = voice_session([ToolCall("c1", "weather", "{}"), TurnEnd("completed", "r1")],
+                                [TextDelta("Sunny."), TurnEnd("completed", "r2")], stt=("Weather?",),
+                                tool_runner=runner)
+        await vad(s, VadEvent("start", 0))
+        await vad(s, VadEvent("pause", 900))
+        pre = s._pre
+        await until(lambda: any(isinstance(e, ToolCall) for e in pre.outbox.held or []))
+        for _ in range(50):  # loop turns enough for the call to reach the runner, were it not held back
+            await asyncio.sleep(0)
+        assert order == [] and len(conv.transport.requests) == 1
+        order.append("stop")
+        await vad(s, VadEvent("stop", 900))
+        await events_until(s, lambda e, out: isinstance(e, TurnEnd) and e.response_id.endswith("_1")
+                           and any(isinstance(x, TextDelta) for x in out))
+        await s.aclose()
+        assert order == ["stop", "tool"]
+
+    asyncio.run(main())
+
+
+def test_the_turn_end_silence_follows_the_words_so_far():
+    assert end_silence("What is the capital of France?", 500, 250, 1200) == 250
+    assert end_silence("Tell me about Paris.", 500, 250, 1200) == 250
+    assert end_silence("I want to go to Paris and", 500, 250, 1200) == 1200
+    assert end_silence("First, the trains,", 500, 250, 1200) == 1200
+    assert end_silence("Tell me about the", 500, 250, 1200) == 1200
+    assert end_silence("Tell me about Paris", 500, 250, 1200) == 500
+    assert end_silence("Okay.", 200, 250, 1200) == 200  # never longer than the setting after a full stop

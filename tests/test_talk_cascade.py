@@ -374,11 +374,15 @@ def test_server_vad_on_a_cascade_is_explained(tmp_path, sim):
 
 def speech_end_s(path: Path) -> float:
     """Where the speech in a WAV ends (s): its last sample above 1 % of full scale."""
-    import numpy as np
-
     from voicecli.audio.wav import read_wav_24k
 
-    x = np.abs(np.frombuffer(read_wav_24k(path), dtype="<i2").astype(np.int32))
+    return speech_end_s_pcm(read_wav_24k(path))
+
+
+def speech_end_s_pcm(pcm: bytes) -> float:
+    import numpy as np
+
+    x = np.abs(np.frombuffer(pcm, dtype="<i2").astype(np.int32))
     return (int(np.nonzero(x > 328)[0][-1]) + 1) / 24000
 
 
@@ -411,3 +415,35 @@ def test_latency_line_counts_from_where_the_speech_ended(tmp_path, make_sim):
     # 500 ms of turn-end silence + 3 × 150 ms endpoints at the least; the old clock (from the stop
     # decision) printed about 480 ms here
     assert printed >= 900, line
+
+
+@pytest.mark.parametrize("first, pause, rest, wasted", [
+    ("Tell me about the capital", 0.3, "of France and its river.", "1 speech-to-text"),
+    # "and": mid-clause, so the turn-end silence grows to voice.max_end_ms; the preemptive answer had
+    # time to be written and spoken (to the simulator) before the user went on
+    ("Tell me about the capital and", 0.9, "its river.", "1 speech-to-text, 1 text model, 1 text-to-speech"),
+])
+@pytest.mark.slow
+def test_a_pause_inside_a_sentence_is_one_turn_and_one_answer(tmp_path, sim, first, pause, rest, wasted):
+    """#24: at the pause a preemptive answer is started; the user going on discards it — not heard,
+    not in the transcript, the history or the conversation log — and the whole utterance is one turn
+    with one answer."""
+    head = sim_speech(sim.base_url, first)  # its own trailing silence cut: the pause is exactly `pause`
+    head = head[: int(speech_end_s_pcm(head) * 24000) * 2]
+    wav, out, tr = tmp_path / "q.wav", tmp_path / "o.wav", tmp_path / "t.jsonl"
+    speech.write_wav(wav, speech.silence(0.5) + head + speech.silence(pause) + sim_speech(sim.base_url, rest)
+                     + speech.silence(2.0))
+    r = talk(tmp_path, sim, "-t", "chat", "--input", str(wav), "--output", str(out), "--transcript", str(tr))
+    assert r.code == 0, r.err
+    assert_quiet_exit(r.err)
+    said = entries(tr)
+    assert [e["role"] for e in said] == ["user", "assistant"], said
+    assert f"1 preemptive answer discarded ({wasted} requests" in r.err, r.err
+    assert r.err.count("latency:") == 1
+    # the last request's history holds no discarded answer
+    assert [m["role"] for m in chat_requests(sim)[-1]["body"]["messages"] if m["role"] != "system"] == ["user"]
+    assert speech.read_wav(out.read_bytes()) == speech.synthesize(said[1]["text"])  # only the answer was heard
+    [logfile] = tmp_path.rglob("conversations/*.jsonl")
+    items = [json.loads(line) for line in logfile.read_text().splitlines()]
+    assert sum(i.get("type") == "turn" for i in items) == 1, items
+    assert not any(first in json.dumps(i) for i in items if i.get("type") != "meta"), items
