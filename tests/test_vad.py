@@ -278,3 +278,30 @@ def test_a_slow_starting_utterance_keeps_its_beginning():
     utterance = seg.take()
     loud = np.count_nonzero(np.frombuffer(audio, "<i2"))
     assert np.count_nonzero(np.frombuffer(utterance.pcm, "<i2")) == loud
+
+
+def test_a_pause_is_reported_before_the_stop_and_speech_coming_back_resumes_it(tmp_path):
+    words = espeak(tmp_path, "Tell me about the weather")
+    words = words[: np.nonzero(np.abs(words) > 328)[0][-1] + 1]  # espeak's own trailing silence cut
+    audio = pcm(np.concatenate([silence(0.5), words, silence(0.35), words, silence(1.0)]))
+    events = detect(audio, pause_ms=200)
+    assert kinds(events) == ["start", "pause", "resume", "pause", "stop"], events
+    assert events[3].ms == events[4].ms  # a pause says where the speech ended, as its stop does
+    assert kinds(detect(audio)) == ["start", "stop"]  # without pause_ms: as before
+
+
+def test_require_shortens_or_lengthens_the_silence_that_ends_this_turn(tmp_path):
+    words = pcm(np.concatenate([silence(0.5), espeak(tmp_path, "Tell me about the weather"), silence(2.0)]))
+    for required, expected in ((250, 250), (1200, 1200)):
+        vad = LocalVad(pause_ms=200)
+        stop = None
+        for i in range(0, len(words), 960):
+            for ev in vad.feed(words[i:i + 960]):
+                if ev.kind == "pause":
+                    vad.require(required)
+                elif ev.kind == "stop":
+                    stop = (ev.ms, vad.position_ms)
+        assert stop is not None
+        decided_after = stop[1] - stop[0]
+        assert expected <= decided_after < expected + 64, (required, stop)
+        assert vad.end_ms == vad.silence_ms  # the next utterance starts with the setting again
