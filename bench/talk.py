@@ -291,6 +291,20 @@ CASCADE_LATENCY = 0.15  # s, the simulator's latency on every endpoint (STT, tex
 CASCADE_DELTA = 0.01  # s between streamed text deltas (and speech pieces)
 CASCADE_QUESTIONS = ["What time is it in London?", "How far away is the moon?", "Tell me something nice.",
                      "What is the capital of France?", "Can you count to three?", "Is it going to rain today?"]
+# said with a 300 ms pause inside (after the first part), 20 of them: each must be one turn, one answer
+PAUSED_QUESTIONS = [("What time is it", "in London?"), ("How far away", "is the moon?"),
+                    ("Tell me something", "nice about cats."), ("What is the capital", "of France?"),
+                    ("Can you count", "to three for me?")]
+PAUSED_N = 20
+PAUSE_S = 0.3
+
+
+def _trimmed(pcm: bytes) -> bytes:
+    """The simulator's speech without its trailing silence (so a pause after it is exactly the pause)."""
+    import numpy as np
+
+    x = np.abs(np.frombuffer(pcm, dtype="<i2").astype(np.int32))
+    return pcm[: (int(np.nonzero(x > 328)[0][-1]) + 1) * 2]
 
 
 def _cascade_rows(section) -> None:
@@ -304,61 +318,100 @@ def _cascade_rows(section) -> None:
         return
     work = Path(tempfile.mkdtemp(prefix="voicecli-bench-cascade-"))
     sim = start_in_thread(SimConfig(latency=CASCADE_LATENCY, delta_delay=CASCADE_DELTA))
+    runs: dict[str, dict] = {}
     try:
         pcm = speech.silence(0.5)
         for question in CASCADE_QUESTIONS:  # each answer has 5 s to be spoken before the next question
             pcm += sim_speech(sim.base_url, question) + speech.silence(5.0)
         speech.write_wav(work / "questions.wav", pcm)
-        out = work / "cascade.json"
-        subprocess.run([sys.executable, __file__, "--cascade-probe", sim.base_url, str(work / "questions.wav"),
-                        str(out)], env={**os.environ, "VOICECLI_HOME": str(work / "home")}, check=True,
-                       timeout=300, stdout=subprocess.DEVNULL)
-        turns = json.loads(out.read_text())
+        pcm = speech.silence(0.5)
+        for k in range(PAUSED_N):
+            first, rest = PAUSED_QUESTIONS[k % len(PAUSED_QUESTIONS)]
+            pcm += _trimmed(sim_speech(sim.base_url, first)) + speech.silence(PAUSE_S) + \
+                sim_speech(sim.base_url, rest) + speech.silence(4.0)
+        speech.write_wav(work / "paused.wav", pcm)
+        # side by side in one run, on one simulator: preemption off (as before #24), on, and the pauses
+        for name, wav, overrides in (("off", "questions.wav", ["voice.preemptive_ms=0"]),
+                                     ("on", "questions.wav", []), ("paused", "paused.wav", [])):
+            out = work / f"cascade-{name}.json"
+            subprocess.run([sys.executable, __file__, "--cascade-probe", sim.base_url, str(work / wav), str(out),
+                            *overrides], env={**os.environ, "VOICECLI_HOME": str(work / "home")}, check=True,
+                           timeout=600, stdout=subprocess.DEVNULL)
+            runs[name] = json.loads(out.read_text())
     finally:
         sim.stop()
         shutil.rmtree(work, ignore_errors=True)
 
-    def med(key: str) -> float:
-        return statistics.median(t[key] for t in turns) * 1000
-
-    # what the simulator is told to take: each endpoint's latency, plus one delta before the first text
-    # (a role chunk comes first) and the deltas of the first sentence, which is streamed at that pace
-    configured = [3 * CASCADE_LATENCY + CASCADE_DELTA + t["sentence"] for t in turns]
-    to_received = [(t["received"] - c) * 1000 for t, c in zip(turns, configured)]
-    to_handed = [(t["after_vad"] - c) * 1000 for t, c in zip(turns, configured)]
-    n = f"n={len(turns)}"
     lat = f"sim latency {CASCADE_LATENCY * 1000:.0f} ms"
-    reported = [t["reported"] for t in turns if t.get("reported") is not None]
+
+    def ms(values) -> str:
+        values = list(values)
+        return f"{statistics.median(values) * 1000:.0f} ms" if values else "–"
+
+    def total(t: dict) -> float:  # end of speech (the VAD's estimate) → first sample handed to the speaker
+        return t["vad"] + t["after_vad"]
+
+    off, on = runs["off"]["turns"], runs["on"]["turns"]
+    pre = [t for t in on if "pause_vad" in t]
     section.rows.extend([
-        [f"cascade: end of speech → first audio sample handed to the speaker (median, {n})",
-         f"{statistics.median(t['vad'] + t['after_vad'] for t in turns) * 1000:.0f} ms", ""],
-        [f"cascade: · the same as talk's latency line reports it (median, n={len(reported)})",
-         f"{statistics.median(reported):.0f} ms" if reported else "–", ""],
-        ["cascade: · VAD decision (end of speech → stop decided; 500 ms of silence is the setting)",
-         f"{med('vad'):.0f} ms", ""],
-        [f"cascade: · speech-to-text (upload → final words; {lat})", f"{med('stt'):.0f} ms", ""],
-        [f"cascade: · first token (request → first text delta; {lat} + one {CASCADE_DELTA * 1000:.0f} ms delta)",
-         f"{med('first_token'):.0f} ms", ""],
-        [f"cascade: · first sentence (first delta → first sentence to text-to-speech; a delta every "
-         f"{CASCADE_DELTA * 1000:.0f} ms)", f"{med('sentence'):.0f} ms", ""],
-        [f"cascade: · text-to-speech first byte (request → first audio; {lat})", f"{med('tts_first_byte'):.0f} ms", ""],
-        ["cascade: · first audio received → first sample handed (the output clock's 20 ms blocks)",
-         f"{(statistics.median(t['after_vad'] - t['received'] for t in turns)) * 1000:.0f} ms", ""],
-        ["cascade: client overhead beyond the configured latencies, stop decided → first audio received "
-         "(median / max)", f"{statistics.median(to_received):.1f} / {max(to_received):.1f} ms", "≤ 30 ms"],
-        ["cascade: same, to the first sample handed to the speaker (median / max)",
-         f"{statistics.median(to_handed):.1f} / {max(to_handed):.1f} ms", ""],
+        [f"cascade: end of speech → first audio sample handed to the speaker (median, n={len(off)} / {len(on)}), "
+         "preemptive answers off / on", f"{ms(map(total, off))} / {ms(map(total, on))}", "≤ 800 ms (on)"],
+        ["cascade: · the same as talk's latency line reports it, off / on",
+         f"{ms(t['reported'] / 1000 for t in off if 'reported' in t)} / "
+         f"{ms(t['reported'] / 1000 for t in on if 'reported' in t)}", ""],
+        ["cascade: · VAD stop decided (end of speech → stop; 500 ms of silence is the setting, "
+         f"{runs['on']['eager_end_ms']} ms after a finished sentence when on), off / on",
+         f"{ms(t['vad'] for t in off)} / {ms(t['vad'] for t in on)}", ""],
+        [f"cascade: · on: VAD pause (end of speech → preemptive start; voice.preemptive_ms "
+         f"{runs['on']['preemptive_ms']}), n={len(pre)}", ms(t["pause_vad"] for t in pre), ""],
+        [f"cascade: · speech-to-text (upload → final words; {lat}), off / on",
+         f"{ms(t['stt'] for t in off)} / {ms(t['stt'] for t in on)}", ""],
+        [f"cascade: · first token (request → first text delta; {lat} + one {CASCADE_DELTA * 1000:.0f} ms delta), "
+         "off / on", f"{ms(t['first_token'] for t in off)} / {ms(t['first_token'] for t in on)}", ""],
+        [f"cascade: · first chunk (first delta → first chunk to text-to-speech; a delta every "
+         f"{CASCADE_DELTA * 1000:.0f} ms), off / on", f"{ms(t['sentence'] for t in off)} / {ms(t['sentence'] for t in on)}", ""],
+        [f"cascade: · text-to-speech first byte (request → first audio; {lat}), off / on",
+         f"{ms(t['tts_first_byte'] for t in off)} / {ms(t['tts_first_byte'] for t in on)}", ""],
+        ["cascade: · first audio received → first sample handed (the output clock's 20 ms blocks), off / on",
+         f"{ms(t['after_vad'] - t['received'] for t in off)} / {ms(t['after_vad'] - t['received'] for t in on)}", ""],
+    ])
+    for name, turns in (("off", off), ("on", on)):
+        # what the simulator is told to take: each endpoint's latency, plus one delta before the first text
+        # (a role chunk comes first) and the deltas of the first chunk, which is streamed at that pace;
+        # counted from when the work started: the stop decision, or (on) the pause's
+        configured = [3 * CASCADE_LATENCY + CASCADE_DELTA + t["sentence"] for t in turns]
+        over = [(t["received_from_start"] - c) * 1000 for t, c in zip(turns, configured)]
+        section.rows.append([f"cascade: client overhead beyond the configured latencies, start of work → first audio "
+                             f"received (median / max), preemptive answers {name}",
+                             f"{statistics.median(over):.1f} / {max(over):.1f} ms", "≤ 30 ms"])
+    p = runs["paused"]
+    section.rows.extend([
+        [f"cascade: a {PAUSE_S * 1000:.0f} ms pause inside a sentence: turns / answers for {PAUSED_N} sentences",
+         f"{p['user_turns']} / {p['answers']}", f"{PAUSED_N} / {PAUSED_N}"],
+        ["cascade: wasted (discarded preemptive) answers and their requests, pauses run / questions run",
+         f"{p['discarded']} ({_requests(p['wasted'])}) / {runs['on']['discarded']} ({_requests(runs['on']['wasted'])})", ""],
     ])
     section.notes.append("Cascade rows: headless (`--input`/`--output` WAVs) on chat against the simulator with "
                          f"{CASCADE_LATENCY * 1000:.0f} ms latency on each endpoint; the questions are the simulator's "
-                         "own speech, so speech-to-text returns the exact words. Overhead = the time from the VAD's stop "
-                         "decision minus the three configured latencies and the simulator's delta pacing up to the "
-                         "first sentence; it includes the simulator's own work (HTTP, recognising the speech, "
-                         "synthesis) as well as voicecli's. The first turn pays for opening connections.")
+                         "own speech, so speech-to-text returns the exact words. Preemptive answers off "
+                         "(`voice.preemptive_ms=0`) and on (the defaults) run one after the other on one simulator. "
+                         "End of speech is the VAD's estimate of where the speech ended (a stop's `ms`), as in talk's "
+                         "latency line. Overhead = the time from the start of the work (the stop decision; with "
+                         "preemptive answers, the pause's) minus the three configured latencies and the simulator's "
+                         "delta pacing up to the first chunk; it includes the simulator's own work (HTTP, recognising "
+                         "the speech, synthesis) as well as voicecli's. The first turn pays for opening connections. "
+                         f"The pause sentences are {PAUSED_N} with {PAUSE_S * 1000:.0f} ms of silence after the first "
+                         "words (the simulator's trailing silence cut); a wasted answer's requests are those started "
+                         "(a cancelled one may never reach the server).")
 
 
-def cascade_probe(base_url: str, wav: Path, out: Path) -> None:
-    """Headless cascade talk in-process, with a timestamp at each stage of every turn."""
+def _requests(wasted: dict) -> str:
+    return ", ".join(f"{n} {stage}" for stage, n in wasted.items() if n) or "no requests"
+
+
+def cascade_probe(base_url: str, wav: Path, out: Path, overrides: list[str]) -> None:
+    """Headless cascade talk in-process, with a timestamp at each stage of every turn. A turn's record
+    opens at the VAD's pause (preemptive answers) or its stop; a "resume" marks it discarded."""
     from voicecli import profiles
     from voicecli.conversation import Conversation
     from voicecli.events import TextDelta, Transcript
@@ -368,53 +421,62 @@ def cascade_probe(base_url: str, wav: Path, out: Path) -> None:
     from voicecli.audio.vad import Segmenter
 
     sys.stdin = open(os.devnull)
-    prof = profiles.load("offline")
+    prof = profiles.load("offline", overrides=profiles.parse_options(overrides))
     prof.connection.base_url, prof.connection.transport = base_url, "chat"
     opts = TalkOptions(input_wav=wav, output_wav=out.with_suffix(".wav"), no_log=True, engine="cascade")
     talk = Talk(prof, opts, Conversation(prof, None))
     turns: list[dict] = []
+    state = {"open": None, "user_turns": 0}
 
     feed = Segmenter.feed
 
     def timed_feed(self, pcm):
         events = feed(self, pcm)
+        now = time.monotonic()
         for ev in events:
-            if ev.kind == "stop":
-                turns.append({"stopped": time.monotonic(), "vad": (self.vad.position_ms - ev.ms) / 1000})
+            delay = (self.vad.position_ms - ev.ms) / 1000
+            if ev.kind == "pause":
+                state["open"] = {"started": now, "pause_vad": delay}
+                turns.append(state["open"])
+            elif ev.kind == "resume" and state["open"] is not None:
+                state["open"]["discarded"], state["open"] = True, None
+            elif ev.kind == "stop":
+                if state["open"] is None:
+                    state["open"] = {"started": now}
+                    turns.append(state["open"])
+                state["open"].update(stopped=now, vad=delay)
+                state["open"] = None
         return events
 
     Segmenter.feed = timed_feed
     transcribe, speak, send = AudioClient.transcribe, AudioClient.speak, Conversation.send
 
     async def timed_transcribe(self, *a, **kw):
-        sent = time.monotonic()
-        turns[-1]["stt_at"] = sent - turns[-1]["stopped"]
+        sent, turn = time.monotonic(), turns[-1]
         async for event in transcribe(self, *a, **kw):
             if isinstance(event, Transcript) and event.final:
-                turns[-1]["stt"] = time.monotonic() - sent
+                turn["stt"] = time.monotonic() - sent
             yield event
 
     async def timed_speak(self, *a, **kw):
-        sent, first = time.monotonic(), True
-        turns[-1].setdefault("tts_at", sent - turns[-1]["stopped"])
+        sent, first, turn = time.monotonic(), True, turns[-1]
         async for piece in speak(self, *a, **kw):
-            if first and "tts_first_byte" not in turns[-1]:
-                turns[-1]["tts_first_byte"] = time.monotonic() - sent
-                turns[-1]["received"] = time.monotonic() - turns[-1]["stopped"]
+            if first and "tts_first_byte" not in turn:
+                turn["tts_first_byte"] = time.monotonic() - sent
+                turn["received_at"] = time.monotonic()
             first = False
             yield piece
 
     async def timed_send(self, message):
-        sent = time.monotonic()
-        turns[-1]["llm_at"] = sent - turns[-1]["stopped"]
+        sent, turn = time.monotonic(), turns[-1]
         async for event in send(self, message):
-            if isinstance(event, TextDelta) and "first_token" not in turns[-1]:
-                turns[-1]["first_token"], turns[-1]["token_at"] = time.monotonic() - sent, time.monotonic()
+            if isinstance(event, TextDelta) and "first_token" not in turn:
+                turn["first_token"], turn["token_at"] = time.monotonic() - sent, time.monotonic()
             yield event
 
     add = cascade.Speech.add
 
-    def timed_add(self, item_id, chunk):  # a sentence goes to text-to-speech (mid-stream, or at its end)
+    def timed_add(self, item_id, chunk):  # a chunk goes to text-to-speech (mid-stream, or at its end)
         if chunk.spoken and "sentence" not in turns[-1]:
             turns[-1]["sentence"] = time.monotonic() - turns[-1]["token_at"]
         return add(self, item_id, chunk)
@@ -425,19 +487,34 @@ def cascade_probe(base_url: str, wav: Path, out: Path) -> None:
 
     def reported_latency(self):  # what talk's own line says: end of speech → first sample handed
         got = latency(self)
-        if got is not None and turns and got[2] == "end of speech":
-            turns[-1]["reported"] = got[1]
+        done = [t for t in turns if "stopped" in t]
+        if got is not None and done and got[2] == "end of speech":
+            done[-1]["reported"] = got[1]
         return got
 
+    said = talk._said
+
+    def counted_said(role, text, **kw):
+        state["user_turns"] += role == "user" and bool(text)
+        return said(role, text, **kw)
+
+    talk._said = counted_said
     Turns.latency = reported_latency
     AudioClient.transcribe, AudioClient.speak, Conversation.send = timed_transcribe, timed_speak, timed_send
     cascade.Speech.add = timed_add
     asyncio.run(talk.run())
     played = sorted(talk.buffer.first_played.values())
-    for turn in turns:
-        first = next((t for t in played if t > turn["stopped"]), None)
+    kept = [t for t in turns if not t.get("discarded") and "stopped" in t and "stt" in t and "first_token" in t
+            and "received_at" in t]
+    for turn in kept:
+        first = next((p for p in played if p > turn["stopped"]), None)
         turn["after_vad"] = first - turn["stopped"]
-    out.write_text(json.dumps([t for t in turns if "stt" in t and "first_token" in t]))
+        turn["received"] = turn["received_at"] - turn["stopped"]
+        turn["received_from_start"] = turn["received_at"] - turn["started"]
+    session = talk.session
+    out.write_text(json.dumps({"turns": kept, "answers": talk.answers, "user_turns": state["user_turns"],
+                               "discarded": getattr(session, "discarded", 0), "wasted": dict(getattr(session, "wasted", {})),
+                               "preemptive_ms": prof.voice.preemptive_ms, "eager_end_ms": prof.voice.eager_end_ms}))
 
 
 async def _play(wav: Path) -> None:
@@ -446,8 +523,8 @@ async def _play(wav: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "--cascade-probe":
-        cascade_probe(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]))
+    if len(sys.argv) >= 5 and sys.argv[1] == "--cascade-probe":
+        cascade_probe(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), sys.argv[5:])
     elif len(sys.argv) == 6 and sys.argv[1] == "--probe":
         probe(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), Path(sys.argv[5]))
     else:

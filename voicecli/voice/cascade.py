@@ -51,7 +51,10 @@ from voicecli.voice.session import SessionError
 log = logging.getLogger("voicecli")
 
 TTS_AHEAD = 2  # sentences synthesised at once: the next one is ready when the current one ends
-FIRST_CLAUSE_WORDS = 4  # the first text-to-speech request may go at a clause boundary after this many words
+# the first text-to-speech request may go at a clause boundary ("Of course, ", "You said: ") after this many
+# words: not after a lone "Well," or "So,"; two words are about half a second of speech, which covers the
+# next request's first byte on a quick server (a slow one may leave a short gap after the first chunk)
+FIRST_CLAUSE_WORDS = 2
 _SENTENCE_END = re.compile(r"""[.!?…]["'”’)\]]*$""")
 _MID_CLAUSE = re.compile(r"(?:[,;:–—-]|\b(?:and|but|or|so|because|then|if|that|which|who|the|a|an|to|of|with|"
                          r"for|in|on|at|my|your|is|are|was|um|uh|er|like))$", re.I)

@@ -91,9 +91,7 @@ class Sentences:
             if len(speakable(head).split()) < self.first_clause_words:
                 continue
             space = re.match(r"\s+", self.buffer[m.end():])
-            if space is None or m.end() + space.end() >= len(self.buffer):
-                return None  # what follows the space is not here yet: perhaps "1,000" or a list
-            return m.end() + space.end()
+            return m.end() + space.end() if space else None
         return None
 
     def _run_on_cut(self) -> int:
