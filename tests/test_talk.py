@@ -541,3 +541,18 @@ def test_sigterm_and_sighup_end_talk_like_a_quit(tmp_path, sim, sig):
         assert w.getnframes() > 0 and w.getnframes() * 2 == out.stat().st_size - 44
     r = run_cli(tmp_path, "logs", "show", "-c", "--json")
     assert r.code == 0 and [i["role"] for i in json.loads(r.out)["items"] if i.get("role")] == ["user", "assistant"], r.out
+
+
+@pytest.mark.slow
+def test_the_latency_line_counts_the_servers_turn_end_silence(tmp_path, make_sim):
+    """#27: Realtime's `speech_stopped.audio_end_ms` includes the silence that ended the turn; the line
+    counts from where the speech ended (that minus `silence_duration_ms`), so the silence is in it."""
+    sim = make_sim(latency=0.15)
+    wav = speech_wav(tmp_path / "in.wav", [("silence", 0.5), ("speech", 1.2), ("silence", 2.0)])
+    r = talk(tmp_path, sim, "--input", str(wav), "--output", str(tmp_path / "o.wav"))
+    assert r.code == 0, r.err
+    [line] = [ln for ln in r.err.splitlines() if "latency:" in ln]
+    found = re.search(r"latency: end of speech → first audio (\d+) ms → first sound (\d+) ms", line)
+    assert found, line
+    # 500 ms of silence + the 150 ms before the answer's first byte; from the event, it was about 150 ms
+    assert 640 <= int(found.group(2)) <= 3000, line

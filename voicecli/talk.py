@@ -269,14 +269,17 @@ class Talk:
             self.view.error(event.message + (f" ({event.code})" if event.code else ""))
 
     def _speech_ended(self, audio_end_ms: int) -> None:
-        """The turn clock starts where the user's speech ended — the VAD's (local or the server's)
-        `audio_end_ms`, a position in the audio sent, mapped to when that audio was captured (less
-        the input device's latency) — not when the VAD decided so, `vad_silence_duration_ms` later."""
-        at = self.timeline.time_of(audio_end_ms)
+        """The turn clock starts where the user's speech ended — a position in the audio sent (the
+        session says which: `speech_end_ms`), mapped to when that audio was captured, less the input
+        device's latency — not when the VAD decided so, the turn-end silence later. When the end is
+        not known (semantic VAD), it starts where the stop was decided, and the line says so."""
+        speech_end = getattr(self.session, "speech_end_ms", lambda ms: ms)(audio_end_ms)
+        since = "end of speech" if speech_end is not None else "stop decision (the turn-end silence not counted)"
+        at = self.timeline.time_of(speech_end if speech_end is not None else audio_end_ms)
         if at is None:  # not a position in the audio we sent (an old one, or the stream restarted)
-            self.turns.start_clock(since="stop decision (the turn-end silence not counted)")
+            self.turns.start_clock(since="stop decision received (the turn-end silence not counted)")
         else:
-            self.turns.start_clock(at=at - self.audio.latencies.get("in", 0.0))
+            self.turns.start_clock(at=at - self.audio.latencies.get("in", 0.0), since=since)
 
     async def barge_in(self) -> None:
         """Stop the assistant, if it is talking: flush the speaker, cancel, truncate to what was heard."""

@@ -197,6 +197,10 @@ class CascadeSession:
         if role == "assistant" and interrupted and said is not None:
             self.conversation.heard(said, text)
 
+    def speech_end_ms(self, audio_end_ms: int) -> int | None:
+        """Where the user's speech ended: the local VAD's stop carries exactly that (not its decision)."""
+        return audio_end_ms
+
     # -- typed commands -------------------------------------------------------------------------
 
     async def append_audio(self, pcm: bytes) -> bool:

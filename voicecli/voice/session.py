@@ -137,6 +137,17 @@ class RealtimeSession:
 
     # -- typed commands -------------------------------------------------------------------------
 
+    def speech_end_ms(self, audio_end_ms: int) -> int | None:
+        """Where the user's speech ended, in the audio sent, for a `speech_stopped` at `audio_end_ms`.
+        The server's `audio_end_ms` includes the silence that ended the turn (so the API reference
+        says, and the simulator does): server VAD's `silence_duration_ms` (default 500) comes off;
+        semantic VAD's silence is not known (None: the latency line says so)."""
+        v = self.voice
+        if v.turn_detection != "server_vad":
+            return None
+        silence = v.vad_silence_duration_ms if v.vad_silence_duration_ms is not None else 500
+        return max(0, audio_end_ms - silence)
+
     async def append_audio(self, pcm: bytes) -> bool:
         return await self._send(rt.append_audio(pcm))
 
