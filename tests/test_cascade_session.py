@@ -245,3 +245,19 @@ def test_the_turn_end_silence_follows_the_words_so_far():
     assert end_silence("Tell me about the", 500, 250, 1200) == 1200
     assert end_silence("Tell me about Paris", 500, 250, 1200) == 500
     assert end_silence("Okay.", 200, 250, 1200) == 200  # never longer than the setting after a full stop
+
+
+def test_a_line_typed_during_a_pause_replaces_the_preemptive_answer():
+    async def main():
+        s, conv = voice_session([TextDelta("Paris is the capital."), TurnEnd("completed", "r1")],
+                                [TextDelta("Typed answer."), TurnEnd("completed", "r2")], stt=("What is the capital",))
+        await vad(s, VadEvent("start", 0))
+        await vad(s, VadEvent("pause", 900))
+        await until(s._pre.task.done)
+        await s.say("a typed line")
+        out = await events_until(s, lambda e, _: isinstance(e, TurnEnd))
+        await s.aclose()
+        assert "Paris" not in repr(out) and s.discarded == 1
+        assert [m.text for m in conv.history] == ["a typed line", "Typed answer."]
+
+    asyncio.run(main())

@@ -346,6 +346,8 @@ class CascadeSession:
                 kind, data = await self._inbox.get()
                 self._working = True
                 self._queued_audio -= kind == "audio"
+                if kind != "answer" and self._pre is not None:
+                    await self._discard()  # a typed line (or push-to-talk) came first: not the answer
                 if kind == "answer":  # a preemptive answer, confirmed: already under way
                     self._answer = data
                     await asyncio.gather(data, return_exceptions=True)
