@@ -330,8 +330,9 @@ def _cascade_rows(section) -> None:
             pcm += _trimmed(sim_speech(sim.base_url, first)) + speech.silence(PAUSE_S) + \
                 sim_speech(sim.base_url, rest) + speech.silence(4.0)
         speech.write_wav(work / "paused.wav", pcm)
-        # side by side in one run, on one simulator: preemption off (as before #24), on, and the pauses
-        for name, wav, overrides in (("off", "questions.wav", ["voice.preemptive_ms=0"]),
+        # side by side in one run, on one simulator: as before #24 (no preemptive answers, the first
+        # chunk a whole sentence), as now (the defaults), and the pauses
+        for name, wav, overrides in (("off", "questions.wav", ["--before"]),
                                      ("on", "questions.wav", []), ("paused", "paused.wav", [])):
             out = work / f"cascade-{name}.json"
             subprocess.run([sys.executable, __file__, "--cascade-probe", sim.base_url, str(work / wav), str(out),
@@ -355,34 +356,34 @@ def _cascade_rows(section) -> None:
     pre = [t for t in on if "pause_vad" in t]
     section.rows.extend([
         [f"cascade: end of speech → first audio sample handed to the speaker (median, n={len(off)} / {len(on)}), "
-         "preemptive answers off / on", f"{ms(map(total, off))} / {ms(map(total, on))}", "≤ 800 ms (on)"],
-        ["cascade: · the same as talk's latency line reports it, off / on",
+         "before / after #24", f"{ms(map(total, off))} / {ms(map(total, on))}", "≤ 800 ms (after)"],
+        ["cascade: · the same as talk's latency line reports it, before / after",
          f"{ms(t['reported'] / 1000 for t in off if 'reported' in t)} / "
          f"{ms(t['reported'] / 1000 for t in on if 'reported' in t)}", ""],
         ["cascade: · VAD stop decided (end of speech → stop; 500 ms of silence is the setting, "
-         f"{runs['on']['eager_end_ms']} ms after a finished sentence when on), off / on",
+         f"{runs['on']['eager_end_ms']} ms after a finished sentence after #24), before / after",
          f"{ms(t['vad'] for t in off)} / {ms(t['vad'] for t in on)}", ""],
-        [f"cascade: · on: VAD pause (end of speech → preemptive start; voice.preemptive_ms "
+        [f"cascade: · after: VAD pause (end of speech → preemptive start; voice.preemptive_ms "
          f"{runs['on']['preemptive_ms']}), n={len(pre)}", ms(t["pause_vad"] for t in pre), ""],
-        [f"cascade: · speech-to-text (upload → final words; {lat}), off / on",
+        [f"cascade: · speech-to-text (upload → final words; {lat}), before / after",
          f"{ms(t['stt'] for t in off)} / {ms(t['stt'] for t in on)}", ""],
         [f"cascade: · first token (request → first text delta; {lat} + one {CASCADE_DELTA * 1000:.0f} ms delta), "
-         "off / on", f"{ms(t['first_token'] for t in off)} / {ms(t['first_token'] for t in on)}", ""],
+         "before / after", f"{ms(t['first_token'] for t in off)} / {ms(t['first_token'] for t in on)}", ""],
         [f"cascade: · first chunk (first delta → first chunk to text-to-speech; a delta every "
-         f"{CASCADE_DELTA * 1000:.0f} ms), off / on", f"{ms(t['sentence'] for t in off)} / {ms(t['sentence'] for t in on)}", ""],
-        [f"cascade: · text-to-speech first byte (request → first audio; {lat}), off / on",
+         f"{CASCADE_DELTA * 1000:.0f} ms), before / after", f"{ms(t['sentence'] for t in off)} / {ms(t['sentence'] for t in on)}", ""],
+        [f"cascade: · text-to-speech first byte (request → first audio; {lat}), before / after",
          f"{ms(t['tts_first_byte'] for t in off)} / {ms(t['tts_first_byte'] for t in on)}", ""],
-        ["cascade: · first audio received → first sample handed (the output clock's 20 ms blocks), off / on",
+        ["cascade: · first audio received → first sample handed (the output clock's 20 ms blocks), before / after",
          f"{ms(t['after_vad'] - t['received'] for t in off)} / {ms(t['after_vad'] - t['received'] for t in on)}", ""],
     ])
-    for name, turns in (("off", off), ("on", on)):
+    for name, turns in (("before #24", off), ("after", on)):
         # what the simulator is told to take: each endpoint's latency, plus one delta before the first text
         # (a role chunk comes first) and the deltas of the first chunk, which is streamed at that pace;
         # counted from when the work started: the stop decision, or (on) the pause's
         configured = [3 * CASCADE_LATENCY + CASCADE_DELTA + t["sentence"] for t in turns]
         over = [(t["received_from_start"] - c) * 1000 for t, c in zip(turns, configured)]
         section.rows.append([f"cascade: client overhead beyond the configured latencies, start of work → first audio "
-                             f"received (median / max), preemptive answers {name}",
+                             f"received (median / max), {name}",
                              f"{statistics.median(over):.1f} / {max(over):.1f} ms", "≤ 30 ms"])
     p = runs["paused"]
     section.rows.extend([
@@ -393,8 +394,9 @@ def _cascade_rows(section) -> None:
     ])
     section.notes.append("Cascade rows: headless (`--input`/`--output` WAVs) on chat against the simulator with "
                          f"{CASCADE_LATENCY * 1000:.0f} ms latency on each endpoint; the questions are the simulator's "
-                         "own speech, so speech-to-text returns the exact words. Preemptive answers off "
-                         "(`voice.preemptive_ms=0`) and on (the defaults) run one after the other on one simulator. "
+                         "own speech, so speech-to-text returns the exact words. Before #24 (`voice.preemptive_ms=0` "
+                         "and the first text-to-speech chunk a whole sentence) and after (the defaults) run one after "
+                         "the other on one simulator. "
                          "End of speech is the VAD's estimate of where the speech ended (a stop's `ms`), as in talk's "
                          "latency line. Overhead = the time from the start of the work (the stop decision; with "
                          "preemptive answers, the pause's) minus the three configured latencies and the simulator's "
@@ -421,6 +423,9 @@ def cascade_probe(base_url: str, wav: Path, out: Path, overrides: list[str]) -> 
     from voicecli.audio.vad import Segmenter
 
     sys.stdin = open(os.devnull)
+    if "--before" in overrides:  # as before #24: no preemptive answers, the first chunk a whole sentence
+        overrides = [o for o in overrides if o != "--before"] + ["voice.preemptive_ms=0"]
+        cascade.FIRST_CLAUSE_WORDS = 0
     prof = profiles.load("offline", overrides=profiles.parse_options(overrides))
     prof.connection.base_url, prof.connection.transport = base_url, "chat"
     opts = TalkOptions(input_wav=wav, output_wav=out.with_suffix(".wav"), no_log=True, engine="cascade")
