@@ -45,6 +45,11 @@ def spoken(sim) -> list[str]:
             and e["headers"].get("user-agent", "").startswith("voicecli/")]
 
 
+def voiced(texts: list[str]) -> bytes:
+    """The simulator's voice of `texts`, one text-to-speech request each, played back to back."""
+    return b"".join(speech.synthesize(t) for t in texts)
+
+
 def chat_requests(sim) -> list[dict]:
     return [e for e in list(sim.log) if e.get("endpoint") == "/v1/chat/completions" and "body" in e]
 
@@ -80,8 +85,11 @@ def test_spoken_question_is_transcribed_answered_and_spoken(tmp_path, sim, trans
     [stt] = transcriptions(sim)
     assert stt["form"]["model"] == "sim-transcribe" and "stream" not in stt["form"]  # not a streaming model
     assert stt["file"]["content_type"] == "audio/wav"
-    # one sentence, spoken as it was synthesised: the output file is the simulator's voice of the answer
-    assert speech.read_wav(out.read_bytes()) == speech.synthesize(said[1]["text"])
+    # spoken as it was synthesised — the first clause ("You said:") at once, then the sentence: the output
+    # file is the simulator's voice of the answer
+    chunks = ["You said:", "What is the weather like today?"]
+    assert sorted(spoken(sim)) == sorted(chunks)  # asked for at once: the simulator logs them as they end
+    assert speech.read_wav(out.read_bytes()) == voiced(chunks)
 
 
 @pytest.mark.slow
@@ -302,8 +310,8 @@ def test_reasoning_is_never_spoken(tmp_path, make_sim):
     assert r.code == 0, r.err
     answer = r.out.splitlines()[-1].removeprefix("assistant: ")
     assert answer == "You said: think about it"
-    assert spoken(sim) == [answer]  # the answer, never the <think> block
-    assert speech.read_wav(out.read_bytes()) == speech.synthesize(answer)
+    assert sorted(spoken(sim)) == ["You said:", "think about it"]  # the answer, never the <think> block
+    assert speech.read_wav(out.read_bytes()) == voiced(["You said:", "think about it"])
 
 
 @pytest.mark.slow
@@ -418,10 +426,10 @@ def test_latency_line_counts_from_where_the_speech_ended(tmp_path, make_sim):
 
 
 @pytest.mark.parametrize("first, pause, rest, wasted", [
-    ("Tell me about the capital", 0.3, "of France and its river.", "1 speech-to-text"),
+    ("Tell me about the capital", 0.3, "of France and its river.", "1 speech-to-text"),  # resumed during it
     # "and": mid-clause, so the turn-end silence grows to voice.max_end_ms; the preemptive answer had
     # time to be written and spoken (to the simulator) before the user went on
-    ("Tell me about the capital and", 0.9, "its river.", "1 speech-to-text, 1 text model, 1 text-to-speech"),
+    ("Tell me about the capital and", 0.9, "its river.", "1 speech-to-text, 1 text model, 2 text-to-speech"),
 ])
 @pytest.mark.slow
 def test_a_pause_inside_a_sentence_is_one_turn_and_one_answer(tmp_path, sim, first, pause, rest, wasted):
@@ -438,11 +446,12 @@ def test_a_pause_inside_a_sentence_is_one_turn_and_one_answer(tmp_path, sim, fir
     assert_quiet_exit(r.err)
     said = entries(tr)
     assert [e["role"] for e in said] == ["user", "assistant"], said
-    assert f"1 preemptive answer discarded ({wasted} requests" in r.err, r.err
+    assert f"1 preemptive answer discarded ({wasted}" in r.err, r.err
     assert r.err.count("latency:") == 1
     # the last request's history holds no discarded answer
     assert [m["role"] for m in chat_requests(sim)[-1]["body"]["messages"] if m["role"] != "system"] == ["user"]
-    assert speech.read_wav(out.read_bytes()) == speech.synthesize(said[1]["text"])  # only the answer was heard
+    # only the answer was heard: its two chunks, the last two text-to-speech requests
+    assert speech.read_wav(out.read_bytes()) == voiced(["You said:", said[1]["text"].removeprefix("You said: ")])
     [logfile] = tmp_path.rglob("conversations/*.jsonl")
     items = [json.loads(line) for line in logfile.read_text().splitlines()]
     assert sum(i.get("type") == "turn" for i in items) == 1, items
