@@ -152,7 +152,7 @@ class Segmenter:
         return self.script.pop(0) if self.script else []
 
     def peek(self):
-        return b"\0" * 4800
+        return types.SimpleNamespace(pcm=b"\0" * 4800)
 
     def take(self):
         return None
