@@ -200,7 +200,8 @@ def probe(base_url: str, first: Path, second: Path, out: Path) -> None:
     from voicecli import profiles
     from voicecli.conversation import Conversation
     from voicecli.events import AudioDelta
-    from voicecli.talk import Talk, TalkOptions
+    from voicecli.talk import Talk
+    from voicecli.voice.options import TalkOptions
     from voicecli.voice.session import RealtimeSession
 
     sys.stdin = open(os.devnull)

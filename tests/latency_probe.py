@@ -19,7 +19,8 @@ def main(base_url: str, wav_in: str, wav_out: str, marks_path: str, overrides: l
     from voicecli import profiles
     from voicecli.audio import wav
     from voicecli.conversation import Conversation
-    from voicecli.talk import Talk, TalkOptions
+    from voicecli.talk import Talk
+    from voicecli.voice.options import TalkOptions
 
     sys.stdin = open(os.devnull)
     marks: dict = {}

@@ -81,3 +81,9 @@ def test_front_ends_do_not_reach_into_lower_layers():
     graph = import_graph()
     assert "voicecli.wire.errors" not in graph["voicecli.infer"]  # exit codes come from voicecli.errors
     assert "voicecli.profiles_cli" not in graph["voicecli.audio.devices"]
+
+
+def test_the_talk_front_end_stays_small():
+    """talk.py wires devices, keys and the session; what it writes down (voice/record.py), its options
+    (voice/options.py) and the turn clock (voice/turns.py) live beside it."""
+    assert len((PACKAGE / "talk.py").read_text(encoding="utf-8").splitlines()) <= 350

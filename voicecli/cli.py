@@ -315,7 +315,8 @@ def talk(
     sel = Selection(profile, None, system, transport, base_url, option or [])
     # continuing: the conversation's profile and base URL (its text model is no voice model)
     prof = sel.load_profile((cid or "") if continue_ or cid else None, text=False)
-    from voicecli.talk import TalkOptions, run_talk
+    from voicecli.talk import run_talk
+    from voicecli.voice.options import TalkOptions
 
     engine = prof.talk_engine(engine)
     if engine == "cascade" and vad in ("server", "semantic"):

@@ -19,8 +19,6 @@ import functools
 import signal
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 from voicecli.errors import VoicecliError
 from voicecli.events import (Disconnected, Error, ResponseStarted, SpeechStarted, SpeechStopped, ToolCall, ToolResult,
@@ -28,42 +26,17 @@ from voicecli.events import (Disconnected, Error, ResponseStarted, SpeechStarted
 from voicecli.profiles import Profile
 from voicecli.sanitize import escape_controls
 from voicecli.signals import on_leave_signals, on_signal
-from voicecli.transcript import Entry, open_transcript
-from voicecli.voice.jobs import Jobs
+from voicecli.transcript import open_transcript
+from voicecli.ui.status import session_failure
 from voicecli.voice import session_class
+from voicecli.voice.jobs import Jobs
+from voicecli.voice.options import VAD_MODES, TalkOptions, ctrl_c_rule
+from voicecli.voice.record import TalkRecord
 from voicecli.voice.session import SessionError
 
 BYTES_PER_MS = 48
 IDLE_EXIT_S = 1.0  # --input: quiet time after the file ends before talk exits
 DOUBLE_PRESS_S = 2.0  # even if a new answer started in between (its own echo, say)
-VAD_MODES = {"server": "server_vad", "semantic": "semantic_vad", "off": "none"}
-
-
-@dataclass
-class TalkOptions:
-    vad: str | None = None  # server | semantic | off
-    half_duplex: bool | None = None
-    aec: bool | None = None  # echo cancellation (default: the profile's voice.echo_cancellation)
-    input_device: str | None = None
-    output_device: str | None = None
-    input_wav: Path | None = None
-    output_wav: Path | None = None
-    transcript: Path | None = None
-    voice: str | None = None
-    continue_: bool = False
-    cid: str | None = None
-    no_log: bool = False
-    debug: bool = False
-    require_mcp: bool = False
-    engine: str = "realtime"  # realtime | cascade (see `Profile.talk_engine`)
-    no_mic: bool = False  # typed turns only, spoken answers
-    leave: str = "quit"  # what Ctrl-D and an idle Ctrl-C do: "quit", or "return to chat" from chat's /talk
-
-
-def ctrl_c_rule(leave: str = "quit") -> str:
-    """Talk's one Ctrl-C rule, as the footer and chat's /talk state it (and the README): it stops
-    the answer or recording in progress; with none, it leaves (so does a second press within 2 s)."""
-    return f"Ctrl-C: interrupt (idle: {leave})"
 
 
 def run_talk(profile: Profile, opts: TalkOptions) -> int:
@@ -110,7 +83,7 @@ class Talk:
         self.keys = self.key_input = self.toolbox = None
         self.jobs = Jobs(on_error=self._fail)  # pumps, and short jobs started from keys and signals
         self.fatal: VoicecliError | None = None  # why talk has to end (a reconnect failed, no device left)
-        self.spent, self.answers = Usage(), 0  # the session's tokens and answers, for the closing line
+        self.record = None  # utterances on screen, in the conversation and transcript; the closing line
         self.input_ended = False
         self.signal: int | None = None  # SIGTERM / SIGHUP that ended talk
 
@@ -135,6 +108,8 @@ class Talk:
             "type + Enter: send text", ctrl_c_rule(o.leave), f"Ctrl-D: {o.leave}"]
         self.view = TalkView(footer=" · ".join(keys), level=lambda: self.audio.level,
                              data_out=sys.stdout if not sys.stdout.isatty() else None)
+        self.record = TalkRecord(self.profile, model=_model(self.profile, o), cascade=o.engine == "cascade",
+                                 view=self.view, transcript=self.transcript)
         self.keys = TalkKeys(self.view, ptt=self.ptt, send=lambda t: self.jobs.spawn(self.send_text(t)),
                              toggle=lambda: self.jobs.spawn(self.toggle_recording()), quit=self.stop.set,
                              ended=self.audio.typing_ended)
@@ -173,19 +148,11 @@ class Talk:
             runner = self.toolbox.run
         self.session = session_class(self.opts.engine)(self.profile, self.conversation, tool_runner=runner,
                                                        unheard=self.turns.unfinished)
+        self.record.session = self.session
         try:
             await self.session.start()
         except SessionError as exc:
-            raise self._failure(exc) from None
-
-    def _failure(self, exc) -> VoicecliError:
-        from voicecli.ui.status import failure
-
-        asked_by = self.profile if exc.stage is None else None  # a speech endpoint may have its own key variable
-        error = failure(exc.error, exc.base_url or self.session.base_url, stage=exc.stage, retries=exc.retries,
-                        profile=asked_by)
-        error.exit_code = exc.exit_code
-        return error
+            raise session_failure(exc, self.session.base_url, self.profile) from None
 
     async def _shutdown(self) -> None:
         self.stop.set()
@@ -195,27 +162,16 @@ class Talk:
         await self.audio.aclose()
         if self.session is not None:
             await self.session.aclose()
-            self._finalise(force=True)
+            self.record.finalise(self.turns, force=True)
         self.audio.close_recording()
         if self.transcript is not None:
             self.transcript.close()
         if self.toolbox is not None:
             await self.toolbox.aclose()  # MCP servers stop with talk
         self.view.stop()
-        wasted = getattr(self.session, "wasted_usage", None)
-        if self.answers:
-            spent = self.spent + wasted if wasted is not None else self.spent
-            print(f"voicecli: talk: {self._spending(spent, self.answers)}{self._discarded()}", file=sys.stderr)
-
-    def _discarded(self) -> str:
-        """A cascade's preemptive answers thrown away (the user went on): how many, their requests; what
-        the server reported for them is in the closing line's tokens and cost (billed, never heard)."""
-        n = getattr(self.session, "discarded", 0)
-        if not n:
-            return ""
-        asked = ", ".join(f"{count} {stage}" for stage, count in self.session.wasted.items() if count)
-        return (f" · {n} preemptive answer{'s' * (n != 1)} discarded ({asked} requests; the tokens the server "
-                f"reported for them are counted above)")
+        closing = self.record.closing_line() if self.record is not None else None
+        if closing:
+            print(f"voicecli: talk: {closing}", file=sys.stderr)
 
     # -- the session's events -------------------------------------------------------------------
 
@@ -224,7 +180,7 @@ class Talk:
             async for event in self.session.events():
                 await self.on_event(event)
         except SessionError as exc:
-            raise self._failure(exc) from None
+            raise session_failure(exc, self.session.base_url, self.profile) from None
 
     def _fail(self, exc: VoicecliError) -> None:
         self.fatal = self.fatal or exc
@@ -237,7 +193,8 @@ class Talk:
             self.view.partial("assistant", partial)
         if isinstance(event, Transcript) and event.role == "user":
             if event.final:
-                self._said("user", event.text.strip())
+                self.user_text = ""
+                self.record.said("user", event.text.strip())
             else:
                 self.user_text += event.text
                 self.view.partial("user", self.user_text)
@@ -246,16 +203,17 @@ class Talk:
             await self.barge_in()
         elif isinstance(event, SpeechStopped):
             self.user_speaking = False
-            self._speech_ended(event.audio_end_ms)
+            speech_end = getattr(self.session, "speech_end_ms", lambda ms: ms)(event.audio_end_ms)
+            self.turns.speech_stopped(self.timeline, speech_end, event.audio_end_ms, self.audio.latencies.get("in", 0.0))
         elif isinstance(event, ToolCall):
             self.view.note(escape_controls(f"tool call: {event.name}({event.arguments})"))
         elif isinstance(event, ToolResult):
             self.turns.start_clock(since="tool result")  # the follow-up answer is a new turn for the latency line
-            self._write("tool", event.output, start=time.time(), meta={"call_id": event.call_id, "name": event.name})
+            self.record.write("tool", event.output, start=time.time(), meta={"call_id": event.call_id, "name": event.name})
         elif isinstance(event, ResponseStarted):
             self.cancel_armed = False
         elif isinstance(event, Usage):
-            self.spent, self.answers = self.spent + event, self.answers + 1
+            self.record.count(event)
         elif isinstance(event, TurnEnd):
             if event.status in ("failed", "incomplete") and event.reason:
                 self.view.note(f"the response ended {event.status} ({event.reason})")
@@ -268,19 +226,6 @@ class Talk:
         elif isinstance(event, Error):
             self.view.error(event.message + (f" ({event.code})" if event.code else ""))
 
-    def _speech_ended(self, audio_end_ms: int) -> None:
-        """The turn clock starts where the user's speech ended — a position in the audio sent (the
-        session says which: `speech_end_ms`), mapped to when that audio was captured, less the input
-        device's latency — not when the VAD decided so, the turn-end silence later. When the end is
-        not known (semantic VAD), it starts where the stop was decided, and the line says so."""
-        speech_end = getattr(self.session, "speech_end_ms", lambda ms: ms)(audio_end_ms)
-        since = "end of speech" if speech_end is not None else "stop decision (the turn-end silence not counted)"
-        at = self.timeline.time_of(speech_end if speech_end is not None else audio_end_ms)
-        if at is None:  # not a position in the audio we sent (an old one, or the stream restarted)
-            self.turns.start_clock(since="stop decision received (the turn-end silence not counted)")
-        else:
-            self.turns.start_clock(at=at - self.audio.latencies.get("in", 0.0), since=since)
-
     async def barge_in(self) -> None:
         """Stop the assistant, if it is talking: flush the speaker, cancel, truncate to what was heard."""
         if not self.turns.busy:
@@ -290,7 +235,7 @@ class Talk:
             await self.session.cancel()
         if cut.truncate is not None:
             await self.session.truncate(*cut.truncate)
-        self._finalise()  # the history says what was heard before the next turn is sent
+        self.record.finalise(self.turns)  # the history says what was heard before the next turn is sent
 
     async def _pump_mic(self) -> None:
         async for pcm, captured in self.audio.source.blocks():
@@ -314,7 +259,8 @@ class Talk:
 
     async def send_text(self, text: str) -> None:
         await self.barge_in()
-        self._said("user", text)
+        self.user_text = ""
+        self.record.said("user", text)
         self.turns.start_clock(since="line sent")
         await self.session.say(text)
 
@@ -362,7 +308,7 @@ class Talk:
         while not self.stop.is_set():
             await asyncio.sleep(0.05)
             self.audio.drain()
-            self._finalise()
+            self.record.finalise(self.turns)
             latency = self.turns.latency()
             if latency is not None:
                 self.view.latency(*latency)
@@ -381,48 +327,6 @@ class Talk:
             if on:
                 return state
         return "idle" if self.ptt else "muted" if self.audio.muted() else "listening"
-
-    def _finalise(self, force: bool = False) -> None:
-        """Write each answer once its response is over and its audio played (or was cut)."""
-        for heard in self.turns.finished(force):
-            item = heard.item
-            meta = {"played_ms": item.played_ms} if heard.interrupted else {}
-            if item.usage is not None:  # the cost of the response this answer was part of
-                meta["cost_usd"] = self._cost(item.usage)
-            self._said("assistant", heard.text, start=item.start, interrupted=heard.interrupted, usage=item.usage,
-                       meta=meta, item_id=item.item_id)
-
-    def _said(self, role: str, text: str, *, start=None, interrupted=False, usage=None, meta=None, item_id=None):
-        """One finished utterance: on screen, in the transcript file, in the conversation (and its log)."""
-        if role == "user":
-            self.user_text = ""
-            if not text:
-                self.view.partial("user", "")
-                return
-        self.view.final(role, text, interrupted=interrupted)
-        # what was heard joins the conversation, and its log (`infer -c` continues it)
-        self.session.remember(role, text, interrupted=interrupted, item_id=item_id)
-        self._write(role, text, start=start or time.time(), interrupted=interrupted, usage=usage, meta=meta)
-
-    def _write(self, role: str, text: str, *, start: float, interrupted=False, usage=None, meta=None) -> None:
-        if self.transcript is not None:
-            self.transcript.write(Entry(role, text, start, time.time(), interrupted, usage, meta or {}))
-
-    def _cost(self, usage: Usage) -> float | None:
-        """Dollars for `usage` on the model that answered (None: unknown price). A cascade's speech-to-text
-        and text-to-speech are not priced: their servers report no usage we could trust for it."""
-        from voicecli import pricing
-
-        price = self.profile.model.price if self.opts.engine == "cascade" else None
-        return pricing.cost_usd(_model(self.profile, self.opts), usage, price)
-
-    def _spending(self, usage: Usage, answers: int) -> str:
-        from voicecli.pricing import format_usd
-
-        speech = " (text model; speech not priced)" if self.opts.engine == "cascade" else ""
-        audio = f", {usage.audio_input_tokens} audio" if usage.audio_input_tokens else ""
-        return (f"{answers} answer{'s' * (answers != 1)} · {usage.input_tokens} tokens in ({usage.cached_tokens} "
-                f"cached{audio}) · {usage.output_tokens} out · {format_usd(self._cost(usage))}{speech}")
 
     def _idle(self) -> bool:
         return not (self.turns.busy or self.user_speaking or self.recording or self.keys.asking

@@ -791,7 +791,8 @@ class Repl:
 
     async def cmd_talk(self, arg: str) -> None:
         """Continue this conversation by voice; what is said comes back into the chat."""
-        from voicecli.talk import Talk, TalkOptions, ctrl_c_rule
+        from voicecli.talk import Talk
+        from voicecli.voice.options import TalkOptions, ctrl_c_rule
 
         if self.log is None:  # voice turns go to the conversation log like typed ones
             self._start_log(self.conversation.history)

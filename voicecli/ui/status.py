@@ -64,6 +64,16 @@ def failure(error: Error, base_url: str, *, stage: str | None = None, retries: i
                          exit_code=exit_code_for(error))
 
 
+def session_failure(exc, base_url: str, profile):
+    """A voice session's `SessionError` as the error line: its stage names the step (speech-to-text…),
+    and the hint names the key variable of the profile only when the profile's own endpoint refused
+    (a speech endpoint may have its own)."""
+    error = failure(exc.error, exc.base_url or base_url, stage=exc.stage, retries=exc.retries,
+                    profile=profile if exc.stage is None else None)
+    error.exit_code = exc.exit_code
+    return error
+
+
 def usage_line(usage: Usage, *, ttft_ms: float | None, total_ms: float, model: str, transport: str,
                cost_usd: float | None = None, priced: bool = False) -> str:
     """`priced`: end with the cost (`cost_usd`, where None means the price is unknown)."""

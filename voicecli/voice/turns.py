@@ -162,6 +162,19 @@ class Turns:
         recording or sent a line (now): the turn clock starts. `since` names that moment."""
         self.turn = TurnClock(end=self.clock() if at is None else at, since=since)
 
+    def speech_stopped(self, timeline: AudioTimeline, speech_end: float | None, decided: float,
+                       input_latency: float) -> None:
+        """The clock starts where the user's speech ended — `speech_end`, a position in the audio sent,
+        mapped to when that audio was captured, less the input device's latency — not when the VAD
+        decided so, the turn-end silence later. When the end is not known (None: semantic VAD), it
+        starts where the stop was decided (`decided`), and the latency line says so."""
+        since = "end of speech" if speech_end is not None else "stop decision (the turn-end silence not counted)"
+        at = timeline.time_of(speech_end if speech_end is not None else decided)
+        if at is None:  # not a position in the audio sent (an old one, or the stream restarted)
+            self.start_clock(since="stop decision received (the turn-end silence not counted)")
+        else:
+            self.start_clock(at=at - input_latency, since=since)
+
     def _audio(self, event: AudioDelta) -> None:
         if event.response_id in self.cancelled or not event.item_id:
             return  # late audio of a cancelled response
