@@ -498,13 +498,15 @@ def cascade_probe(base_url: str, wav: Path, out: Path, overrides: list[str]) -> 
             done[-1]["reported"] = got[1]
         return got
 
-    said = talk._said
+    from voicecli.voice.record import TalkRecord
 
-    def counted_said(role, text, **kw):
+    said = TalkRecord.said
+
+    def counted_said(self, role, text, **kw):
         state["user_turns"] += role == "user" and bool(text)
-        return said(role, text, **kw)
+        return said(self, role, text, **kw)
 
-    talk._said = counted_said
+    TalkRecord.said = counted_said
     Turns.latency = reported_latency
     AudioClient.transcribe, AudioClient.speak, Conversation.send = timed_transcribe, timed_speak, timed_send
     cascade.Speech.add = timed_add
@@ -518,7 +520,7 @@ def cascade_probe(base_url: str, wav: Path, out: Path, overrides: list[str]) -> 
         turn["received"] = turn["received_at"] - turn["stopped"]
         turn["received_from_start"] = turn["received_at"] - turn["started"]
     session = talk.session
-    out.write_text(json.dumps({"turns": kept, "answers": talk.answers, "user_turns": state["user_turns"],
+    out.write_text(json.dumps({"turns": kept, "answers": talk.record.answers, "user_turns": state["user_turns"],
                                "discarded": getattr(session, "discarded", 0), "wasted": dict(getattr(session, "wasted", {})),
                                "preemptive_ms": prof.voice.preemptive_ms, "eager_end_ms": prof.voice.eager_end_ms}))
 
