@@ -687,9 +687,9 @@ class _Local:
         remove = on_leave_signals(leave)
         self.base_url = resolve_base_url(self.profile)
         if self.profile.connection.transport != "ws":
-            from voicecli.transport.http import shared_client
+            from voicecli.transport.client import tls_context
 
-            shared_client(self.profile.connection, pool=self.opts.jobs)
+            self.tls = tls_context()  # one for every job's client: the certificates are read once
         pacer = Pacer()
         self.make_retries = batch_retries(pacer, self.profile.connection.max_retries, self.profile.api_key(),
                                           self.tally.stats)
@@ -726,7 +726,12 @@ class _Local:
         transport = open_transport(self.profile)
         transport.make_retries = self.make_retries
         if hasattr(transport, "on_headers"):
+            from voicecli.transport.client import Client
+
             transport.on_headers = pacer.observe
+            conn = self.profile.connection  # a client of its own per job: one connection kept, no pool to scan
+            transport.client = Client(connect_timeout=conn.connect_timeout, read_timeout=conn.read_timeout,
+                                      context=self.tls)
         try:
             while (item := await queue.get()) is not None:
                 await pacer.ready()

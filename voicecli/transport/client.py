@@ -393,12 +393,9 @@ class Client:
     (proxy tunnel and TLS included), `read_timeout` each write, the reply's head, and silence in
     its body."""
 
-    def __init__(self, *, connect_timeout: float, read_timeout: float, context: ssl.SSLContext | None = None,
-                 pool: int | None = None):
-        """`pool`: connections kept open per host (default httpx2's: 100 in use, 20 kept idle);
-        `voicecli batch -j N` keeps N."""
+    def __init__(self, *, connect_timeout: float, read_timeout: float, context: ssl.SSLContext | None = None):
+        """`context`: the TLS context, to share one between clients (its certificates are read once)."""
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
-        self.pool = pool
         self._context = context
         self._clients: dict[str | None, Any] = {}  # per proxy URL (None: direct)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -417,8 +414,6 @@ class Client:
                                      write=self.read_timeout, pool=self.connect_timeout)
             client = self._clients[proxy] = httpx2.AsyncClient(
                 timeout=timeout, verify=self._context, trust_env=False, proxy=proxy, follow_redirects=False,
-                **({"limits": httpx2.Limits(max_connections=max(self.pool, 100), max_keepalive_connections=self.pool)}
-                   if self.pool else {}),
                 headers={"Accept": "*/*", "Accept-Encoding": "gzip, deflate"})
         return client
 

@@ -28,12 +28,11 @@ T = TypeVar("T")
 _HEAD_BYTES = 512  # of a reply that is not an event stream, kept to say what it was
 
 
-def shared_client(conn: Connection, pool: int | None = None) -> Client:
-    """The process-wide client (connection pooling across turns and transports); `pool`, when
-    the first call makes it: the connections it keeps (batch -j N)."""
+def shared_client(conn: Connection) -> Client:
+    """The process-wide client (connection pooling across turns and transports)."""
     global _client
     if _client is None or _client.is_closed:
-        _client = Client(connect_timeout=conn.connect_timeout, read_timeout=conn.read_timeout, pool=pool)
+        _client = Client(connect_timeout=conn.connect_timeout, read_timeout=conn.read_timeout)
     return _client
 
 
@@ -53,6 +52,9 @@ class HttpStreamTransport:
         # 429/503) and a look at each successful reply's headers (batch: x-ratelimit-* pacing)
         self.make_retries: Callable[[], Retries] = lambda: Retries(conn.max_retries, api_key)
         self.on_headers: Callable[[Any], None] | None = None
+        # its own client instead of the shared one (batch: one per job, each keeping one connection:
+        # httpcore2's pool scans all its connections at every request, 13 % of batch's CPU at -j 64)
+        self.client: Client | None = None
 
     @property
     def retries_used(self) -> int:
@@ -85,7 +87,8 @@ class HttpStreamTransport:
         # aclosing (here and below): a caller that stops early closes the request at once, in its own
         # task — left to the garbage collector, httpx2 would be closed from another task and complain
         async with aclosing(post_stream(self.conn, self.base_url, self.url, self.api_key, self.retries, body,
-                                        lambda resp: self._decode(resp, request), rejected=rejected)) as events:
+                                        lambda resp: self._decode(resp, request), rejected=rejected,
+                                        client=self.client)) as events:
             async for event in events:
                 yield event
 
@@ -140,20 +143,23 @@ class HttpStreamTransport:
         return decoder.feed(data) if data is not None else []
 
     async def aclose(self, *, leaving: bool = False) -> None:
-        pass  # the shared client is closed by `close_shared_client` at exit
+        if self.client is not None:  # its own; the shared client is closed by `close_shared_client` at exit
+            await self.client.aclose()
 
 
 async def post_stream(conn: Connection, base_url: str, url: str, api_key: str | None, retries: Retries,
                       body: Callable[[], dict[str, Any]], decode: Callable[[Response], AsyncIterator[T]], *,
-                      rejected: Callable[[Error], bool] | None = None) -> AsyncIterator[T | Event]:
+                      rejected: Callable[[Error], bool] | None = None,
+                      client: Client | None = None) -> AsyncIterator[T | Event]:
     """POST `body()` (`Client.stream` arguments: content, headers) to `url`; yield what `decode(response)` yields.
 
     Connection failures, timeouts and retryable statuses are retried with `retries`, but only
     before anything was yielded; a failure for good yields the `give_up` events (an `Error`, then
     a failed `TurnEnd`). `rejected(error)` may ask for one more attempt at once, after changing
     what `body()` returns. Used by the text transports and by speech-to-text / text-to-speech.
+    `client`: the one to use, if not the shared one.
     """
-    client = shared_client(conn)
+    client = client or shared_client(conn)
     while True:
         emitted = answered = False  # answered: the status line and headers arrived
         try:
