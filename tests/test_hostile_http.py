@@ -11,6 +11,7 @@ never built in memory, here or in voicecli).
 from __future__ import annotations
 
 import asyncio
+import struct
 import zlib
 
 import pytest
@@ -58,13 +59,25 @@ def hostile():
 
 
 def gzip_of(prefix: bytes, filler: bytes, size: int) -> bytes:
-    """gzip of `prefix` followed by `filler` repeated to `size` bytes, compressed piece by piece."""
+    """A valid gzip of `prefix` followed by `filler` repeated to `size` bytes, made in a fraction of a
+    second: after a full flush the compressor's output for the same 1 MiB block is the same bytes, so
+    one compressed block is repeated (the trailer's CRC and length are computed for the whole)."""
+    block = filler * ((1 << 20) // len(filler))
     packer = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
-    block = filler * (1 << 20 // len(filler))
-    out = [packer.compress(prefix)]
-    for _ in range(size // len(block)):
-        out.append(packer.compress(block))
-    return b"".join(out) + packer.flush()
+    head = packer.compress(prefix) + packer.compress(block) + packer.flush(zlib.Z_FULL_FLUSH)
+    again = packer.compress(block) + packer.flush(zlib.Z_FULL_FLUSH)
+    end = packer.flush()[:-8]  # the last (empty) block; its trailer counted only what the packer saw
+    blocks, crc = size // len(block), zlib.crc32(prefix)
+    for _ in range(blocks):
+        crc = zlib.crc32(block, crc)
+    trailer = struct.pack("<II", crc, (len(prefix) + blocks * len(block)) & 0xFFFFFFFF)
+    return head + again * (blocks - 1) + end + trailer
+
+
+def test_the_bombs_are_valid_gzip():
+    bomb = gzip_of(b"data: ", b"a", 8 << 20)
+    unpacker = zlib.decompressobj(zlib.MAX_WBITS | 16)
+    assert unpacker.decompress(bomb) == b"data: " + b"a" * (8 << 20) and unpacker.eof and not unpacker.unused_data
 
 
 @pytest.fixture(scope="module")

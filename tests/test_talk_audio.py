@@ -464,7 +464,9 @@ def test_cascade_round_trip_through_the_virtual_devices(audio_stack, make_sim, t
     said = [(e["role"], e["text"]) for e in map(json.loads, tr.read_text().splitlines()) if e.get("type") == "entry"]
     assert said == [("user", "What is the weather like in Paris today?"),
                     ("assistant", "You said: What is the weather like in Paris today?")]
-    reply = np.frombuffer(speech.synthesize(said[1][1]), dtype="<i2")
+    # spoken in two requests, played back to back: the first clause ("You said:") at once, then the sentence
+    reply = np.frombuffer(b"".join(speech.synthesize(t) for t in ("You said:", "What is the weather like in Paris "
+                                                                               "today?")), dtype="<i2")
     voiced = reply[np.flatnonzero(reply)[0]:]
     where = locate(samples, voiced, voiced.size // 20)
     assert where is not None, "the assistant's voice is not on the speaker monitor"
