@@ -67,6 +67,7 @@ KEYS = st.builds(lambda body: "sk-" + body,
 @settings(max_examples=25, deadline=None, database=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(key=KEYS, transport=st.sampled_from(TRANSPORTS), fault=st.sampled_from(FAULTS), mode=st.sampled_from(MODES))
+@pytest.mark.slow
 def test_a_key_the_server_echoes_never_reaches_output_or_log(tmp_path_factory, shared_sim, key, transport, fault, mode):
     home = tmp_path_factory.mktemp("home")
     write_profile(home, shared_sim.base_url, transport, f"{fault}; echo_key")
@@ -96,6 +97,7 @@ def test_in_stream_error_is_redacted_in_json_events_and_the_log(tmp_path, shared
     assert "upstream rejected key ***" in log  # the turn record keeps the error, redacted
 
 
+@pytest.mark.slow
 def test_realtime_error_event_is_redacted(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("home")
     script = tmp_path_factory.mktemp("sim") / "script.json"  # holds the key: not in the CLI's home
@@ -115,6 +117,7 @@ def test_realtime_error_event_is_redacted(tmp_path_factory):
 
 
 @pytest.mark.parametrize("fault", ["status=401", "failed", "error=flat; after=3"])
+@pytest.mark.slow
 def test_cascade_speech_and_text_errors_are_redacted(tmp_path, shared_sim, fault):
     wav = tmp_path / "in.wav"
     wav.write_bytes(sim_speech(shared_sim.base_url, "hello there", wav=True))

@@ -51,6 +51,7 @@ def test_model_text_is_escaped_on_a_terminal(tmp_path, evil_sim, term, extra):
     assert_shown_not_obeyed(out)
 
 
+@pytest.mark.slow
 def test_model_text_and_error_text_keep_their_bytes_in_a_pipe(tmp_path, evil_sim):
     r = run_cli(tmp_path, "infer", *_base(evil_sim), "hello")
     assert r.code == 0 and EVIL in r.out, repr(r.out)
@@ -70,6 +71,7 @@ def test_server_error_text_is_escaped_on_a_terminal(tmp_path, evil_sim):
     assert_shown_not_obeyed(err)
 
 
+@pytest.mark.slow
 def test_stored_log_text_is_escaped_by_logs_list_show_and_search(tmp_path, evil_sim):
     r = run_cli(tmp_path, "infer", *_base(evil_sim), f"hello {EVIL}")
     assert r.code == 0, r.err
@@ -94,6 +96,7 @@ parameters = {{ type = "object", properties = {{}} }}
 """
 
 
+@pytest.mark.slow
 def test_tool_descriptions_are_escaped_by_tools_list_and_chat(tmp_path, evil_sim):
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "t.toml").write_text(TOOL_PROFILE.format(url=evil_sim.base_url))

@@ -16,6 +16,8 @@ import pytest
 from clihelp import Measured, run_cli_measured
 from hostile import GIB, MIB, SSE_HEAD, Server, lazily, read_head, read_request, server, ws_frame_head, ws_server  # noqa: F401 (server: a fixture)
 
+pytestmark = pytest.mark.slow  # each case streams or waits for seconds
+
 MAX_RSS_MIB = 200
 MAX_SECONDS = 15
 

@@ -24,6 +24,7 @@ def requests_with_key(sim) -> list:
     return [e for e in sim.log if e.get("credentials")]
 
 
+@pytest.mark.slow
 def test_a_stored_key_is_used_when_the_variable_is_unset(home, make_sim):
     sim = make_sim(api_key=SECRET)
     r = run_cli(home, "keys", "set", "OPENAI_API_KEY", input=SECRET + "\n")

@@ -295,6 +295,7 @@ def test_rm_asks_on_a_terminal(home):
         assert child.exitstatus == 0 and path.exists() == kept
 
 
+@pytest.mark.slow
 def test_a_title_is_shown_searched_and_leaves_the_order_alone(home):
     now = time.time()
     write_log(home, "20260101-one1", mtime=now - 600, messages=[("user", "how do I bake bread " * 5)])

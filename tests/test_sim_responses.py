@@ -374,6 +374,7 @@ def fault_stream(handle, spec: str, body: dict | None = None) -> httpx.Response:
     return httpx.post(f"{handle.base_url}/responses", json={**body, "stream": True}, headers={"x-sim-fault": spec}, timeout=10)
 
 
+@pytest.mark.slow
 def test_fault_429_once_then_sdk_retry_succeeds(sim):
     c = client(sim, max_retries=2, default_headers={"x-sim-fault": "status=429; retry_after_ms=1500; times=1"})
     assert c.responses.create(model="m", input="hi").output_text == "You said: hi"

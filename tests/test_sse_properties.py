@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import zlib
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -64,6 +65,7 @@ _settings = settings(max_examples=300, deadline=None, suppress_health_check=[Hea
 
 @_settings
 @given(_stream_lines, st.lists(_eols, min_size=1, max_size=4), st.booleans(), st.lists(st.integers(0, 10**6)))
+@pytest.mark.slow
 def test_any_split_gives_the_same_events(lines, eols, bom, cuts):
     data = _render(lines, eols, bom)
     whole = _decode([data])
@@ -76,6 +78,7 @@ def test_any_split_gives_the_same_events(lines, eols, bom, cuts):
 @_settings
 @given(_stream_lines, st.lists(_eols, min_size=1, max_size=4), st.lists(st.integers(0, 10**6)),
        st.integers(1, 64))
+@pytest.mark.slow
 def test_gzip_inflated_in_pieces_gives_the_same_events(lines, eols, cuts, max_out):
     data = _render(lines, eols, False)
     compressed = gzip.compress(data)

@@ -180,6 +180,7 @@ def query_devices(*a, **k):
 """
 
 
+@pytest.mark.slow
 def test_no_device_message(tmp_path, sim):
     fake = tmp_path / "fakes"
     fake.mkdir()
@@ -195,6 +196,7 @@ def test_no_device_message(tmp_path, sim):
 
 
 @pytest.mark.parametrize("engine", ["realtime", "cascade"])
+@pytest.mark.slow
 def test_without_a_microphone_typed_turns_are_answered_aloud(tmp_path, sim, engine):
     """No input device (or --no-mic): lines typed or piped are the user's turns, the answers are spoken
     (here into --output), and the end of stdin ends talk once the last answer was spoken."""

@@ -50,6 +50,7 @@ def requests(sim) -> list[dict]:
     return [e for e in list(sim.log) if e.get("endpoint") == "/v1/audio/transcriptions" and e["kind"] == "audio"]
 
 
+@pytest.mark.slow
 def test_a_wav_file_to_text(tmp_path, sim):
     r = transcribe(tmp_path, sim, str(notes_wav(tmp_path / "n.wav", sim)))
     assert r.code == 0, r.err
@@ -69,6 +70,7 @@ def test_model_language_and_prompt_reach_the_request(tmp_path, sim):
     assert "gpt-4o-mini-transcribe · 0.1 min of audio in 1 request" in r.err and "unknown price" not in r.err
 
 
+@pytest.mark.slow
 def test_timed_formats_have_a_segment_per_utterance(tmp_path, sim):
     wav = notes_wav(tmp_path / "n.wav", sim)
     r = transcribe(tmp_path, sim, str(wav), "--format", "json")
@@ -86,6 +88,7 @@ def test_timed_formats_have_a_segment_per_utterance(tmp_path, sim):
     assert vtt.startswith("WEBVTT\n\n00:00:00.") and " --> " in vtt and SECOND in vtt
 
 
+@pytest.mark.slow
 def test_stdin_and_other_rates_and_channels(tmp_path, sim):
     pcm = np.frombuffer(speech.silence(0.3) + sim_speech(sim.base_url, FIRST) + speech.silence(0.8), dtype="<i2")
     stereo = np.repeat(pcm, 2)  # 24 kHz stereo: both channels the same
@@ -102,6 +105,7 @@ def test_stdin_and_other_rates_and_channels(tmp_path, sim):
     assert r.code == 0 and r.out == f"{FIRST}\n", r.err  # resampled to 24 kHz: still the same words
 
 
+@pytest.mark.slow
 def test_bad_input_is_a_usage_error_naming_it(tmp_path, sim):
     text = tmp_path / "notes.txt"
     text.write_text("not audio\n")
@@ -122,6 +126,7 @@ def test_no_microphone_is_exit_3_with_the_file_hint(tmp_path, sim):
     assert "no microphone" in r.err and "voicecli transcribe FILE.wav" in r.err
 
 
+@pytest.mark.slow
 def test_server_failure_names_the_stage(tmp_path, sim):
     r = transcribe(tmp_path, sim, str(notes_wav(tmp_path / "n.wav", sim)), "-o", "connection.max_retries=0",
                    "-o", "connection.headers={\"x-sim-fault\" = \"status=401\"}")
@@ -129,6 +134,7 @@ def test_server_failure_names_the_stage(tmp_path, sim):
     assert "speech-to-text failed: authentication failed at" in r.err
 
 
+@pytest.mark.slow
 def test_log_appends_user_turns_that_infer_continues(tmp_path, sim):
     r = transcribe(tmp_path, sim, str(notes_wav(tmp_path / "n.wav", sim)), "--format", "srt", "--log")
     assert r.code == 0, r.err
@@ -514,6 +520,7 @@ def test_partial_words_go_to_the_terminal_and_only_final_lines_to_stdout(audio_s
     assert "\r\x1b[K" in shown and "…" in shown and "first" in shown  # the words in progress, rewritten in place
 
 
+@pytest.mark.slow
 def test_say_into_transcribe_through_a_pipe(tmp_path, sim):
     """`say -O -` writes a streamed WAV (sizes 0xFFFFFFFF); `transcribe -` reads it as it comes."""
     env = cli_env(tmp_path)
