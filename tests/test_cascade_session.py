@@ -187,7 +187,9 @@ def test_a_preemptive_answer_is_discarded_when_the_user_goes_on_and_kept_when_th
         await vad(s, VadEvent("pause", 900))  # answered (and spoken to the stand-in) while the silence runs
         pre = s._pre
         await until(pre.task.done)
-        assert s._segmenter.required == [500]  # "…the capital": the usual turn-end silence
+        # held at the longest until the words came (a slow transcript must not let 500 ms cut the user
+        # off mid-clause), then "…the capital": the usual turn-end silence
+        assert s._segmenter.required == [1200, 500]
         assert [m.text for m in conv.history] == ["What is the capital", "Paris is the capital."]  # tentative
         await vad(s, VadEvent("resume", 1200))  # the user goes on
         assert conv.history == [] and s.discarded == 1

@@ -238,6 +238,11 @@ class CascadeSession:
         pcm = utterance.pcm
         pre = self._pre = Preemptive(Outbox(self._put, held=True))
         pre.task = asyncio.get_running_loop().create_task(self._run_preemptive(pcm, pre))
+        # until its words say how long this pause may be (`_end_turn_after`), the turn waits up to the
+        # longest: else a slow transcript (a busy machine, a slow server) would let the usual silence
+        # cut the user off mid-clause
+        v = self.voice
+        self._segmenter.vad.require(max(v.max_end_ms, self._segmenter.vad.silence_ms))
 
     async def _run_preemptive(self, pcm: bytes, pre: Preemptive) -> None:
         text = await self._transcribe(pcm, pre.outbox.put)
