@@ -191,7 +191,6 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_once(raw):
             if server.hung_up:
                 break
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)  # and its FIN crosses loopback
         second = await client.get(server.url + "/")
         await client.aclose()
         return first.content, second.content

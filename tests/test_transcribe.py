@@ -234,8 +234,10 @@ class Dictation:
              *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(home, **env))
         self.out: list[str] = []
         self.err: list[str] = []
-        for stream, sink in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
-            threading.Thread(target=lambda s=stream, k=sink: k.extend(iter(s.readline, "")), daemon=True).start()
+        self.readers = [threading.Thread(target=lambda s=stream, k=sink: k.extend(iter(s.readline, "")), daemon=True)
+                        for stream, sink in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
+        for reader in self.readers:
+            reader.start()
 
     def wait(self, predicate, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -243,7 +245,8 @@ class Dictation:
             if predicate():
                 return
             if self.proc.poll() is not None:
-                time.sleep(0.2)  # the readers finish
+                for reader in self.readers:  # they end at end of file: all it wrote is read
+                    reader.join(10)
                 raise AssertionError(f"transcribe exited ({self.proc.returncode}) before {what}: {''.join(self.err)}")
             time.sleep(0.02)
         raise AssertionError(f"timed out waiting for {what}: {''.join(self.err)}")

@@ -653,7 +653,9 @@ class _Local:
             interrupted = True
         ended = None
         if self.broken:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            from voicecli.signals import stdout_gone
+
+            stdout_gone()
             return ExitCode.OK
         if self.signal or interrupted:
             import signal

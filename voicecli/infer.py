@@ -11,7 +11,6 @@ import asyncio
 import base64
 import codecs
 import json
-import os
 import signal
 import sys
 from contextlib import aclosing
@@ -290,7 +289,9 @@ def run_infer(profile: Profile, opts: InferOptions) -> int:
         session.interrupted = True
     except BrokenPipeError:
         # the reader stopped reading (`| head`): it has what it wanted; stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        from voicecli.signals import stdout_gone
+
+        stdout_gone()
         return ExitCode.OK
     finally:
         if log is not None:

@@ -51,7 +51,9 @@ def run_say(profile: Profile, opts: SayOptions) -> int:
     try:  # typed at a terminal, each line is said on Enter
         chars, seconds = asyncio.run(_say(profile, pieces, sink, flush_lines=stdin is not None and stdin.tty))
     except BrokenPipeError:  # -O - into a reader that stopped (`| head -c`): it has what it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        from voicecli.signals import stdout_gone
+
+        stdout_gone()
         return ExitCode.OK
     finally:
         sink.close()

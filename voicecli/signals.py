@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import Callable
 
 LEAVE_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -53,3 +54,11 @@ def on_leave_signals(callback: Callable[[int], None]) -> Callable[[], None]:
             loop.remove_signal_handler(sig)
 
     return remove
+
+
+def stdout_gone() -> None:
+    """The reader of stdout stopped reading (`| head`): it has what it wanted. What is still buffered
+    goes to /dev/null instead, so the exit is quiet (no BrokenPipeError at interpreter shutdown)."""
+    import os
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

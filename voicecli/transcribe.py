@@ -87,9 +87,9 @@ def run_transcribe(profile: Profile, opts: TranscribeOptions, live: Any = None) 
     try:
         code = asyncio.run(job.run())
     except BrokenPipeError:
-        import os
+        from voicecli.signals import stdout_gone
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        stdout_gone()
         return ExitCode.OK
     finally:
         if log is not None:
