@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,3 +115,12 @@ def run_cli_measured(home: Path, *args: str, timeout: float = 90, **env: str) ->
     err, _, numbers = proc.stderr.rpartition("\n@@ ")
     rss_kib, seconds, cpu = numbers.split()
     return Measured(proc.returncode, proc.stdout, err, int(rss_kib) / 1024, float(seconds), float(cpu))
+
+
+def wait_for(predicate, timeout: float = 30, what: str = "the condition") -> None:
+    """Poll `predicate()` until it is true; fail after `timeout` seconds (a hang guard, not a bound)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.02)

@@ -6,12 +6,11 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from clihelp import cli_env, run_cli
+from clihelp import cli_env, run_cli, wait_for
 
 
 @pytest.fixture
@@ -33,13 +32,6 @@ def start(home, sim, *args, transport="sse"):
                             stderr=err, env=cli_env(home))
     err.close()
     return proc
-
-
-def wait_for(condition, timeout=30.0, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def write_input(path: Path, n: int, **extra) -> Path:

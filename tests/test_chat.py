@@ -362,12 +362,15 @@ def test_transcript_is_appended_as_it_happens(home, sim, tmp_path, suffix):
 
 def test_edit_opens_the_editor_and_leaves_the_text_in_the_prompt(home, sim, tmp_path):
     editor = tmp_path / "editor.sh"
-    editor.write_text('#!/bin/sh\nprintf "written in the editor\\n" > "$1"\n')
+    mode = tmp_path / "mode"  # the editor gets the terminal as the user left it: echo and line editing on
+    editor.write_text(f'#!/bin/sh\nstty -a > {mode}\nprintf "written in the editor\\n" > "$1"\n')
     editor.chmod(0o755)
     chat = Chat(home, sim.base_url, EDITOR=str(editor), VISUAL="")
     chat.say("/edit")
     assert "You said: written in the editor" in chat.ask("")
     chat.exit()
+    flags = mode.read_text().split()
+    assert {"echo", "icanon", "icrnl"} <= set(flags), flags
 
 
 def test_lines_from_a_pipe(home, sim):

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 
 pytest.importorskip("mcp")
 
-from clihelp import cli_env, run_cli  # noqa: E402
+from clihelp import cli_env, run_cli, wait_for  # noqa: E402
 from shared_data import recording  # noqa: E402
 from voicecli.mcp import call_output, offered_name, tool_defs  # noqa: E402
 from voicecli.profiles import McpServerDef  # noqa: E402
@@ -43,15 +42,6 @@ def leftovers(tag: str) -> list[int]:
             if tag.encode() in argv:
                 found.append(int(entry.name))
     return found
-
-
-def wait_until(predicate, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
 
 
 def toml_value(value) -> str:
@@ -299,7 +289,7 @@ def test_a_signal_during_a_tool_call_leaves_no_server_behind(tmp_path, sim, make
          f'u__slow {{"seconds": 600, "mark": "{mark}"}}'],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(tmp_path))
     try:
-        wait_until(mark.exists, 60)
+        wait_for(mark.exists, 60)
         assert len(leftovers(tag)) == 2
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
@@ -317,7 +307,7 @@ def test_sigterm_to_an_idle_chat_stops_its_servers(tmp_path, sim, make_profile, 
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=cli_env(tmp_path))
     try:
-        wait_until(lambda: len(leftovers(tag)) == 2, 60)  # both servers spawned: their stop is voicecli's job
+        wait_for(lambda: len(leftovers(tag)) == 2, 60)  # both servers spawned: their stop is voicecli's job
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     finally:

@@ -8,13 +8,12 @@ import io
 import subprocess
 import sys
 import threading
-import time
 import wave
 
 import numpy as np
 import pytest
 
-from clihelp import cli_env, run_cli, sim_speech
+from clihelp import cli_env, run_cli, sim_speech, wait_for
 from test_talk_audio import audio_stack  # noqa: F401  (the session's PulseAudio daemon)
 
 from voicecli.transport.audio import PcmReader
@@ -34,15 +33,6 @@ def wav_pcm(data: bytes) -> bytes:
     with wave.open(io.BytesIO(data)) as w:
         assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (24000, 1, 2)
         return w.readframes(w.getnframes())
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_text_to_a_wav_file_sentence_by_sentence(tmp_path, sim):

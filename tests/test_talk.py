@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import websockets
 
-from clihelp import cli_env, run_cli, talk_with_approval
+from clihelp import cli_env, run_cli, talk_with_approval, wait_for
 from shared_data import recording
 from voicecli.sim import speech
 from voicecli.sim.vad import voiced_span
@@ -227,15 +227,6 @@ def test_unreachable_server_is_one_line(tmp_path):
     assert r.code == 6, r.err
     assert r.err.startswith("voicecli: network error talking to http://127.0.0.1:9/v1")
     assert "Traceback" not in r.err
-
-
-def wait_for(predicate, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import threading
 import pexpect
 import pytest
 
-from clihelp import cli_env, run_cli
+from clihelp import cli_env, run_cli, wait_for
 from voicecli.sim.config import SimConfig
 from voicecli.sim.server import start_in_thread
 from voicecli.ui.spinner import FRAMES, Spinner
@@ -200,6 +200,35 @@ def test_dumb_terminal_gets_no_escape_codes_from_chat(tmp_path, sim):
     assert "/help for commands" in err and "total " in err
     assert "\x1b" not in err and not SPIN.search(err), repr(err)
     assert "\x1b" not in seen.getvalue() and "You said: hello" in seen.getvalue(), repr(seen.getvalue())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("term", ["dumb", "xterm-256color"])
+def test_a_line_typed_before_the_first_prompt_is_sent_whole(tmp_path, sim, term):
+    """Keys typed while chat is not at a prompt (here: an MCP server starting) are neither echoed
+    nor line-edited by the kernel: the Enter stays an Enter and sends at the first prompt. In
+    cooked mode it became a newline (Ctrl-J), which the prompt takes as "add a line"."""
+    from test_mcp import SERVER
+
+    started, go = tmp_path / "started", tmp_path / "go"
+    waiter = ("import os, sys, time\n"
+              f"open({str(started)!r}, 'w').close()\n"
+              f"while not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
+              f"os.execv(sys.executable, [sys.executable, {str(SERVER)!r}, 'stdio'])\n")
+    profile = tmp_path / "p.toml"
+    profile.write_text('extends = "offline"\n[[mcp]]\nname = "late"\napproval = "auto"\n'
+                       f"command = {json.dumps([sys.executable, '-c', waiter])}\n")
+    t = Term(tmp_path, "chat", "-p", str(profile), "--base-url", sim.base_url, term=term)
+    t.child.logfile_read = seen = io.StringIO()
+    wait_for(started.exists, what="the MCP server to start")
+    t.child.send("hello\r")  # typed while chat waits for the server
+    go.touch()
+    t.child.expect("You said: hello")
+    t.child.send("/exit\r")  # typed ahead again: sent at the next prompt
+    _, err, code = t.wait()
+    assert code == 0, err
+    if term == "dumb":  # each typed key is shown once, by the prompt; the kernel echoed none
+        assert seen.getvalue().count("hello") == 2, repr(seen.getvalue())  # at the prompt and in the answer
 
 
 @pytest.mark.slow

@@ -36,7 +36,7 @@ from voicecli.transcript import Entry, markdown_entry, open_transcript
 from voicecli.ui.term import dim, make_renderer, wants_markdown
 from voicecli.ui.spinner import Spinner
 from voicecli.ui.status import describe_error, error_hint, setup_logging, usage_line
-from voicecli.ui.typeahead import hold_keys
+from voicecli.ui.typeahead import hold_keys, let_go
 from voicecli.items import FunctionCall, FunctionOutput, HistoryItem, Message
 
 PROMPT = "> "
@@ -273,14 +273,15 @@ class Repl:
         if self.transcript is not None:
             self.transcript.session(profile=self.profile.name, model=self.profile.model.name)
         try:
-            await self._start_mcp()  # Ctrl-C meanwhile is a KeyboardInterrupt: the finally stops them
-            loop.add_signal_handler(signal.SIGINT, self._on_sigint)
-            if interactive:
-                self._note(f"voicecli chat · {self.profile.model.name} over {transport.name} · "
-                           "/help for commands · Ctrl-D to exit")
-            if self.resumed:
-                self._show_recent()
-            await self._loop()
+            with hold_keys():  # from here on no key typed outside a prompt is echoed or line-edited
+                await self._start_mcp()  # Ctrl-C meanwhile is a KeyboardInterrupt: the finally stops them
+                loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+                if interactive:
+                    self._note(f"voicecli chat · {self.profile.model.name} over {transport.name} · "
+                               "/help for commands · Ctrl-D to exit")
+                if self.resumed:
+                    self._show_recent()
+                await self._loop()
         except asyncio.CancelledError:  # a signal while waiting for input
             if self.signal is None:
                 raise
@@ -366,8 +367,7 @@ class Repl:
         self._record(Entry("user", message.text))
         self.conversation.text_format = self.text_format  # also after /clear and /retry rebuilt it
         self._turn_task = asyncio.create_task(self._stream(message))
-        with hold_keys():  # keys typed meanwhile wait, unseen, for the next prompt
-            await asyncio.wait([self._turn_task])  # wait() does not raise if the turn was cancelled
+        await asyncio.wait([self._turn_task])  # keys typed meanwhile wait (hold_keys), unseen, for the next prompt  # wait() does not raise if the turn was cancelled
         task, self._turn_task = self._turn_task, None
         result = self.conversation.last
         if task.cancelled():
@@ -729,8 +729,9 @@ class Repl:
         with tempfile.NamedTemporaryFile("w+", suffix=".md", prefix="voicecli-", delete=False) as f:
             f.write(arg)
         try:
-            done = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: subprocess.run([*shlex.split(editor), f.name]).returncode)
+            with let_go():  # the editor gets the terminal as the user left it
+                done = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: subprocess.run([*shlex.split(editor), f.name]).returncode)
             text = Path(f.name).read_text(encoding="utf-8").rstrip("\n")
         except OSError as exc:
             self._say(f"/edit: cannot run {editor}: {exc.strerror or exc}")
