@@ -124,3 +124,14 @@ def wait_for(predicate, timeout: float = 30, what: str = "the condition") -> Non
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(0.02)
+
+
+def installed(module: str) -> bool:
+    """Whether `module` can be imported, found without importing it (a test module's skip condition:
+    importing heavy SDKs at collection costs every test worker their import time)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False

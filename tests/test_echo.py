@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("livekit.rtc")
+from clihelp import installed
+from voicecli.audio.echo import FRAME, EchoCanceller
 
-from voicecli.audio.echo import FRAME, EchoCanceller  # noqa: E402
+pytestmark = pytest.mark.skipif(not installed("livekit.rtc"), reason="the livekit package is not installed")
 
 RATE = 24000
 
