@@ -1,18 +1,23 @@
-"""The simulator's Chat Completions front, checked with the official SDK as the oracle."""
+"""The simulator's Chat Completions front, checked with the official SDK as the oracle.
+
+openai (and pydantic) are imported inside the functions that use them: importing openai at the top
+would cost each xdist worker ~0.8 s of CPU at collection."""
 
 from __future__ import annotations
 
 import json
 
+from typing import TYPE_CHECKING
+
 import httpx
-import openai
-import pydantic
 import pytest
-from openai.types.chat import ChatCompletion, ChatCompletionChunk, completion_create_params
 from sdkcheck import sse_events, validate
 
 from voicecli.sim import validate as sim_validate
 from voicecli.sim.validate import ApiError
+
+if TYPE_CHECKING:
+    import openai
 
 TOOLS = [
     {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}},
@@ -21,12 +26,16 @@ TOOLS = [
 
 
 def client(handle, **kw) -> openai.OpenAI:
+    import openai
+
     kw.setdefault("max_retries", 0)
     return openai.OpenAI(base_url=handle.base_url, api_key="sk-test", **kw)
 
 
 def chunks(handle, body: dict, headers: dict | None = None) -> list[dict]:
     """Stream a request; every chunk validated strictly; ends with [DONE]."""
+    from openai.types.chat import ChatCompletionChunk
+
     r = httpx.post(f"{handle.base_url}/chat/completions", json={**body, "stream": True}, headers=headers, timeout=10)
     assert r.status_code == 200, r.text
     frames = [d for _, d in sse_events(r.text)]
@@ -117,6 +126,8 @@ def test_tool_results_from_tool_messages(sim):
 
 
 def test_non_stream_completion_is_strictly_valid(sim):
+    from openai.types.chat import ChatCompletion
+
     r = httpx.post(f"{sim.base_url}/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "get_time"}], "tools": TOOLS})
     done = validate(ChatCompletion, r.json())
     assert done.choices[0].finish_reason == "tool_calls" and done.choices[0].message.tool_calls[0].function.name == "get_time"
@@ -186,6 +197,9 @@ def test_invalid_requests_get_400_with_param(sim, body, param):
     {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": "many"},
 ])
 def test_sim_is_never_more_lenient_than_the_sdk_types(body):
+    import pydantic
+    from openai.types.chat import completion_create_params
+
     try:
         sim_validate.check_chat(body)
         sim_ok = True
@@ -214,6 +228,8 @@ def test_fault_429_then_retry(sim):
 
 
 def test_fault_midstream_error_chunk(sim):
+    import openai
+
     r = httpx.post(f"{sim.base_url}/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "a b c"}], "stream": True},
                    headers={"x-sim-fault": "error=flat; after=2"})
     frames = [d for _, d in sse_events(r.text)]
@@ -226,6 +242,8 @@ def test_fault_midstream_error_chunk(sim):
 
 
 def test_fault_drop_and_incomplete(sim):
+    import openai
+
     with pytest.raises(openai.APIConnectionError):
         for _ in client(sim, default_headers={"x-sim-fault": "drop=2"}).chat.completions.create(
             model="m", messages=[{"role": "user", "content": "x y z"}], stream=True

@@ -5,29 +5,33 @@ keys the models do not know (they allow extras, so a misspelt optional field wou
 validation alone); the only extras allowed are the ones the real server sends too (seen in
 ../shared/traffic/realtime_ws_*.jsonl). Client events the SDK sent are checked the same way against
 `RealtimeClientEvent`.
+
+The SDK, and the pydantic adapters built from its types, are imported and built on first use, not at
+the top: every xdist worker imports each test module at collection, and they cost it ~0.8 s of CPU.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 import websockets
-from openai import AsyncOpenAI
-from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
-from pydantic import BaseModel, TypeAdapter
 from shared_data import recording
 
 from voicecli.sim import speech
 from voicecli.sim.config import SimConfig
 from voicecli.sim.server import start_in_thread
 
-SERVER = TypeAdapter(RealtimeServerEvent)
-CLIENT = TypeAdapter(RealtimeClientEvent)
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+    from pydantic import TypeAdapter
+
 KEY = "sk-sim-test"
 TIMEOUT = 10
 
@@ -35,8 +39,28 @@ TIMEOUT = 10
 # -- strict validation ---------------------------------------------------------------------------
 
 
+@functools.cache
+def server_events() -> TypeAdapter:
+    """The adapter for the SDK's `RealtimeServerEvent` union."""
+    from openai.types.realtime import RealtimeServerEvent
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(RealtimeServerEvent)
+
+
+@functools.cache
+def client_events() -> TypeAdapter:
+    """The adapter for the SDK's `RealtimeClientEvent` union."""
+    from openai.types.realtime import RealtimeClientEvent
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(RealtimeClientEvent)
+
+
 def extras(model: object, path: str) -> list[str]:
     """Paths of keys a parsed SDK model did not declare (its `model_extra`), recursively."""
+    from pydantic import BaseModel
+
     out: list[str] = []
     if isinstance(model, BaseModel):
         out += [f"{path}.{k}" for k in (model.model_extra or {})]
@@ -67,12 +91,12 @@ def test_allowed_extras_are_the_recorded_ones():
         for line in recording(f"{name}.wire.jsonl").read_text().splitlines():
             rec = json.loads(line)
             if rec.get("dir") == "recv":
-                found |= set(extras(SERVER.validate_python(rec["event"]), rec["event"]["type"]))
+                found |= set(extras(server_events().validate_python(rec["event"]), rec["event"]["type"]))
     assert found == ALLOWED_EXTRAS
 
 
 def check_server_event(event: dict) -> None:
-    model = SERVER.validate_python(event)
+    model = server_events().validate_python(event)
     assert model.type == event["type"]
     unknown = set(extras(model, event["type"])) - ALLOWED_EXTRAS
     assert not unknown, f"keys the SDK does not know: {unknown}"
@@ -86,7 +110,7 @@ def check_client_events(handle) -> int:
         and not str(e["event"].get("event_id", "")).startswith("bad_")
     ]  # fmt: skip
     for event in events:
-        model = CLIENT.validate_python(event)
+        model = client_events().validate_python(event)
         assert not extras(model, event["type"]), extras(model, event["type"])
     return len(events)
 
@@ -120,6 +144,8 @@ def sim():
 
 
 def client(handle) -> AsyncOpenAI:
+    from openai import AsyncOpenAI
+
     return AsyncOpenAI(base_url=handle.base_url, api_key=KEY, max_retries=0)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from openai.types.chat import completion_create_params as create_params
 from test_wire_support import SPLITS, assert_conforms, of_type, replay_sse, traffic_bytes
 
 from voicecli.events import Error, ReasoningDelta, TextDelta, ToolCall, TurnEnd, Usage
@@ -159,6 +158,15 @@ def test_finish_is_idempotent():
 # --------------------------------------------------------------------------------------------
 # builders
 
+
+def create_params():
+    """The SDK's request param types, imported on first use: importing openai at the top would cost
+    each xdist worker ~0.8 s of CPU at collection."""
+    from openai.types.chat import completion_create_params
+
+    return completion_create_params
+
+
 TOOL = ToolDef(name="secret_retrieval_tool", description="A tool that requires a password to retrieve a secret.",
                command=["x"], strict=False, parameters={
                    "properties": {"password": {"title": "Password", "type": "string"}}, "required": ["password"],
@@ -180,7 +188,7 @@ def test_recorded_tool_round_trip_request_is_reproduced():
     assert body["tools"] == [{"type": "function", "function": {
         k: v for k, v in recorded["tools"][0]["function"].items() if k != "strict"}}]
     assert body["stream_options"] == {"include_usage": True}
-    assert_conforms(body, create_params.CompletionCreateParamsStreaming)
+    assert_conforms(body, create_params().CompletionCreateParamsStreaming)
 
 
 def test_settings_mapping_and_dropped_responses_only_settings():
@@ -191,7 +199,7 @@ def test_settings_mapping_and_dropped_responses_only_settings():
     req = Request("gpt-5.5", None, [Message("user", "hi")], [TOOL], settings, store=True,
                   previous_response_id="resp_1")
     body = chat.build_body(req, stream=True, include_usage=False)
-    assert_conforms(body, create_params.CompletionCreateParamsStreaming)
+    assert_conforms(body, create_params().CompletionCreateParamsStreaming)
     assert body["max_completion_tokens"] == 64 and "max_output_tokens" not in body
     assert body["reasoning_effort"] == "low" and body["verbosity"] == "high"
     assert body["tool_choice"] == {"type": "function", "function": {"name": "secret_retrieval_tool"}}

@@ -1,15 +1,13 @@
 """Realtime GA: the recorded sessions (read from ../shared/traffic) replayed through RealtimeDecoder;
-client-event builders checked against the recorded client frames and the openai SDK's param types."""
+client-event builders checked against the recorded client frames and the openai SDK's param types
+(reached through `sdk()`: importing openai at the top would cost each xdist worker ~0.8 s of CPU at
+collection)."""
 
 from __future__ import annotations
 
 import base64
 
 import pytest
-from openai.types.realtime import (ConversationItemCreateEventParam, ConversationItemTruncateEventParam,
-                                   InputAudioBufferAppendEventParam, InputAudioBufferClearEventParam,
-                                   InputAudioBufferCommitEventParam, ResponseCancelEventParam,
-                                   ResponseCreateEventParam, SessionUpdateEventParam)
 from test_wire_support import assert_conforms, of_type, traffic_jsonl
 
 from voicecli.events import (AudioDelta, Error, SpeechStarted, SpeechStopped, TextDelta, ToolCall, Transcript,
@@ -131,6 +129,13 @@ def test_call_announced_only_by_output_item_done():
 # client events
 
 
+def sdk():
+    """openai.types.realtime, imported on first use."""
+    from openai.types import realtime as sdk_realtime
+
+    return sdk_realtime
+
+
 def recorded_client(name: str) -> list[dict]:
     return traffic_jsonl(f"{name}.client.jsonl")
 
@@ -152,7 +157,7 @@ def test_session_update_matches_the_recorded_one_where_they_overlap():
                    parameters=recorded["session"]["tools"][0]["parameters"])
     voice = VoiceSettings(output_modalities="text", transcription_model="gpt-realtime-whisper")
     event = realtime.session_update(voice, recorded["session"]["instructions"], [tool])
-    assert_conforms(event, SessionUpdateEventParam)
+    assert_conforms(event, sdk().SessionUpdateEventParam)
     ours, theirs = event["session"], recorded["session"]
     for key in ("type", "instructions", "output_modalities", "tools"):
         assert ours[key] == theirs[key]
@@ -168,7 +173,7 @@ def test_session_update_with_every_voice_setting():
                           transcription_model="gpt-4o-transcribe", transcription_language="de",
                           noise_reduction="far_field", max_output_tokens=800)
     event = realtime.session_update(voice, "Sprich Deutsch.", [])
-    assert_conforms(event, SessionUpdateEventParam)
+    assert_conforms(event, sdk().SessionUpdateEventParam)
     assert event["session"] == {
         "type": "realtime", "output_modalities": ["audio"], "instructions": "Sprich Deutsch.",
         "audio": {
@@ -194,23 +199,24 @@ def test_turn_detection_and_switches(voice, expected_input):
     # null switches transcription / noise reduction off (the SDK docstrings say so; its types omit Optional)
     typed = {k: v for k, v in audio_in.items() if v is not None or k == "turn_detection"}
     assert_conforms({**event, "session": {**event["session"], "audio": {**event["session"]["audio"], "input": typed}}},
-                    SessionUpdateEventParam)
+                    sdk().SessionUpdateEventParam)
     audio_in = event["session"]["audio"]["input"]
     assert audio_in == {"format": {"type": "audio/pcm", "rate": 24000}, **expected_input}
     assert "instructions" not in event["session"] and "tools" not in event["session"]
 
 
 def test_small_client_events_conform():
+    rt = sdk()
     cases = [
-        (realtime.append_audio(b"\x01\x00" * 480), InputAudioBufferAppendEventParam),
-        (realtime.commit(), InputAudioBufferCommitEventParam),
-        (realtime.clear(), InputAudioBufferClearEventParam),
-        (realtime.create_text_message("hi"), ConversationItemCreateEventParam),
-        (realtime.function_call_output("call_1", '{"ok":true}'), ConversationItemCreateEventParam),
-        (realtime.response_create(), ResponseCreateEventParam),
-        (realtime.response_cancel(), ResponseCancelEventParam),
-        (realtime.response_cancel("resp_1"), ResponseCancelEventParam),
-        (realtime.truncate("item_1", 1234.7), ConversationItemTruncateEventParam),
+        (realtime.append_audio(b"\x01\x00" * 480), rt.InputAudioBufferAppendEventParam),
+        (realtime.commit(), rt.InputAudioBufferCommitEventParam),
+        (realtime.clear(), rt.InputAudioBufferClearEventParam),
+        (realtime.create_text_message("hi"), rt.ConversationItemCreateEventParam),
+        (realtime.function_call_output("call_1", '{"ok":true}'), rt.ConversationItemCreateEventParam),
+        (realtime.response_create(), rt.ResponseCreateEventParam),
+        (realtime.response_cancel(), rt.ResponseCancelEventParam),
+        (realtime.response_cancel("resp_1"), rt.ResponseCancelEventParam),
+        (realtime.truncate("item_1", 1234.7), rt.ConversationItemTruncateEventParam),
     ]
     for event, param_type in cases:
         assert_conforms(event, param_type)
@@ -232,7 +238,7 @@ def test_hosted_tool_refused_for_realtime():
 def test_tool_choice_in_the_realtime_shape(choice, expected):
     tool = ToolDef(name="get_weather", command=["w"])
     event = realtime.session_update(VoiceSettings(), None, [tool], tool_choice=choice)
-    assert_conforms(event, SessionUpdateEventParam)
+    assert_conforms(event, sdk().SessionUpdateEventParam)
     assert event["session"]["tool_choice"] == expected
     assert "tool_choice" not in realtime.session_update(VoiceSettings(), None, [], tool_choice=choice)["session"]
 
@@ -241,7 +247,7 @@ def test_history_message_replays_as_a_text_item():
     assert realtime.history_message("user", "hi") == {"type": "conversation.item.create", "item": {
         "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}}
     assert realtime.history_message("assistant", "yo")["item"]["content"] == [{"type": "output_text", "text": "yo"}]
-    assert_conforms(realtime.history_message("assistant", "yo"), ConversationItemCreateEventParam)
+    assert_conforms(realtime.history_message("assistant", "yo"), sdk().ConversationItemCreateEventParam)
 
 
 def test_response_created_starts_a_response():

@@ -1,5 +1,6 @@
 """Responses API: every recorded stream replayed through SSE + ResponsesDecoder; builders checked
-against the openai SDK's param types."""
+against the openai SDK's param types. Those are imported inside the tests that use them: importing
+openai at the top would cost each xdist worker ~0.8 s of CPU at collection."""
 
 from __future__ import annotations
 
@@ -7,10 +8,6 @@ import hashlib
 import json
 
 import pytest
-from openai.types.responses import response_create_params as create_params
-from openai.types.responses.response_input_item_param import ResponseInputItemParam
-from openai.types.responses.response_output_message_param import ResponseOutputMessageParam
-from openai.types.responses.responses_client_event_param import ResponseCreate
 from test_wire_support import SPLITS, assert_conforms, conformance_problems, of_type, replay_sse, traffic_bytes
 
 from voicecli.events import (Error, HostedToolProgress, ReasoningDelta, TextDelta, ToolCall, TurnEnd,
@@ -302,6 +299,8 @@ def full_history() -> list:
 
 
 def test_body_with_everything_set_conforms_to_the_sdk():
+    from openai.types.responses import response_create_params as create_params
+
     settings = ModelSettings(temperature=0.3, top_p=0.9, max_output_tokens=500, frequency_penalty=0.1, seed=3,
                              service_tier="flex", reasoning_effort="high", reasoning_summary="auto",
                              verbosity="low", parallel_tool_calls=False, tool_choice="get_weather").request_settings()
@@ -326,6 +325,9 @@ def test_body_with_everything_set_conforms_to_the_sdk():
 
 
 def test_history_becomes_input_items():
+    from openai.types.responses.response_input_item_param import ResponseInputItemParam
+    from openai.types.responses.response_output_message_param import ResponseOutputMessageParam
+
     items = responses.input_items(full_history())
     assert items == [
         {"role": "system", "content": "Be brief."},
@@ -389,6 +391,8 @@ def test_recorded_request_is_reproduced():
 
 
 def test_ws_create_has_no_stream():
+    from openai.types.responses.responses_client_event_param import ResponseCreate
+
     req = Request("gpt-5.5", "Be brief.", [Message("user", "hi")], [WEATHER], {"reasoning_effort": "low"},
                   previous_response_id="resp_prev")
     event = responses.build_ws_create(req)

@@ -6,9 +6,6 @@ from __future__ import annotations
 import copy
 
 import pytest
-from openai.types.chat.chat_completion_function_tool_param import ChatCompletionFunctionToolParam
-from openai.types.realtime.realtime_function_tool_param import RealtimeFunctionToolParam
-from openai.types.responses.tool_param import ToolParam
 from test_wire_support import assert_conforms
 
 from voicecli.items import ToolDef
@@ -24,6 +21,12 @@ def weather(**kw) -> ToolDef:
 
 
 def test_three_dialects_exactly_as_documented():
+    # the SDK's types are imported in the tests that use them: importing openai at the top would cost
+    # each xdist worker ~0.8 s of CPU at collection
+    from openai.types.chat.chat_completion_function_tool_param import ChatCompletionFunctionToolParam
+    from openai.types.realtime.realtime_function_tool_param import RealtimeFunctionToolParam
+    from openai.types.responses.tool_param import ToolParam
+
     tool = weather()
     assert tools.to_responses(tool) == {"type": "function", "name": "get_weather", "description": "Weather for a city.",
                                         "parameters": STRICT_SCHEMA, "strict": True}
@@ -108,6 +111,8 @@ def test_schemas_that_cannot_be_strict_raise_a_clear_error(parameters, reason):
 
 
 def test_hosted_tools_pass_through_for_responses_only():
+    from openai.types.responses.tool_param import ToolParam
+
     search = ToolDef(name="web_search", type="web_search", options={"search_context_size": "low"})
     files = ToolDef(name="file_search", type="file_search", options={"vector_store_ids": ["vs_1"]})
     code = ToolDef(name="code_interpreter", type="code_interpreter")
