@@ -12,6 +12,13 @@ when the event loop falls behind and microphone blocks arrive in a burst, the mo
 two streams interleaved as they happened (fed all at once, the echo path would seem to jump by the
 length of the burst, and AEC3 would let the echo through while it re-estimates the delay).
 
+With headphones there is no echo path, and AEC3's suppressor then only dampens a user talking over
+the answer (≈ 40 dB off the first 200 ms). The echo path detector (`echopath.py`) watches the raw
+microphone against the same far-end frames; while it finds no echo path, the frames sent on are
+those of a second module with the same noise suppression and high-pass filter but no echo
+cancellation. AEC3 still gets both streams all the time, so it is converged when an echo path
+appears and the detector switches back.
+
 `livekit` (the wheel carries the native module; no server is involved) is imported here only,
 lazily by `talk`: `--version` and `infer` never pay for it.
 """
@@ -19,12 +26,16 @@ lazily by `talk`: `--version` and `infer` never pay for it.
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 
 import numpy as np
 
+from voicecli.audio.echopath import EchoPathDetector
 from voicecli.audio.pcm import RATE
+
+log = logging.getLogger("voicecli")
 
 FRAME = RATE // 100  # 10 ms: the only frame size the module accepts
 HALF_SAMPLE = 0.5 / RATE  # times computed on both sides from sample counts compare equal within this
@@ -53,11 +64,19 @@ def load_module():
 
 class EchoCanceller:
     def __init__(self, *, echo_cancellation: bool = True, noise_suppression: bool = True,
-                 auto_gain_control: bool = False, high_pass_filter: bool = True, delay_ms: int = 0):
+                 auto_gain_control: bool = False, high_pass_filter: bool = True, delay_ms: int = 0,
+                 detect_echo_path: bool = True):
         self._rtc = load_module()
         self._apm = self._rtc.AudioProcessingModule(
             echo_cancellation=echo_cancellation, noise_suppression=noise_suppression,
             high_pass_filter=high_pass_filter, auto_gain_control=auto_gain_control)
+        # the bypass: the same processing without echo cancellation, used while no echo path is found
+        self.path = EchoPathDetector() if echo_cancellation and detect_echo_path else None
+        self._plain = self._rtc.AudioProcessingModule(
+            echo_cancellation=False, noise_suppression=noise_suppression, high_pass_filter=high_pass_filter,
+            auto_gain_control=auto_gain_control) if self.path is not None else None
+        self.bypassed = False  # the last frame sent was the plain one
+        self._told: str | None = None  # the detector state last logged
         self.delay_ms = 0
         self.set_delay(delay_ms)
         self._lock = threading.Lock()  # guards only the far-end queue
@@ -72,12 +91,26 @@ class EchoCanceller:
             for i in range(0, dither.size, FRAME):
                 self._apm.process_reverse_stream(self._rtc.AudioFrame(silence, RATE, 1, FRAME))
                 self._apm.process_stream(self._rtc.AudioFrame(dither[i: i + FRAME].tobytes(), RATE, 1, FRAME))
+                if self._plain is not None:
+                    self._plain.process_stream(self._rtc.AudioFrame(dither[i: i + FRAME].tobytes(), RATE, 1, FRAME))
 
     def set_delay(self, delay_ms: float) -> None:
         """The time from a sample handed to the speaker until its echo reaches `process`: PortAudio's
         output latency plus input latency. A hint: the module also estimates the delay itself."""
         self.delay_ms = max(0, min(500, int(round(delay_ms))))
         self._apm.set_stream_delay_ms(self.delay_ms)
+
+    def device_changed(self) -> None:
+        """The microphone or speaker was replaced: the echo path must be found (or ruled out) anew,
+        with the canceller in force meanwhile (unplugged headphones may have left the laptop's speakers)."""
+        if self.path is not None:
+            self.path.reset()
+            self._told = None
+
+    @property
+    def echo_path(self) -> str:
+        """For --debug and the bench: what the detector knows ("off" when it does not run)."""
+        return self.path.state if self.path is not None else "off"
 
     # -- output thread ------------------------------------------------------------------------------
 
@@ -111,12 +144,41 @@ class EchoCanceller:
         for i in range(0, whole, FRAME):
             # the far end played until this frame's last sample was captured (the block's last sample is data's)
             self._feed_far_end(None if captured_at is None else captured_at - (data.size - i - FRAME) / RATE)
-            frame = self._rtc.AudioFrame(data[i: i + FRAME].tobytes(), RATE, 1, FRAME)
+            raw = data[i: i + FRAME]
+            frame = self._rtc.AudioFrame(raw.tobytes(), RATE, 1, FRAME)
             self._apm.process_stream(frame)
-            out[i: i + FRAME] = np.frombuffer(frame.data, dtype=np.int16)
+            clean = np.frombuffer(frame.data, dtype=np.int16)
+            out[i: i + FRAME] = clean if self._plain is None else self._choose(raw, clean)
         self.last_level_input = _rms(data[whole - FRAME: whole])
         self.last_level_output = _rms(out[-FRAME:])
         return out
+
+    def _choose(self, raw: np.ndarray, clean: np.ndarray) -> np.ndarray:
+        """The echo-cancelled frame, or while no echo path is found the plain one (crossfaded over
+        one frame when it changes, so the switch does not click)."""
+        plain_frame = self._rtc.AudioFrame(raw.tobytes(), RATE, 1, FRAME)
+        self._plain.process_stream(plain_frame)
+        plain = np.frombuffer(plain_frame.data, dtype=np.int16)
+        state = self.path.near(raw)
+        self._tell(state)
+        bypass = state == EchoPathDetector.NONE
+        if bypass == self.bypassed:
+            return plain if bypass else clean
+        self.bypassed = bypass
+        ramp = np.linspace(0.0, 1.0, FRAME)
+        new, old = (plain, clean) if bypass else (clean, plain)
+        return (old * (1.0 - ramp) + new * ramp).astype(np.int16)
+
+    def _tell(self, state: str) -> None:
+        """--debug: the detector's verdicts, once each (not its quick re-check at every answer)."""
+        if state == EchoPathDetector.UNKNOWN or state == self._told:
+            return
+        self._told = state
+        if state == EchoPathDetector.NONE:
+            log.debug("echo path: none detected, canceller bypassed")
+        else:
+            lag = self.path.lag_ms
+            log.debug("echo path found%s: canceller in force", f" ({lag:.0f} ms)" if lag is not None else "")
 
     def _feed_far_end(self, until: float | None) -> None:
         """The far-end frames played up to `until` (all of them if None), oldest first."""
@@ -126,6 +188,8 @@ class EchoCanceller:
                 frames.append(self._far.popleft()[1])
         for far in frames:
             self._apm.process_reverse_stream(self._rtc.AudioFrame(far.tobytes(), RATE, 1, FRAME))
+            if self.path is not None:
+                self.path.far(far)
 
 
 def _rms(x: np.ndarray) -> float:

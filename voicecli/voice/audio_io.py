@@ -151,8 +151,9 @@ class AudioIO:
         note(f"the {device.what} went away; trying the default {device.kind} device")
         note(f"{device.what}: {await reopen_default(device)}")
         self.latencies = {"in": getattr(self.source, "latency", 0.0), "out": getattr(self.player, "latency", 0.0)}
-        if self.echo is not None:  # another device, another delay
+        if self.echo is not None:  # another device, another delay, maybe an echo path (headphones unplugged)
             self.echo.set_delay((self.latencies["in"] + self.latencies["out"]) * 1000)
+            self.echo.device_changed()
 
     def muted(self) -> bool:
         """Half-duplex: the mic is not sent while the assistant is heard (and briefly after)."""
