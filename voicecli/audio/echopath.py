@@ -52,13 +52,17 @@ NOISE_DBFS = -45.0  # louder than this may be a voice: low coherence then proves
 FAR_DBFS = -50.0
 ECHO_C, NONE_C = 0.35, 0.2
 ECHO_OVER_CHANCE = 0.2  # coherence by chance is ≈ 1/segments: an echo must beat that by this much too
-# effective number of sounding segments for a verdict: two voices at one pitch stay coherent 40–50 ms
-MIN_SEGMENTS = 6.0
+# effective number of sounding segments for a verdict; under FEW_SEGMENTS (a burst of 100 ms: the
+# answer a server cut at once because it heard the echo) only a near-perfect match counts, since
+# two voices at one pitch stay coherent for 40–50 ms (they reached 0.78; a clean echo 0.85–0.9)
+MIN_SEGMENTS, FEW_SEGMENTS, FEW_C = 4.0, 6.0, 0.82
 CANDIDATES = 3  # correlation peaks tried
 BYPASS_AFTER_S = 1.0
 RECHECK_S = 0.3
 RELEASE_AFTER_S = 10.0
-PAUSE_FRAMES = 100  # 1 s without far-end speech: the next sound is a new answer
+PAUSE_FRAMES = 50  # 0.5 s without far-end speech: the next sound is a new answer (or the answer to a
+# phantom turn, when an echo path appeared while bypassed and the server heard the assistant)
+PENDING_FRAMES = 500  # an echo verdict waits this long (5 s of far-end speech) for a second at its delay
 
 _FLOOR = 32768.0 * 10 ** (FLOOR_DBFS / 20)
 _NOISE = 32768.0 * 10 ** (NOISE_DBFS / 20)
@@ -88,7 +92,8 @@ class EchoPathDetector:
         self._far_silent = 0  # frames since the far end last had speech energy
         self._pause = False
         self._lag: int | None = None  # in samples at 12 kHz
-        self._pending: int | None = None  # the delay of an echo verdict awaiting its second
+        self._pending: tuple[int, int] | None = None  # (delay, clock) of an echo verdict awaiting its second
+        self._clock = 0  # frames of far-end speech seen
 
     # -- feeding: the canceller's capture side, in the order AEC3 sees the frames ---------------------
 
@@ -106,6 +111,7 @@ class EchoPathDetector:
         _push(self._near, self._near_energy, frame)
         if not self.far_speaking:
             return self.state
+        self._clock += 1
         self._since_check += 1
         if not self.near_loud():
             self._judge("none", 1)
@@ -139,15 +145,17 @@ class EchoPathDetector:
         self.coherence = coherence
         if segments < MIN_SEGMENTS:
             return self.state
-        if coherence >= max(ECHO_C, 1 / segments + ECHO_OVER_CHANCE):
-            # twice running at one delay: one window over the line is not enough
-            if self._pending is not None and abs(lag - self._pending) <= SAME_LAG:
+        needed = max(ECHO_C, 1 / segments + ECHO_OVER_CHANCE) if segments >= FEW_SEGMENTS else FEW_C
+        if coherence >= needed:
+            # twice at one delay: one window over the line is not enough. The second may come from
+            # another burst: a server that heard the echo cuts the answer short, again and again
+            pending = self._pending
+            if pending is not None and abs(lag - pending[0]) <= SAME_LAG and self._clock - pending[1] <= PENDING_FRAMES:
                 self._lag = lag
                 self.lag_ms = lag * 1000 / (RATE / DECIMATE)
                 self._judge("echo", frames)
-            self._pending = lag
+            self._pending = (lag, self._clock)
             return self.state
-        self._pending = None
         if coherence < NONE_C and not self.near_loud(level=_NOISE):
             self._judge("none", frames)
         return self.state
