@@ -67,35 +67,45 @@ def run():
         loads.append(_load())
         after = _barge_ins(stack, work, "after", {})
         loads.append(_load())
+        between0 = _unplugged(stack, work, "between0", mid_answer=False, env={"VOICECLI_ECHO_PATH": "off"})
+        loads.append(_load())
         between = _unplugged(stack, work, "between", mid_answer=False)
+        loads.append(_load())
+        mid0 = _unplugged(stack, work, "mid0", mid_answer=True, env={"VOICECLI_ECHO_PATH": "off"})
         loads.append(_load())
         mid = _unplugged(stack, work, "mid", mid_answer=True)
         loads.append(_load())
     finally:
         stack.stop()
     cpu = _detector_cpu()
+    canceller = [_canceller_cpu(detect) for detect in (False, True)]
 
     def ms(d):
         return f"{d['median_ms']:.0f} / {d['p95_ms']:.0f} ms"
 
     def db(d):
-        return f"{d['first_200ms_db']:+.1f} dB (n={d['matched']})"
+        return f"{d['first_200ms_db']:+.1f} / {d['worst_db']:+.1f} dB (n={d['matched']})"
 
     section.rows += [
         ["(e) barge-ins detected", f"{before['detected']} of {before['tries']}",
          f"{after['detected']} of {after['tries']}", f"≥ {TURNS - 1}"],
         ["(e) speech onset → speaker silent (incl. server VAD), median / p95", ms(before), ms(after),
          "≤ 150 / ≤ 300 ms"],
-        ["(f) user's first 200 ms at the server vs the spoken WAV (median)", db(before), db(after), "≈ 0 dB"],
+        ["(f) user's first 200 ms at the server vs the spoken WAV, median / worst", db(before), db(after), "≈ 0 dB"],
         ["(f) echo path state at the end", before["state"], after["state"], "none"],
-        ["(g) unplugged between answers: self-interruptions in the answers after", "",
-         f"{between['self_interruptions']} of {between['turns']}", "0"],
+        ["(g) unplugged between answers: answers cut by their own echo / phantom user turns",
+         f"{between0['cut']} of {between0['answers']} / {between0['phantom']}",
+         f"{between['cut']} of {between['answers']} / {between['phantom']}", "0"],
         ["(g) unplugged between answers: first echo at the mic → echo path found", "", between["found"], ""],
-        ["(g) unplugged mid-answer: self-interruptions (the answer playing, then the ones after)", "",
-         f"{mid['self_interruptions']} of {mid['turns']}", "0"],
+        ["(g) unplugged mid-answer: answers cut by their own echo (the one playing included) / phantom turns",
+         f"{mid0['cut']} of {mid0['answers']} / {mid0['phantom']}",
+         f"{mid['cut']} of {mid['answers']} / {mid['phantom']}", "0"],
         ["(g) unplugged mid-answer: first echo at the mic → echo path found", "", mid["found"], ""],
         ["(h) detector CPU per second of audio: headphones (mic quiet) / echo / double-talk", "",
          " / ".join(f"{c:.2f} ms" for c in cpu), ""],
+        ["(h) canceller CPU per second of audio (AEC3 + noise suppression; after: + the plain module and the "
+         "detector), mic quiet / echo", " / ".join(f"{c:.1f} ms" for c in canceller[0]),
+         " / ".join(f"{c:.1f} ms" for c in canceller[1]), ""],
     ]
     section.notes.append("load average (1 min) before each part: " + ", ".join(f"{x:.2f}" for x in loads)
                          + " (2 cores shared with other work)")
@@ -208,7 +218,8 @@ def _barge_ins(stack, work: Path, name: str, env: dict[str, str]) -> dict:
                                  wav, int(onset * 24000))
     return {"tries": TURNS, "detected": detected, "median_ms": statistics.median(ms),
             "p95_ms": ms[min(len(ms) - 1, int(0.95 * len(ms)))], "matched": len(levels),
-            "first_200ms_db": statistics.median(levels) if levels else float("nan"), "state": talk.state()}
+            "first_200ms_db": statistics.median(levels) if levels else float("nan"),
+            "worst_db": min(levels) if levels else float("nan"), "state": talk.state()}
 
 
 def _first_200ms_levels(sent, wav, start: int) -> list[float]:
@@ -234,9 +245,10 @@ def _first_200ms_levels(sent, wav, start: int) -> list[float]:
     return levels
 
 
-def _unplugged(stack, work: Path, name: str, *, mid_answer: bool) -> dict:
+def _unplugged(stack, work: Path, name: str, *, mid_answer: bool, env: dict[str, str] | None = None) -> dict:
     """(g): headphones until the detector has said "none", then the loopback (a leaking speaker),
-    between two answers or while one plays; UNPLUG_TURNS answers (typed questions) after it."""
+    between two answers or while one plays; UNPLUG_TURNS typed questions after it, each asked once
+    the speaker has been quiet for 0.5 s (so any answer cut short was cut by its own echo)."""
     from voicecli.sim.config import SimConfig
     from voicecli.sim.server import start_in_thread
 
@@ -245,20 +257,20 @@ def _unplugged(stack, work: Path, name: str, *, mid_answer: bool) -> dict:
     script.write_text(json.dumps({"turns": [{"reply": SHORT}, {"reply": first}] + [{"reply": SHORT}] * UNPLUG_TURNS}))
     sim = start_in_thread(SimConfig(script=script))
     monitor = stack.monitor()
-    talk = _Talk(stack, sim, work, name, {})
+    talk = _Talk(stack, sim, work, name, env or {})
     module = None
     found = None
     try:
         talk.say("question number 1")
         _wait(lambda: len(_entries(talk.tr, "assistant")) >= 1, 60)
-        time.sleep(0.5)
+        _wait_quiet(monitor)
         talk.say("question number 2")
         if mid_answer:
             start_ms = monitor.sound_ms()
             _wait(lambda: monitor.sound_ms() - start_ms > 1500, 30)
         else:
             _wait(lambda: len(_entries(talk.tr, "assistant")) >= 2, 60)
-            time.sleep(0.5)
+            _wait_quiet(monitor)
         loaded_at = time.time()
         module = subprocess.run(["pactl", "load-module", "module-loopback", "source=virtual_speaker.monitor",
                                  "sink=virtual_mic_feed", "latency_msec=40", "source_dont_move=true",
@@ -266,25 +278,35 @@ def _unplugged(stack, work: Path, name: str, *, mid_answer: bool) -> dict:
                                 text=True, timeout=30).stdout.strip()
         for i in range(UNPLUG_TURNS):
             _wait(lambda: len(_entries(talk.tr, "assistant")) >= 2 + i, 60)
-            time.sleep(0.3)
+            _wait_quiet(monitor)
+            asked = len(_entries(talk.tr, "assistant"))
             talk.say(f"question number {i + 3}")
-        _wait(lambda: len(_entries(talk.tr, "assistant")) >= 2 + UNPLUG_TURNS, 60)
-        time.sleep(1.0)
+            _wait(lambda: len(_entries(talk.tr, "assistant")) > asked, 60)
+        _wait_quiet(monitor)
         found_at = talk.first("echo path found", after=loaded_at)
         echo_at = _first_sound_after(monitor, loaded_at)
         if found_at is not None and echo_at is not None:
             found = f"{(found_at - echo_at - 0.040) * 1000:.0f} ms"
-        cancels = len(_events(sim, "response.cancel"))
-        interrupted = sum(1 for e in _entries(talk.tr, "assistant")[1:] if e.get("interrupted"))
-        phantom = len(_entries(talk.tr, "user")) - (2 + UNPLUG_TURNS)
+        answers = _entries(talk.tr, "assistant")[1:]
+        cut = sum(1 for e in answers if e.get("interrupted"))
+        phantom = sum(1 for e in _entries(talk.tr, "user") if e["text"].startswith("[speech"))
     finally:
         talk.quit()
         monitor.stop()
         sim.stop()
         if module:
             subprocess.run(["pactl", "unload-module", module], env=stack.full_env(), capture_output=True, timeout=30)
-    return {"turns": UNPLUG_TURNS + (1 if mid_answer else 0), "self_interruptions": max(cancels, interrupted),
-            "phantom": phantom, "found": found or "not found"}
+    return {"answers": len(answers), "cut": cut, "phantom": phantom, "found": found or "not found"}
+
+
+def _wait_quiet(monitor, quiet_s: float = 0.5, timeout: float = 30) -> None:
+    """Until the speaker's monitor has had no sound for `quiet_s`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        x = monitor.samples()[-int(quiet_s * 24000):]
+        if x.size and not x.any():
+            return
+        time.sleep(0.05)
 
 
 def _wait(predicate, timeout: float) -> bool:
@@ -333,6 +355,29 @@ def _detector_cpu() -> list[float]:
         for i in range(0, far.size - FRAME + 1, FRAME):
             det.far(far16[i: i + FRAME])
             det.near(mic16[i: i + FRAME])
+        out.append((time.process_time() - t0) * 1000 / (far.size / 24000))
+    return out
+
+
+def _canceller_cpu(detect: bool) -> list[float]:
+    """CPU ms per second of audio of the whole canceller, 10 s of speech as the far end, 20 ms blocks:
+    mic quiet (headphones: bypassed after a second) and mic = echo (found)."""
+    import numpy as np
+
+    from voicecli.audio.echo import EchoCanceller
+    from voicecli.sim import speech
+
+    far = np.frombuffer(b"".join(speech.synthesize(t) for t in (SHORT, LONG[:200])), dtype="<i2")[: 24000 * 10]
+    echo = np.zeros(far.size)
+    echo[960:] = 0.3 * far[:-960]
+    out = []
+    for mic in (np.random.default_rng(0).normal(0, 5, far.size), echo):
+        aec = EchoCanceller(detect_echo_path=detect)
+        mic16 = np.clip(mic, -32768, 32767).astype(np.int16)
+        t0 = time.process_time()
+        for i in range(0, far.size - 480 + 1, 480):
+            aec.far_end(far[i: i + 480])
+            aec.process(mic16[i: i + 480])
         out.append((time.process_time() - t0) * 1000 / (far.size / 24000))
     return out
 

@@ -18,6 +18,7 @@ import wave
 import numpy as np
 import pytest
 
+from voicecli.audio.echo import HOLD_FRAMES
 from voicecli.audio.echopath import FRAME, EchoPathDetector
 
 RATE = 24000
@@ -230,11 +231,18 @@ def loud_runs(x: np.ndarray, level_dbfs: float = -40.0, frames: int = 3) -> int:
     return int(np.count_nonzero(np.convolve(loud, np.ones(frames, dtype=int), "valid") == frames))
 
 
-def test_unplugged_between_answers_the_next_answer_starts_cancelled(far):
+def sound_onset(x: np.ndarray, start: int) -> int:
+    """The first 10 ms frame from `start` with speech energy (over -50 dBFS), as a sample index."""
+    f = x[start: start + RATE].reshape(-1, FRAME)
+    return start + FRAME * int(np.flatnonzero(np.sqrt(np.mean(f ** 2, axis=1)) > 32768 * 10 ** (-50 / 20))[0])
+
+
+def test_unplugged_between_answers_the_echo_never_reaches_the_server(far):
     """Bypassed through a first answer with headphones; a pause; the next answer leaks from the
-    laptop's speakers. Each answer is checked again with the canceller in force, so from its first
-    sound on (the switch is crossfaded over that frame) the mic sent is exactly what the canceller
-    alone makes of it, and nothing of it is loud for long enough to start a VAD."""
+    laptop's speakers. AEC3, which saw no echo for seconds, lets a new one through at first; the
+    answer's first loud mic frames are held until the detector knows it is the echo, then sent as
+    silence, and the mic stays silent while the assistant speaks for a second more. After that the
+    mic sent is exactly what the canceller alone makes of it."""
     pytest.importorskip("livekit.rtc")
     gap = np.zeros(RATE)
     played = np.concatenate([far[: 4 * RATE], gap, assistant(ANSWER[1])])
@@ -244,16 +252,33 @@ def test_unplugged_between_answers_the_next_answer_starts_cancelled(far):
     out, aec = run_canceller(played, mic)
     alone, _ = run_canceller(played, mic, detect_echo_path=False)
     assert aec.echo_path == "found"
-    f = played[start: start + RATE].reshape(-1, FRAME)
-    sound = start + FRAME * int(np.flatnonzero(np.sqrt(np.mean(f ** 2, axis=1)) > 32768 * 10 ** (-50 / 20))[0])
-    assert not np.array_equal(out[:start], alone[:start])  # bypassed before
-    assert np.array_equal(out[sound + FRAME:], alone[sound + FRAME:])
+    assert out.size == alone.size  # held frames come out (as silence), none is lost
+    echo = sound_onset(mic, start)
+    assert not out[echo: echo + RATE // 2].any()  # the echo's first half second: silence
     assert loud_runs(out[start:]) == 0
-    # the control: unplugged mid-answer, with no pause to check again, the echo gets through a while
+    assert np.array_equal(out[echo + 3 * RATE:], alone[echo + 3 * RATE:])
+    # the control: unplugged mid-answer, with no new answer to hold, the echo gets through a while
     mic_mid = noise(far.size, level=5)
     mic_mid[4 * RATE:] += echo_of(far, 40, 0.5)[4 * RATE:]
     out_mid, _ = run_canceller(far, mic_mid)
     assert loud_runs(out_mid[4 * RATE:]) > 0
+
+
+def test_the_user_talking_at_the_start_of_an_answer_is_held_not_lost(far):
+    """With headphones, the user speaks as the next answer starts: the held frames (a possible echo)
+    go out once the detector knows the voice is not the answer, whole and in order."""
+    pytest.importorskip("livekit.rtc")
+    gap = np.zeros(RATE)
+    played = np.concatenate([far[: 4 * RATE], gap, assistant(ANSWER[1])])
+    sound = sound_onset(played, 4 * RATE + gap.size)
+    stop = user_voice("stop that is enough thank you")
+    near = np.zeros(played.size)
+    near[sound: sound + stop.size] = stop
+    out, aec = run_canceller(played, near + noise(played.size, level=5))
+    assert aec.echo_path == "none"
+    assert out.size == played.size // FRAME * FRAME
+    said = slice(sound, sound + stop.size + HOLD_FRAMES * FRAME)
+    assert abs(db(out[said]) - db(near[sound: sound + stop.size]) - 10 * np.log10(stop.size / (said.stop - said.start))) < 2
 
 
 def test_debug_says_what_the_detector_decided(far, caplog):

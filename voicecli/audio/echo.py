@@ -47,6 +47,9 @@ MAX_QUEUED = 300  # far-end frames (3 s) kept while the mic side stalls (a busy 
 # second of dither (about -80 dBFS) with a silent reference beside it, fed before the first real
 # frame and its output dropped, gives it a floor to start from: 3 of 3.
 PRIME_FRAMES, PRIME_LEVEL = 50, 3.0
+HOLD_FRAMES = 30  # 300 ms: the longest a mic onset at the start of an answer waits for the detector
+HOLD_LEVEL = 32768 * 10 ** (-50 / 20)  # a frame this loud may start a VAD (≈ -40 dBFS), with 10 dB to spare
+MUTE_FRAMES = 100  # 1 s of the assistant's speech after an echo path appeared
 
 
 class EchoUnavailable(RuntimeError):
@@ -76,6 +79,8 @@ class EchoCanceller:
             echo_cancellation=False, noise_suppression=noise_suppression, high_pass_filter=high_pass_filter,
             auto_gain_control=auto_gain_control) if self.path is not None else None
         self.bypassed = False  # the last frame sent was the plain one
+        self._held: list[tuple[np.ndarray, np.ndarray]] = []  # (clean, plain) frames awaiting a verdict
+        self._mute = 0
         self._told: str | None = None  # the detector state last logged
         self.delay_ms = 0
         self.set_delay(delay_ms)
@@ -140,7 +145,7 @@ class EchoCanceller:
         self._near_rest = data[whole:].copy()
         if not whole:
             return np.zeros(0, np.int16)
-        out = np.empty(whole, np.int16)
+        out = np.empty(whole, np.int16) if self._plain is None else []
         for i in range(0, whole, FRAME):
             # the far end played until this frame's last sample was captured (the block's last sample is data's)
             self._feed_far_end(None if captured_at is None else captured_at - (data.size - i - FRAME) / RATE)
@@ -148,26 +153,56 @@ class EchoCanceller:
             frame = self._rtc.AudioFrame(raw.tobytes(), RATE, 1, FRAME)
             self._apm.process_stream(frame)
             clean = np.frombuffer(frame.data, dtype=np.int16)
-            out[i: i + FRAME] = clean if self._plain is None else self._choose(raw, clean)
+            if self._plain is None:
+                out[i: i + FRAME] = clean
+            else:
+                out += self._choose(raw, clean)
+        if self._plain is not None:  # frames held while the detector decides come out later, all at once
+            out = np.concatenate(out) if out else np.zeros(0, np.int16)
         self.last_level_input = _rms(data[whole - FRAME: whole])
-        self.last_level_output = _rms(out[-FRAME:])
+        if out.size:
+            self.last_level_output = _rms(out[-FRAME:])
         return out
 
-    def _choose(self, raw: np.ndarray, clean: np.ndarray) -> np.ndarray:
-        """The echo-cancelled frame, or while no echo path is found the plain one (crossfaded over
-        one frame when it changes, so the switch does not click)."""
+    def _choose(self, raw: np.ndarray, clean: np.ndarray) -> list[np.ndarray]:
+        """The frames to send for this one: the echo-cancelled frame, or while no echo path is found
+        the plain one (crossfaded over one frame when it changes, so the switch does not click).
+
+        AEC3 itself, after a long time without an echo, lets a new echo through until it has adapted
+        (the first 100–200 ms, enough for a VAD). So when an echo path may have appeared (an answer
+        starting after the canceller was bypassed) and the mic gets loud, its frames are held until
+        the detector says whose voice it is (at most HOLD_FRAMES: then the user's); an echo is sent
+        as silence, and so is the mic for MUTE_FRAMES of the assistant's speech after an echo path
+        appeared, while AEC3 adapts."""
         plain_frame = self._rtc.AudioFrame(raw.tobytes(), RATE, 1, FRAME)
         self._plain.process_stream(plain_frame)
         plain = np.frombuffer(plain_frame.data, dtype=np.int16)
-        state = self.path.near(raw)
+        path = self.path
+        before = path.state
+        state = path.near(raw)
         self._tell(state)
-        bypass = state == EchoPathDetector.NONE
+        silenced: list[np.ndarray] = []
+        if state == path.FOUND and before != path.FOUND and path.bypassed_once:
+            # held frames were the echo: silence in their place keeps the server's audio clock
+            self._mute, silenced, self._held = MUTE_FRAMES, [np.zeros(FRAME, np.int16)] * len(self._held), []
+        if self._held or (path.probation and path.far_speaking and path.near_loud(1, level=HOLD_LEVEL)):
+            self._held.append((clean, plain))
+            if state == path.UNKNOWN and len(self._held) < HOLD_FRAMES:
+                return []
+            held, self._held = self._held, []
+            self.bypassed = True
+            return [p for _, p in held]  # the user's voice (or undecided: it wins)
+        if self._mute and path.far_speaking:
+            self._mute -= 1
+            self.bypassed = False
+            return silenced + [np.zeros(FRAME, np.int16)]
+        bypass = state == path.NONE
         if bypass == self.bypassed:
-            return plain if bypass else clean
+            return [plain if bypass else clean]
         self.bypassed = bypass
         ramp = np.linspace(0.0, 1.0, FRAME)
         new, old = (plain, clean) if bypass else (clean, plain)
-        return (old * (1.0 - ramp) + new * ramp).astype(np.int16)
+        return [(old * (1.0 - ramp) + new * ramp).astype(np.int16)]
 
     def _tell(self, state: str) -> None:
         """--debug: the detector's verdicts, once each (not its quick re-check at every answer)."""

@@ -42,7 +42,9 @@ SUB = FRAME // DECIMATE  # 120 samples per 10 ms at 12 kHz
 WINDOW = 20  # frames of mic judged at once (200 ms)
 MAX_LAG = 40  # frames of echo delay searched (400 ms: device latencies plus the room)
 MIN_LAG = 60  # samples at 12 kHz (5 ms): no device plays and records faster
-SAME_LAG = 12  # samples at 12 kHz (1 ms)
+# samples at 12 kHz (20 ms): two verdicts this close are one delay. The streams' alignment moves by
+# 10–20 ms between checks (it comes from the times the 10–20 ms blocks were played and captured)
+SAME_LAG = 240
 FAR_FRAMES = 60  # the far end speaks when these last frames (600 ms) carry speech energy
 NFFT = 8192  # ≥ (WINDOW + MAX_LAG) * SUB: the correlation at delays up to MAX_LAG does not wrap
 SEG, HOP = 240, 120  # coherence segments: 20 ms every 10 ms at 12 kHz
@@ -129,6 +131,15 @@ class EchoPathDetector:
         return 2 if self.near_loud(level=_NOISE) else 5
 
     @property
+    def bypassed_once(self) -> bool:
+        return self._bypassed_once
+
+    @property
+    def probation(self) -> bool:
+        """A new answer after a bypass: an echo path may have appeared (headphones unplugged)."""
+        return self.state == self.UNKNOWN and self._bypassed_once
+
+    @property
     def far_speaking(self) -> bool:
         return float(np.mean(self._far_energy)) > _FAR ** 2
 
@@ -158,6 +169,9 @@ class EchoPathDetector:
             return self.state
         if coherence < NONE_C and not self.near_loud(level=_NOISE):
             self._judge("none", frames)
+        elif coherence < NONE_C and segments >= FEW_SEGMENTS and self.probation:
+            # a voice unlike the answer, where a moment ago there was no echo path: the user's
+            self.state = self.NONE
         return self.state
 
     def measure(self) -> tuple[float, int, float]:
