@@ -13,6 +13,13 @@ from test_talk_audio import LONG_REPLY, StderrLines, TalkProcess, leaky_stack, o
 pytestmark = [pytest.mark.audio, pytest.mark.slow]
 
 
+def wait_quiet(talk, monitor, seconds: float = 0.5, timeout: float = 60) -> None:
+    """Until the speaker has played nothing for `seconds` (an answer's entry is written before its
+    audio has finished playing)."""
+    talk.wait(lambda: monitor.samples().size > seconds * 24000 and not monitor.samples()[-int(seconds * 24000):].any(),
+              timeout, "the speaker to go quiet")
+
+
 def entries(tr, role: str) -> list[dict]:
     if not tr.exists():
         return []
@@ -31,19 +38,23 @@ def test_headphones_bypass_the_canceller_until_they_are_unplugged(own_stack, mak
     tr = tmp_path / "talk.jsonl"
     talk = TalkProcess(tmp_path, sim, "--full-duplex", "--debug", "--transcript", str(tr), env=own_stack.env)
     err = StderrLines(talk.proc)
+    monitor = own_stack.monitor()
     try:
         talk.wait_streaming()
         talk.line("tell me a story")
         talk.wait(lambda: err.has("echo path: none detected, canceller bypassed"), 60, "the bypass")
         talk.wait(lambda: entries(tr, "assistant"), 90, "the first answer")
+        wait_quiet(talk, monitor)
         assert not err.has("echo path found")
         leaky_stack(own_stack)
         talk.line("tell me the story again")
         talk.wait(lambda: err.has("echo path found"), 60, "the echo path")
         talk.wait(lambda: len(entries(tr, "assistant")) == 2, 90, "the second answer")
+        wait_quiet(talk, monitor)
         code, _, _ = talk.quit()
     finally:
         talk.proc.kill()
+        monitor.stop()
     stderr = err.text
     assert code == 0, stderr
     assert "full-duplex with echo cancellation" in stderr
