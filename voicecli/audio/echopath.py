@@ -14,21 +14,22 @@ Evidence is gathered only while the far end speaks (its last 600 ms above FAR_DB
   on the echo's level, only on the mic being a filtered copy of the far end: a room's echo scored
   0.35–0.95 in our tests (weak, late and reverberant ones included), an independent voice (the
   user's: double-talk) never above 0.33 in 16,000 windows. Over the line (ECHO_C, and 1/segments +
-  ECHO_OVER_CHANCE: with few segments anything looks coherent) twice running at one delay → echo;
-  under NONE_C on a mic under NOISE_DBFS (room noise, not a voice) → no echo; else undecided.
+  ECHO_OVER_CHANCE: with few segments anything looks coherent; FEW_C for a 100 ms burst) twice
+  at one delay → echo; under NONE_C on a mic under NOISE_DBFS (room noise) → no echo; a loud mic
+  under NONE_C is a voice, which proves nothing (it could hide a weak echo) except where a moment
+  ago there was no echo path (`probation`, below); anything else → undecided.
 
 Decision rule. The two mistakes differ: a missed echo path lets the assistant interrupt itself; a
 false one only keeps the old dampening. So:
 - start "unknown", canceller in force; an echo verdict → "found" at once;
 - "none" (bypass) after BYPASS_AFTER_S of far-end speech judged "no echo" and no echo verdict;
   after an echo was found, RELEASE_AFTER_S (headphones plugged in: slow is harmless);
-- double-talk never counts as "no echo" (a voice over a weak echo hides it): a user talking over
-  the first answer only delays the bypass;
-- bypassed, each new answer (far end back after PAUSE_FRAMES of silence) starts "unknown" again
-  until RECHECK_S of it proved the mic quiet: headphones unplugged between answers are caught with
-  the canceller already in force. Unplugged mid-answer, the echo is found while bypassed, which
-  takes 100 ms or more (bench/echo.py measures it); a device that goes away and is replaced
-  resets the detector (`reset`).
+- a user talking over the first answer only delays the bypass;
+- bypassed, each new answer (far end back after PAUSE_FRAMES of silence) is on probation: "unknown"
+  until RECHECK_S of it proved the mic quiet, or a voice unlike it spoke. The canceller (echo.py)
+  holds a loud mic meanwhile, so headphones unplugged between answers never let the echo reach
+  the server. Unplugged mid-answer, the echo is found while bypassed (100 ms or more: bench/
+  echopath.py); a device that goes away and is replaced resets the detector (`reset`).
 """
 
 from __future__ import annotations
