@@ -115,7 +115,12 @@ def run():
                          "syllables pass either way); the figure is the sent level of its first 200 ms over the "
                          "WAV's own (noise suppression and the high-pass filter take about a decibel).")
     section.notes.append("(g) unplugging is loading the loopback; the first echo is taken to reach the mic 40 ms "
-                         "(its latency) after the monitor's first sound following the load. " + '"Before" is the control: the canceller alone (AEC3 in force all along) also lets a new echo through at times, after seconds without one. After: an answer starting after a bypass holds a loud mic until the detector knows it (echo → sent as silence, and the mic muted for 1 s of the assistant\'s speech while AEC3 adapts); mid-answer, the echo is found while bypassed, and the simulator\'s VAD (30 ms of voice) hears it first.')
+                         "(its latency) after the monitor's first sound following the load. \"Before\" is the "
+                         "control: the canceller alone (AEC3 in force all along) also lets a new echo through at "
+                         "times, after seconds without one. After: an answer starting after a bypass holds a loud "
+                         "mic until the detector knows it (echo → sent as silence, and the mic muted for 1 s of "
+                         "the assistant's speech while AEC3 adapts); mid-answer, the echo is found while bypassed, "
+                         "and the simulator's VAD (30 ms of voice) hears it first.")
     return section
 
 
