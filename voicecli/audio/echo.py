@@ -12,6 +12,13 @@ when the event loop falls behind and microphone blocks arrive in a burst, the mo
 two streams interleaved as they happened (fed all at once, the echo path would seem to jump by the
 length of the burst, and AEC3 would let the echo through while it re-estimates the delay).
 
+With headphones there is no echo path, and AEC3's suppressor then only dampens a user talking over
+the answer (≈ 40 dB off the first 200 ms). The echo path detector (`echopath.py`) watches the raw
+microphone against the same far-end frames; while it finds no echo path, the frames sent on are
+those of a second module with the same noise suppression and high-pass filter but no echo
+cancellation. AEC3 still gets both streams all the time, so it is converged when an echo path
+appears and the detector switches back.
+
 `livekit` (the wheel carries the native module; no server is involved) is imported here only,
 lazily by `talk`: `--version` and `infer` never pay for it.
 """
@@ -19,12 +26,16 @@ lazily by `talk`: `--version` and `infer` never pay for it.
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 
 import numpy as np
 
+from voicecli.audio.echopath import EchoPathDetector
 from voicecli.audio.pcm import RATE
+
+log = logging.getLogger("voicecli")
 
 FRAME = RATE // 100  # 10 ms: the only frame size the module accepts
 HALF_SAMPLE = 0.5 / RATE  # times computed on both sides from sample counts compare equal within this
@@ -36,6 +47,9 @@ MAX_QUEUED = 300  # far-end frames (3 s) kept while the mic side stalls (a busy 
 # second of dither (about -80 dBFS) with a silent reference beside it, fed before the first real
 # frame and its output dropped, gives it a floor to start from: 3 of 3.
 PRIME_FRAMES, PRIME_LEVEL = 50, 3.0
+HOLD_FRAMES = 30  # 300 ms: the longest a mic onset at the start of an answer waits for the detector
+HOLD_LEVEL = 32768 * 10 ** (-50 / 20)  # a frame this loud may start a VAD (≈ -40 dBFS), with 10 dB to spare
+MUTE_FRAMES = 100  # 1 s of the assistant's speech after an echo path appeared
 
 
 class EchoUnavailable(RuntimeError):
@@ -53,11 +67,21 @@ def load_module():
 
 class EchoCanceller:
     def __init__(self, *, echo_cancellation: bool = True, noise_suppression: bool = True,
-                 auto_gain_control: bool = False, high_pass_filter: bool = True, delay_ms: int = 0):
+                 auto_gain_control: bool = False, high_pass_filter: bool = True, delay_ms: int = 0,
+                 detect_echo_path: bool = True):
         self._rtc = load_module()
         self._apm = self._rtc.AudioProcessingModule(
             echo_cancellation=echo_cancellation, noise_suppression=noise_suppression,
             high_pass_filter=high_pass_filter, auto_gain_control=auto_gain_control)
+        # the bypass: the same processing without echo cancellation, used while no echo path is found
+        self.path = EchoPathDetector() if echo_cancellation and detect_echo_path else None
+        self._plain = self._rtc.AudioProcessingModule(
+            echo_cancellation=False, noise_suppression=noise_suppression, high_pass_filter=high_pass_filter,
+            auto_gain_control=auto_gain_control) if self.path is not None else None
+        self.bypassed = False  # the last frame sent was the plain one
+        self._held: list[tuple[np.ndarray, np.ndarray]] = []  # (clean, plain) frames awaiting a verdict
+        self._mute = 0
+        self._told: str | None = None  # the detector state last logged
         self.delay_ms = 0
         self.set_delay(delay_ms)
         self._lock = threading.Lock()  # guards only the far-end queue
@@ -72,12 +96,26 @@ class EchoCanceller:
             for i in range(0, dither.size, FRAME):
                 self._apm.process_reverse_stream(self._rtc.AudioFrame(silence, RATE, 1, FRAME))
                 self._apm.process_stream(self._rtc.AudioFrame(dither[i: i + FRAME].tobytes(), RATE, 1, FRAME))
+                if self._plain is not None:
+                    self._plain.process_stream(self._rtc.AudioFrame(dither[i: i + FRAME].tobytes(), RATE, 1, FRAME))
 
     def set_delay(self, delay_ms: float) -> None:
         """The time from a sample handed to the speaker until its echo reaches `process`: PortAudio's
         output latency plus input latency. A hint: the module also estimates the delay itself."""
         self.delay_ms = max(0, min(500, int(round(delay_ms))))
         self._apm.set_stream_delay_ms(self.delay_ms)
+
+    def device_changed(self) -> None:
+        """The microphone or speaker was replaced: the echo path must be found (or ruled out) anew,
+        with the canceller in force meanwhile (unplugged headphones may have left the laptop's speakers)."""
+        if self.path is not None:
+            self.path.reset()
+            self._told = None
+
+    @property
+    def echo_path(self) -> str:
+        """For --debug and the bench: what the detector knows ("off" when it does not run)."""
+        return self.path.state if self.path is not None else "off"
 
     # -- output thread ------------------------------------------------------------------------------
 
@@ -101,22 +139,82 @@ class EchoCanceller:
         far-end frame queued so far comes first).
 
         Whole 10 ms frames are processed; a remainder waits for the next block, so the output can be
-        up to 10 ms shorter (or longer) than the input for one call, never lost."""
+        up to 10 ms shorter (or longer) than the input for one call, never lost. (While the echo path
+        detector decides about a mic onset, up to HOLD_FRAMES are held back, and come out together.)"""
         data = np.concatenate([self._near_rest, block]) if self._near_rest.size else block
         whole = data.size // FRAME * FRAME
         self._near_rest = data[whole:].copy()
         if not whole:
             return np.zeros(0, np.int16)
-        out = np.empty(whole, np.int16)
+        out = np.empty(whole, np.int16) if self._plain is None else []
         for i in range(0, whole, FRAME):
             # the far end played until this frame's last sample was captured (the block's last sample is data's)
             self._feed_far_end(None if captured_at is None else captured_at - (data.size - i - FRAME) / RATE)
-            frame = self._rtc.AudioFrame(data[i: i + FRAME].tobytes(), RATE, 1, FRAME)
+            raw = data[i: i + FRAME]
+            frame = self._rtc.AudioFrame(raw.tobytes(), RATE, 1, FRAME)
             self._apm.process_stream(frame)
-            out[i: i + FRAME] = np.frombuffer(frame.data, dtype=np.int16)
+            clean = np.frombuffer(frame.data, dtype=np.int16)
+            if self._plain is None:
+                out[i: i + FRAME] = clean
+            else:
+                out += self._choose(raw, clean)
+        if self._plain is not None:  # frames held while the detector decides come out later, all at once
+            out = np.concatenate(out) if out else np.zeros(0, np.int16)
         self.last_level_input = _rms(data[whole - FRAME: whole])
-        self.last_level_output = _rms(out[-FRAME:])
+        if out.size:
+            self.last_level_output = _rms(out[-FRAME:])
         return out
+
+    def _choose(self, raw: np.ndarray, clean: np.ndarray) -> list[np.ndarray]:
+        """The frames to send for this one: the echo-cancelled frame, or while no echo path is found
+        the plain one (crossfaded over one frame when it changes, so the switch does not click).
+
+        AEC3 itself, after a long time without an echo, lets a new echo through until it has adapted
+        (the first 100–200 ms, enough for a VAD). So when an echo path may have appeared (an answer
+        starting after the canceller was bypassed) and the mic gets loud, its frames are held until
+        the detector says whose voice it is (at most HOLD_FRAMES: then the user's); an echo is sent
+        as silence, and so is the mic for MUTE_FRAMES of the assistant's speech after an echo path
+        appeared, while AEC3 adapts."""
+        plain_frame = self._rtc.AudioFrame(raw.tobytes(), RATE, 1, FRAME)
+        self._plain.process_stream(plain_frame)
+        plain = np.frombuffer(plain_frame.data, dtype=np.int16)
+        path = self.path
+        before = path.state
+        state = path.near(raw)
+        self._tell(state)
+        silenced: list[np.ndarray] = []
+        if state == path.FOUND and before != path.FOUND and path.bypassed_once:
+            # held frames were the echo: silence in their place keeps the server's audio clock
+            self._mute, silenced, self._held = MUTE_FRAMES, [np.zeros(FRAME, np.int16)] * len(self._held), []
+        if self._held or (path.probation and path.far_speaking and path.near_loud(1, level=HOLD_LEVEL)):
+            self._held.append((clean, plain))
+            if state == path.UNKNOWN and len(self._held) < HOLD_FRAMES:
+                return []
+            held, self._held = self._held, []
+            self.bypassed = True
+            return [p for _, p in held]  # the user's voice (or undecided: it wins)
+        if self._mute and path.far_speaking:
+            self._mute -= 1
+            self.bypassed = False
+            return silenced + [np.zeros(FRAME, np.int16)]
+        bypass = state == path.NONE
+        if bypass == self.bypassed:
+            return [plain if bypass else clean]
+        self.bypassed = bypass
+        ramp = np.linspace(0.0, 1.0, FRAME)
+        new, old = (plain, clean) if bypass else (clean, plain)
+        return [(old * (1.0 - ramp) + new * ramp).astype(np.int16)]
+
+    def _tell(self, state: str) -> None:
+        """--debug: the detector's verdicts, once each (not its quick re-check at every answer)."""
+        if state == EchoPathDetector.UNKNOWN or state == self._told:
+            return
+        self._told = state
+        if state == EchoPathDetector.NONE:
+            log.debug("echo path: none detected, canceller bypassed")
+        else:
+            lag = self.path.lag_ms
+            log.debug("echo path found%s: canceller in force", f" ({lag:.0f} ms)" if lag is not None else "")
 
     def _feed_far_end(self, until: float | None) -> None:
         """The far-end frames played up to `until` (all of them if None), oldest first."""
@@ -126,6 +224,8 @@ class EchoCanceller:
                 frames.append(self._far.popleft()[1])
         for far in frames:
             self._apm.process_reverse_stream(self._rtc.AudioFrame(far.tobytes(), RATE, 1, FRAME))
+            if self.path is not None:
+                self.path.far(far)
 
 
 def _rms(x: np.ndarray) -> float:

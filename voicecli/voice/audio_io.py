@@ -8,6 +8,7 @@ before anything connects, so a wrong name fails fast (exit 3).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -124,8 +125,11 @@ class AudioIO:
         from voicecli.audio.echo import EchoCanceller
 
         v = self.voice
+        # VOICECLI_ECHO_PATH=off: the canceller always in force (no echo path detection), as before it
+        # existed: the benchmark's "before", and a way out should the detector ever miss an echo path
         self.echo = EchoCanceller(noise_suppression=v.noise_suppression, auto_gain_control=v.auto_gain_control,
-                                  delay_ms=(self.latencies["in"] + self.latencies["out"]) * 1000)
+                                  delay_ms=(self.latencies["in"] + self.latencies["out"]) * 1000,
+                                  detect_echo_path=os.environ.get("VOICECLI_ECHO_PATH", "").lower() != "off")
         self.buffer.reference = self.echo.far_end
         self.source.processor = self.echo.process
 
@@ -151,8 +155,9 @@ class AudioIO:
         note(f"the {device.what} went away; trying the default {device.kind} device")
         note(f"{device.what}: {await reopen_default(device)}")
         self.latencies = {"in": getattr(self.source, "latency", 0.0), "out": getattr(self.player, "latency", 0.0)}
-        if self.echo is not None:  # another device, another delay
+        if self.echo is not None:  # another device, another delay, maybe an echo path (headphones unplugged)
             self.echo.set_delay((self.latencies["in"] + self.latencies["out"]) * 1000)
+            self.echo.device_changed()
 
     def muted(self) -> bool:
         """Half-duplex: the mic is not sent while the assistant is heard (and briefly after)."""
