@@ -1,0 +1,170 @@
+"""The local-VAD barge-in and the held interruption (voicecli/voice/interrupt.py): the decision
+logic with a fake clock, and its glue with a fake session and detector."""
+
+from __future__ import annotations
+
+import asyncio
+
+from voicecli.voice.interrupt import (BARGE_IN, COMMIT, CONFIRM_S, FALSE_START, HOLD, HOLD_WAIT_S, RELEASE,
+                                      SETTLE_S, Interruption, LocalInterrupts)
+
+
+class Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_local_start_barges_in_once_and_the_server_confirms_it_into_a_hold():
+    clock = Clock()
+    logic = Interruption(clock)
+    assert logic.local("start", busy=True) == [BARGE_IN]
+    assert logic.local("start", busy=True) == []  # not twice
+    clock.t += 0.2
+    assert logic.server_started(busy=True) == [HOLD]  # confirmed: no second barge-in, the turn is held
+    assert logic.server_started(busy=False) == []
+    clock.t += 5
+    assert logic.tick() == []  # held while the user speaks, however long
+    assert logic.local("stop", busy=False, ms=7000) == [COMMIT]
+    assert logic.end_ms == 7000 and logic.false_starts == 0
+
+
+def test_a_pause_right_after_the_barge_in_does_not_end_the_held_turn():
+    """"Stop, — wait a moment please": the canceller still swallows the voice after the first word."""
+    clock = Clock()
+    logic = Interruption(clock)
+    assert logic.server_started(busy=True) == [BARGE_IN, HOLD]
+    logic.local("start", busy=False, ms=100)
+    clock.t += 0.6
+    assert logic.local("stop", busy=False, ms=300) == []  # too soon after the barge-in
+    assert logic.tick() == []
+    clock.t += 0.2
+    assert logic.local("start", busy=False, ms=900) == []  # the sentence goes on: one turn
+    clock.t += SETTLE_S
+    assert logic.tick() == []
+    assert logic.local("stop", busy=False, ms=2100) == [COMMIT]
+    assert logic.end_ms == 2100
+
+
+def test_a_short_word_is_committed_once_the_canceller_has_settled():
+    clock = Clock()
+    logic = Interruption(clock)
+    logic.local("start", busy=True)
+    logic.server_started(busy=True)
+    clock.t += 0.7
+    assert logic.local("stop", busy=False, ms=400) == []
+    clock.t += SETTLE_S - 0.7 - 0.01
+    assert logic.tick() == []
+    clock.t += 0.02
+    assert logic.tick() == [COMMIT]
+    assert logic.tick() == []
+
+
+def test_a_local_start_the_server_never_confirms_is_a_false_start_and_resumes_nothing():
+    clock = Clock()
+    logic = Interruption(clock)
+    assert logic.local("start", busy=True) == [BARGE_IN]
+    clock.t += CONFIRM_S - 0.01
+    assert logic.tick() == []
+    clock.t += 0.02
+    assert logic.tick() == [FALSE_START]
+    assert logic.tick() == []
+    assert logic.local("stop", busy=False) == []  # nothing held: nothing committed
+    assert logic.false_starts == 1
+
+
+def test_a_server_first_barge_in_holds_and_waits_for_the_local_vad():
+    clock = Clock()
+    logic = Interruption(clock)
+    assert logic.server_started(busy=True) == [BARGE_IN, HOLD]
+    assert logic.local("start", busy=False) == []
+    clock.t += HOLD_WAIT_S * 3
+    assert logic.tick() == []  # the local VAD hears the user: held until it stops
+    assert logic.local("stop", busy=False, ms=5000) == [COMMIT]
+
+
+def test_a_hold_the_local_vad_hears_nothing_in_goes_back_to_the_server():
+    clock = Clock()
+    logic = Interruption(clock)
+    assert logic.server_started(busy=True) == [BARGE_IN, HOLD]
+    clock.t += HOLD_WAIT_S
+    assert logic.tick() == [RELEASE]
+    assert logic.local("stop", busy=False) == []
+
+
+def test_speech_while_the_assistant_is_quiet_is_the_servers_turn():
+    logic = Interruption(Clock())
+    assert logic.local("start", busy=False) == []
+    assert logic.server_started(busy=False) == []
+    assert logic.local("stop", busy=False) == []
+
+
+def test_a_word_over_before_the_confirmation_is_left_to_the_server():
+    logic = Interruption(Clock())
+    assert logic.local("start", busy=True) == [BARGE_IN]
+    assert logic.local("stop", busy=False) == []
+    assert logic.server_started(busy=False) == []  # confirmed, nothing to hold: the server ends the turn
+
+
+def test_the_server_ending_the_turn_first_releases_without_a_commit():
+    logic = Interruption(Clock())
+    logic.local("start", busy=True)
+    assert logic.server_started(busy=True) == [HOLD]
+    assert logic.server_stopped() == [RELEASE]
+    assert logic.local("stop", busy=False) == []
+
+
+class FakeVad:
+    def __init__(self):
+        self.queue: list[list] = []
+        self.position_ms = 0
+        self.resets = 0
+
+    def feed(self, pcm):
+        self.position_ms += len(pcm) // 48
+        return self.queue.pop(0) if self.queue else []
+
+    def reset(self):
+        self.resets += 1
+
+
+class FakeSession:
+    def __init__(self):
+        self.calls: list = []
+
+    async def commit(self):
+        self.calls.append("commit")
+
+    async def hold_turn(self, on):
+        self.calls.append(("hold", on))
+
+
+def test_the_glue_barges_in_holds_commits_and_restores_turn_detection():
+    from voicecli.audio.vad import VadEvent
+
+    async def main():
+        clock, vad, session, cuts, ended = Clock(), FakeVad(), FakeSession(), [], []
+
+        async def barge_in():
+            cuts.append(clock.t)
+
+        li = LocalInterrupts(None, session, barge_in, lambda end, decided: ended.append((end, decided)),
+                             clock=clock, vad=vad)
+        vad.queue = [[VadEvent("start", 40)]]
+        await li.audio(b"\0" * 960, busy=True)
+        assert cuts == [clock.t] and session.calls == []
+        await li.server_started(busy=True)
+        assert cuts == [clock.t] and session.calls == [("hold", True)]
+        vad.queue = [[VadEvent("stop", 900)]]
+        await li.audio(b"\0" * 960, busy=False)
+        assert session.calls == [("hold", True)]  # the canceller may still be swallowing the voice
+        clock.t += SETTLE_S
+        await li.tick()
+        assert session.calls == [("hold", True), "commit", ("hold", False)]
+        assert ended == [(900, 40)]
+        li.reset()
+        assert vad.resets == 1 and li.logic.pending is None and li.logic.held is None
+
+    asyncio.run(main())
