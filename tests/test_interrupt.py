@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from voicecli.voice.interrupt import (BARGE_IN, COMMIT, CONFIRM_S, FALSE_START, HOLD, HOLD_WAIT_S, RELEASE,
-                                      SETTLE_S, Interruption, LocalInterrupts)
+from voicecli.voice.interrupt import (BARGE_IN, CLEAR, COMMIT, CONFIRM_S, FALSE_START, HOLD, HOLD_WAIT_S,
+                                      MIN_TURN_MS, RELEASE, SETTLE_S, Interruption, LocalInterrupts)
 
 
 class Clock:
@@ -36,7 +36,7 @@ def test_a_pause_right_after_the_barge_in_does_not_end_the_held_turn():
     clock = Clock()
     logic = Interruption(clock)
     assert logic.server_started(busy=True) == [BARGE_IN, HOLD]
-    logic.local("start", busy=False, ms=100)
+    assert logic.local("start", busy=False, ms=100) == []
     clock.t += 0.6
     assert logic.local("stop", busy=False, ms=300) == []  # too soon after the barge-in
     assert logic.tick() == []
@@ -51,7 +51,7 @@ def test_a_pause_right_after_the_barge_in_does_not_end_the_held_turn():
 def test_a_short_word_is_committed_once_the_canceller_has_settled():
     clock = Clock()
     logic = Interruption(clock)
-    logic.local("start", busy=True)
+    logic.local("start", busy=True, ms=100)
     logic.server_started(busy=True)
     clock.t += 0.7
     assert logic.local("stop", busy=False, ms=400) == []
@@ -75,22 +75,26 @@ def test_a_local_start_the_server_never_confirms_is_a_false_start_and_resumes_no
     assert logic.false_starts == 1
 
 
-def test_a_server_first_barge_in_holds_and_waits_for_the_local_vad():
+def test_a_server_first_start_stops_the_assistant_at_once_and_holds():
     clock = Clock()
     logic = Interruption(clock)
     assert logic.server_started(busy=True) == [BARGE_IN, HOLD]
-    assert logic.local("start", busy=False) == []
+    clock.t += 0.3
+    assert logic.local("start", busy=True) == []  # the same speech: no second barge-in
     clock.t += HOLD_WAIT_S * 3
     assert logic.tick() == []  # the local VAD hears the user: held until it stops
     assert logic.local("stop", busy=False, ms=5000) == [COMMIT]
 
 
-def test_a_hold_the_local_vad_hears_nothing_in_goes_back_to_the_server():
+def test_a_server_start_the_local_vad_never_hears_was_echo_and_makes_no_turn():
     clock = Clock()
     logic = Interruption(clock)
     assert logic.server_started(busy=True) == [BARGE_IN, HOLD]
-    clock.t += HOLD_WAIT_S
-    assert logic.tick() == [RELEASE]
+    clock.t += HOLD_WAIT_S - 0.01
+    assert logic.tick() == []
+    clock.t += 0.02
+    assert logic.tick() == [CLEAR, RELEASE]  # no phantom turn of the echo
+    assert logic.echo_starts == 1
     assert logic.local("stop", busy=False) == []
 
 
@@ -121,6 +125,7 @@ class FakeVad:
         self.queue: list[list] = []
         self.position_ms = 0
         self.resets = 0
+        self.candidate_ms = None
 
     def feed(self, pcm):
         self.position_ms += len(pcm) // 48
@@ -154,7 +159,9 @@ def test_the_glue_barges_in_holds_commits_and_restores_turn_detection():
                              clock=clock, vad=vad)
         vad.queue = [[VadEvent("start", 40)]]
         await li.audio(b"\0" * 960, busy=True)
-        assert cuts == [clock.t] and session.calls == []
+        # the first block: the server's own interruptions off (the local VAD makes them)
+        assert cuts == [clock.t] and session.calls == [("hold", False)]
+        session.calls.clear()
         await li.server_started(busy=True)
         assert cuts == [clock.t] and session.calls == [("hold", True)]
         vad.queue = [[VadEvent("stop", 900)]]
@@ -168,3 +175,46 @@ def test_the_glue_barges_in_holds_commits_and_restores_turn_detection():
         assert vad.resets == 1 and li.logic.pending is None and li.logic.held is None
 
     asyncio.run(main())
+
+
+def test_the_turn_detection_update_leaves_interruptions_to_the_client():
+    from voicecli.profiles import VoiceSettings
+    from voicecli.wire.realtime import turn_detection_update
+
+    voice = VoiceSettings(vad_silence_duration_ms=700)
+    on = turn_detection_update(voice, True)["session"]
+    assert on["type"] == "realtime"
+    assert on["audio"]["input"]["turn_detection"] == {"type": "server_vad", "silence_duration_ms": 700,
+                                                      "interrupt_response": False}
+    assert turn_detection_update(voice, False)["session"]["audio"]["input"]["turn_detection"] is None
+
+
+def test_barge_in_ms_is_validated_like_the_other_voice_settings():
+    import pytest
+
+    from voicecli import profiles
+    from voicecli.errors import VoicecliError
+
+    prof = profiles.load("offline")
+    assert prof.voice.barge_in_ms == 64
+    profiles.apply_setting(prof, "voice.barge_in_ms", "96")
+    assert prof.voice.barge_in_ms == 96
+    for bad in ("-1", "5000", "soon"):
+        with pytest.raises(VoicecliError):
+            profiles.apply_setting(prof, "voice.barge_in_ms", bad)
+
+
+def test_a_click_of_echo_after_a_double_talk_makes_no_turn():
+    clock = Clock()
+    logic = Interruption(clock)
+    assert logic.local("start", busy=True, ms=5000) == [BARGE_IN]
+    assert logic.server_started(busy=True) == [HOLD]
+    assert logic.local("stop", busy=False, ms=5000 + MIN_TURN_MS - 32) == []
+    clock.t += SETTLE_S
+    assert logic.tick() == [CLEAR, RELEASE]
+    assert logic.echo_starts == 1
+    # the next interruption counts from its own start
+    assert logic.local("start", busy=True, ms=9000) == [BARGE_IN]
+    assert logic.server_started(busy=True) == [HOLD]
+    clock.t += SETTLE_S
+    assert logic.local("stop", busy=False, ms=9000 + MIN_TURN_MS) == [COMMIT]

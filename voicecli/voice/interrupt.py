@@ -11,6 +11,11 @@ cleaned signal it sends, and:
   truncates at once (`Turns.barge_in`), without waiting for `input_audio_buffer.speech_started`;
 - the server's `speech_started` then confirms it (`Turns.barge_in` is idempotent: no second cancel or
   truncate). A local start not confirmed within `CONFIRM_S` is a false start: counted, nothing resumed;
+- a `speech_started` before the local VAD hears anything stops the assistant too (the canceller lets
+  a little of the user's first syllable through while the assistant talks, enough for the server);
+  if no voice follows within `HOLD_WAIT_S` it was the assistant's echo: the server's buffer is
+  cleared (no phantom turn) and counted. The server's own `interrupt_response` is off: the client
+  decides every interruption;
 - from the confirmation (or a server-first barge-in) until the local VAD hears the user stop (and
   no sooner than `SETTLE_S` after the barge-in), the interruption is *held*: the session's turn
   detection is off (`turn_detection: null`, manual turns), so the server cannot end the turn on a
@@ -36,9 +41,14 @@ HOLD_WAIT_S = 1.0  # a hold in which the local VAD heard no speech by then gives
 # whole only a few hundred ms after the speaker stopped, and a pause it makes then ("Stop, — wait a
 # moment") is not the end of the turn (bench/echo.py (e): 1 in 4 tries cut there with the VAD's 500 ms).
 SETTLE_S = 1.0
+# A held "turn" shorter than this (first start to last stop) is not committed: after a double talk
+# AEC3 re-converges for a second or two and lets bits of the next answer's echo through, 60-160 ms
+# each, which the VAD may take for voice (bench/echo.py (e): a loop of phantom turns and answers).
+MIN_TURN_MS = 200
 
 # actions
 BARGE_IN, HOLD, COMMIT, RELEASE, FALSE_START = "barge_in", "hold", "commit", "release", "false_start"
+CLEAR = "clear"  # drop what the server buffered: it heard the assistant's echo, not the user
 
 
 class Interruption:
@@ -47,6 +57,7 @@ class Interruption:
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
         self.false_starts = 0
+        self.echo_starts = 0  # server starts the local VAD never heard (counted like false starts)
         self.reset()
 
     def reset(self) -> None:
@@ -57,12 +68,15 @@ class Interruption:
         self.heard = False  # the local VAD heard speech during the hold
         self.speaking = False  # the local VAD is inside speech
         self.end_ms: int | None = None  # held: where the speech last stopped (stream ms), not yet committed
+        self.start_ms: int | None = None  # where the speech of this interruption began (stream ms)
 
     def local(self, kind: str, busy: bool, ms: int = 0) -> list[str]:
         """A local VAD event ("start" / "stop" at stream position `ms`; others are ignored); `busy`:
         the assistant is speaking or its answer is still coming."""
         if kind == "start":
             self.speaking, self.end_ms = True, None
+            if self.start_ms is None or (self.held is None and self.pending is None):
+                self.start_ms = ms
             if self.held is not None:
                 self.heard = True
                 return []
@@ -85,6 +99,10 @@ class Interruption:
             return self._hold() if self.speaking else []  # a short word already over: the server ends it
         if not busy:
             return []
+        # the server first: most often the user's first syllable, of which the canceller lets a little
+        # through while the assistant talks (the local VAD hears the voice only once the speaker has
+        # stopped: waiting for it cost 0.7-1.3 s in bench/echo.py (c)); now and then the assistant's
+        # echo. Stopped at once, held, and cleared below if no voice follows.
         self.cut_at = self.clock()
         return [BARGE_IN, *self._hold()]
 
@@ -103,12 +121,15 @@ class Interruption:
             self.false_starts += 1
             return [FALSE_START]
         if self.held is not None and not self.heard and not self.speaking and now - self.held >= HOLD_WAIT_S:
-            self.held = None  # the server heard speech the local VAD did not: its VAD decides
-            return [RELEASE]
+            self.held = None  # the server heard what the local VAD did not: echo (no phantom turn of it)
+            self.echo_starts += 1
+            return [CLEAR, RELEASE]
         return self._end()
 
     def _hold(self) -> list[str]:
         self.held, self.heard, self.end_ms = self.clock(), self.speaking, None
+        if not self.speaking:
+            self.start_ms = None
         return [HOLD]
 
     def _end(self) -> list[str]:
@@ -116,6 +137,9 @@ class Interruption:
         if self.held is None or self.end_ms is None or self.speaking or self.clock() - self.cut_at < SETTLE_S:
             return []
         self.held = None
+        if self.start_ms is not None and self.end_ms - self.start_ms < MIN_TURN_MS:
+            self.echo_starts += 1  # a click of echo, not words: no turn of it
+            return [CLEAR, RELEASE]
         return [COMMIT]
 
 
@@ -134,9 +158,13 @@ class LocalInterrupts:
             vad = local_vad(voice, barge_in=True)
         self.vad = vad
         self.logic = Interruption(clock)
+        self._announce = True  # the session's turn detection without the server's own interruptions
 
     async def audio(self, pcm: bytes, busy: bool) -> None:
         """A block just sent to the session (echo already removed)."""
+        if self._announce:
+            self._announce = False
+            await self.session.hold_turn(False)
         for event in self.vad.feed(pcm):
             log.debug("local vad: speech %s at %d ms (fed %d ms)", event.kind, event.ms, self.vad.position_ms)
             await self._do(self.logic.local(event.kind, busy, event.ms))
@@ -154,6 +182,7 @@ class LocalInterrupts:
         """The connection was replaced: positions count from 0, the new session detects turns itself."""
         self.vad.reset()
         self.logic.reset()
+        self._announce = True
 
     async def _do(self, actions: list[str]) -> None:
         for action in actions:
@@ -166,6 +195,10 @@ class LocalInterrupts:
                 await self.session.commit()
                 await self.session.hold_turn(False)
                 self._ended(self.logic.end_ms, self.vad.position_ms)
+            elif action == CLEAR:
+                await self.session.clear()
+                log.debug("barge-in: the server heard speech the local VAD did not (echo): dropped (%d so far)",
+                          self.logic.echo_starts)
             elif action == RELEASE:
                 await self.session.hold_turn(False)
             elif action == FALSE_START:

@@ -164,7 +164,8 @@ class RealtimeSession:
         await self._send(rt.clear())
 
     async def hold_turn(self, on: bool) -> None:
-        """Turn detection off (`on`: the client ends the user's turn, `commit`) or back to the profile's."""
+        """Turn detection off (`on`: the client ends the user's turn, `commit`) or back to the profile's,
+        less the server's own interruptions (the client's local VAD makes them: voice/interrupt.py)."""
         await self._send(rt.turn_detection_update(self.voice, not on))
 
     async def say(self, text: str) -> None:
