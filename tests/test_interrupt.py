@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from voicecli.voice.interrupt import (BARGE_IN, CLEAR, COMMIT, CONFIRM_S, FALSE_START, HOLD, HOLD_WAIT_S,
+from voicecli.voice.interrupt import (AFTER_CUT_S, BARGE_IN, CLEAR, COMMIT, CONFIRM_S, FALSE_START, HOLD, HOLD_WAIT_S,
                                       MIN_TURN_MS, RELEASE, SETTLE_S, Interruption, LocalInterrupts)
 
 
@@ -96,6 +96,22 @@ def test_a_server_start_the_local_vad_never_hears_was_echo_and_makes_no_turn():
     assert logic.tick() == [CLEAR, RELEASE]  # no phantom turn of the echo
     assert logic.echo_starts == 1
     assert logic.local("stop", busy=False) == []
+
+
+def test_the_servers_speech_right_after_a_barge_in_is_held_too():
+    """The canceller swallowed the user's voice for a while: when the server hears it again the
+    answer is already stopped, and the interruption is still one turn."""
+    clock = Clock()
+    logic = Interruption(clock)
+    assert logic.server_started(busy=True) == [BARGE_IN, HOLD]
+    clock.t += HOLD_WAIT_S
+    assert logic.tick() == [CLEAR, RELEASE]
+    clock.t += 0.2
+    assert logic.server_started(busy=False) == [HOLD]
+    assert logic.local("start", busy=False, ms=3000) == []
+    clock.t += AFTER_CUT_S
+    assert logic.local("stop", busy=False, ms=4500) == [COMMIT]
+    assert logic.server_started(busy=False) == []  # long after: the server's own turn
 
 
 def test_speech_while_the_assistant_is_quiet_is_the_servers_turn():

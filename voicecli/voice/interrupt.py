@@ -36,7 +36,8 @@ from collections.abc import Awaitable, Callable
 log = logging.getLogger("voicecli")
 
 CONFIRM_S = 1.0  # a local start the server has not confirmed by then was a false start
-HOLD_WAIT_S = 1.0  # a hold in which the local VAD heard no speech by then gives the turn back
+HOLD_WAIT_S = 1.5  # a hold in which the local VAD heard no speech by then gives the turn back
+AFTER_CUT_S = 2.0  # the server's speech this soon after a barge-in is still the interruption: held too
 # A held interruption ends no sooner than this after the barge-in: AEC3 lets the user's voice through
 # whole only a few hundred ms after the speaker stopped, and a pause it makes then ("Stop, — wait a
 # moment") is not the end of the turn (bench/echo.py (e): 1 in 4 tries cut there with the VAD's 500 ms).
@@ -63,7 +64,7 @@ class Interruption:
     def reset(self) -> None:
         """A new server session (its turn detection is the profile's again)."""
         self.pending: float | None = None  # when an unconfirmed local barge-in happened
-        self.cut_at = 0.0  # when the assistant was last stopped
+        self.cut_at = -AFTER_CUT_S  # when the assistant was last stopped
         self.held: float | None = None  # when the hold began
         self.heard = False  # the local VAD heard speech during the hold
         self.speaking = False  # the local VAD is inside speech
@@ -97,8 +98,8 @@ class Interruption:
         if self.pending is not None:
             self.pending = None  # confirmed: the barge-in was done
             return self._hold() if self.speaking else []  # a short word already over: the server ends it
-        if not busy:
-            return []
+        if not busy:  # the answer is over; right after a barge-in it may be the interruption going on
+            return self._hold() if self.clock() - self.cut_at < AFTER_CUT_S else []
         # the server first: most often the user's first syllable, of which the canceller lets a little
         # through while the assistant talks (the local VAD hears the voice only once the speaker has
         # stopped: waiting for it cost 0.7-1.3 s in bench/echo.py (c)); now and then the assistant's
