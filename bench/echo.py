@@ -97,7 +97,8 @@ def run(parts: str = "acef"):
             ["(c) barge-ins detected", f"{barge['detected']} of {barge['tries']}", f"≥ {TURNS - 1}"],
             ["(c) speech onset → speaker silent (incl. server VAD), median / p95",
              f"{barge['median_ms']:.0f} / {barge['p95_ms']:.0f} ms", "≤ 150 / ≤ 300 ms"],
-            ["(c) local barge-ins the server never confirmed (false starts)", str(barge["false_starts"]), ""]]
+            ["(c) local barge-ins the server never confirmed (false starts)", str(barge["false_starts"]), ""],
+            ["(c) barge-ins with no words after them, dropped as echo (no user turn)", str(barge["echo"]), ""]]
     section.rows.append(["(d) canceller CPU per second of audio (AEC3 + noise suppression)", f"{cpu:.1f} ms", ""])
     if double:
         section.rows += [
@@ -122,7 +123,19 @@ def run(parts: str = "acef"):
     section.notes.append("(c) the onset is the first sample of the spoken WAV leaving paplay; the time includes the "
                          "canceller's double-talk handling (it attenuates the first syllable while the assistant "
                          "still speaks), the simulator's VAD, the flush and PortAudio's output latency.")
-    section.notes.append("(c) the simulator's VAD needs 30 ms of voice; the real server's is slower.")
+    section.notes.append("(c) the simulator's VAD needs 30 ms of voice; the real server's is slower. The local VAD "
+                         "(Silero, voice.barge_in_ms) hears the same cleaned signal: while the assistant talks, AEC3 "
+                         "suppresses the first few hundred ms of the user's voice (often all of \"stop\"), so "
+                         "neither detector can start before the canceller lets the voice through; in the simulator "
+                         "the energy VAD usually gets there first, a real server (network, neural VAD) later.")
+    section.notes.append("(e) the onset→silence time and the words are the simulator's: \"sent\" is the voiced span "
+                         "(over -40 dBFS) of what talk sent during the sentence; the canceller attenuates the first "
+                         "word while both talk, which the ≥ 90 % row counts against the turn.")
+    section.notes.append("(e) an answer \"cut by its own echo\" is a response.cancel / truncate sent before the user "
+                         "spoke (from 0.2 s after the typed question), or an answer marked interrupted that started "
+                         "after the user had finished.")
+    section.notes.append("(f) the cascade hears the user with the local VAD only (no server VAD); detected = the "
+                         "speaker went silent within 1.5 s of the onset.")
     return section
 
 
@@ -245,12 +258,15 @@ def _barge_ins(stack, work: Path, engine: str = "realtime") -> dict:
         sim.stop()
     ms = sorted(d * 1000 for d in delays if d is not None and d >= 0) or [float("nan")]
     return {"tries": TURNS, "detected": detected, "median_ms": statistics.median(ms),
-            "p95_ms": ms[min(len(ms) - 1, int(0.95 * len(ms)))], "false_starts": _false_starts(work, f"barge-{engine}")}
+            "p95_ms": ms[min(len(ms) - 1, int(0.95 * len(ms)))],
+            "false_starts": _debug_count(work, f"barge-{engine}", "barge-in: false start ("),
+            "echo": _debug_count(work, f"barge-{engine}", "barge-in: no words after it")}
 
 
-def _false_starts(work: Path, name: str) -> int:
+def _debug_count(work: Path, name: str, line: str) -> int:
+    """How often talk's --debug output (stderr) says `line`."""
     err = work / f"{name}.err"
-    return err.read_text(errors="replace").count("barge-in: false start (") if err.exists() else 0
+    return err.read_text(errors="replace").count(line) if err.exists() else 0
 
 
 def _settle(monitor, tr: Path, quiet_s: float = 1.5, timeout: float = 20) -> None:

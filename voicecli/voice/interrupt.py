@@ -198,8 +198,8 @@ class LocalInterrupts:
                 self._ended(self.logic.end_ms, self.vad.position_ms)
             elif action == CLEAR:
                 await self.session.clear()
-                log.debug("barge-in: the server heard speech the local VAD did not (echo): dropped (%d so far)",
-                          self.logic.echo_starts)
+                log.debug("barge-in: no words after it (the assistant's echo): the server's buffer dropped "
+                          "(%d so far)", self.logic.echo_starts)
             elif action == RELEASE:
                 await self.session.hold_turn(False)
             elif action == FALSE_START:

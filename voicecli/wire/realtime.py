@@ -113,7 +113,8 @@ def turn_detection_update(voice: VoiceOptions, on: bool) -> dict[str, Any]:
     detection = _turn_detection(voice) if on else None
     if detection is not None:
         detection["interrupt_response"] = False
-    return {"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"turn_detection": detection}}}}
+    return {"type": "session.update",
+            "session": {"type": "realtime", "audio": {"input": {"turn_detection": detection}}}}
 
 
 def _tool_choice(choice: str | dict) -> str | dict:
