@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 
 from voicecli.voice.interrupt import (AFTER_CUT_S, BARGE_IN, CLEAR, COMMIT, CONFIRM_S, FALSE_START, HOLD, HOLD_WAIT_S,
-                                      MIN_TURN_MS, RELEASE, SETTLE_S, Interruption, LocalInterrupts)
+                                      MIN_TURN_MS, ONSET_S, RECOVER_S, RELEASE, SETTLE_S, Interruption,
+                                      LocalInterrupts)
 
 
 class Clock:
@@ -142,6 +143,7 @@ class FakeVad:
         self.position_ms = 0
         self.resets = 0
         self.candidate_ms = None
+        self.min_speech_ms = 64
 
     def feed(self, pcm):
         self.position_ms += len(pcm) // 48
@@ -149,6 +151,13 @@ class FakeVad:
 
     def reset(self):
         self.resets += 1
+
+
+class FakeTurns:
+    def __init__(self, busy: bool, playing_since: float | None = None):
+        self.busy = busy
+        self.playback = type("Playback", (), {"first_played": {"a": playing_since} if playing_since else {},
+                                              "current_item": "a" if playing_since else None})()
 
 
 class FakeSession:
@@ -174,14 +183,14 @@ def test_the_glue_barges_in_holds_commits_and_restores_turn_detection():
         li = LocalInterrupts(None, session, barge_in, lambda end, decided: ended.append((end, decided)),
                              clock=clock, vad=vad)
         vad.queue = [[VadEvent("start", 40)]]
-        await li.audio(b"\0" * 960, busy=True)
+        await li.audio(b"\0" * 960, FakeTurns(True))
         # the first block: the server's own interruptions off (the local VAD makes them)
         assert cuts == [clock.t] and session.calls == [("hold", False)]
         session.calls.clear()
         await li.server_started(busy=True)
         assert cuts == [clock.t] and session.calls == [("hold", True)]
         vad.queue = [[VadEvent("stop", 900)]]
-        await li.audio(b"\0" * 960, busy=False)
+        await li.audio(b"\0" * 960, FakeTurns(False))
         assert session.calls == [("hold", True)]  # the canceller may still be swallowing the voice
         clock.t += SETTLE_S
         await li.tick()
@@ -234,3 +243,38 @@ def test_a_click_of_echo_after_a_double_talk_makes_no_turn():
     assert logic.server_started(busy=True) == [HOLD]
     clock.t += SETTLE_S
     assert logic.local("stop", busy=False, ms=9000 + MIN_TURN_MS) == [COMMIT]
+
+
+def test_while_the_canceller_may_leak_the_server_alone_stops_nothing():
+    """Early in an answer, or soon after a barge-in, a server start is held without a cut: the
+    assistant is stopped only if the local VAD hears a voice; none, and it was echo."""
+    clock = Clock()
+    logic = Interruption(clock)
+    assert logic.careful(playing_since=clock.t - ONSET_S / 2)
+    assert not logic.careful(playing_since=clock.t - ONSET_S)
+    assert logic.server_started(busy=True, careful=True) == [HOLD]
+    clock.t += HOLD_WAIT_S
+    assert logic.tick() == [CLEAR, RELEASE]  # the answer went on
+    assert logic.server_started(busy=True, careful=True) == [HOLD]
+    assert logic.local("start", busy=True, ms=100) == [BARGE_IN]  # a voice: stopped now
+    assert logic.careful(playing_since=None)  # and careful for a while after
+    clock.t += RECOVER_S
+    assert not logic.careful(playing_since=None)
+
+
+def test_the_glue_asks_for_more_voice_while_the_canceller_may_leak():
+    import time as _time
+
+    async def main():
+        vad, session = FakeVad(), FakeSession()
+
+        async def barge_in():
+            pass
+
+        li = LocalInterrupts(None, session, barge_in, lambda *a: None, vad=vad)
+        await li.audio(b"\0" * 960, FakeTurns(True, playing_since=_time.monotonic()))
+        assert vad.min_speech_ms == MIN_TURN_MS
+        await li.audio(b"\0" * 960, FakeTurns(True, playing_since=_time.monotonic() - 2 * ONSET_S))
+        assert vad.min_speech_ms == 64
+
+    asyncio.run(main())

@@ -258,7 +258,7 @@ class Talk:
                 continue
             if await self.session.append_audio(pcm):
                 self.timeline.sent(len(pcm), captured)
-                await self.interrupts.audio(pcm, self.turns.busy)
+                await self.interrupts.audio(pcm, self.turns)
                 self.stats["sent_blocks"] += 1
                 if len(self.stats["mic_to_send"]) < 100000:
                     self.stats["mic_to_send"].append(time.monotonic() - captured)

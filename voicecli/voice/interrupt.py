@@ -46,6 +46,10 @@ SETTLE_S = 1.0
 # AEC3 re-converges for a second or two and lets bits of the next answer's echo through, 60-160 ms
 # each, which the VAD may take for voice (bench/echo.py (e): a loop of phantom turns and answers).
 MIN_TURN_MS = 200
+# While the canceller is likeliest to leak (RECOVER_S after a barge-in, and the first ONSET_S of an
+# answer's sound) an interruption needs MIN_TURN_MS of voice heard locally, and the server's start
+# alone stops nothing (bench/echo.py (e): echo cut answers 0.3-0.8 s in, as 60-190 ms of "voice").
+RECOVER_S, ONSET_S = 3.0, 1.0
 
 # actions
 BARGE_IN, HOLD, COMMIT, RELEASE, FALSE_START = "barge_in", "hold", "commit", "release", "false_start"
@@ -64,8 +68,9 @@ class Interruption:
     def reset(self) -> None:
         """A new server session (its turn detection is the profile's again)."""
         self.pending: float | None = None  # when an unconfirmed local barge-in happened
-        self.cut_at = -AFTER_CUT_S  # when the assistant was last stopped
+        self.cut_at = float("-inf")  # when the assistant was last stopped
         self.held: float | None = None  # when the hold began
+        self.suspect = False  # held on the server's word alone: stopped once the local VAD hears a voice
         self.heard = False  # the local VAD heard speech during the hold
         self.speaking = False  # the local VAD is inside speech
         self.end_ms: int | None = None  # held: where the speech last stopped (stream ms), not yet committed
@@ -80,6 +85,9 @@ class Interruption:
                 self.start_ms = ms
             if self.held is not None:
                 self.heard = True
+                if self.suspect and busy:
+                    self.suspect, self.cut_at = False, self.clock()
+                    return [BARGE_IN]
                 return []
             if busy and self.pending is None:
                 self.pending = self.cut_at = self.clock()
@@ -91,8 +99,14 @@ class Interruption:
                 return self._end()
         return []
 
-    def server_started(self, busy: bool) -> list[str]:
-        """`input_audio_buffer.speech_started`."""
+    def careful(self, playing_since: float | None) -> bool:
+        """The canceller may be leaking: soon after a barge-in, or early in an answer's sound
+        (`playing_since`: when it began, on this clock)."""
+        now = self.clock()
+        return now - self.cut_at < RECOVER_S or (playing_since is not None and now - playing_since < ONSET_S)
+
+    def server_started(self, busy: bool, careful: bool = False) -> list[str]:
+        """`input_audio_buffer.speech_started`; `careful`: see `careful()`."""
         if self.held is not None:
             return []
         if self.pending is not None:
@@ -100,6 +114,10 @@ class Interruption:
             return self._hold() if self.speaking else []  # a short word already over: the server ends it
         if not busy:  # the answer is over; right after a barge-in it may be the interruption going on
             return self._hold() if self.clock() - self.cut_at < AFTER_CUT_S else []
+        if careful and not self.speaking:  # held; stopped only if the local VAD hears a voice
+            hold = self._hold()
+            self.suspect = True
+            return hold
         # the server first: most often the user's first syllable, of which the canceller lets a little
         # through while the assistant talks (the local VAD hears the voice only once the speaker has
         # stopped: waiting for it cost 0.7-1.3 s in bench/echo.py (c)); now and then the assistant's
@@ -113,6 +131,7 @@ class Interruption:
         if self.held is None:
             return []
         self.held = self.end_ms = None
+        self.suspect = False
         return [RELEASE]
 
     def tick(self) -> list[str]:
@@ -122,13 +141,13 @@ class Interruption:
             self.false_starts += 1
             return [FALSE_START]
         if self.held is not None and not self.heard and not self.speaking and now - self.held >= HOLD_WAIT_S:
-            self.held = None  # the server heard what the local VAD did not: echo (no phantom turn of it)
+            self.held, self.suspect = None, False  # the server heard what the local VAD did not: echo
             self.echo_starts += 1
             return [CLEAR, RELEASE]
         return self._end()
 
     def _hold(self) -> list[str]:
-        self.held, self.heard, self.end_ms = self.clock(), self.speaking, None
+        self.held, self.heard, self.end_ms, self.suspect = self.clock(), self.speaking, None, False
         if not self.speaking:
             self.start_ms = None
         return [HOLD]
@@ -158,20 +177,25 @@ class LocalInterrupts:
 
             vad = local_vad(voice, barge_in=True)
         self.vad = vad
+        self.barge_in_ms = self.vad.min_speech_ms
         self.logic = Interruption(clock)
+        self._careful = False
         self._announce = True  # the session's turn detection without the server's own interruptions
 
-    async def audio(self, pcm: bytes, busy: bool) -> None:
-        """A block just sent to the session (echo already removed)."""
+    async def audio(self, pcm: bytes, turns) -> None:
+        """A block just sent to the session (echo already removed); `turns`: voice.turns.Turns."""
         if self._announce:
             self._announce = False
             await self.session.hold_turn(False)
+        playback = turns.playback
+        self._careful = self.logic.careful(playback.first_played.get(playback.current_item or ""))
+        self.vad.min_speech_ms = MIN_TURN_MS if self._careful else self.barge_in_ms
         for event in self.vad.feed(pcm):
             log.debug("local vad: speech %s at %d ms (fed %d ms)", event.kind, event.ms, self.vad.position_ms)
-            await self._do(self.logic.local(event.kind, busy, event.ms))
+            await self._do(self.logic.local(event.kind, turns.busy, event.ms))
 
     async def server_started(self, busy: bool) -> None:
-        await self._do(self.logic.server_started(busy))
+        await self._do(self.logic.server_started(busy, self._careful))
 
     async def server_stopped(self) -> None:
         await self._do(self.logic.server_stopped())
@@ -214,7 +238,7 @@ class ServerInterrupts:
     def __init__(self, barge_in: Callable[[], Awaitable[None]]):
         self._barge_in = barge_in
 
-    async def audio(self, pcm: bytes, busy: bool) -> None:
+    async def audio(self, pcm: bytes, turns) -> None:
         pass
 
     async def server_started(self, busy: bool) -> None:
