@@ -13,8 +13,10 @@ cleaned signal it sends, and:
   truncate). A local start not confirmed within `CONFIRM_S` is a false start: counted, nothing resumed;
 - a `speech_started` before the local VAD hears anything stops the assistant too (the canceller lets
   a little of the user's first syllable through while the assistant talks, enough for the server);
-  if no voice follows within `HOLD_WAIT_S` it was the assistant's echo: the server's buffer is
-  cleared (no phantom turn) and counted. The server's own `interrupt_response` is off: the client
+  if no words follow (nothing within `HOLD_WAIT_S`, or under `MIN_TURN_MS`) it was the assistant's
+  echo: the server's buffer is cleared (no phantom turn) and counted. Where the canceller is likeliest
+  to leak (just after a barge-in, early in an answer) the server's start alone stops nothing and the
+  local VAD needs `MIN_TURN_MS` of voice. The server's own `interrupt_response` is off: the client
   decides every interruption;
 - from the confirmation (or a server-first barge-in) until the local VAD hears the user stop (and
   no sooner than `SETTLE_S` after the barge-in), the interruption is *held*: the session's turn
