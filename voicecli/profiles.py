@@ -113,6 +113,9 @@ class VoiceSettings:
     vad_prefix_padding_ms: int | None = _opt(lo=0, hi=5000)
     vad_silence_duration_ms: int | None = _opt(lo=0, hi=10000)
     vad_eagerness: str | None = _opt(choices=("low", "medium", "high", "auto"))
+    barge_in_ms: int = _opt(64, lo=0, hi=2000,
+                            help="voice the local VAD must hear (on the echo-cancelled mic) to stop the assistant: "
+                                 "Realtime with echo cancellation, and the cascade (where it also starts a turn)")
     preemptive_ms: int = _opt(200, lo=0, hi=5000,
                               help="cascade: at this much silence the answer is started while the turn-end silence "
                                    "still runs (discarded if you go on); 0 turns it off")

@@ -5,11 +5,10 @@
                                                                       └► TalkView, transcript file, conversation log
 
 This front end only wires devices, pumps and keys to the voice session and shows what happens:
-the session (`voice/session.py` for Realtime, `voice/cascade.py` for speech-to-text → any text
-model → text-to-speech) owns the connections, turn-taking, replay and tool rounds; `voice/turns.py`
-knows which answer is playing and what of it was heard; `voice/audio_io.py` the devices and files;
-`ui/keys.py` the keyboard; `ui/talk_view.py` the screen. Barge-in (the user speaks, records or
-types while the assistant talks): see `Turns.barge_in`.
+the session (`voice/session.py` Realtime, `voice/cascade.py` speech-to-text → text model →
+text-to-speech) owns connections, turn-taking, replay, tool rounds; `voice/turns.py` what is playing
+and was heard; `voice/audio_io.py` devices and files; `voice/interrupt.py` the local VAD's barge-in
+with echo cancellation; `ui/` keys and screen. Barge-in: see `Turns.barge_in`.
 """
 
 from __future__ import annotations
@@ -73,12 +72,11 @@ class Talk:
         self.conversation = conversation  # voice turns are appended here (and to its log)
         self.ptt = self.voice.turn_detection == "none"
         self.user_speaking = self.recording = self.cancel_armed = False
-        self.user_text = ""
+        self.user_text, self.quiet_since = "", None
         self.recorded_ms, self.last_sigint = 0, 0.0  # last_sigint: a second Ctrl-C soon after always quits
-        self.quiet_since: float | None = None
         self.stop = asyncio.Event()
         self.stats = {"mic_to_send": [], "sent_blocks": 0}  # for bench/talk.py
-        self.session = self.turns = self.audio = self.buffer = self.transcript = self.view = None
+        self.session = self.turns = self.audio = self.buffer = self.transcript = self.view = self.interrupts = None
         self.timeline = None  # when the audio sent to the session was captured (voice.turns.AudioTimeline)
         self.keys = self.key_input = self.toolbox = None
         self.jobs = Jobs(on_error=self._fail)  # pumps, and short jobs started from keys and signals
@@ -93,6 +91,7 @@ class Talk:
         from voicecli.ui.keys import KeyInput, TalkKeys
         from voicecli.ui.talk_view import TalkView
         from voicecli.voice.audio_io import AudioIO
+        from voicecli.voice.interrupt import local_interrupts
         from voicecli.voice.turns import AudioTimeline, Turns
 
         o = self.opts
@@ -118,6 +117,8 @@ class Talk:
         try:
             await self._start_session()
             self.audio.open()
+            self.interrupts = local_interrupts(o.engine, self.voice, self.audio, self.session, self.barge_in,
+                                               self._held_turn_ended)
             self.view.start()
             self.key_input = KeyInput(loop, self.keys.key, self.keys.line)
             self.key_input.start()
@@ -200,9 +201,10 @@ class Talk:
                 self.view.partial("user", self.user_text)
         elif isinstance(event, SpeechStarted):
             self.user_speaking, self.user_text = True, ""
-            await self.barge_in()
+            await self.interrupts.server_started(self.turns.busy)
         elif isinstance(event, SpeechStopped):
             self.user_speaking = False
+            await self.interrupts.server_stopped()
             speech_end = getattr(self.session, "speech_end_ms", lambda ms: ms)(event.audio_end_ms)
             self.turns.speech_stopped(self.timeline, speech_end, event.audio_end_ms, self.audio.latencies.get("in", 0.0))
         elif isinstance(event, ToolCall):
@@ -220,6 +222,7 @@ class Talk:
         elif isinstance(event, Disconnected):
             self.turns.lost()
             self.timeline.reset()  # the next session's audio positions count from 0
+            self.interrupts.reset()
             self.user_speaking = False
             if not event.planned:
                 self.view.note(f"{event.reason}; starting a new session with the conversation so far")
@@ -237,6 +240,10 @@ class Talk:
             await self.session.truncate(*cut.truncate)
         self.record.finalise(self.turns)  # the history says what was heard before the next turn is sent
 
+    def _held_turn_ended(self, end_ms: int, decided_ms: int) -> None:  # committed by the local VAD
+        self.user_speaking = False
+        self.turns.speech_stopped(self.timeline, end_ms, decided_ms, self.audio.latencies.get("in", 0.0))
+
     async def _pump_mic(self) -> None:
         async for pcm, captured in self.audio.source.blocks():
             if self.stop.is_set():
@@ -251,11 +258,10 @@ class Talk:
                 continue
             if await self.session.append_audio(pcm):
                 self.timeline.sent(len(pcm), captured)
+                await self.interrupts.audio(pcm, self.turns)
                 self.stats["sent_blocks"] += 1
                 if len(self.stats["mic_to_send"]) < 100000:
                     self.stats["mic_to_send"].append(time.monotonic() - captured)
-
-    # -- keys and signals -----------------------------------------------------------------------
 
     async def send_text(self, text: str) -> None:
         await self.barge_in()
@@ -279,8 +285,7 @@ class Talk:
         await self.session.commit()
 
     def on_sigint(self) -> None:
-        """Ctrl-C cancels what is going on (see `ctrl_c_rule`); with nothing going on, or pressed
-        again within DOUBLE_PRESS_S, it quits."""
+        """Ctrl-C cancels what is going on (`ctrl_c_rule`); if nothing is, or again within DOUBLE_PRESS_S, quits."""
         if self.stop.is_set():
             return  # already on the way out
         again, self.last_sigint = time.monotonic() - self.last_sigint < DOUBLE_PRESS_S, time.monotonic()
@@ -292,9 +297,8 @@ class Talk:
             self.stop.set()
 
     def on_leave(self, sig: int) -> None:
-        """SIGTERM / SIGHUP (a `kill`, the terminal closing): quit as a second Ctrl-C does — the
-        answer being spoken is kept as far as it was heard, files are closed, devices released,
-        the terminal restored — and exit with 128 + the signal number (143, 129)."""
+        """SIGTERM / SIGHUP (a `kill`, the terminal closing): quit as a second Ctrl-C does (the answer
+        kept as far as heard, files closed, devices released) with exit 128 + the signal (143, 129)."""
         self.signal = sig
         self.stop.set()
 
@@ -308,6 +312,7 @@ class Talk:
         while not self.stop.is_set():
             await asyncio.sleep(0.05)
             self.audio.drain()
+            await self.interrupts.tick()
             self.record.finalise(self.turns)
             latency = self.turns.latency()
             if latency is not None:

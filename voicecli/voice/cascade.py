@@ -161,7 +161,7 @@ class CascadeSession:
         if not self.ptt:
             from voicecli.audio.vad import Segmenter
 
-            self._segmenter = Segmenter(self._vad or local_vad(v, pause_ms=v.preemptive_ms))
+            self._segmenter = Segmenter(self._vad or local_vad(v, pause_ms=v.preemptive_ms, barge_in=True))
         self._jobs.spawn(self._work(), "cascade")
 
     def events(self) -> AsyncIterator[Event]:
@@ -519,16 +519,18 @@ class Speech:
             task.cancel()
 
 
-def local_vad(voice, pause_ms: int = 0):
+def local_vad(voice, pause_ms: int = 0, *, barge_in: bool = False):
     """The local voice-activity detector as `[voice]` tunes it (vad_threshold, vad_silence_duration_ms,
-    vad_prefix_padding_ms); `pause_ms`: report pauses (the cascade's preemptive answers)."""
+    vad_prefix_padding_ms); `pause_ms`: report pauses (the cascade's preemptive answers); `barge_in`:
+    its start stops the assistant, so it comes after `voice.barge_in_ms` of voice (else the detector's
+    150 ms)."""
     from voicecli.audio.vad import LocalVad
 
     v = voice
     return LocalVad(threshold=v.vad_threshold if v.vad_threshold is not None else 0.5,
                     silence_ms=v.vad_silence_duration_ms if v.vad_silence_duration_ms is not None else 500,
                     prefix_ms=v.vad_prefix_padding_ms if v.vad_prefix_padding_ms is not None else 300,
-                    pause_ms=pause_ms)
+                    pause_ms=pause_ms, **({"min_speech_ms": v.barge_in_ms} if barge_in else {}))
 
 
 def speech_endpoint(profile: Profile, base_url: str | None, main_url: str | None = None) -> str:

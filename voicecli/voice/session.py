@@ -163,6 +163,11 @@ class RealtimeSession:
     async def clear(self) -> None:
         await self._send(rt.clear())
 
+    async def hold_turn(self, on: bool) -> None:
+        """Turn detection off (`on`: the client ends the user's turn, `commit`) or back to the profile's,
+        less the server's own interruptions (the client's local VAD makes them: voice/interrupt.py)."""
+        await self._send(rt.turn_detection_update(self.voice, not on))
+
     async def say(self, text: str) -> None:
         """A typed line as the user's message, then an answer."""
         self._rounds = 0

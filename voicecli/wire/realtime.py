@@ -106,6 +106,17 @@ def _turn_detection(voice: VoiceOptions) -> dict[str, Any] | None:
     return detection
 
 
+def turn_detection_update(voice: VoiceOptions, on: bool) -> dict[str, Any]:
+    """`session.update` changing only the turn detection, for a client whose local VAD interrupts the
+    assistant: the profile's without the server's own interruptions (`on`), or none (manual turns:
+    while an interruption is held, the client commits it)."""
+    detection = _turn_detection(voice) if on else None
+    if detection is not None:
+        detection["interrupt_response"] = False
+    return {"type": "session.update",
+            "session": {"type": "realtime", "audio": {"input": {"turn_detection": detection}}}}
+
+
 def _tool_choice(choice: str | dict) -> str | dict:
     """A forced tool in the Realtime shape: flat, like Responses ({"type": "function", "name": …})."""
     name = tool_specs.forced_tool_name(choice)
