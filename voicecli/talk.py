@@ -77,8 +77,7 @@ class Talk:
         self.stop = asyncio.Event()
         self.stats = {"mic_to_send": [], "sent_blocks": 0}  # for bench/talk.py
         self.session = self.turns = self.audio = self.buffer = self.transcript = self.view = self.interrupts = None
-        self.timeline = None  # when the audio sent to the session was captured (voice.turns.AudioTimeline)
-        self.keys = self.key_input = self.toolbox = None
+        self.keys = self.key_input = self.toolbox = self.timeline = None  # timeline: voice.turns.AudioTimeline
         self.jobs = Jobs(on_error=self._fail)  # pumps, and short jobs started from keys and signals
         self.fatal: VoicecliError | None = None  # why talk has to end (a reconnect failed, no device left)
         self.record = None  # utterances on screen, in the conversation and transcript; the closing line
@@ -161,6 +160,7 @@ class Talk:
         if self.key_input is not None:
             self.key_input.close()
         await self.audio.aclose()
+        self.interrupts = None  # its local VAD's native soxr resampler goes now (see `voicecli.cli.main`)
         if self.session is not None:
             await self.session.aclose()
             self.record.finalise(self.turns, force=True)
