@@ -65,7 +65,7 @@ def _pytest(clone: Path, args: list[str]) -> tuple[float, float, str, list[str]]
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     lines = proc.stdout.strip().splitlines()
     summary = re.sub(r"\s*in [\d.]+s.*$", "", lines[-1].strip("= ")) if lines else f"exit {proc.returncode}"
-    failed = [line.split()[1] for line in lines if line.startswith(("FAILED ", "ERROR "))]
+    failed = [line.split(" ", 1)[1].split(" - ", 1)[0] for line in lines if line.startswith(("FAILED ", "ERROR "))]
     return wall, cpu, summary, failed
 
 
