@@ -54,20 +54,14 @@ def run(parts: str = "acef"):
     """`parts`: which of (a)/(b) "a", (c) "c", (e) "e", (f) "f" to run ((d) always)."""
     from common import Section
 
-    from audio.stack import VirtualAudio, missing_reason
+    from audio.stack import VirtualAudio
 
     section = Section(name="echo", title="Talk on leaking speakers: echo cancellation",
                       intro="PulseAudio null-sink stack with the speaker fed back into the microphone "
                             "(module-loopback, 40 ms); the real CLI (`talk --full-duplex`, echo cancellation "
                             f"on by default) against the simulator with server VAD; {TURNS} turns each.",
                       headers=["measure", "value", "target"])
-    reason = missing_reason()
-    try:
-        from voicecli.audio.echo import load_module
-
-        load_module()
-    except Exception as exc:  # noqa: BLE001
-        reason = reason or str(exc)
+    reason = why_not_run()
     if reason:
         section.notes.append(f"not run: {reason}")
         return section
@@ -137,6 +131,32 @@ def run(parts: str = "acef"):
     section.notes.append("(f) the cascade hears the user with the local VAD only (no server VAD); detected = the "
                          "speaker went silent within 1.5 s of the onset.")
     return section
+
+
+def speak_over_the_answer(stack, monitor, wav) -> float:
+    """Once the answer has played 1.5 s on the speaker (30 s at most), `wav` into the microphone;
+    the time it started."""
+    start_ms = monitor.sound_ms()
+    deadline = time.time() + 30
+    while time.time() < deadline and monitor.sound_ms() - start_ms < 1500:  # the answer is playing
+        time.sleep(0.02)
+    spoke_at = time.time()
+    stack.play(wav)
+    return spoke_at
+
+
+def why_not_run() -> str | None:
+    """Why the echo benches cannot run here (no audio stack, no echo canceller), or None."""
+    from audio.stack import missing_reason
+
+    reason = missing_reason()
+    try:
+        from voicecli.audio.echo import load_module
+
+        load_module()
+    except Exception as exc:  # noqa: BLE001
+        reason = reason or str(exc)
+    return reason
 
 
 def _load() -> str:
@@ -234,12 +254,7 @@ def _barge_ins(stack, work: Path, engine: str = "realtime") -> dict:
         for i in range(TURNS):
             proc.stdin.write(f"number {i + 1}. {LONG}\n")
             proc.stdin.flush()
-            start_ms = monitor.sound_ms()
-            deadline = time.time() + 30
-            while time.time() < deadline and monitor.sound_ms() - start_ms < 1500:  # the answer is playing
-                time.sleep(0.02)
-            spoke_at = time.time()
-            stack.play(stop)
+            spoke_at = speak_over_the_answer(stack, monitor, stop)
             deadline = time.time() + 10
             while time.time() < deadline and _silent_after(monitor, spoke_at + onset) is None:
                 time.sleep(0.05)

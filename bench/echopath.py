@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from echo import LONG, SHORT, _entries, _events, _quit, _silent_after  # noqa: E402
+from echo import LONG, SHORT, _entries, _events, _quit, _silent_after, speak_over_the_answer, why_not_run  # noqa: E402
 
 TURNS = 20
 UNPLUG_TURNS = 10
@@ -41,7 +41,7 @@ UNPLUG_TURNS = 10
 def run():
     from common import Section
 
-    from audio.stack import VirtualAudio, missing_reason
+    from audio.stack import VirtualAudio
 
     section = Section(name="echopath", title="Talk with headphones: echo path detection",
                       intro="PulseAudio null-sink stack without a loopback (headphones: the mic never hears the "
@@ -49,13 +49,7 @@ def run():
                             "simulator with server VAD. Before: `VOICECLI_ECHO_PATH=off` (the canceller always in "
                             "force); after: the default.",
                       headers=["measure", "before", "after", "target"])
-    reason = missing_reason()
-    try:
-        from voicecli.audio.echo import load_module
-
-        load_module()
-    except Exception as exc:  # noqa: BLE001
-        reason = reason or str(exc)
+    reason = why_not_run()
     if reason:
         section.notes.append(f"not run: {reason}")
         return section
@@ -193,12 +187,7 @@ def _barge_ins(stack, work: Path, name: str, env: dict[str, str]) -> dict:
         for i in range(TURNS):
             before = len(_events(sim, "conversation.item.truncate"))
             talk.say(f"tell me a long story number {i + 1}")
-            start_ms = monitor.sound_ms()
-            deadline = time.time() + 30
-            while time.time() < deadline and monitor.sound_ms() - start_ms < 1500:  # the answer is playing
-                time.sleep(0.02)
-            spoke_at = time.time()
-            stack.play(stop)
+            spoke_at = speak_over_the_answer(stack, monitor, stop)
             deadline = time.time() + 10
             while time.time() < deadline and len(_events(sim, "conversation.item.truncate")) <= before:
                 time.sleep(0.02)
