@@ -8,22 +8,10 @@ import json
 
 import pytest
 
-from test_talk_audio import LONG_REPLY, StderrLines, TalkProcess, leaky_stack, own_stack  # noqa: F401
+from test_talk_audio import (LONG_REPLY, StderrLines, TalkProcess, entries, leaky_stack, own_stack,  # noqa: F401
+                             wait_quiet)
 
 pytestmark = [pytest.mark.audio, pytest.mark.slow]
-
-
-def wait_quiet(talk, monitor, seconds: float = 0.5, timeout: float = 60) -> None:
-    """Until the speaker has played nothing for `seconds` (an answer's entry is written before its
-    audio has finished playing)."""
-    talk.wait(lambda: monitor.samples().size > seconds * 24000 and not monitor.samples()[-int(seconds * 24000):].any(),
-              timeout, "the speaker to go quiet")
-
-
-def entries(tr, role: str) -> list[dict]:
-    if not tr.exists():
-        return []
-    return [e for e in map(json.loads, tr.read_text().splitlines()) if e.get("type") == "entry" and e["role"] == role]
 
 
 @pytest.mark.alone  # real-time audio with a leaking speaker, as the other leak tests (issue 27)

@@ -375,8 +375,22 @@ def leaky_stack(stack: VirtualAudio, latency_ms: int = 40) -> None:
           f"latency_msec={latency_ms}", "source_dont_move=true", "sink_dont_move=true")
 
 
+def entries(tr: Path, role: str) -> list[dict]:
+    """The transcript's entries of `role` so far (none before the file exists)."""
+    if not tr.exists():
+        return []
+    return [e for e in map(json.loads, tr.read_text().splitlines()) if e.get("type") == "entry" and e["role"] == role]
+
+
 def user_turns(tr: Path) -> list[dict]:
-    return [e for e in map(json.loads, tr.read_text().splitlines()) if e.get("type") == "entry" and e["role"] == "user"]
+    return entries(tr, "user")
+
+
+def wait_quiet(talk, monitor, seconds: float = 0.5, timeout: float = 60) -> None:
+    """Until the speaker has played nothing for `seconds` (an answer's entry is written before its
+    audio has finished playing)."""
+    talk.wait(lambda: monitor.samples().size > seconds * 24000 and not monitor.samples()[-int(seconds * 24000):].any(),
+              timeout, "the speaker to go quiet")
 
 
 # With the CPUs busy the echo still leaks now and then (issue 27): the aec case runs alone. The control
