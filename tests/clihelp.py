@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import forkcli
+
 # variables that would leak the developer's own setup into a test
 SCRUB = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "VOICECLI_PROFILE", "VOICECLI_MODEL", "VOICECLI_TRANSPORT", "NO_COLOR",
          "http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
@@ -29,11 +31,17 @@ def cli_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def run_cli(home: Path, *args: str, input: str | None = None, timeout: float = 60, **env: str) -> Result:
-    proc = subprocess.run(
-        [sys.executable, "-m", "voicecli", *args],
-        input=input, capture_output=True, text=True, timeout=timeout, env=cli_env(home, **env),
-        stdin=None if input is not None else subprocess.DEVNULL,
-    )
+    """`voicecli ARGS` run to its end, from this worker's fork server (see forkcli) where it can be."""
+    full_env = cli_env(home, **env)
+    server = forkcli.server_for(full_env)
+    if server is not None:
+        proc = server.run(args, env=full_env, input=input, timeout=timeout)
+    else:
+        proc = subprocess.run(
+            [sys.executable, "-m", "voicecli", *args],
+            input=input, capture_output=True, text=True, timeout=timeout, env=full_env,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
