@@ -90,18 +90,24 @@ class TalkProcess:
         return self.proc.returncode, out, err
 
 
-def gapless_match(monitor: np.ndarray, start: int, reply: np.ndarray) -> tuple[int, int]:
-    """Follow `reply` through the monitor from `start`, skipping silent gaps (jitter-buffer underruns).
-    Returns (reply samples found unchanged, monitor index where the match ended)."""
-    i, j = start, 0
+def gapless_match(monitor: np.ndarray, start: int, reply: np.ndarray) -> tuple[int, int, int]:
+    """Follow `reply` through the monitor from `start`, skipping silent gaps (jitter-buffer underruns) and
+    samples the recording lost (on a busy machine the monitor's reader can fall behind and PulseAudio
+    drops what it missed: the recording then goes on further into the reply, bit-exact again).
+    Returns (how far into the reply it got, monitor index where the match ended, reply samples found
+    bit-exact on the way: fewer than the first where the recording lost some)."""
+    i, j, found = start, 0, 0
     while i < monitor.size and j < reply.size:
         if monitor[i] == reply[j]:
-            i, j = i + 1, j + 1
+            i, j, found = i + 1, j + 1, found + 1
         elif monitor[i] == 0:
             i += 1
-        else:
-            break
-    return j, i
+        else:  # the fade, or a hole in the recording: the next 20 ms found ahead within 0.5 s resume it
+            ahead = find_exact(reply[j:j + 12000], monitor[i:i + 480])
+            if ahead is None:
+                break
+            j += ahead
+    return j, i, found
 
 
 def test_voice_round_trip_through_the_virtual_devices(audio_stack, make_sim, tmp_path):
@@ -133,7 +139,7 @@ def test_voice_round_trip_through_the_virtual_devices(audio_stack, make_sim, tmp
     voiced = reply[np.flatnonzero(reply)[0]:]
     where = locate(samples, voiced, voiced.size // 20)
     assert where is not None, "the assistant's audio is not on the speaker monitor"
-    found, _ = gapless_match(samples, where[0], voiced[where[1]:])
+    _, _, found = gapless_match(samples, where[0], voiced[where[1]:])
     assert found >= 0.95 * voiced.size
 
 
@@ -169,10 +175,11 @@ def test_barge_in_stops_playback_and_truncates_to_what_was_played(audio_stack, m
     lead = int(np.flatnonzero(reply)[0])
     start = find_exact(samples, reply[lead:])
     assert start is not None
-    found, stop_index = gapless_match(samples, start, reply[lead:])
-    played_ms = (lead + found) / 24
+    reached, stop_index, found = gapless_match(samples, start, reply[lead:])
+    assert found >= 0.9 * reached
+    played_ms = (lead + reached) / 24
     assert 0 <= truncate["audio_end_ms"] - played_ms <= 20 + 5, (truncate["audio_end_ms"], played_ms)
-    assert found < 0.8 * (reply.size - lead), "the answer was not cut"
+    assert reached < 0.8 * (reply.size - lead), "the answer was not cut"
     # playback stopped soon after the user spoke, and stayed silent (the fade, then nothing)
     stopped_at = monitor.started + stop_index / 24000
     assert stopped_at - interrupt_at < 1.5
@@ -485,7 +492,7 @@ def test_cascade_round_trip_through_the_virtual_devices(audio_stack, make_sim, t
     voiced = reply[np.flatnonzero(reply)[0]:]
     where = locate(samples, voiced, voiced.size // 20)
     assert where is not None, "the assistant's voice is not on the speaker monitor"
-    found, _ = gapless_match(samples, where[0], voiced[where[1]:])
+    _, _, found = gapless_match(samples, where[0], voiced[where[1]:])
     assert found >= 0.95 * voiced.size
 
 
