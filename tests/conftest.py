@@ -75,18 +75,27 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: 0 if item.get_closest_marker("audio") else 1 if item.get_closest_marker("slow") else 2)
 
 
-# Tests marked `alone` run while no other test of this suite runs on the machine: the echo test judges
-# real-time audio processing that busy CPUs still disturb (issue 27). A machine-wide reader-writer lock: every test holds
-# it shared, an `alone` test exclusively; the gate keeps new tests from starting (here and in any other
-# run of this suite) while one waits for the rest to finish.
+# Tests marked `alone` judge real-time echo cancellation, which busy CPUs disturb (issue 27). Where talk
+# under test may run at real-time priority (tests/audio/stack.py, REALTIME: root or an RLIMIT_RTPRIO)
+# they run among the others (unless marked `alone(even_realtime=True)`); elsewhere they run while no
+# other test of this suite runs on the machine.
+# A machine-wide reader-writer lock: every test holds it shared, an `alone` test exclusively; the gate
+# keeps new tests from starting (here and in any other run of this suite) while one waits for the rest.
 _LOCKS = Path(tempfile.gettempdir()) / f"voicecli-tests-{os.getuid()}"
+
+
+def _talk_runs_realtime() -> bool:
+    from audio.stack import REALTIME  # (imports numpy: only for the tests marked alone)
+
+    return REALTIME
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     import fcntl
 
-    alone = item.get_closest_marker("alone") is not None
+    marker = item.get_closest_marker("alone")
+    alone = marker is not None and (marker.kwargs.get("even_realtime") or not _talk_runs_realtime())
     with open(f"{_LOCKS}.gate.lock", "a") as gate, open(f"{_LOCKS}.tests.lock", "a") as tests:
         fcntl.flock(gate, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
         fcntl.flock(tests, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)

@@ -31,7 +31,10 @@ STARTUP_ENV = ("PYTHON", "LANG", "LC_ALL", "LC_CTYPE")
 SERVER = r"""
 import importlib, json, os, runpy, signal, socket, sys
 for name in sys.argv[2].split(","):
-    importlib.import_module(name)
+    try:
+        importlib.import_module(name)
+    except ImportError:  # an optional extra not installed: the run finds it missing as it would anyway
+        pass
 parent = os.getppid()
 listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 listener.bind(sys.argv[1])
@@ -90,7 +93,9 @@ runpy.run_module("voicecli", run_name="__main__", alter_sys=True)
 
 # what nearly every run imports; each run still imports whatever else its command needs
 PRELOAD = ("voicecli.cli", "voicecli.infer", "voicecli.conversation", "voicecli.transport.http",
-           "voicecli.transport.responses_ws", "voicecli.wire.chat", "voicecli.wire.responses", "httpx2", "asyncio")
+           "voicecli.transport.responses_ws", "voicecli.wire.chat", "voicecli.wire.responses", "httpx2", "asyncio",
+           # the MCP SDK: ~1 s of CPU to import, in each run with an MCP server (most of test_mcp)
+           "voicecli.mcp", "mcp.client.session", "mcp.client.stdio", "mcp.client.streamable_http")
 
 
 class ForkServer:
