@@ -99,6 +99,7 @@ def test_headphones_a_quiet_mic_under_speech_is_no_echo_path(far):
     assert found_none is not None and found_none <= 150  # 1 s of speech (+ the first frames' silence)
 
 
+@pytest.mark.slow  # 1-3 s of CPU: minutes of audio through the canceller
 def test_a_voice_over_the_answer_is_never_taken_for_an_echo(far, users):
     """Double-talk all through, at several offsets: an independent voice never makes an echo path
     (and never a bypass either: a voice could hide a weak echo)."""
@@ -237,6 +238,7 @@ def sound_onset(x: np.ndarray, start: int) -> int:
     return start + FRAME * int(np.flatnonzero(np.sqrt(np.mean(f ** 2, axis=1)) > 32768 * 10 ** (-50 / 20))[0])
 
 
+@pytest.mark.slow  # 1-3 s of CPU: minutes of audio through the canceller
 def test_unplugged_between_answers_the_echo_never_reaches_the_server(far):
     """Bypassed through a first answer with headphones; a pause; the next answer leaks from the
     laptop's speakers. AEC3, which saw no echo for seconds, lets a new one through at first; the

@@ -67,6 +67,7 @@ def hanging_server():
     return listener, accepted
 
 
+@pytest.mark.slow  # a fork server of its own (~1 s of CPU) and two runs
 @pytest.mark.parametrize("forked", [True, False])
 def test_ctrl_c_ends_a_run_as_it_ends_voicecli(monkeypatch, home, forked):
     """A forked run gets Python's own SIGINT handler back (the server may have been started by a worker
@@ -105,7 +106,7 @@ def test_a_timeout_kills_the_run_and_the_server_goes_on(monkeypatch, home):
     server = forkcli.server_for(cli_env(home))
     with pytest.raises(subprocess.TimeoutExpired):
         server.run(["infer", "-p", "offline", "--base-url", f"http://127.0.0.1:{listener.getsockname()[1]}/v1",
-                    "-t", "sse", "hi"], env=cli_env(home), input=None, timeout=3)
+                    "-t", "sse", "hi"], env=cli_env(home), input=None, timeout=1)
     wait_for(lambda: not os.path.exists(f"/proc/{server.last_pid}"), what="the timed-out run to be gone")
     listener.close()
     assert run_cli(home, "--version").code == 0 and server.proc.poll() is None
