@@ -40,10 +40,22 @@ listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 listener.bind(sys.argv[1])
 listener.listen(16)
 listener.settimeout(1.0)
-signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the waiters are reaped as they end
 print("ready", flush=True)
+
+
+# The waiters that ended. Reaped, not ignored: so their CPU (their runs' included) counts in this
+# server's children's usage, and so in the worker's (with SIGCHLD ignored it would be dropped).
+def reap():
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+
+
 run = None
 while run is None:
+    reap()
     try:
         conn, _ = listener.accept()
     except socket.timeout:
@@ -52,6 +64,12 @@ while run is None:
         continue
     conn.settimeout(None)
     message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+    if not fds:  # the worker is done: the runs' usage is counted once the last waiter is reaped
+        while True:
+            try:
+                os.wait()
+            except ChildProcessError:
+                sys.exit(0)
     if os.fork() != 0:  # the server: on to the next run
         for fd in fds:
             os.close(fd)
@@ -59,7 +77,6 @@ while run is None:
         continue
     # the waiter: forks the run, tells its pid, waits for it and tells how it ended
     listener.close()
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     pid = os.fork()
     if pid == 0:
         conn.close()
@@ -112,8 +129,14 @@ class ForkServer:
 
     def close(self) -> None:
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                    conn.connect(self.path)
+                    conn.sendall(b"done")
+                self.proc.wait(10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def serves(self, env: dict[str, str]) -> bool:
