@@ -64,6 +64,10 @@ def _pytest(clone: Path, args: list[str]) -> tuple[float, float, str, list[str]]
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0:  # the clone goes away: keep what the failures said
+        log = Path(tempfile.gettempdir()) / f"voicecli-bench-suite-{int(time.time())}.log"
+        log.write_text(proc.stdout + proc.stderr)
+        print(f"bench suite: pytest {' '.join(args)} failed; its output is in {log}")
     summary = re.sub(r"\s*in [\d.]+s.*$", "", lines[-1].strip("= ")) if lines else f"exit {proc.returncode}"
     failed = [line.split(" ", 1)[1].split(" - ", 1)[0] for line in lines if line.startswith(("FAILED ", "ERROR "))]
     return wall, cpu, summary, failed
