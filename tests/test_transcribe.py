@@ -231,7 +231,8 @@ class Dictation:
     def __init__(self, home: Path, sim, *args: str, env: dict[str, str]):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "voicecli", "transcribe", "-p", "offline", "--base-url", sim.base_url, "--debug",
-             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(home, **env))
+             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=cli_env(home, PYTHONFAULTHANDLER="1", **env))  # a hang shows its threads' stacks (finish)
         self.out: list[str] = []
         self.err: list[str] = []
         self.readers = [threading.Thread(target=lambda s=stream, k=sink: k.extend(iter(s.readline, "")), daemon=True)
@@ -257,6 +258,12 @@ class Dictation:
     def finish(self, timeout: float = 30) -> int:
         try:
             return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:  # where it hangs: faulthandler writes every thread's stack on SIGABRT
+            self.proc.send_signal(signal.SIGABRT)
+            self.proc.wait(10)
+            for reader in self.readers:
+                reader.join(10)
+            raise AssertionError(f"transcribe did not end within {timeout} s: {''.join(self.err)}") from None
         finally:
             self.proc.kill()
 
