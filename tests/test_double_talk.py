@@ -9,6 +9,7 @@ in audio frames, never on a clock.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import numpy as np
@@ -55,6 +56,7 @@ def over(far: np.ndarray, voice: np.ndarray, at_s: float) -> tuple[np.ndarray, i
     return near, sound_onset(near, at)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gain", [0.3, 1.0])
 @pytest.mark.parametrize("who", ["another voice", "the assistant's voice"])
 @pytest.mark.parametrize("at_s", [1.5, 3.0, 6.0])
@@ -68,6 +70,7 @@ def test_the_user_talking_over_a_leaking_answer_is_heard_at_once(far, gain, who,
     assert start <= rose[0] * FRAME <= start + DETECTED_MS * RATE // 1000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gain", [0.1, 0.5, 1.0])
 @pytest.mark.parametrize("delay_ms", [40, 120])
 def test_an_echo_alone_is_never_double_talk(far, gain, delay_ms):
@@ -75,6 +78,7 @@ def test_an_echo_alone_is_never_double_talk(far, gain, delay_ms):
     assert onsets(far, echo_of(far, delay_ms, gain) + noise(far.size), lag_ms=delay_ms) == []
 
 
+@pytest.mark.slow
 def test_an_echo_getting_louder_or_quieter_stays_echo(far):
     """Volume steps mid-answer: +6 dB, -12 dB, +9 dB."""
     step = np.ones(far.size)
@@ -82,16 +86,19 @@ def test_an_echo_getting_louder_or_quieter_stays_echo(far):
     assert onsets(far, echo_of(far, 40, 0.5) * step + noise(far.size)) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("found_ms", [25, 55])
 def test_a_delay_found_10_to_20_ms_off_still_holds_the_echo(far, found_ms):
     assert onsets(far, echo_of(far, 40, 0.7) + noise(far.size), lag_ms=found_ms) == []
 
 
+@pytest.mark.slow
 def test_nothing_is_judged_before_the_echo_delay_is_known(far):
     near, _ = over(far, user_voice(USER[3]), 3.0)
     assert onsets(far, echo_of(far, 40, 1.0) + near + noise(far.size), lag_ms=None) == []
 
 
+@pytest.mark.slow
 def test_silence_and_room_noise_are_not_double_talk(far):
     quiet = np.zeros(far.size)
     assert onsets(quiet, noise(far.size, level=300)) == []  # nothing played: a fan at -40 dBFS
@@ -99,6 +106,7 @@ def test_silence_and_room_noise_are_not_double_talk(far):
     assert onsets(quiet, quiet) == []
 
 
+@pytest.mark.slow
 def test_the_detector_costs_little_cpu(far):
     """Under 40 ms of CPU per second of audio (about 10-15 ms measured)."""
     mic = echo_of(far, 40, 0.5) + noise(far.size)
@@ -109,6 +117,7 @@ def test_the_detector_costs_little_cpu(far):
 
 # -- in the canceller ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_the_canceller_counts_one_onset_for_a_user_talking_over_the_answer(far):
     pytest.importorskip("livekit.rtc")
     near, start = over(far, sim_voice("Stop, wait a moment please."), 4.0)
@@ -118,6 +127,7 @@ def test_the_canceller_counts_one_onset_for_a_user_talking_over_the_answer(far):
     assert aec.near_onsets == 0
 
 
+@pytest.mark.slow
 def test_an_echo_path_appearing_mid_answer_is_not_double_talk(far):
     """Headphones unplugged mid-answer: the detector learnt no echo (none was there); the echo that
     appears is found by the echo path detector, and the double-talk detector starts over from a loud
@@ -174,3 +184,59 @@ def test_a_double_talk_onset_confirms_a_hold_on_the_servers_word_alone():
     logic = Interruption(clock)
     assert logic.server_started(busy=True, careful=True) == [HOLD]
     assert logic.double_talk(busy=True) == [BARGE_IN]
+
+
+class FakeEcho:
+    """The canceller as the interrupt glue sees it: a detector and its onset count."""
+
+    def __init__(self):
+        self.double_talk = object()
+        self.near_onsets = 0
+
+
+def test_the_realtime_glue_barges_in_on_a_double_talk_onset_before_the_local_vad_hears_anything():
+    from test_interrupt import FakeSession, FakeTurns, FakeVad
+
+    from voicecli.voice.interrupt import LocalInterrupts
+
+    async def main():
+        clock, echo, session, cuts = Clock(), FakeEcho(), FakeSession(), []
+
+        async def barge_in():
+            cuts.append(clock.t)
+
+        li = LocalInterrupts(None, session, barge_in, lambda *a: None, clock=clock, vad=FakeVad(), echo=echo)
+        await li.audio(b"\0" * 960, FakeTurns(True))
+        assert cuts == []
+        echo.near_onsets += 1
+        await li.audio(b"\0" * 960, FakeTurns(True))
+        assert cuts == [clock.t]
+        await li.audio(b"\0" * 960, FakeTurns(True))  # the same onset: once
+        assert cuts == [clock.t]
+        await li.server_started(busy=False)
+        assert session.calls[-1] == ("hold", True)
+
+    asyncio.run(main())
+
+
+def test_the_cascade_glue_stops_the_answer_on_a_double_talk_onset():
+    from test_interrupt import FakeTurns
+
+    from voicecli.voice.interrupt import ServerInterrupts
+
+    async def main():
+        echo, cuts = FakeEcho(), []
+
+        async def barge_in():
+            cuts.append(1)
+
+        si = ServerInterrupts(barge_in, echo)
+        echo.near_onsets += 1
+        await si.audio(b"\0" * 960, FakeTurns(False))  # nobody answering: nothing to stop
+        assert cuts == []
+        echo.near_onsets += 1
+        await si.audio(b"\0" * 960, FakeTurns(True))
+        assert cuts == [1]
+        assert ServerInterrupts(barge_in).onsets.new() is False  # without a canceller, no detector
+
+    asyncio.run(main())
