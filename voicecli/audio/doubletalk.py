@@ -6,8 +6,8 @@ signal hears the user late. This detector compares the raw mic with the far end 
 speaker played), in the same 10 ms lockstep the canceller feeds AEC3:
 
 - per frequency bin (20 ms spectra, 150-8000 Hz), the echo the mic can hold at most is the far
-  end's power over the frames that can echo now (from the echo delay `lag_ms`, as the echo path
-  detector found it, to TAIL_MS after it) times the echo return gain of its band (GROUP bins),
+  end's power over the frames that can echo now (all played within the echo delay `lag_ms`, as
+  the echo path detector found it, and TAIL_MS more) times the echo return gain of its band (GROUP bins),
   learnt while the far end plays: a peak of mic / far that falls FALL_DB a frame and may rise
   only RISE_DB a frame, so a louder echo is followed within a few frames, a voice is not;
 - the mic's energy in bins MARGIN_DB over that bound is not echo. When it is loud enough for a VAD
@@ -37,7 +37,6 @@ NBINS = _BINS.stop - _BINS.start
 GROUP = 8  # bins sharing one echo gain (400 Hz): a speaker and a room colour the echo smoothly
 MAX_LAG_MS = 400  # the longest echo delay (as the echo path detector's)
 TAIL_MS = 100  # how long after its delay an echo (a room's reverberation) still carries a frame's sound
-EARLY_MS = 20  # the delay found may be this much too long (the streams' alignment moves by 10-20 ms)
 INITIAL_GAIN_DB = 10.0  # an echo louder than the far end by this much is assumed until learnt otherwise
 FALL_DB = 0.1  # per frame of far-end speech (10 dB a second): the gain learnt falls towards the echo's
 RISE_DB = 1.0  # the most the gain may rise in one frame: an echo getting louder is followed, a voice is not
@@ -103,9 +102,11 @@ class DoubleTalkDetector:
     def _judge(self, x: np.ndarray, lag_ms: float) -> bool:
         """Does this frame hold a near-end sound over an echo? (Learning the echo gain meanwhile.)"""
         mic = _power(self._near_ring)
-        newest = max(0, int((lag_ms - EARLY_MS) // 10))  # the frames played lag_ms (less EARLY_MS)
-        oldest = min(_FRAMES - 1, int((lag_ms + TAIL_MS) // 10))  # to lag_ms + TAIL_MS ago
-        first, last = _FRAMES - 1 - oldest, _FRAMES - newest
+        # the frames played up to lag_ms + TAIL_MS ago, the newest included: the delay found is a
+        # moment's (the streams' alignment moves by 10-40 ms in talk), and an echo that comes earlier
+        # than the bound allows for is taken for a voice (bench/echo.py: 1 in 20 answers cut at its start)
+        oldest = min(_FRAMES - 1, int((lag_ms + TAIL_MS) // 10))
+        first, last = _FRAMES - 1 - oldest, _FRAMES
         far = self._far_spec[first:last].max(axis=0)
         if self._far_energy[first:last].max() <= _FAR:
             return False  # no echo to tell a voice from: the canceller does not dampen one then
