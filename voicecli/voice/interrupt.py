@@ -219,7 +219,7 @@ class LocalInterrupts:
         playback = turns.playback
         self._careful = self.logic.careful(playback.first_played.get(playback.current_item or ""))
         self.vad.min_speech_ms = MIN_TURN_MS if self._careful else self.barge_in_ms
-        if self.onsets.new():
+        if self.onsets.new() and not self._careful:
             await self._do(self.logic.double_talk(turns.busy))
         for event in self.vad.feed(pcm):
             log.debug("local vad: speech %s at %d ms (fed %d ms)", event.kind, event.ms, self.vad.position_ms)
@@ -279,19 +279,29 @@ class DoubleTalkOnsets:
 class ServerInterrupts:
     """Without echo cancellation (or in a cascade, or push-to-talk): the session's own speech
     events interrupt the assistant, as they always did. With echo cancellation (a cascade on a
-    leaking speaker), the double-talk detector's onset interrupts it too: the local VAD that makes
-    the cascade's speech events hears the user only once the canceller lets them through."""
+    leaking speaker), the double-talk detector's onset interrupts it too (the local VAD that makes
+    the cascade's speech events hears the user only once the canceller lets them through), outside
+    the careful window (`Interruption.careful`)."""
 
-    def __init__(self, barge_in: Callable[[], Awaitable[None]], echo=None):
+    def __init__(self, barge_in: Callable[[], Awaitable[None]], echo=None,
+                 clock: Callable[[], float] = time.monotonic):
         self._barge_in = barge_in
         self.onsets = DoubleTalkOnsets(echo)
+        self.logic = Interruption(clock)  # only its careful window
 
     async def audio(self, pcm: bytes, turns) -> None:
-        if self.onsets.new() and turns.busy:
-            log.debug("barge-in: double talk")
-            await self._barge_in()
+        if not self.onsets.new() or not turns.busy:
+            return
+        playback = turns.playback
+        if self.logic.careful(playback.first_played.get(playback.current_item or "")):
+            return
+        log.debug("barge-in: double talk")
+        self.logic.cut_at = self.logic.clock()
+        await self._barge_in()
 
     async def server_started(self, busy: bool) -> None:
+        if busy:
+            self.logic.cut_at = self.logic.clock()
         await self._barge_in()
 
     async def server_stopped(self) -> None:
