@@ -87,8 +87,8 @@ def test_an_echo_getting_louder_or_quieter_stays_echo(far):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("found_ms", [25, 55])
-def test_a_delay_found_10_to_20_ms_off_still_holds_the_echo(far, found_ms):
+@pytest.mark.parametrize("found_ms", [25, 55, 80, 100])
+def test_a_delay_found_off_by_15_to_60_ms_still_holds_the_echo(far, found_ms):
     assert onsets(far, echo_of(far, 40, 0.7) + noise(far.size), lag_ms=found_ms) == []
 
 
@@ -240,3 +240,55 @@ def test_the_cascade_glue_stops_the_answer_on_a_double_talk_onset():
         assert ServerInterrupts(barge_in).onsets.new() is False  # without a canceller, no detector
 
     asyncio.run(main())
+
+
+def test_early_in_an_answer_a_double_talk_onset_stops_nothing():
+    """The careful window (an answer's first second of sound, 3 s after a barge-in): the echo's delay
+    may just have shifted (the speaker flushed), so the local VAD decides there as before."""
+    from test_interrupt import FakeSession, FakeTurns, FakeVad
+
+    from voicecli.voice.interrupt import LocalInterrupts, ServerInterrupts
+
+    async def main():
+        clock, echo, cuts = Clock(), FakeEcho(), []
+
+        async def barge_in():
+            cuts.append(clock.t)
+
+        li = LocalInterrupts(None, FakeSession(), barge_in, lambda *a: None, clock=clock, vad=FakeVad(), echo=echo)
+        si = ServerInterrupts(barge_in, echo, clock=clock)
+        echo.near_onsets += 1
+        await li.audio(b"\0" * 960, FakeTurns(True, playing_since=clock.t - 0.5))
+        await si.audio(b"\0" * 960, FakeTurns(True, playing_since=clock.t - 0.5))
+        assert cuts == []
+        echo.near_onsets += 1
+        await si.audio(b"\0" * 960, FakeTurns(True, playing_since=clock.t - 1.5))
+        assert cuts == [clock.t]
+        clock.t += 1.0
+        echo.near_onsets += 1
+        await si.audio(b"\0" * 960, FakeTurns(True, playing_since=clock.t - 1.5))  # 1 s after its barge-in
+        assert cuts == [clock.t - 1.0]
+
+    asyncio.run(main())
+
+
+@pytest.mark.slow
+def test_after_a_double_talk_onset_the_users_first_word_is_sent_whole(far):
+    """The speaker quiet 200 ms after the user began (the barge-in): AEC3 alone takes 20-60 dB off
+    parts of that first word; after the onset the plain module's frames go out for PASS_FRAMES (the echo's last
+    100-150 ms under the voice, no dampening)."""
+    pytest.importorskip("livekit.rtc")
+    played = far.copy()
+    near, start = over(far, sim_voice("Stop, wait a moment please."), 3.0)
+    played[start + RATE // 5:] = 0
+    mic = echo_of(played, 40, 0.7) + near + noise(far.size)
+    out, aec = run_canceller(played, mic)
+    alone, _ = run_canceller(played, mic, detect_echo_path=False)
+    assert aec.near_onsets >= 1
+    word = slice(start + DETECTED_MS * RATE // 1000, start + 3 * RATE // 10)
+
+    def db(x):
+        return 10 * np.log10(np.mean(np.square(x[word])) + 1.0)
+
+    assert db(out) - db(near) > -3
+    assert db(alone) - db(near) < -5  # the control: the canceller alone (6 dB over the window here)
