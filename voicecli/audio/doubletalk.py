@@ -53,6 +53,7 @@ FAR_DBFS = -50.0  # a far-end frame quieter than this plays nothing
 ONSET_FRAMES, ONSET_WINDOW = 4, 5  # 40 of the last 50 ms
 
 _HANN = np.hanning(NFFT)
+_GROUPS = np.arange(0, NBINS, GROUP)  # the first bin of each group
 _LEVEL = (32768.0 * 10 ** (LEVEL_DBFS / 20)) ** 2
 _FAR = (32768.0 * 10 ** (FAR_DBFS / 20)) ** 2
 _FRAMES = (MAX_LAG_MS + TAIL_MS) // 10 + 1  # far-end frames kept
@@ -62,7 +63,7 @@ _SCALE = 2.0 / (NFFT * np.sum(_HANN ** 2))
 
 class DoubleTalkDetector:
     def __init__(self) -> None:
-        self.gain = np.full(NBINS // GROUP + 1, 10 ** (INITIAL_GAIN_DB / 10))  # per group of bins
+        self.gain = np.full(_GROUPS.size, 10 ** (INITIAL_GAIN_DB / 10))  # per group of bins
         self.onset = False  # a near-end sound is going on (ONSET_FRAMES of the last ONSET_WINDOW)
         self.near_frames = 0  # of the last ONSET_WINDOW frames, those with a near-end sound
         self.share = 0.0  # the last frame's share of mic energy over the echo bound (for tests, --debug)
@@ -77,11 +78,9 @@ class DoubleTalkDetector:
     def far(self, frame: np.ndarray) -> None:
         """A 10 ms far-end frame (int16, 24 kHz) that was played."""
         x = frame.astype(np.float64)
-        self._far_ring = np.concatenate([self._far_ring[FRAME:], x])
-        self._far_spec = np.roll(self._far_spec, -1, axis=0)
-        self._far_spec[-1] = _power(self._far_ring)
-        self._far_energy = np.roll(self._far_energy, -1)
-        self._far_energy[-1] = float(np.dot(x, x)) / x.size
+        _push(self._far_ring, x)
+        _push(self._far_spec, _power(self._far_ring))
+        _push(self._far_energy, float(np.dot(x, x)) / x.size)
 
     def near(self, frame: np.ndarray, lag_ms: float | None = None) -> bool:
         """A 10 ms raw mic frame (int16, 24 kHz), after the far end played until it was captured;
@@ -89,12 +88,11 @@ class DoubleTalkDetector:
         or learnt: the bound would be the far end over all delays, far too loose to learn from).
         Returns `onset`."""
         x = frame.astype(np.float64)
-        self._near_ring = np.concatenate([self._near_ring[FRAME:], x])
+        _push(self._near_ring, x)
         near = False
         if lag_ms is not None:
             near = self._judge(x, lag_ms)
-        self._history = np.roll(self._history, -1)
-        self._history[-1] = near
+        _push(self._history, near)
         self.near_frames = int(self._history.sum())
         self.onset = self.near_frames >= ONSET_FRAMES
         return self.onset
@@ -124,9 +122,7 @@ class DoubleTalkDetector:
 
     def _learn(self, mic: np.ndarray, far: np.ndarray) -> None:
         """The echo gain per group: a peak of mic / far that falls slowly and rises only a little."""
-        pad = (-NBINS) % GROUP
-        m = np.concatenate([mic, np.zeros(pad)]).reshape(-1, GROUP).sum(axis=1)
-        f = np.concatenate([far, np.zeros(pad)]).reshape(-1, GROUP).sum(axis=1)
+        m, f = np.add.reduceat(mic, _GROUPS), np.add.reduceat(far, _GROUPS)
         sounding = f > 1e-3 * f.max() + 1e-9  # a group the far end hardly plays teaches nothing
         ratio = np.where(sounding, m / (f + 1e-9), 0.0)
         fallen = self.gain * 10 ** (-FALL_DB / 10)
@@ -139,6 +135,13 @@ class DoubleTalkDetector:
         self.gain[:] = 10 ** (INITIAL_GAIN_DB / 10)
         self._history[:] = False
         self.onset, self.near_frames = False, 0
+
+
+def _push(ring: np.ndarray, new) -> None:
+    """Shift `ring` (oldest first) along its first axis and put `new` last."""
+    n = 1 if np.ndim(new) < ring.ndim else len(new)
+    ring[:-n] = ring[n:]
+    ring[-n:] = new
 
 
 def _power(ring: np.ndarray) -> np.ndarray:
