@@ -51,10 +51,6 @@ PRIME_FRAMES, PRIME_LEVEL = 50, 3.0
 HOLD_FRAMES = 30  # 300 ms: the longest a mic onset at the start of an answer waits for the detector
 HOLD_LEVEL = 32768 * 10 ** (-50 / 20)  # a frame this loud may start a VAD (≈ -40 dBFS), with 10 dB to spare
 MUTE_FRAMES = 100  # 1 s of the assistant's speech after an echo path appeared
-# After a double-talk onset, the plain module's frames are sent this long (the speaker stops within
-# ~150 ms of it, and AEC3 still takes 10-60 dB off the user's first syllable until ~100 ms later):
-# the server hears the whole first word, with the last of the echo under it
-PASS_FRAMES = 30
 
 
 class EchoUnavailable(RuntimeError):
@@ -87,7 +83,6 @@ class EchoCanceller:
         # the user talking over the answer, judged on the raw mic (AEC3 dampens their first 100-300 ms)
         self.double_talk = DoubleTalkDetector() if self.path is not None else None
         self.near_onsets = 0  # how many times the detector heard the user start over the echo (read by talk)
-        self._pass = 0  # frames still to send from the plain module after a double-talk onset
         self._held: list[tuple[np.ndarray, np.ndarray]] = []  # (clean, plain) frames awaiting a verdict
         self._mute = 0
         self._told: str | None = None  # the detector state last logged
@@ -207,8 +202,7 @@ class EchoCanceller:
             self._mute -= 1
             self.bypassed = False
             return silenced + [np.zeros(FRAME, np.int16)]
-        bypass = state == path.NONE or self._pass > 0
-        self._pass = max(0, self._pass - 1)
+        bypass = state == path.NONE
         if bypass == self.bypassed:
             return [plain if bypass else clean]
         self.bypassed = bypass
@@ -225,7 +219,6 @@ class EchoCanceller:
         was = self.double_talk.onset
         if self.double_talk.near(raw, self.path.lag_ms if found else None) and not was:
             self.near_onsets += 1
-            self._pass = PASS_FRAMES
             log.debug("double talk: a near-end sound over the echo (%.0f %% of the mic's energy)",
                       100 * self.double_talk.share)
 
