@@ -50,6 +50,8 @@ LEVEL_DBFS = -45.0  # and their energy exceeds this (≈ 5 dB over a VAD's -50 d
 NOISE_OVER_DB = 10.0  # and the room's noise floor by this much (a fan is not a voice)
 NOISE_RISE_DB = 0.02  # per frame (2 dB a second): the floor follows a quieter mic at once, a louder one slowly
 FAR_DBFS = -50.0  # a far-end frame quieter than this plays nothing
+CLIPPED = 32000  # a mic frame with a sample this loud may be clipped: its distortion fills the bins the far
+# end leaves empty (offline: an echo 6 dB over the far end, clipped, started a "voice" in every answer)
 ONSET_FRAMES, ONSET_WINDOW = 4, 5  # 40 of the last 50 ms
 
 _HANN = np.hanning(NFFT)
@@ -108,6 +110,8 @@ class DoubleTalkDetector:
         far = self._far_spec[first:last].max(axis=0)
         if self._far_energy[first:last].max() <= _FAR:
             return False  # no echo to tell a voice from: the canceller does not dampen one then
+        if np.abs(x).max() >= CLIPPED:
+            return False  # neither judged nor learnt from
         bound = far * np.repeat(self.gain, GROUP)[:NBINS]
         over = mic > bound * 10 ** (MARGIN_DB / 10)
         total = float(mic.sum())
