@@ -42,9 +42,9 @@ FALL_DB = 0.1  # per frame of far-end speech (10 dB a second): the gain learnt f
 RISE_DB = 1.0  # the most the gain may rise in one frame: an echo getting louder is followed, a voice is not
 MIN_GAIN_DB = -40.0
 MARGIN_DB = 10.0  # a bin this much over the echo bound holds a near-end sound
-# a share of the mic's energy (-25 dB) under which such bins are taken for the echo's own distortion
-# (a small speaker's, 1-3 % of the amplitude: -30 to -40 dB); a user's first "s" under the echo of a
-# vowel holds 0.3-10 % (offline, the simulator's voice over itself)
+# a share of the mic's energy (-25 dB) under which such bins are taken for noise in the bound; a user's
+# first "s" under the echo of a vowel holds 0.3-10 % (offline, the simulator's voice over itself). A
+# distorting speaker may well exceed it: bench/echo.py saw false onsets at 1-17 % (see CLIPPED)
 NEAR_SHARE = 0.003
 LEVEL_DBFS = -45.0  # and their energy exceeds this (≈ 5 dB over a VAD's -50 dBFS)
 NOISE_OVER_DB = 10.0  # and the room's noise floor by this much (a fan is not a voice)

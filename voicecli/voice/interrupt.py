@@ -28,10 +28,12 @@ cleaned signal it sends, and:
 The local VAD hears only what the canceller lets through, and AEC3 dampens the user's first
 100-300 ms while the assistant talks (often all of "stop"). So the canceller also runs a double-talk
 detector on the raw mic against what was played (`voicecli.audio.doubletalk`): its onset while the
-assistant is busy is a barge-in too, like the local VAD's start (it is not fooled by AEC3's leaks, so
-it needs no more voice in the careful window). The server's `speech_started` then holds the turn even
-if the local VAD has not heard the voice yet (it will: once the speaker is quiet the canceller sends
-the plain signal); a hold in which it never does is dropped as echo, as below.
+assistant is busy is a barge-in too, like the local VAD's start, except in the careful window below
+(bench/echo.py (e): the detector cut the answer right after an interruption at its start, 8 in 40;
+the cause is not pinned down, the echo's delay may move when the speaker is flushed). The server's
+`speech_started` then holds the turn even if the local VAD has not heard the voice yet (it will, a
+few hundred ms after the speaker went quiet, when AEC3 lets it through); a hold in which it never
+does is dropped as echo, as below.
 
 `Interruption` is the decision logic, sans I/O with an injected clock; `LocalInterrupts` feeds it
 from the mic pump and the session's events and carries out its actions.
