@@ -8,6 +8,7 @@ only real voices."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -399,8 +400,6 @@ def test_latency_line_counts_from_where_the_speech_ended(tmp_path, make_sim):
     """#27: the line measures what it names — end of the user's speech (the VAD's estimate of where
     it ended, so the 500 ms of turn-end silence is in it) → first sample handed to the speaker —
     checked against the input file's known speech end and the speaker's first sample."""
-    import re
-
     sim = make_sim(latency=0.15)
     wav = voice_wav(tmp_path / "q.wav", sim, 0.5, "How far away is the moon?", 3.0)
     end_s = speech_end_s(wav)
@@ -448,14 +447,16 @@ def test_a_pause_inside_a_sentence_is_one_turn_and_one_answer(tmp_path, sim, fir
     assert_quiet_exit(r.err)
     said = entries(tr)
     assert [e["role"] for e in said] == ["user", "assistant"], said
-    # the discarded requests as the server saw them: all but the answer's (one of each, two chunks spoken)
-    seen = {"speech-to-text": len(transcriptions(sim)) - 1, "text model": len(chat_requests(sim)) - 1,
-            "text-to-speech": len(spoken(sim)) - 2}
-    assert seen["speech-to-text"] == 1  # the preemptive answer was started
-    asked = ", ".join(f"{count} {stage}" for stage, count in seen.items() if count)
-    assert f"1 preemptive answer discarded ({asked} requests;" in r.err, (seen, r.err)
-    if pause < 1.0:
-        assert asked == wasted  # the user went on while its words were being transcribed
+    discarded = re.search(r"1 preemptive answer discarded \((.*?) requests;", r.err)
+    assert discarded, r.err
+    asked = {stage: int(n) for n, stage in (part.split(" ", 1) for part in discarded.group(1).split(", "))}
+    assert asked["speech-to-text"] == 1  # the preemptive answer was started
+    # the later stages as the server saw them: all but the answer's (one of each, two chunks spoken); a
+    # transcription cancelled mid-upload may not reach the simulator's log, so that one is not compared
+    assert asked.get("text model", 0) == len(chat_requests(sim)) - 1, (asked, r.err)
+    assert asked.get("text-to-speech", 0) == len(spoken(sim)) - 2, (asked, r.err)
+    if wasted:
+        assert discarded.group(1) == wasted  # the user went on while its words were being transcribed
     assert r.err.count("latency:") == 1
     # the last request's history holds no discarded answer
     assert [m["role"] for m in chat_requests(sim)[-1]["body"]["messages"] if m["role"] != "system"] == ["user"]
