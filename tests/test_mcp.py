@@ -125,7 +125,7 @@ def test_the_model_calls_a_streamable_http_server_tool(tmp_path, sim, make_profi
     r = infer(tmp_path, sim, profile, "-t", transport, 'web__add and web__header {"a": 1, "b": 2, "name": "x-probe"}',
               PROBE_VALUE="from-the-environment")
     assert r.code == 0, r.err
-    assert r.out == "Tool web__add returned: 3. Tool web__header returned: from-the-environment.\n"
+    assert r.out == "Tool web__add returned: 3. Tool web__header returned: from-the-environment.\n", r.err
     assert "from-the-environment" not in r.err  # header values are never shown
 
 

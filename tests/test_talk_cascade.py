@@ -424,15 +424,15 @@ def test_latency_line_counts_from_where_the_speech_ended(tmp_path, make_sim):
     assert printed >= 900, line
 
 
-@pytest.mark.parametrize("first, pause, rest, wasted", [
-    ("Tell me about the capital", 0.3, "of France and its river.", "1 speech-to-text"),  # resumed during it
+@pytest.mark.parametrize("first, pause, rest", [
+    ("Tell me about the capital", 0.3, "of France and its river."),  # resumed during its transcription, mostly
     # "and": mid-clause, so the turn-end silence grows to voice.max_end_ms (raised to 4 s); in the 2 s
     # pause the preemptive answer is written and spoken (to the simulator) before the user goes on, on
     # a quiet machine: with two suites at once it may get less far (0.9 s and 2 s both fell short)
-    ("Tell me about the capital and", 2.0, "its river.", None),
+    ("Tell me about the capital and", 2.0, "its river."),
 ])
 @pytest.mark.slow
-def test_a_pause_inside_a_sentence_is_one_turn_and_one_answer(tmp_path, sim, first, pause, rest, wasted):
+def test_a_pause_inside_a_sentence_is_one_turn_and_one_answer(tmp_path, sim, first, pause, rest):
     """#24: at the pause a preemptive answer is started; the user going on discards it — not heard,
     not in the transcript, the history or the conversation log — and the whole utterance is one turn
     with one answer."""
@@ -451,12 +451,11 @@ def test_a_pause_inside_a_sentence_is_one_turn_and_one_answer(tmp_path, sim, fir
     assert discarded, r.err
     asked = {stage: int(n) for n, stage in (part.split(" ", 1) for part in discarded.group(1).split(", "))}
     assert asked["speech-to-text"] == 1  # the preemptive answer was started
-    # the later stages as the server saw them: all but the answer's (one of each, two chunks spoken); a
-    # transcription cancelled mid-upload may not reach the simulator's log, so that one is not compared
-    assert asked.get("text model", 0) == len(chat_requests(sim)) - 1, (asked, r.err)
-    assert asked.get("text-to-speech", 0) == len(spoken(sim)) - 2, (asked, r.err)
-    if wasted:
-        assert discarded.group(1) == wasted  # the user went on while its words were being transcribed
+    # how far it got depends on the machine's speed; the server saw no more of it than talk counts (all
+    # but the answer's requests: one of each, two chunks spoken), and a request cancelled while it was
+    # being sent may not have reached it
+    assert 0 <= len(chat_requests(sim)) - 1 <= asked.get("text model", 0), (asked, r.err)
+    assert 0 <= len(spoken(sim)) - 2 <= asked.get("text-to-speech", 0), (asked, r.err)
     assert r.err.count("latency:") == 1
     # the last request's history holds no discarded answer
     assert [m["role"] for m in chat_requests(sim)[-1]["body"]["messages"] if m["role"] != "system"] == ["user"]
