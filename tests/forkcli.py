@@ -18,10 +18,11 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
-import shutil
 import tempfile
 import threading
 
@@ -90,9 +91,9 @@ while run is None:
         conn.sendall(b"%d\n" % pid)
     except OSError:
         pass
-    _, status, usage = os.wait4(pid, 0)
+    _, status = os.waitpid(pid, 0)
     try:
-        conn.sendall(b"%d %f\n" % (os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime))
+        conn.sendall(b"%d\n" % os.waitstatus_to_exitcode(status))
     finally:  # the test may have gone (a timeout)
         os._exit(0)
 # the run: as `python -m voicecli ARGS` would start, minus the interpreter's start and the imports
@@ -178,9 +179,9 @@ class ForkServer:
         reply = conn.makefile("rb")
         self.last_pid = pid = int(reply.readline())
         try:
-            code, cpu = reply.readline().split()
+            code = int(reply.readline())
         except (socket.timeout, TimeoutError):
-            os.kill(pid, 9)
+            os.kill(pid, signal.SIGKILL)
             raise subprocess.TimeoutExpired(["voicecli", *args], timeout) from None
         finally:
             conn.close()
@@ -188,13 +189,10 @@ class ForkServer:
             t.join(timeout)
         # as subprocess.run(text=True) decodes: strict, universal newlines
         text = {fd: b"".join(c).decode().replace("\r\n", "\n").replace("\r", "\n") for fd, c in chunks.items()}
-        global runs_cpu
-        runs_cpu += float(cpu)
-        return subprocess.CompletedProcess(["voicecli", *args], int(code), text[out_r], text[err_r])
+        return subprocess.CompletedProcess(["voicecli", *args], code, text[out_r], text[err_r])
 
 
 _server: ForkServer | None = None
-runs_cpu = 0.0  # CPU seconds of the runs so far (they are not this process's children: not in its rusage)
 
 
 def server_for(env: dict[str, str]) -> ForkServer | None:
@@ -203,6 +201,6 @@ def server_for(env: dict[str, str]) -> ForkServer | None:
     if os.environ.get("VOICECLI_TEST_EXEC") == "1":
         return None
     if _server is None or _server.proc.poll() is not None:
-        base = {k: v for k, v in env.items() if k.startswith(STARTUP_ENV) or k == "PATH"}
-        _server = ForkServer({**{k: v for k, v in os.environ.items() if k.startswith(STARTUP_ENV)}, **base})
+        # what the interpreter reads at start as this worker has it: runs that change none of it are served
+        _server = ForkServer({k: v for k, v in os.environ.items() if k.startswith(STARTUP_ENV) or k == "PATH"})
     return _server if _server.serves(env) else None
