@@ -211,9 +211,10 @@ def test_a_line_typed_before_the_first_prompt_is_sent_whole(tmp_path, sim, term)
     from test_mcp import SERVER
 
     started, go = tmp_path / "started", tmp_path / "go"
-    waiter = ("import os, sys, time\n"
+    os.mkfifo(go)  # the server waits on it: opening it blocks until the test opens its other end
+    waiter = ("import os, sys\n"
               f"open({str(started)!r}, 'w').close()\n"
-              f"while not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
+              f"open({str(go)!r}).read()\n"
               f"os.execv(sys.executable, [sys.executable, {str(SERVER)!r}, 'stdio'])\n")
     profile = tmp_path / "p.toml"
     profile.write_text('extends = "offline"\n[[mcp]]\nname = "late"\napproval = "auto"\n'
@@ -222,7 +223,7 @@ def test_a_line_typed_before_the_first_prompt_is_sent_whole(tmp_path, sim, term)
     t.child.logfile_read = seen = io.StringIO()
     wait_for(started.exists, what="the MCP server to start")
     t.child.send("hello\r")  # typed while chat waits for the server
-    go.touch()
+    go.write_text("")  # opens the pipe's other end: the server goes on
     t.child.expect("You said: hello")
     t.child.send("/exit\r")  # typed ahead again: sent at the next prompt
     _, err, code = t.wait()

@@ -51,7 +51,8 @@ def _can_run_realtime() -> bool:
 # audio thread (PipeWire through RTKit; this stack's PulseAudio runs its own I/O threads so already):
 # what the audio tests judge is talk's real-time work, not how busy the rest of the suite keeps the
 # CPUs. Starved, talk lets its own echo through (issue 27: the leaking-speaker test failed 2 of 4 at
-# load 10-15 without it, 0 of 4 with it). Where it may not, the tests that need it run alone (conftest).
+# load 10-15 without it, 0 of 4 with it; among whole suites it still failed, so it runs alone anyway).
+# Where it may not, the tests that need it run alone (conftest).
 REALTIME = _can_run_realtime()
 
 
