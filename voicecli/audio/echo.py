@@ -32,6 +32,7 @@ import time
 
 import numpy as np
 
+from voicecli.audio.doubletalk import DoubleTalkDetector
 from voicecli.audio.echopath import EchoPathDetector
 from voicecli.audio.pcm import RATE
 
@@ -79,6 +80,9 @@ class EchoCanceller:
             echo_cancellation=False, noise_suppression=noise_suppression, high_pass_filter=high_pass_filter,
             auto_gain_control=auto_gain_control) if self.path is not None else None
         self.bypassed = False  # the last frame sent was the plain one
+        # the user talking over the answer, judged on the raw mic (AEC3 dampens their first 100-300 ms)
+        self.double_talk = DoubleTalkDetector() if self.path is not None else None
+        self.near_onsets = 0  # how many times the detector heard the user start over the echo (read by talk)
         self._held: list[tuple[np.ndarray, np.ndarray]] = []  # (clean, plain) frames awaiting a verdict
         self._mute = 0
         self._told: str | None = None  # the detector state last logged
@@ -182,6 +186,7 @@ class EchoCanceller:
         before = path.state
         state = path.near(raw)
         self._tell(state)
+        self._judge_double_talk(raw, state, before)
         silenced: list[np.ndarray] = []
         if state == path.FOUND and before != path.FOUND and path.bypassed_once:
             # held frames were the echo: silence in their place keeps the server's audio clock
@@ -205,6 +210,18 @@ class EchoCanceller:
         new, old = (plain, clean) if bypass else (clean, plain)
         return [(old * (1.0 - ramp) + new * ramp).astype(np.int16)]
 
+    def _judge_double_talk(self, raw: np.ndarray, state: str, before: str) -> None:
+        """Feed the double-talk detector; it judges only once an echo path (its delay) is known, and a
+        newly found echo path has a gain of its own to learn."""
+        found = state == EchoPathDetector.FOUND
+        if found and before != EchoPathDetector.FOUND:
+            self.double_talk.forget()
+        was = self.double_talk.onset
+        if self.double_talk.near(raw, self.path.lag_ms if found else None) and not was:
+            self.near_onsets += 1
+            log.debug("double talk: a near-end sound over the echo (%.0f %% of the mic's energy)",
+                      100 * self.double_talk.share)
+
     def _tell(self, state: str) -> None:
         """--debug: the detector's verdicts, once each (not its quick re-check at every answer)."""
         if state == EchoPathDetector.UNKNOWN or state == self._told:
@@ -226,6 +243,7 @@ class EchoCanceller:
             self._apm.process_reverse_stream(self._rtc.AudioFrame(far.tobytes(), RATE, 1, FRAME))
             if self.path is not None:
                 self.path.far(far)
+                self.double_talk.far(far)
 
 
 def _rms(x: np.ndarray) -> float:

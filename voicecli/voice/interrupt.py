@@ -25,6 +25,16 @@ cleaned signal it sends, and:
   user's whole sentence is one turn and gets one answer (as LiveKit Agents and Pipecat let a local
   VAD own the turn end). Away from interruptions the server's VAD keeps the turns as configured.
 
+The local VAD hears only what the canceller lets through, and AEC3 dampens the user's first
+100-300 ms while the assistant talks (often all of "stop"). So the canceller also runs a double-talk
+detector on the raw mic against what was played (`voicecli.audio.doubletalk`): its onset while the
+assistant is busy is a barge-in too, like the local VAD's start, except in the careful window below
+(bench/echo.py (e): the detector cut the answer right after an interruption at its start, 8 in 40;
+the cause is not pinned down, the echo's delay may move when the speaker is flushed). The server's
+`speech_started` then holds the turn even if the local VAD has not heard the voice yet (it will, a
+few hundred ms after the speaker went quiet, when AEC3 lets it through); a hold in which it never
+does is dropped as echo, as below.
+
 `Interruption` is the decision logic, sans I/O with an injected clock; `LocalInterrupts` feeds it
 from the mic pump and the session's events and carries out its actions.
 """
@@ -77,6 +87,7 @@ class Interruption:
         self.speaking = False  # the local VAD is inside speech
         self.end_ms: int | None = None  # held: where the speech last stopped (stream ms), not yet committed
         self.start_ms: int | None = None  # where the speech of this interruption began (stream ms)
+        self.by_double_talk = False  # the pending barge-in came from the double-talk detector
 
     def local(self, kind: str, busy: bool, ms: int = 0) -> list[str]:
         """A local VAD event ("start" / "stop" at stream position `ms`; others are ignored); `busy`:
@@ -101,6 +112,19 @@ class Interruption:
                 return self._end()
         return []
 
+    def double_talk(self, busy: bool) -> list[str]:
+        """The double-talk detector heard a near-end sound start over the assistant's echo."""
+        if self.held is not None:
+            if self.suspect and busy:  # held on the server's word: this is the voice that confirms it
+                self.suspect, self.heard, self.cut_at = False, True, self.clock()
+                return [BARGE_IN]
+            return []
+        if busy and self.pending is None:
+            self.pending = self.cut_at = self.clock()
+            self.by_double_talk = True
+            return [BARGE_IN]
+        return []
+
     def careful(self, playing_since: float | None) -> bool:
         """The canceller may be leaking: soon after a barge-in, or early in an answer's sound
         (`playing_since`: when it began, on this clock)."""
@@ -113,6 +137,9 @@ class Interruption:
             return []
         if self.pending is not None:
             self.pending = None  # confirmed: the barge-in was done
+            if self.by_double_talk:  # the local VAD may not hear the voice yet (the canceller dampens it)
+                self.by_double_talk = False
+                return self._hold()
             return self._hold() if self.speaking else []  # a short word already over: the server ends it
         if not busy:  # the answer is over; right after a barge-in it may be the interruption going on
             return self._hold() if self.clock() - self.cut_at < AFTER_CUT_S else []
@@ -139,7 +166,7 @@ class Interruption:
     def tick(self) -> list[str]:
         now = self.clock()
         if self.pending is not None and now - self.pending >= CONFIRM_S:
-            self.pending = None
+            self.pending, self.by_double_talk = None, False
             self.false_starts += 1
             return [FALSE_START]
         if self.held is not None and not self.heard and not self.speaking and now - self.held >= HOLD_WAIT_S:
@@ -172,8 +199,10 @@ class LocalInterrupts:
     `end_ms` of the stream (for the latency clock)."""
 
     def __init__(self, voice, session, barge_in: Callable[[], Awaitable[None]],
-                 ended: Callable[[int, int], None], clock: Callable[[], float] = time.monotonic, vad=None):
+                 ended: Callable[[int, int], None], clock: Callable[[], float] = time.monotonic, vad=None,
+                 echo=None):
         self.session, self._barge_in, self._ended = session, barge_in, ended
+        self.onsets = DoubleTalkOnsets(echo)
         if vad is None:
             from voicecli.voice.cascade import local_vad
 
@@ -192,6 +221,8 @@ class LocalInterrupts:
         playback = turns.playback
         self._careful = self.logic.careful(playback.first_played.get(playback.current_item or ""))
         self.vad.min_speech_ms = MIN_TURN_MS if self._careful else self.barge_in_ms
+        if self.onsets.new() and not self._careful:
+            await self._do(self.logic.double_talk(turns.busy))
         for event in self.vad.feed(pcm):
             log.debug("local vad: speech %s at %d ms (fed %d ms)", event.kind, event.ms, self.vad.position_ms)
             await self._do(self.logic.local(event.kind, turns.busy, event.ms))
@@ -233,17 +264,46 @@ class LocalInterrupts:
                           "%d so far)", CONFIRM_S, self.logic.false_starts)
 
 
+class DoubleTalkOnsets:
+    """New onsets of the canceller's double-talk detector since the last look (none without one)."""
+
+    def __init__(self, echo=None):
+        self.echo = echo if getattr(echo, "double_talk", None) is not None else None
+        self._seen = self.echo.near_onsets if self.echo is not None else 0
+
+    def new(self) -> bool:
+        if self.echo is None or self.echo.near_onsets == self._seen:
+            return False
+        self._seen = self.echo.near_onsets
+        return True
+
+
 class ServerInterrupts:
     """Without echo cancellation (or in a cascade, or push-to-talk): the session's own speech
-    events interrupt the assistant, as they always did."""
+    events interrupt the assistant, as they always did. With echo cancellation (a cascade on a
+    leaking speaker), the double-talk detector's onset interrupts it too (the local VAD that makes
+    the cascade's speech events hears the user only once the canceller lets them through), outside
+    the careful window (`Interruption.careful`)."""
 
-    def __init__(self, barge_in: Callable[[], Awaitable[None]]):
+    def __init__(self, barge_in: Callable[[], Awaitable[None]], echo=None,
+                 clock: Callable[[], float] = time.monotonic):
         self._barge_in = barge_in
+        self.onsets = DoubleTalkOnsets(echo)
+        self.logic = Interruption(clock)  # only its careful window
 
     async def audio(self, pcm: bytes, turns) -> None:
-        pass
+        if not self.onsets.new() or not turns.busy:
+            return
+        playback = turns.playback
+        if self.logic.careful(playback.first_played.get(playback.current_item or "")):
+            return
+        log.debug("barge-in: double talk")
+        self.logic.cut_at = self.logic.clock()
+        await self._barge_in()
 
     async def server_started(self, busy: bool) -> None:
+        if busy:
+            self.logic.cut_at = self.logic.clock()
         await self._barge_in()
 
     async def server_stopped(self) -> None:
@@ -260,6 +320,7 @@ def local_interrupts(engine: str, voice, audio, session, barge_in: Callable[[], 
                      ended: Callable[[int, int], None]) -> LocalInterrupts | ServerInterrupts:
     """The local VAD interrupts a Realtime answer when the echo canceller runs (a leaking speaker may
     be heard) and the server detects turns; otherwise the session's speech events do."""
-    if engine == "realtime" and getattr(audio, "echo", None) is not None and voice.turn_detection != "none":
-        return LocalInterrupts(voice, session, barge_in, ended)
-    return ServerInterrupts(barge_in)
+    echo = getattr(audio, "echo", None)
+    if engine == "realtime" and echo is not None and voice.turn_detection != "none":
+        return LocalInterrupts(voice, session, barge_in, ended, echo=echo)
+    return ServerInterrupts(barge_in, echo)
