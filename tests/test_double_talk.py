@@ -79,6 +79,16 @@ def test_an_echo_alone_is_never_double_talk(far, gain, delay_ms):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("delay", [1071, 1552, 2255, 2323, 2773])  # samples: 44.6 to 115.5 ms
+def test_a_plain_echo_between_two_frames_is_never_double_talk(far, delay):
+    """A virtual sound card's loopback: the far end itself (no room, no filter), delayed by a part of
+    a 10 ms frame, as in the leaking-speaker test (96.8 ms there). Each of these delays made "double
+    talk" in one bin, at a sound's onset, before the bound took in the neighbouring bins."""
+    mic = np.concatenate([np.zeros(delay), far])[: far.size] + noise(far.size)
+    assert onsets(far, mic, lag_ms=delay // FRAME * 10) == []
+
+
+@pytest.mark.slow
 def test_an_echo_getting_louder_or_quieter_stays_echo(far):
     """Volume steps mid-answer: +6 dB, -12 dB, +9 dB."""
     step = np.ones(far.size)
