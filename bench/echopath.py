@@ -204,7 +204,8 @@ def _barge_ins(stack, work: Path, name: str, env: dict[str, str]) -> dict:
         talk.quit()
         monitor.stop()
         sim.stop()
-    ms = sorted(d * 1000 for d in delays if d is not None and d >= 0) or [float("nan")]
+    ms = sorted(d * 1000 for d in delays if d is not None and d > 0) or [float("nan")]
+    # (a delay of 0: the try began in a pause of the answer that it never left; not timed, as in echo.py)
     wav = np.frombuffer(read_wav_24k(stop), dtype="<i2").astype(np.float64)
     levels = _first_200ms_levels(np.frombuffer(sent[: len(sent) // 2 * 2], dtype="<i2").astype(np.float64),
                                  wav, int(onset * 24000))
