@@ -125,9 +125,9 @@ def run(parts: str = "acef"):
                          "still speaks), the simulator's VAD, the flush and PortAudio's output latency.")
     section.notes.append("(c) the simulator's VAD needs 30 ms of voice; the real server's is slower. The local VAD "
                          "(Silero, voice.barge_in_ms) hears the same cleaned signal: while the assistant talks, AEC3 "
-                         "suppresses the first few hundred ms of the user's voice (often all of \"stop\"), so "
-                         "neither detector can start before the canceller lets the voice through; in the simulator "
-                         "the energy VAD usually gets there first, a real server (network, neural VAD) later.")
+                         "suppresses the first few hundred ms of the user's voice (often all of \"stop\"). The "
+                         "double-talk detector (raw mic against what was played, ahead of the canceller) stops the "
+                         "answer first in most tries; talk's --debug output says \"double talk\" for each.")
     section.notes.append("(e) the onset→silence time and the words are the simulator's: \"sent\" is the voiced span "
                          "(over -40 dBFS) of what talk sent during the sentence; the canceller attenuates the first "
                          "word while both talk, which the ≥ 90 % row counts against the turn.")

@@ -29,8 +29,9 @@ The local VAD hears only what the canceller lets through, and AEC3 dampens the u
 100-300 ms while the assistant talks (often all of "stop"). So the canceller also runs a double-talk
 detector on the raw mic against what was played (`voicecli.audio.doubletalk`): its onset while the
 assistant is busy is a barge-in too, like the local VAD's start, except in the careful window below
-(bench/echo.py (e): the detector cut the answer right after an interruption at its start, 8 in 40;
-the cause is not pinned down, the echo's delay may move when the speaker is flushed). The server's
+(bench/echo.py (e), before the detector's bound took in neighbouring bins: it cut the answer right
+after an interruption at its start, 8 in 40; one cause found since is an echo delayed by part of a
+frame, perhaps not the only one). The server's
 `speech_started` then holds the turn even if the local VAD has not heard the voice yet (it will, a
 few hundred ms after the speaker went quiet, when AEC3 lets it through); a hold in which it never
 does is dropped as echo, as below.
