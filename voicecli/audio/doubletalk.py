@@ -155,8 +155,9 @@ def _with_neighbours(spec: np.ndarray) -> np.ndarray:
     apart and an echo's fall anywhere between: at a sound's onset a 20 ms window shifted by a few ms
     moves power between neighbouring bins, by up to 12 dB in one (a plain delayed echo in the
     leaking-speaker test started "double talk" in 2 of 8 runs, always in one bin). A quarter: no such
-    onset in 16 recorded runs nor at 23 delays offline, and the user is heard as soon as without (the
-    whole neighbour's power: 390 ms instead of 188 at the 95th percentile, offline)."""
+    onset replaying 8 runs' microphone and far end (4 without it) nor at 118 delays offline (80), and
+    the user is heard as soon as without (the whole neighbour's power: 390 ms instead of 188 at the
+    95th percentile, offline)."""
     out = spec.copy()
     np.maximum(out[1:], NEIGHBOUR * spec[:-1], out=out[1:])
     np.maximum(out[:-1], NEIGHBOUR * spec[1:], out=out[:-1])
