@@ -6,10 +6,11 @@ signal hears the user late. This detector compares the raw mic with the far end 
 speaker played), in the same 10 ms lockstep the canceller feeds AEC3:
 
 - per frequency bin (20 ms spectra, 150-8000 Hz), the echo the mic can hold at most is the far
-  end's power (in the bin, or -6 dB in a neighbour) over the frames that can echo now (all played within the echo delay `lag_ms`, as
-  the echo path detector found it, and TAIL_MS more) times the echo return gain of its band (GROUP bins),
-  learnt while the far end plays: a peak of mic / far that falls FALL_DB a frame and may rise
-  only RISE_DB a frame, so a louder echo is followed within a few frames, a voice is not;
+  end's power (in the bin, or -6 dB in a neighbour) over the frames that can echo now (all played
+  within the echo delay `lag_ms`, as the echo path detector found it, and TAIL_MS more) times the
+  echo return gain of its band (GROUP bins), learnt while the far end plays: a peak of mic / far
+  that falls FALL_DB a frame and may rise only RISE_DB a frame, so a louder echo is followed within
+  a few frames, a voice is not;
 - the mic's energy in bins MARGIN_DB over that bound is not echo. When it is loud enough for a VAD
   (LEVEL_DBFS, and NOISE_OVER_DB over the room's noise) and not a negligible share of the mic's
   energy (NEAR_SHARE), the frame holds a near-end sound; `onset` is set after ONSET_FRAMES of them
@@ -102,18 +103,18 @@ class DoubleTalkDetector:
 
     def _judge(self, x: np.ndarray, lag_ms: float) -> bool:
         """Does this frame hold a near-end sound over an echo? (Learning the echo gain meanwhile.)"""
-        mic = _power(self._near_ring)
         # the frames played up to lag_ms + TAIL_MS ago, the newest included: the delay found is a
         # moment's (the streams' alignment moves by 10-40 ms in talk), and an echo that comes earlier
         # than the bound allows for is taken for a voice (bench/echo.py: 1 in 20 answers cut at its start)
         oldest = min(_FRAMES - 1, int((lag_ms + TAIL_MS) // 10))
         first, last = _FRAMES - 1 - oldest, _FRAMES
-        played = self._far_spec[first:last].max(axis=0)
-        far = _with_neighbours(played)
         if self._far_energy[first:last].max() <= _FAR:
             return False  # no echo to tell a voice from: the canceller does not dampen one then
         if np.abs(x).max() >= CLIPPED:
             return False  # neither judged nor learnt from
+        mic = _power(self._near_ring)
+        played = self._far_spec[first:last].max(axis=0)
+        far = _with_neighbours(played)
         bound = far * np.repeat(self.gain, GROUP)[:NBINS]
         over = mic > bound * 10 ** (MARGIN_DB / 10)
         total = float(mic.sum())
