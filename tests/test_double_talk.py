@@ -151,6 +151,51 @@ def test_an_echo_path_appearing_mid_answer_is_not_double_talk(far):
     assert aec.near_onsets == 0
 
 
+def level_db(x: np.ndarray) -> float:
+    return 10 * np.log10(np.mean(np.square(x)) + 1e-9)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gain", [0.3, 1.0])
+def test_a_user_talking_over_the_answer_is_sent_at_their_own_level(far, gain):
+    """AEC3 takes 10-25 dB off a user's first 300 ms while the assistant talks (and holds them down
+    for a while after it stopped): the server's VAD then hears "Stop," in pieces. From the detector's
+    onset the canceller sends the raw mic in the bins over the echo bound and AEC3's output in the
+    others, and once the far end has been silent past the echo's reach, the plain processing. The
+    speaker stops 150 ms into the user's voice, as a barge-in does. Nothing is lost or added."""
+    pytest.importorskip("livekit.rtc")
+    near, start = over(far, user_voice(USER[3]), 3.0)
+    played = far.copy()
+    played[start + RATE * 15 // 100:] = 0
+    echo = echo_of(played, 40, gain)
+    mic = echo + near + noise(far.size)
+    out, aec = run_canceller(played, mic)
+    alone, _ = run_canceller(played, mic, detect_echo_path=False)  # the control: AEC3's frames only
+    assert aec.echo_path == "found" and aec.near_onsets >= 1
+    assert out.size == alone.size == far.size // FRAME * FRAME
+    first = slice(start, start + RATE * 3 // 10)
+    assert level_db(alone[first]) - level_db(near[first]) < -10
+    assert level_db(out[first]) - level_db(near[first]) > -10
+    assert level_db(out[first]) - level_db(alone[first]) > 8
+    rest = slice(start + RATE * 3 // 10, start + RATE)  # the echo gone: the voice whole
+    assert abs(level_db(out[rest]) - level_db(near[rest])) < 1.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gain", [0.3, 1.0])
+def test_what_is_sent_while_both_talk_holds_little_echo(far, gain):
+    """The bins kept raw are those 10 dB over the echo's bound: fitting what is sent during the user's
+    sentence (the answer playing on) as near + k * echo, k stays under 0.05 (-26 dB)."""
+    pytest.importorskip("livekit.rtc")
+    near, start = over(far, user_voice(USER[3]), 3.0)
+    echo = echo_of(far, 40, gain)
+    out, aec = run_canceller(far, echo + near + noise(far.size))
+    assert aec.near_onsets >= 1
+    said = slice(start, start + RATE * 3 // 2)
+    (_, k), *_ = np.linalg.lstsq(np.stack([near[said], echo[said]], axis=1), out[said], rcond=None)
+    assert abs(k) < 0.05
+
+
 # -- the barge-in logic ------------------------------------------------------------------------
 
 class Clock:

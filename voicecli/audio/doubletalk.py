@@ -57,6 +57,8 @@ ONSET_FRAMES, ONSET_WINDOW = 4, 5  # 40 of the last 50 ms
 NEIGHBOUR = 0.25  # a neighbouring bin's far-end power counts this much (-6 dB) in a bin's echo bound
 
 _HANN = np.hanning(NFFT)
+# near_end's window: a periodic Hann, whose halves add up to exactly 1 at the 10 ms hop (overlap-add)
+_SYNTH = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(NFFT) / NFFT)
 _GROUPS = np.arange(0, NBINS, GROUP)  # the first bin of each group
 _LEVEL = (32768.0 * 10 ** (LEVEL_DBFS / 20)) ** 2
 _FAR = (32768.0 * 10 ** (FAR_DBFS / 20)) ** 2
@@ -78,6 +80,8 @@ class DoubleTalkDetector:
         self._far_ring = np.zeros(NFFT)
         self._near_ring = np.zeros(NFFT)
         self._history = np.zeros(ONSET_WINDOW, bool)
+        self._over: np.ndarray | None = None  # the bins of the last frame judged over the echo bound
+        self.echo_reach = True  # the far end played within the echo's reach (or the delay is unknown)
 
     def far(self, frame: np.ndarray) -> None:
         """A 10 ms far-end frame (int16, 24 kHz) that was played."""
@@ -93,7 +97,7 @@ class DoubleTalkDetector:
         Returns `onset`."""
         x = frame.astype(np.float64)
         _push(self._near_ring, x)
-        near = False
+        near, self._over, self.echo_reach = False, None, True
         if lag_ms is not None:
             near = self._judge(x, lag_ms)
         _push(self._history, near)
@@ -109,6 +113,7 @@ class DoubleTalkDetector:
         oldest = min(_FRAMES - 1, int((lag_ms + TAIL_MS) // 10))
         first, last = _FRAMES - 1 - oldest, _FRAMES
         if self._far_energy[first:last].max() <= _FAR:
+            self.echo_reach = False
             return False  # no echo to tell a voice from: the canceller does not dampen one then
         if np.abs(x).max() >= CLIPPED:
             return False  # neither judged nor learnt from
@@ -117,6 +122,7 @@ class DoubleTalkDetector:
         far = _with_neighbours(played)
         bound = far * np.repeat(self.gain, GROUP)[:NBINS]
         over = mic > bound * 10 ** (MARGIN_DB / 10)
+        self._over = over
         total = float(mic.sum())
         near_energy = float(mic[over].sum())
         self.share = near_energy / total if total > 0 else 0.0
@@ -126,6 +132,18 @@ class DoubleTalkDetector:
         self._learn(mic, played)  # in every frame: a louder echo is followed within a few frames
         return (self.share >= NEAR_SHARE and self.near_level > _LEVEL
                 and self.near_level > self._noise * 10 ** (NOISE_OVER_DB / 10))
+
+    def near_end(self, cancelled: np.ndarray) -> np.ndarray:
+        """The last 20 ms of the mic with the echo taken out: the raw mic in the bins over the echo
+        bound (the near-end sound, which the canceller dampens), `cancelled` (the canceller's output
+        for the same 20 ms) in the others; windowed for overlap-add at the 10 ms hop."""
+        other = np.fft.rfft(cancelled * _SYNTH)
+        if self._over is None:
+            return np.fft.irfft(other, NFFT)
+        mic = np.fft.rfft(self._near_ring * _SYNTH)
+        kept = np.zeros(mic.size, bool)
+        kept[_BINS] = self._over
+        return np.fft.irfft(np.where(kept, mic, other), NFFT)
 
     def _learn(self, mic: np.ndarray, far: np.ndarray) -> None:
         """The echo gain per group: a peak of mic / far that falls slowly and rises only a little."""

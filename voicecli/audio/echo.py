@@ -19,6 +19,14 @@ those of a second module with the same noise suppression and high-pass filter bu
 cancellation. AEC3 still gets both streams all the time, so it is converged when an echo path
 appears and the detector switches back.
 
+With an echo path, AEC3's suppressor also takes 10-60 dB off a user talking over the answer, and
+holds them down for 100-300 ms after the answer stopped: the server hears "Stop, wait" as "wait".
+So while the double-talk detector (`doubletalk.py`) hears the user over the echo, the frames sent
+are the raw microphone in the bins its echo bound says hold the user, AEC3's output in the others
+(20 ms windows, overlap-added: 10 ms later than AEC3's frames for as long as it lasts); and once the
+far end has been silent past the echo's reach, there is no echo left to cancel, and the plain
+module's frames are sent, as with headphones.
+
 `livekit` (the wheel carries the native module; no server is involved) is imported here only,
 lazily by `talk`: `--version` and `infer` never pay for it.
 """
@@ -51,6 +59,7 @@ PRIME_FRAMES, PRIME_LEVEL = 50, 3.0
 HOLD_FRAMES = 30  # 300 ms: the longest a mic onset at the start of an answer waits for the detector
 HOLD_LEVEL = 32768 * 10 ** (-50 / 20)  # a frame this loud may start a VAD (≈ -40 dBFS), with 10 dB to spare
 MUTE_FRAMES = 100  # 1 s of the assistant's speech after an echo path appeared
+CLEAN, PLAIN, NEAR = "clean", "plain", "near"  # what is sent: AEC3's frame, the bypass's, the near-end sound
 
 
 class EchoUnavailable(RuntimeError):
@@ -79,7 +88,11 @@ class EchoCanceller:
         self._plain = self._rtc.AudioProcessingModule(
             echo_cancellation=False, noise_suppression=noise_suppression, high_pass_filter=high_pass_filter,
             auto_gain_control=auto_gain_control) if self.path is not None else None
-        self.bypassed = False  # the last frame sent was the plain one
+        self.bypassed = False  # no echo path found: the canceller is bypassed
+        self.mode = CLEAN  # what the last frame sent was: CLEAN, PLAIN or NEAR (see _choose)
+        self._ola = np.zeros(FRAME)  # the near-end sound's overlap-add tail
+        self._from: np.ndarray | None = None  # the frame the near-end sound fades in from
+        self._last = (np.zeros(FRAME, np.int16), np.zeros(FRAME, np.int16))  # last (clean, plain) frames
         # the user talking over the answer, judged on the raw mic (AEC3 dampens their first 100-300 ms)
         self.double_talk = DoubleTalkDetector() if self.path is not None else None
         self.near_onsets = 0  # how many times the detector heard the user start over the echo (read by talk)
@@ -170,8 +183,9 @@ class EchoCanceller:
         return out
 
     def _choose(self, raw: np.ndarray, clean: np.ndarray) -> list[np.ndarray]:
-        """The frames to send for this one: the echo-cancelled frame, or while no echo path is found
-        the plain one (crossfaded over one frame when it changes, so the switch does not click).
+        """The frames to send for this one: the echo-cancelled frame; the plain one while no echo
+        path is found, or no echo can be in the mic; the near-end sound while the user talks over
+        the echo (`_send`).
 
         AEC3 itself, after a long time without an echo, lets a new echo through until it has adapted
         (the first 100–200 ms, enough for a VAD). So when an echo path may have appeared (an answer
@@ -179,14 +193,18 @@ class EchoCanceller:
         the detector says whose voice it is (at most HOLD_FRAMES: then the user's); an echo is sent
         as silence, and so is the mic for MUTE_FRAMES of the assistant's speech after an echo path
         appeared, while AEC3 adapts."""
-        plain_frame = self._rtc.AudioFrame(raw.tobytes(), RATE, 1, FRAME)
-        self._plain.process_stream(plain_frame)
-        plain = np.frombuffer(plain_frame.data, dtype=np.int16)
         path = self.path
         before = path.state
         state = path.near(raw)
         self._tell(state)
         self._judge_double_talk(raw, state, before)
+        # while an echo may be in the mic the plain module gets the cancelled frame: its noise
+        # suppressor, fed the echo, learnt the assistant's voice as noise and took 5-9 dB off a user
+        # speaking once the echo ended (offline, the simulator's voice over its own echo)
+        echoing = state == path.FOUND and self.double_talk.echo_reach
+        plain_frame = self._rtc.AudioFrame((clean if echoing else raw).tobytes(), RATE, 1, FRAME)
+        self._plain.process_stream(plain_frame)
+        plain = np.frombuffer(plain_frame.data, dtype=np.int16)
         silenced: list[np.ndarray] = []
         if state == path.FOUND and before != path.FOUND and path.bypassed_once:
             # held frames were the echo: silence in their place keeps the server's audio clock
@@ -196,19 +214,57 @@ class EchoCanceller:
             if state == path.UNKNOWN and len(self._held) < HOLD_FRAMES:
                 return []
             held, self._held = self._held, []
-            self.bypassed = True
-            return [p for _, p in held]  # the user's voice (or undecided: it wins)
+            late = self._leave_near()
+            self.mode, self.bypassed, self._last = PLAIN, True, (clean, plain)
+            return late + [p for _, p in held]  # the user's voice (or undecided: it wins)
         if self._mute and path.far_speaking:
             self._mute -= 1
-            self.bypassed = False
-            return silenced + [np.zeros(FRAME, np.int16)]
-        bypass = state == path.NONE
-        if bypass == self.bypassed:
-            return [plain if bypass else clean]
-        self.bypassed = bypass
-        ramp = np.linspace(0.0, 1.0, FRAME)
-        new, old = (plain, clean) if bypass else (clean, plain)
-        return [(old * (1.0 - ramp) + new * ramp).astype(np.int16)]
+            late = self._leave_near()
+            self.mode, self.bypassed, self._last = CLEAN, False, (clean, plain)
+            return late + silenced + [np.zeros(FRAME, np.int16)]
+        self.bypassed = state == path.NONE
+        if self.bypassed or (state == path.FOUND and not self.double_talk.echo_reach):
+            return self._send(PLAIN, clean, plain)  # no echo can be in the mic: nothing to cancel
+        if state == path.FOUND and self.double_talk.onset:
+            return self._send(NEAR, clean, plain)
+        return self._send(CLEAN, clean, plain)
+
+    def _send(self, mode: str, clean: np.ndarray, plain: np.ndarray) -> list[np.ndarray]:
+        """This frame in `mode`, crossfaded over one frame when the mode changes (no click). The
+        near-end sound comes by overlap-add of 20 ms windows, so one frame late: the frame it starts
+        on is kept back, and given out with the one it ends on."""
+        was, self.mode = self.mode, mode
+        cancelled = np.concatenate([self._last[0], clean]).astype(np.float64)  # AEC3's last 20 ms
+        if mode == NEAR:
+            window = self.double_talk.near_end(cancelled)
+            if was != NEAR:  # this frame comes out with the next one
+                self._ola, self._from = window[FRAME:], (clean if was == CLEAN else plain)
+                self._last = (clean, plain)
+                return []
+            out, self._ola = self._ola + window[:FRAME], window[FRAME:]
+            if self._from is not None:
+                out, self._from = _crossfade(self._from, out), None
+            self._last = (clean, plain)
+            return [_int16(out)]
+        new = clean if mode == CLEAN else plain
+        if was == NEAR:  # the frame kept back, then this one
+            late = self._ola + self.double_talk.near_end(cancelled)[:FRAME]
+            if self._from is not None:  # it started and ended on the same frame
+                late, self._from = self._from.astype(np.float64), None
+            then = self._last[0] if mode == CLEAN else self._last[1]
+            self._last = (clean, plain)
+            return [_int16(_crossfade(late, then)), new]
+        self._last = (clean, plain)
+        if was == mode:
+            return [new]
+        return [_int16(_crossfade(clean if was == CLEAN else plain, new))]
+
+    def _leave_near(self) -> list[np.ndarray]:
+        """The frame kept back, if the near-end sound is being sent (its overlap-add tail alone)."""
+        if self.mode != NEAR:
+            return []
+        late, self._from = (self._ola if self._from is None else self._from), None
+        return [_int16(late)]
 
     def _judge_double_talk(self, raw: np.ndarray, state: str, before: str) -> None:
         """Feed the double-talk detector; it judges only once an echo path (its delay) is known, and a
@@ -244,6 +300,15 @@ class EchoCanceller:
             if self.path is not None:
                 self.path.far(far)
                 self.double_talk.far(far)
+
+
+def _crossfade(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    ramp = np.linspace(0.0, 1.0, FRAME)
+    return old * (1.0 - ramp) + new * ramp
+
+
+def _int16(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(x), -32768, 32767).astype(np.int16)
 
 
 def _rms(x: np.ndarray) -> float:
