@@ -40,7 +40,7 @@ import time
 
 import numpy as np
 
-from voicecli.audio.doubletalk import DoubleTalkDetector
+from voicecli.audio.doubletalk import ONSET_WINDOW, DoubleTalkDetector
 from voicecli.audio.echopath import EchoPathDetector
 from voicecli.audio.pcm import RATE
 
@@ -93,6 +93,8 @@ class EchoCanceller:
         self._ola = np.zeros(FRAME)  # the near-end sound's overlap-add tail
         self._from: np.ndarray | None = None  # the frame the near-end sound fades in from
         self._last = (np.zeros(FRAME, np.int16), np.zeros(FRAME, np.int16))  # last (clean, plain) frames
+        self._kept = self._last  # (clean, plain) of the frame the near-end sound keeps back
+        self._waiting: list[tuple] = []  # (clean, plain, near-end window): frames awaiting the detector
         # the user talking over the answer, judged on the raw mic (AEC3 dampens their first 100-300 ms)
         self.double_talk = DoubleTalkDetector() if self.path is not None else None
         self.near_onsets = 0  # how many times the detector heard the user start over the echo (read by talk)
@@ -225,46 +227,68 @@ class EchoCanceller:
         self.bypassed = state == path.NONE
         if self.bypassed or (state == path.FOUND and not self.double_talk.echo_reach):
             return self._send(PLAIN, clean, plain)  # no echo can be in the mic: nothing to cancel
-        if state == path.FOUND and self.double_talk.onset:
-            return self._send(NEAR, clean, plain)
+        if state == path.FOUND and (self.double_talk.onset or self.double_talk.near_frames):
+            return self._send(NEAR, clean, plain, sure=self.double_talk.onset)
         return self._send(CLEAN, clean, plain)
 
-    def _send(self, mode: str, clean: np.ndarray, plain: np.ndarray) -> list[np.ndarray]:
-        """This frame in `mode`, crossfaded over one frame when the mode changes (no click). The
-        near-end sound comes by overlap-add of 20 ms windows, so one frame late: the frame it starts
-        on is kept back, and given out with the one it ends on."""
-        was, self.mode = self.mode, mode
+    def _send(self, mode: str, clean: np.ndarray, plain: np.ndarray, sure: bool = True) -> list[np.ndarray]:
+        """This frame in `mode`, crossfaded over one frame when the mode changes (no click).
+
+        The near-end sound comes by overlap-add of 20 ms windows, so one frame late: the frame it
+        starts on is kept back, and given out with the one it ends on. A frame the detector heard a
+        near-end sound in, before its onset (`sure`), waits for it (up to ONSET_WINDOW - 1 frames):
+        the user's first sound is sent too if it is the user; if not, the frames go out as they were."""
         cancelled = np.concatenate([self._last[0], clean]).astype(np.float64)  # AEC3's last 20 ms
+        self._last = (clean, plain)
+        window = self.double_talk.near_end(cancelled) if mode == NEAR or self.mode == NEAR else None
         if mode == NEAR:
-            window = self.double_talk.near_end(cancelled)
-            if was != NEAR:  # this frame comes out with the next one
-                self._ola, self._from = window[FRAME:], (clean if was == CLEAN else plain)
-                self._last = (clean, plain)
+            self._waiting.append((clean, plain, window))
+            if sure:
+                waiting, self._waiting = self._waiting, []
+                return [f for c, p, w in waiting for f in self._near(c, p, w)]
+            if len(self._waiting) < ONSET_WINDOW:
                 return []
-            out, self._ola = self._ola + window[:FRAME], window[FRAME:]
-            if self._from is not None:
-                out, self._from = _crossfade(self._from, out), None
-            self._last = (clean, plain)
-            return [_int16(out)]
+            return self._plain_or_clean(CLEAN, *self._waiting.pop(0))  # the oldest cannot start an onset now
+        waiting, self._waiting = self._waiting, []
+        waiting.append((clean, plain, window))
+        return [f for c, p, w in waiting for f in self._plain_or_clean(mode, c, p, w)]
+
+    def _near(self, clean: np.ndarray, plain: np.ndarray, window: np.ndarray) -> list[np.ndarray]:
+        """One frame's window of the near-end sound in; the frame before it out (none on the first)."""
+        was, self.mode = self.mode, NEAR
+        if was != NEAR:
+            self._ola, self._from = window[FRAME:], (clean if was == CLEAN else plain)
+            self._kept = (clean, plain)
+            return []
+        out, self._ola = self._ola + window[:FRAME], window[FRAME:]
+        if self._from is not None:
+            out, self._from = _crossfade(self._from, out), None
+        self._kept = (clean, plain)
+        return [_int16(out)]
+
+    def _plain_or_clean(self, mode: str, clean: np.ndarray, plain: np.ndarray,
+                        window: np.ndarray | None) -> list[np.ndarray]:
+        was, self.mode = self.mode, mode
         new = clean if mode == CLEAN else plain
         if was == NEAR:  # the frame kept back, then this one
-            late = self._ola + self.double_talk.near_end(cancelled)[:FRAME]
+            late = self._ola + (window[:FRAME] if window is not None else 0.0)
             if self._from is not None:  # it started and ended on the same frame
                 late, self._from = self._from.astype(np.float64), None
-            then = self._last[0] if mode == CLEAN else self._last[1]
-            self._last = (clean, plain)
+            then = self._kept[0] if mode == CLEAN else self._kept[1]
             return [_int16(_crossfade(late, then)), new]
-        self._last = (clean, plain)
         if was == mode:
             return [new]
         return [_int16(_crossfade(clean if was == CLEAN else plain, new))]
 
     def _leave_near(self) -> list[np.ndarray]:
-        """The frame kept back, if the near-end sound is being sent (its overlap-add tail alone)."""
-        if self.mode != NEAR:
-            return []
-        late, self._from = (self._ola if self._from is None else self._from), None
-        return [_int16(late)]
+        """What is kept back: frames waiting for the detector's verdict (as they were), and the frame
+        the near-end sound has not given out yet (its overlap-add tail alone)."""
+        waiting, self._waiting = self._waiting, []
+        out = [f for c, p, w in waiting for f in self._plain_or_clean(CLEAN, c, p, w)]
+        if self.mode == NEAR:
+            late, self._from = (self._ola if self._from is None else self._from), None
+            out.append(_int16(late))
+        return out
 
     def _judge_double_talk(self, raw: np.ndarray, state: str, before: str) -> None:
         """Feed the double-talk detector; it judges only once an echo path (its delay) is known, and a
