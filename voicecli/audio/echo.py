@@ -159,7 +159,8 @@ class EchoCanceller:
 
         Whole 10 ms frames are processed; a remainder waits for the next block, so the output can be
         up to 10 ms shorter (or longer) than the input for one call, never lost. (While the echo path
-        detector decides about a mic onset, up to HOLD_FRAMES are held back, and come out together.)"""
+        detector decides about a mic onset, up to HOLD_FRAMES are held back, and come out together;
+        while the double-talk detector decides about a near-end sound, up to ONSET_WINDOW - 1.)"""
         data = np.concatenate([self._near_rest, block]) if self._near_rest.size else block
         whole = data.size // FRAME * FRAME
         self._near_rest = data[whole:].copy()
