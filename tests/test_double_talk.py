@@ -182,6 +182,20 @@ def test_a_user_talking_over_the_answer_is_sent_at_their_own_level(far, gain):
 
 
 @pytest.mark.slow
+def test_the_users_first_sound_is_sent_too(far):
+    """The detector's onset needs 4 of 5 frames with a near-end sound; those before it wait for it
+    (at most 40 ms) and go out as the near-end sound: over a loud echo, AEC3 sent the user's first
+    150 ms 56 dB down (offline, before the wait)."""
+    pytest.importorskip("livekit.rtc")
+    near, start = over(far, user_voice(USER[3]), 3.0)
+    played = far.copy()
+    played[start + RATE * 15 // 100:] = 0
+    out, _ = run_canceller(played, echo_of(played, 40, 1.0) + near + noise(far.size))
+    first = slice(start, start + RATE * 15 // 100)
+    assert level_db(out[first]) - level_db(near[first]) > -12
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("gain", [0.3, 1.0])
 def test_what_is_sent_while_both_talk_holds_little_echo(far, gain):
     """The bins kept raw are those 10 dB over the echo's bound: fitting what is sent during the user's
