@@ -288,6 +288,54 @@ def test_the_realtime_glue_barges_in_on_a_double_talk_onset_before_the_local_vad
     asyncio.run(main())
 
 
+def test_the_servers_start_alone_stops_nothing_while_the_detector_hears_only_echo():
+    """After a double talk AEC3 re-converges for seconds and lets bits of the echo through: bench/echo.py
+    (e) saw the server's VAD cut an answer on them 3.5 s after an interruption (the canceller's frames
+    replayed: loud in both versions, with no near-end sound on the raw mic). While the detector has
+    heard nothing over the echo (`echo_only`), the server's start holds the turn and stops nothing
+    unless a voice follows; otherwise it stops the answer at once, as before."""
+    from test_interrupt import FakeSession, FakeTurns, FakeVad
+
+    from voicecli.voice.interrupt import LocalInterrupts
+
+    async def main(echo_only: bool) -> tuple[list, list]:
+        clock, echo, session, cuts = Clock(), FakeEcho(), FakeSession(), []
+        echo.echo_only = echo_only
+
+        async def barge_in():
+            cuts.append(clock.t)
+
+        li = LocalInterrupts(None, session, barge_in, lambda *a: None, clock=clock, vad=FakeVad(), echo=echo)
+        clock.t = 10.0  # outside an answer's first second and the 3 s after a barge-in
+        await li.audio(b"\0" * 960, FakeTurns(True))
+        await li.server_started(busy=True)
+        return cuts, session.calls
+
+    cuts, calls = asyncio.run(main(True))
+    assert cuts == [] and ("hold", True) in calls
+    cuts, calls = asyncio.run(main(False))
+    assert cuts == [10.0]
+
+
+@pytest.mark.slow
+def test_echo_only_is_said_once_the_detector_heard_nothing_over_the_echo_for_half_a_second(far):
+    pytest.importorskip("livekit.rtc")
+    from voicecli.audio.echo import EchoCanceller
+
+    near, start = over(far, user_voice(USER[3]), 3.0)
+    mic = echo_of(far, 40, 0.5) + near + noise(far.size)
+    aec, said = EchoCanceller(delay_ms=40), []
+    for i in range(0, far.size - FRAME + 1, FRAME):
+        aec.far_end(np.clip(far[i: i + FRAME], -32768, 32767).astype(np.int16))
+        aec.process(np.clip(mic[i: i + FRAME], -32768, 32767).astype(np.int16))
+        said.append(aec.echo_only)
+    said = np.array(said)
+    begins = start // FRAME
+    assert said[begins - 10]  # the answer playing, nobody over it
+    assert not said[begins + 15: begins + 60].any()  # the user talking over it, and half a second after
+    assert EchoCanceller(delay_ms=40).echo_only is False  # no echo path known yet
+
+
 def test_the_cascade_glue_stops_the_answer_on_a_double_talk_onset():
     from test_interrupt import FakeTurns
 

@@ -72,6 +72,7 @@ class DoubleTalkDetector:
         self.gain = np.full(_GROUPS.size, 10 ** (INITIAL_GAIN_DB / 10))  # per group of bins
         self.onset = False  # a near-end sound is going on (ONSET_FRAMES of the last ONSET_WINDOW)
         self.near_frames = 0  # of the last ONSET_WINDOW frames, those with a near-end sound
+        self.since_near = 1 << 30  # frames since the last one with a near-end sound
         self.share = 0.0  # the last frame's share of mic energy over the echo bound (for tests, --debug)
         self.near_level = 0.0  # and that energy, as a frame's mean square
         self._noise = _LEVEL  # the mic's noise floor, as a frame's mean square
@@ -101,6 +102,7 @@ class DoubleTalkDetector:
         if lag_ms is not None:
             near = self._judge(x, lag_ms)
         _push(self._history, near)
+        self.since_near = 0 if near else self.since_near + 1
         self.near_frames = int(self._history.sum())
         self.onset = self.near_frames >= ONSET_FRAMES
         return self.onset

@@ -59,6 +59,7 @@ PRIME_FRAMES, PRIME_LEVEL = 50, 3.0
 HOLD_FRAMES = 30  # 300 ms: the longest a mic onset at the start of an answer waits for the detector
 HOLD_LEVEL = 32768 * 10 ** (-50 / 20)  # a frame this loud may start a VAD (≈ -40 dBFS), with 10 dB to spare
 MUTE_FRAMES = 100  # 1 s of the assistant's speech after an echo path appeared
+ECHO_ONLY_FRAMES = 50  # 500 ms with an echo and no near-end sound over it: a voice heard now is a leak
 CLEAN, PLAIN, NEAR = "clean", "plain", "near"  # what is sent: AEC3's frame, the bypass's, the near-end sound
 
 
@@ -130,6 +131,15 @@ class EchoCanceller:
         if self.path is not None:
             self.path.reset()
             self._told = None
+
+    @property
+    def echo_only(self) -> bool:
+        """An echo may be in the mic and the double-talk detector has heard nothing over it for
+        ECHO_ONLY_FRAMES: a voice the server's VAD hears now is the canceller letting the echo
+        through (after a double talk AEC3 re-converges for seconds, and lets bits of it through)."""
+        dt = self.double_talk
+        return (dt is not None and self.path.state == EchoPathDetector.FOUND and dt.echo_reach
+                and dt.since_near >= ECHO_ONLY_FRAMES)
 
     @property
     def echo_path(self) -> str:

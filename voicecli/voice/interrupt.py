@@ -16,8 +16,11 @@ cleaned signal it sends, and:
   if no words follow (nothing within `HOLD_WAIT_S`, or under `MIN_TURN_MS`) it was the assistant's
   echo: the server's buffer is cleared (no phantom turn) and counted. Where the canceller is likeliest
   to leak (just after a barge-in, early in an answer) the server's start alone stops nothing and the
-  local VAD needs `MIN_TURN_MS` of voice. The server's own `interrupt_response` is off: the client
-  decides every interruption;
+  local VAD needs `MIN_TURN_MS` of voice; so too while the echo canceller's double-talk detector
+  has heard no voice over the echo for half a second (`EchoCanceller.echo_only`: AEC3 re-converging
+  after a double talk let bits of echo through 3.5 s after an interruption, and the server's VAD cut
+  the next answer on them). The server's own `interrupt_response` is off: the client decides every
+  interruption;
 - from the confirmation (or a server-first barge-in) until the local VAD hears the user stop (and
   no sooner than `SETTLE_S` after the barge-in), the interruption is *held*: the session's turn
   detection is off (`turn_detection: null`, manual turns), so the server cannot end the turn on a
@@ -229,7 +232,9 @@ class LocalInterrupts:
             await self._do(self.logic.local(event.kind, turns.busy, event.ms))
 
     async def server_started(self, busy: bool) -> None:
-        await self._do(self.logic.server_started(busy, self._careful))
+        # the canceller's double-talk detector heard no voice over the echo: the server heard its leak
+        echo_only = bool(getattr(self.onsets.echo, "echo_only", False))
+        await self._do(self.logic.server_started(busy, self._careful or echo_only))
 
     async def server_stopped(self) -> None:
         await self._do(self.logic.server_stopped())
