@@ -42,7 +42,7 @@ import numpy as np
 
 from voicecli.audio.doubletalk import ONSET_WINDOW, DoubleTalkDetector
 from voicecli.audio.echopath import EchoPathDetector
-from voicecli.audio.pcm import RATE
+from voicecli.audio.pcm import RATE, to_int16
 
 log = logging.getLogger("voicecli")
 
@@ -137,9 +137,13 @@ class EchoCanceller:
         """An echo may be in the mic and the double-talk detector has heard nothing over it for
         ECHO_ONLY_FRAMES: a voice the server's VAD hears now is the canceller letting the echo
         through (after a double talk AEC3 re-converges for seconds, and lets bits of it through)."""
-        dt = self.double_talk
-        return (dt is not None and self.path.state == EchoPathDetector.FOUND and dt.echo_reach
-                and dt.since_near >= ECHO_ONLY_FRAMES)
+        return self._echoing and self.double_talk.since_near >= ECHO_ONLY_FRAMES
+
+    @property
+    def _echoing(self) -> bool:
+        """An echo path is known and the far end played within its reach: an echo may be in the mic."""
+        return (self.double_talk is not None and self.path.state == EchoPathDetector.FOUND
+                and self.double_talk.echo_reach)
 
     @property
     def echo_path(self) -> str:
@@ -214,8 +218,7 @@ class EchoCanceller:
         # while an echo may be in the mic the plain module gets the cancelled frame: its noise
         # suppressor, fed the echo, learnt the assistant's voice as noise and took 5-9 dB off a user
         # speaking once the echo ended (offline, the simulator's voice over its own echo)
-        echoing = state == path.FOUND and self.double_talk.echo_reach
-        plain_frame = self._rtc.AudioFrame((clean if echoing else raw).tobytes(), RATE, 1, FRAME)
+        plain_frame = self._rtc.AudioFrame((clean if self._echoing else raw).tobytes(), RATE, 1, FRAME)
         self._plain.process_stream(plain_frame)
         plain = np.frombuffer(plain_frame.data, dtype=np.int16)
         silenced: list[np.ndarray] = []
@@ -238,7 +241,7 @@ class EchoCanceller:
         self.bypassed = state == path.NONE
         if self.bypassed or (state == path.FOUND and not self.double_talk.echo_reach):
             return self._send(PLAIN, clean, plain)  # no echo can be in the mic: nothing to cancel
-        if state == path.FOUND and (self.double_talk.onset or self.double_talk.near_frames):
+        if state == path.FOUND and self.double_talk.near_frames:  # the onset's frames among them
             return self._send(NEAR, clean, plain, sure=self.double_talk.onset)
         return self._send(CLEAN, clean, plain)
 
@@ -249,9 +252,10 @@ class EchoCanceller:
         starts on is kept back, and given out with the one it ends on. A frame the detector heard a
         near-end sound in, before its onset (`sure`), waits for it (up to ONSET_WINDOW - 1 frames):
         the user's first sound is sent too if it is the user; if not, the frames go out as they were."""
-        cancelled = np.concatenate([self._last[0], clean]).astype(np.float64)  # AEC3's last 20 ms
+        window = None
+        if mode == NEAR or self.mode == NEAR:  # AEC3's last 20 ms for the bins not kept raw
+            window = self.double_talk.near_end(np.concatenate([self._last[0], clean]).astype(np.float64))
         self._last = (clean, plain)
-        window = self.double_talk.near_end(cancelled) if mode == NEAR or self.mode == NEAR else None
         if mode == NEAR:
             self._waiting.append((clean, plain, window))
             if sure:
@@ -275,7 +279,7 @@ class EchoCanceller:
         if self._from is not None:
             out, self._from = _crossfade(self._from, out), None
         self._kept = (clean, plain)
-        return [_int16(out)]
+        return [to_int16(out)]
 
     def _plain_or_clean(self, mode: str, clean: np.ndarray, plain: np.ndarray,
                         window: np.ndarray | None) -> list[np.ndarray]:
@@ -286,10 +290,10 @@ class EchoCanceller:
             if self._from is not None:  # it started and ended on the same frame
                 late, self._from = self._from.astype(np.float64), None
             then = self._kept[0] if mode == CLEAN else self._kept[1]
-            return [_int16(_crossfade(late, then)), new]
+            return [to_int16(_crossfade(late, then)), new]
         if was == mode:
             return [new]
-        return [_int16(_crossfade(clean if was == CLEAN else plain, new))]
+        return [to_int16(_crossfade(clean if was == CLEAN else plain, new))]
 
     def _leave_near(self) -> list[np.ndarray]:
         """What is kept back: frames waiting for the detector's verdict (as they were), and the frame
@@ -298,7 +302,7 @@ class EchoCanceller:
         out = [f for c, p, w in waiting for f in self._plain_or_clean(CLEAN, c, p, w)]
         if self.mode == NEAR:
             late, self._from = (self._ola if self._from is None else self._from), None
-            out.append(_int16(late))
+            out.append(to_int16(late))
         return out
 
     def _judge_double_talk(self, raw: np.ndarray, state: str, before: str) -> None:
@@ -340,10 +344,6 @@ class EchoCanceller:
 def _crossfade(old: np.ndarray, new: np.ndarray) -> np.ndarray:
     ramp = np.linspace(0.0, 1.0, FRAME)
     return old * (1.0 - ramp) + new * ramp
-
-
-def _int16(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(x), -32768, 32767).astype(np.int16)
 
 
 def _rms(x: np.ndarray) -> float:

@@ -49,8 +49,12 @@ class Resampler:
     def process(self, x: np.ndarray, last: bool = False) -> np.ndarray:
         if self._stream is None:
             return x
-        y = self._stream.resample_chunk(x.astype(np.float32), last=last)
-        return np.clip(np.rint(y), -32768, 32767).astype(np.int16)
+        return to_int16(self._stream.resample_chunk(x.astype(np.float32), last=last))
+
+
+def to_int16(x: np.ndarray) -> np.ndarray:
+    """Float samples on the int16 scale → int16, rounded and clipped."""
+    return np.clip(np.rint(x), -32768, 32767).astype(np.int16)
 
 
 def resample_all(x: np.ndarray, rate_in: int, rate_out: int = RATE) -> np.ndarray:
