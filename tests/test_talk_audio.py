@@ -473,6 +473,11 @@ def test_cascade_round_trip_through_the_virtual_devices(audio_stack, make_sim, t
     starts from a primed noise floor)."""
     sim = make_sim()
     wav = sim_voice_wav(tmp_path / "q.wav", sim, "What is the weather like in Paris today?")
+    # the answer, spoken in two requests and played back to back: the first clause ("You said:") at once,
+    # then the sentence
+    reply = np.frombuffer(b"".join(speech.synthesize(t) for t in ("You said:", "What is the weather like in Paris "
+                                                                               "today?")), dtype="<i2")
+    voiced = reply[np.flatnonzero(reply)[0]:]
     tr = tmp_path / "talk.jsonl"
     monitor = audio_stack.monitor()
     talk = TalkProcess(tmp_path, sim, "--engine", "cascade", "-t", transport,
@@ -483,7 +488,11 @@ def test_cascade_round_trip_through_the_virtual_devices(audio_stack, make_sim, t
         time.sleep(0.5)
         audio_stack.play(wav)
         talk.wait(lambda: tr.exists() and '"assistant"' in tr.read_text(), 40, "the assistant's answer")
-        time.sleep(3.0)  # let it be spoken
+        # its entry is written before it has been spoken (a fixed 3 s wait was short on a busy machine
+        # once): wait for its voice on the monitor, then for the speaker to go quiet
+        talk.wait(lambda: locate(monitor.samples(), voiced, voiced.size // 20) is not None, 30,
+                  "the answer's voice on the monitor")
+        wait_quiet(talk, monitor)
         code, out, _ = talk.quit()
     finally:
         talk.proc.kill()
@@ -492,10 +501,6 @@ def test_cascade_round_trip_through_the_virtual_devices(audio_stack, make_sim, t
     said = [(e["role"], e["text"]) for e in map(json.loads, tr.read_text().splitlines()) if e.get("type") == "entry"]
     assert said == [("user", "What is the weather like in Paris today?"),
                     ("assistant", "You said: What is the weather like in Paris today?")]
-    # spoken in two requests, played back to back: the first clause ("You said:") at once, then the sentence
-    reply = np.frombuffer(b"".join(speech.synthesize(t) for t in ("You said:", "What is the weather like in Paris "
-                                                                               "today?")), dtype="<i2")
-    voiced = reply[np.flatnonzero(reply)[0]:]
     where = locate(samples, voiced, voiced.size // 20)
     assert where is not None, "the assistant's voice is not on the speaker monitor"
     _, _, found = gapless_match(samples, where[0], voiced[where[1]:])
